@@ -1,0 +1,122 @@
+//! `berth serve`: the core registry behind axum, on local storage. This file only translates
+//! HTTP in and out; every protocol rule lives in berth-core.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, State};
+use berth_core::{Body, Config, Registry, RequestContext, StorageError};
+use futures_util::TryStreamExt;
+
+use crate::local::{FsBlobStore, RedbMeta};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BERTH_ADDR", default_value = "127.0.0.1:5000")]
+    addr: SocketAddr,
+    /// Where blobs and metadata are kept.
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+    data_dir: PathBuf,
+}
+
+type LocalRegistry = Registry<FsBlobStore, RedbMeta>;
+
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    tokio::fs::create_dir_all(&args.data_dir)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
+    let secret = load_or_create_secret(&args.data_dir).await?;
+    let blobs = FsBlobStore::open(&args.data_dir).await.map_err(|e| e.to_string())?;
+    let meta = RedbMeta::open(&args.data_dir.join("meta.redb")).map_err(|e| e.to_string())?;
+    let registry = Arc::new(Registry::new(blobs, meta, Config::new(secret)));
+
+    let app = axum::Router::new().fallback(handle).with_state(registry);
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    tracing::info!(addr = %args.addr, data_dir = %args.data_dir.display(), "berth is serving the OCI distribution API");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn handle(
+    State(registry): State<Arc<LocalRegistry>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    let stream = body.into_data_stream().map_err(|e| StorageError::new(format!("client body: {e}")));
+    let req = http::Request::from_parts(parts, Box::pin(stream) as berth_core::ByteStream);
+    let response = registry.handle(req, context()).await;
+    tracing::info!(
+        %method, uri = %uri, status = response.status().as_u16(), peer = %peer,
+        ms = started.elapsed().as_secs_f64() * 1000.0, "request"
+    );
+    response.map(|body| match body {
+        Body::Empty => axum::body::Body::empty(),
+        Body::Full(bytes) => axum::body::Body::from(bytes),
+        Body::Stream(stream) => axum::body::Body::from_stream(stream),
+    })
+}
+
+fn context() -> RequestContext {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut random = [0u8; 16];
+    if let Err(e) = getrandom::fill(&mut random) {
+        // Upload ids would collide without randomness; this only happens on a broken OS.
+        tracing::error!("no randomness available: {e}");
+    }
+    RequestContext { now, random }
+}
+
+/// The key that signs upload ids, kept in the data directory so ids survive restarts.
+async fn load_or_create_secret(dir: &Path) -> Result<Vec<u8>, String> {
+    let path = dir.join("upload-secret");
+    match tokio::fs::read(&path).await {
+        Ok(secret) if secret.len() >= 32 => return Ok(secret),
+        Ok(_) | Err(_) => {}
+    }
+    let mut secret = vec![0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| format!("no randomness for the upload key: {e}"))?;
+    write_private(&path, &secret).await.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(secret)
+}
+
+async fn write_private(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    use tokio::io::AsyncWriteExt;
+    let mut file = options.open(path).await?;
+    file.write_all(content).await?;
+    file.sync_all().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,160 @@
+//! Berth's core: the OCI Distribution API (spec v1.1, Docker Registry HTTP API v2), once.
+//!
+//! One entry point, [`Registry::handle`], takes an `http::Request` whose body is a byte stream and
+//! returns an `http::Response`. Storage sits behind two small traits ([`BlobStore`],
+//! [`MetaStore`]); time and randomness come in through [`RequestContext`]. Nothing here touches a
+//! clock, a thread, a socket or a file, so the same crate runs in a Worker (wasm32), on Lambda and
+//! in `berth serve`.
+
+pub mod blobs;
+pub mod body;
+pub mod error;
+pub mod hash;
+pub mod manifests;
+pub mod names;
+mod records;
+pub mod referrers;
+mod reply;
+pub mod routes;
+pub mod storage;
+pub mod tags;
+pub mod uploads;
+
+use http::{Method, StatusCode};
+
+pub use body::Body;
+pub use error::{ErrorCode, RegistryError, StorageError};
+pub use routes::Route;
+pub use storage::{
+    BlobStore, ByteRange, ByteStream, MetaStore, Precondition, PutOutcome, UploadWriter, Versioned,
+};
+
+use reply::Reply;
+
+pub type Request = http::Request<ByteStream>;
+/// The request head, which handlers borrow while they stream the body.
+pub(crate) type Parts = http::request::Parts;
+pub type Response = http::Response<Body>;
+
+/// The spec's suggested limit, and what Distribution enforces.
+pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Registry settings that differ between deployments.
+#[derive(Clone)]
+pub struct Config {
+    /// Key that signs upload ids, so a stateless instance can trust the id it is handed.
+    pub upload_secret: Vec<u8>,
+    pub max_manifest_bytes: usize,
+    /// Advertised as `OCI-Chunk-Min-Length` (the edge needs chunks of at least R2's part size).
+    pub chunk_min_length: Option<u64>,
+    /// The largest request body the runtime accepts (Workers plan limit, Lambda's 6 MB); a body
+    /// over it gets 413 with a message saying how to push instead. None: unlimited.
+    pub max_request_body: Option<u64>,
+}
+
+impl Config {
+    pub fn new(upload_secret: Vec<u8>) -> Self {
+        Config {
+            upload_secret,
+            max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            chunk_min_length: None,
+            max_request_body: None,
+        }
+    }
+}
+
+/// What the runtime supplies with every request: the core never reads a clock or an RNG itself
+/// (`SystemTime::now` panics on wasm32).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext {
+    /// Unix time, seconds.
+    pub now: u64,
+    /// Fresh random bytes, used for upload ids.
+    pub random: [u8; 16],
+}
+
+/// The registry: protocol and policy over a blob store and a metadata store.
+pub struct Registry<B, M> {
+    pub(crate) blobs: B,
+    pub(crate) meta: M,
+    pub(crate) config: Config,
+}
+
+impl<B: BlobStore, M: MetaStore> Registry<B, M> {
+    pub fn new(blobs: B, meta: M, config: Config) -> Self {
+        Registry { blobs, meta, config }
+    }
+
+    pub fn blob_store(&self) -> &B {
+        &self.blobs
+    }
+
+    pub fn meta_store(&self) -> &M {
+        &self.meta
+    }
+
+    /// Answers one request. Never panics on input; every client fault is an OCI error.
+    pub async fn handle(&self, req: Request, ctx: RequestContext) -> Response {
+        let head = req.method() == Method::HEAD;
+        let reply = match self.dispatch(req, &ctx).await {
+            Ok(reply) => reply,
+            Err(err) => Reply::error(err),
+        };
+        reply.into_response(head)
+    }
+
+    async fn dispatch(&self, req: Request, ctx: &RequestContext) -> error::Result<Reply> {
+        // The body stream is Send but not Sync: handlers borrow the head and own the body.
+        let (req, body) = req.into_parts();
+        let Some(route) = Route::parse(req.uri.path()) else {
+            return Err(error::oci(ErrorCode::Unsupported, "no such endpoint")
+                .with_status(StatusCode::NOT_FOUND));
+        };
+        let method = req.method.clone();
+        let get_or_head = method == Method::GET || method == Method::HEAD;
+        match (&route, &method) {
+            (Route::Base, _) if get_or_head => Ok(Reply::json(StatusCode::OK, b"{}".to_vec())),
+            (Route::Catalog, &Method::GET) => self.catalog(&req).await,
+            (Route::Tags { name }, &Method::GET) => self.tags_list(name, &req).await,
+            (Route::Manifest { name, reference }, _) if get_or_head => {
+                self.get_manifest(name, reference, &req, method == Method::HEAD).await
+            }
+            (Route::Manifest { name, reference }, &Method::PUT) => {
+                self.put_manifest(name, reference, &req, body).await
+            }
+            (Route::Manifest { name, reference }, &Method::DELETE) => {
+                self.delete_manifest(name, reference).await
+            }
+            (Route::Blob { name, digest }, _) if get_or_head => {
+                self.get_blob(name, digest, &req, method == Method::HEAD, ctx).await
+            }
+            (Route::Blob { name, digest }, &Method::DELETE) => self.delete_blob(name, digest).await,
+            (Route::UploadStart { name }, &Method::POST) => self.start_upload(name, &req, body, ctx).await,
+            (Route::Upload { name, id }, &Method::PATCH) => self.patch_upload(name, id, &req, body).await,
+            (Route::Upload { name, id }, &Method::PUT) => self.put_upload(name, id, &req, body).await,
+            (Route::Upload { name, id }, _) if get_or_head => self.upload_status(name, id).await,
+            (Route::Upload { name, id }, &Method::DELETE) => self.cancel_upload(name, id).await,
+            (Route::Referrers { name, digest }, &Method::GET) => {
+                self.referrers(name, digest, &req).await
+            }
+            _ => Err(error::oci(
+                ErrorCode::Unsupported,
+                format!("method {method} is not allowed on this endpoint"),
+            )
+            .with_status(StatusCode::METHOD_NOT_ALLOWED)),
+        }
+    }
+}
+
+/// The query string's pairs, percent-decoded.
+pub(crate) fn query_of(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect()
+}
+
+pub(crate) fn query_param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+pub(crate) fn header_str<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,122 @@
+//! How the registry's metadata is laid out in the [`MetaStore`]. `@` cannot appear in a
+//! repository name or a tag, so `prefix/<name>@` lists exactly one repository's entries even when
+//! another repository's name extends this one (`a` and `a/b`).
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::names::{Digest, RepoName};
+use crate::storage::{BlobStore, MetaStore, Precondition, PutOutcome};
+use crate::Registry;
+
+pub(crate) const REPOS: &str = "repos/";
+
+pub(crate) fn repo_key(name: &RepoName) -> String {
+    format!("{REPOS}{name}")
+}
+pub(crate) fn blob_key(name: &RepoName, digest: &Digest) -> String {
+    format!("blobs/{name}@{digest}")
+}
+pub(crate) fn manifest_key(name: &RepoName, digest: &Digest) -> String {
+    format!("manifests/{name}@{digest}")
+}
+pub(crate) fn tag_prefix(name: &RepoName) -> String {
+    format!("tags/{name}@")
+}
+pub(crate) fn tag_key(name: &RepoName, tag: &str) -> String {
+    format!("{}{tag}", tag_prefix(name))
+}
+pub(crate) fn referrer_prefix(name: &RepoName, subject: &str) -> String {
+    format!("referrers/{name}@{subject}@")
+}
+pub(crate) fn upload_key(id: &str) -> String {
+    format!("uploads/{id}")
+}
+
+/// A blob linked into a repository.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct BlobLink {
+    pub size: u64,
+}
+
+/// A manifest stored in a repository; its bytes live in the blob store under its digest.
+#[derive(Serialize, Deserialize, Clone)]
+pub(crate) struct ManifestRecord {
+    pub media_type: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TagRecord {
+    pub digest: String,
+}
+
+impl<B: BlobStore, M: MetaStore> Registry<B, M> {
+    pub(crate) async fn get_record<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        Ok(self.get_versioned(key).await?.map(|(record, _)| record))
+    }
+
+    pub(crate) async fn get_versioned<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, String)>> {
+        let Some(found) = self.meta.get(key).await? else {
+            return Ok(None);
+        };
+        let record = serde_json::from_slice(&found.value).map_err(|e| {
+            crate::StorageError::new(format!("corrupt metadata record {key}: {e}"))
+        })?;
+        Ok(Some((record, found.version)))
+    }
+
+    pub(crate) async fn put_record<T: Serialize>(
+        &self,
+        key: &str,
+        record: &T,
+        cond: Precondition,
+    ) -> Result<PutOutcome> {
+        let value = serde_json::to_vec(record)
+            .map_err(|e| crate::StorageError::new(format!("cannot encode {key}: {e}")))?;
+        Ok(self.meta.put(key, Bytes::from(value), cond).await?)
+    }
+
+    /// Makes a verified blob part of a repository (and the repository part of the catalog).
+    pub(crate) async fn link_blob(&self, name: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        self.put_record(&blob_key(name, digest), &BlobLink { size }, Precondition::None).await?;
+        self.ensure_repo(name).await
+    }
+
+    pub(crate) async fn blob_link(&self, name: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        Ok(self.get_record::<BlobLink>(&blob_key(name, digest)).await?.map(|l| l.size))
+    }
+
+    pub(crate) async fn ensure_repo(&self, name: &RepoName) -> Result<()> {
+        let key = repo_key(name);
+        if self.meta.get(&key).await?.is_none() {
+            // A conflict means another request created it first: fine either way.
+            self.meta.put(&key, Bytes::from_static(b"{}"), Precondition::Absent).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn repo_exists(&self, name: &RepoName) -> Result<bool> {
+        Ok(self.meta.get(&repo_key(name)).await?.is_some())
+    }
+
+    /// Every key under `prefix`, page by page.
+    pub(crate) async fn list_all(&self, prefix: &str) -> Result<Vec<String>> {
+        const PAGE: usize = 1000;
+        let mut keys = Vec::new();
+        loop {
+            let page = self.meta.list(prefix, keys.last().map(String::as_str), PAGE).await?;
+            let done = page.len() < PAGE;
+            keys.extend(page);
+            if done {
+                return Ok(keys);
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The narrow storage interface every runtime implements: blob content (with uploads) and a small
+//! metadata store with conditional writes. R2 + KV, S3 (+ DynamoDB) and a local directory + embedded
+//! database all fit behind these two traits; the protocol never sees which one it talks to.
+
+use bytes::Bytes;
+
+use crate::error::StorageError;
+use crate::names::Digest;
+
+/// Streams are `Send` on native targets (tokio moves tasks between threads) and not on wasm32,
+/// where the Worker's JS-backed types never are.
+#[cfg(not(target_arch = "wasm32"))]
+pub type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, StorageError>> + Send + 'static>>;
+#[cfg(target_arch = "wasm32")]
+pub type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, StorageError>> + 'static>>;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSendSync: Send + Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + Sync> MaybeSendSync for T {}
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSendSync {}
+#[cfg(target_arch = "wasm32")]
+impl<T> MaybeSendSync for T {}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSend: Send {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send> MaybeSend for T {}
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSend {}
+#[cfg(target_arch = "wasm32")]
+impl<T> MaybeSend for T {}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// A byte range `[start, end)` already checked against the blob's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Content addressed by digest, and the uploads that produce it.
+///
+/// An upload is identified by the id the core chose plus an opaque `backend` string the store
+/// returns (an R2/S3 multipart upload id and its parts, for example); the core saves both with the
+/// session so that any stateless instance can continue it.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait BlobStore: MaybeSendSync {
+    /// Size of a verified blob, or None.
+    async fn stat(&self, digest: &Digest) -> StorageResult<Option<u64>>;
+    /// The content of a verified blob (or a range of it), or None.
+    async fn read(&self, digest: &Digest, range: Option<ByteRange>)
+        -> StorageResult<Option<ByteStream>>;
+    /// Stores small content the core has already verified (manifest bytes).
+    async fn put_verified(&self, digest: &Digest, content: Bytes) -> StorageResult<()>;
+    /// Removes content. Absent content is not an error.
+    async fn delete(&self, digest: &Digest) -> StorageResult<()>;
+    /// A short-lived URL a client can fetch the blob from directly, when the store can presign.
+    /// `now` is the Unix time in seconds (the core never reads a clock).
+    async fn redirect_url(&self, _digest: &Digest, _now: u64) -> StorageResult<Option<String>> {
+        Ok(None)
+    }
+
+    /// Starts an upload; returns the backend state to save with the session.
+    async fn upload_start(&self, id: &str) -> StorageResult<String>;
+    /// Opens a writer that appends at `offset`, the length the session has acknowledged. Bytes
+    /// past `offset` left by an interrupted request are discarded.
+    async fn upload_writer(
+        &self,
+        id: &str,
+        backend: &str,
+        offset: u64,
+    ) -> StorageResult<Box<dyn UploadWriter>>;
+    /// Reads back what was uploaded (used to verify digests other than sha256).
+    async fn upload_read(&self, id: &str, backend: &str) -> StorageResult<ByteStream>;
+    /// Makes the upload the content of `digest`, which the core has verified. Atomic: readers
+    /// see nothing or all of it.
+    async fn upload_commit(
+        &self,
+        id: &str,
+        backend: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> StorageResult<()>;
+    /// Discards the upload's data.
+    async fn upload_abort(&self, id: &str, backend: &str) -> StorageResult<()>;
+}
+
+/// Receives one request's worth of an upload, chunk by chunk, in order.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait UploadWriter: MaybeSend {
+    async fn write(&mut self, chunk: Bytes) -> StorageResult<()>;
+    /// Makes the written bytes durable; returns the new backend state for the session.
+    async fn finish(self: Box<Self>) -> StorageResult<String>;
+}
+
+/// A precondition on a metadata write; this is what keeps tags consistent across stateless
+/// instances (R2 `onlyIf`, S3 `If-Match`/`If-None-Match`, DynamoDB conditions, a local
+/// transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    None,
+    Absent,
+    Version(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written { version: String },
+    /// The precondition did not hold; nothing was written.
+    Conflict,
+}
+
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub value: Bytes,
+    pub version: String,
+}
+
+/// A strongly consistent key-value store for small records (tags, links, upload sessions).
+/// Keys are ASCII; listing is in byte order.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait MetaStore: MaybeSendSync {
+    async fn get(&self, key: &str) -> StorageResult<Option<Versioned>>;
+    async fn put(&self, key: &str, value: Bytes, cond: Precondition) -> StorageResult<PutOutcome>;
+    /// Removes a key; absent keys are not an error.
+    async fn delete(&self, key: &str) -> StorageResult<()>;
+    /// Up to `limit` keys starting with `prefix` and sorting after `after`, in byte order.
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize)
+        -> StorageResult<Vec<String>>;
+}

@@ -1,0 +1,369 @@
+//! Blob push: monolithic POST, POST then PUT, chunked PATCHes, docker's one streamed PATCH,
+//! status, cancel and cross-repository mount.
+//!
+//! A session (offset, serialized sha256 state, the backend's upload state) is saved after every
+//! request, so a push may hop between stateless instances. Its id carries an HMAC binding it to
+//! the repository. A blob becomes visible only after its digest is verified.
+
+use futures_util::StreamExt;
+use hmac::{KeyInit, Mac};
+use http::header::LOCATION;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{oci, ErrorCode, RegistryError, Result};
+use crate::hash::{Sha512Hasher, UploadHasher};
+use crate::names::{parse_digest, Digest, DigestAlgorithm, RepoName};
+use crate::records::upload_key;
+use crate::reply::names::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_CHUNK_MIN_LENGTH, RANGE};
+use crate::reply::Reply;
+use crate::storage::{BlobStore, ByteStream, MetaStore, Precondition, PutOutcome};
+use crate::{header_str, query_of, query_param, Registry, RequestContext};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+#[derive(Serialize, Deserialize, Clone)]
+pub(crate) struct Session {
+    repo: String,
+    offset: u64,
+    /// Serialized sha256 state of the bytes so far.
+    hash: String,
+    /// The blob store's own state for this upload.
+    backend: String,
+    started: u64,
+}
+
+fn upload_unknown(id: &str) -> RegistryError {
+    oci(
+        ErrorCode::BlobUploadUnknown,
+        format!("upload {id:?} is unknown: it finished, was cancelled, or never existed here"),
+    )
+}
+
+/// `Range` as Distribution sends it: the inclusive span received, `0-0` when empty.
+fn range_header(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
+
+/// `Content-Range` of a chunk: `A-B`, also `bytes A-B`, `bytes=A-B`, with an optional `/total`.
+fn parse_content_range(value: &str) -> Result<(u64, u64)> {
+    let bad = || {
+        oci(ErrorCode::BlobUploadInvalid, format!("malformed Content-Range {value:?}; expected START-END"))
+    };
+    let v = value.trim();
+    let v = v.strip_prefix("bytes").map(|r| r.trim_start_matches([' ', '='])).unwrap_or(v);
+    let v = v.split('/').next().unwrap_or(v);
+    let (a, b) = v.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if b < a {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+impl<B: BlobStore, M: MetaStore> Registry<B, M> {
+    fn sign_upload(&self, name: &RepoName, nonce: &str) -> String {
+        // An HMAC key of any length is accepted, so this cannot fail.
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.config.upload_secret)
+            .expect("HMAC takes keys of any length");
+        mac.update(b"berth-upload\0");
+        mac.update(name.as_str().as_bytes());
+        mac.update(b"\0");
+        mac.update(nonce.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    fn new_upload_id(&self, name: &RepoName, ctx: &RequestContext) -> String {
+        let nonce = hex::encode(ctx.random);
+        format!("{nonce}.{}", self.sign_upload(name, &nonce))
+    }
+
+    fn verify_upload_id(&self, name: &RepoName, id: &str) -> Result<()> {
+        let valid = id.split_once('.').is_some_and(|(nonce, tag)| {
+            nonce.len() == 32
+                && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+                && constant_time_eq(self.sign_upload(name, nonce).as_bytes(), tag.as_bytes())
+        });
+        if valid { Ok(()) } else { Err(upload_unknown(id)) }
+    }
+
+    async fn load_session(&self, name: &RepoName, id: &str) -> Result<(Session, String)> {
+        self.verify_upload_id(name, id)?;
+        match self.get_versioned::<Session>(&upload_key(id)).await? {
+            Some((session, version)) if session.repo == name.as_str() => Ok((session, version)),
+            _ => Err(upload_unknown(id)),
+        }
+    }
+
+    fn upload_reply(&self, status: StatusCode, name: &RepoName, id: &str, offset: u64) -> Reply {
+        let mut reply = Reply::new(status)
+            .header(LOCATION, format!("/v2/{name}/blobs/uploads/{id}"))
+            .header(RANGE, range_header(offset))
+            .header(DOCKER_UPLOAD_UUID, id);
+        if let Some(min) = self.config.chunk_min_length {
+            reply = reply.header(OCI_CHUNK_MIN_LENGTH, min.to_string());
+        }
+        reply
+    }
+
+    fn created_reply(name: &RepoName, digest: &Digest) -> Reply {
+        Reply::new(StatusCode::CREATED)
+            .header(LOCATION, format!("/v2/{name}/blobs/{digest}"))
+            .header(DOCKER_CONTENT_DIGEST, digest.to_string())
+    }
+
+    /// `POST /v2/<name>/blobs/uploads/` with `?digest=` (monolithic), `?mount=&from=`, or nothing.
+    pub(crate) async fn start_upload(
+        &self,
+        name: &str,
+        parts: &crate::Parts,
+        body: ByteStream,
+        ctx: &RequestContext,
+    ) -> Result<Reply> {
+        let name = RepoName::parse(name)?;
+        let query = query_of(parts.uri.query());
+        if let Some(mount) = query_param(&query, "mount") {
+            let digest = parse_digest(mount)?;
+            if let Some(from) = query_param(&query, "from") {
+                let from = RepoName::parse(from)?;
+                if let Some(size) = self.blob_link(&from, &digest).await? {
+                    self.link_blob(&name, &digest, size).await?;
+                    return Ok(Self::created_reply(&name, &digest));
+                }
+            }
+            // Not mountable: the client uploads instead, as the spec says.
+        } else if let Some(digest) = query_param(&query, "digest") {
+            let digest = parse_digest(digest)?;
+            return self.monolithic(&name, digest, &parts.headers, body, ctx).await;
+        }
+        let id = self.new_upload_id(&name, ctx);
+        let backend = self.blobs.upload_start(&id).await?;
+        let session = Session {
+            repo: name.to_string(),
+            offset: 0,
+            hash: UploadHasher::default().save(),
+            backend,
+            started: ctx.now,
+        };
+        self.put_record(&upload_key(&id), &session, Precondition::Absent).await?;
+        Ok(self.upload_reply(StatusCode::ACCEPTED, &name, &id, 0))
+    }
+
+    /// The whole blob in the POST: nothing is saved as a session; a failure leaves nothing.
+    async fn monolithic(
+        &self,
+        name: &RepoName,
+        digest: Digest,
+        headers: &http::HeaderMap,
+        body: ByteStream,
+        ctx: &RequestContext,
+    ) -> Result<Reply> {
+        let id = self.new_upload_id(name, ctx);
+        let backend = self.blobs.upload_start(&id).await?;
+        let session = Session {
+            repo: name.to_string(),
+            offset: 0,
+            hash: UploadHasher::default().save(),
+            backend,
+            started: ctx.now,
+        };
+        let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+        let session = match self.append(name, &id, session.clone(), headers, body).await {
+            Ok(s) if declared.is_some_and(|len| len != s.offset) => {
+                self.blobs.upload_abort(&id, &s.backend).await?;
+                return Err(oci(ErrorCode::SizeInvalid, "body length differs from Content-Length"));
+            }
+            Ok(s) => s,
+            Err(e) => {
+                self.blobs.upload_abort(&id, &session.backend).await?;
+                return Err(e);
+            }
+        };
+        self.complete(name, &id, session, &digest).await?;
+        Ok(Self::created_reply(name, &digest))
+    }
+
+    /// Streams a request body onto the end of an upload, hashing as it flows. The session is
+    /// returned advanced but not saved; bytes of a failed request are discarded by the next writer.
+    async fn append(
+        &self,
+        name: &RepoName,
+        id: &str,
+        mut session: Session,
+        headers: &http::HeaderMap,
+        mut body: ByteStream,
+    ) -> Result<Session> {
+        let range = header_str(headers, "content-range").map(parse_content_range).transpose()?;
+        if let Some((start, _)) = range {
+            if start != session.offset {
+                return Err(oci(
+                    ErrorCode::BlobUploadInvalid,
+                    format!(
+                        "chunk starts at byte {start} but the upload has {} bytes; send the chunk \
+                         that starts at {}",
+                        session.offset, session.offset
+                    ),
+                )
+                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .with_header(RANGE, range_header(session.offset))
+                .with_header(LOCATION, format!("/v2/{name}/blobs/uploads/{id}"))
+                .with_header(DOCKER_UPLOAD_UUID, id.to_owned()));
+            }
+        }
+        let mut hasher = UploadHasher::restore(&session.hash)
+            .ok_or_else(|| crate::StorageError::new(format!("upload {id} has a corrupt hash state")))?;
+        let mut writer = self.blobs.upload_writer(id, &session.backend, session.offset).await?;
+        let limit = self.config.max_request_body;
+        let mut received: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                oci(ErrorCode::BlobUploadInvalid, format!("the request body broke off: {e}"))
+            })?;
+            received += chunk.len() as u64;
+            if let Some(limit) = limit.filter(|l| received > *l) {
+                return Err(too_large(limit));
+            }
+            hasher.update(&chunk);
+            writer.write(chunk).await?;
+        }
+        if let Some((start, end)) = range {
+            // An empty body with a Content-Range is what some clients send with the final PUT.
+            if received != 0 && received != end - start + 1 {
+                return Err(oci(
+                    ErrorCode::BlobUploadInvalid,
+                    format!("Content-Range {start}-{end} announced {} bytes but {received} came", end - start + 1),
+                ));
+            }
+        }
+        session.backend = writer.finish().await?;
+        session.offset += received;
+        session.hash = hasher.save();
+        Ok(session)
+    }
+
+    async fn save_session(&self, id: &str, session: &Session, version: String) -> Result<()> {
+        match self.put_record(&upload_key(id), session, Precondition::Version(version)).await? {
+            PutOutcome::Written { .. } => Ok(()),
+            PutOutcome::Conflict => Err(oci(
+                ErrorCode::BlobUploadInvalid,
+                "another request changed this upload at the same time; check its status and resend",
+            )
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)),
+        }
+    }
+
+    /// Verifies the digest and makes the blob visible; on a mismatch the upload is discarded.
+    async fn complete(&self, name: &RepoName, id: &str, session: Session, digest: &Digest) -> Result<()> {
+        let actual = match digest.algorithm() {
+            DigestAlgorithm::Sha512 => {
+                let mut hasher = Sha512Hasher::default();
+                let mut content = self.blobs.upload_read(id, &session.backend).await?;
+                while let Some(chunk) = content.next().await {
+                    hasher.update(&chunk?);
+                }
+                hasher.finish()
+            }
+            _ => UploadHasher::restore(&session.hash)
+                .ok_or_else(|| crate::StorageError::new(format!("upload {id} has a corrupt hash state")))?
+                .finish(),
+        };
+        if actual != digest.to_string() {
+            self.blobs.upload_abort(id, &session.backend).await?;
+            return Err(oci(
+                ErrorCode::DigestInvalid,
+                format!("the {} uploaded bytes have digest {actual}, not {digest}", session.offset),
+            )
+            .with_detail(serde_json::json!({ "expected": digest.to_string(), "actual": actual })));
+        }
+        self.blobs.upload_commit(id, &session.backend, digest, session.offset).await?;
+        self.link_blob(name, digest, session.offset).await
+    }
+
+    pub(crate) async fn patch_upload(
+        &self,
+        name: &str,
+        id: &str,
+        parts: &crate::Parts,
+        body: ByteStream,
+    ) -> Result<Reply> {
+        let name = RepoName::parse(name)?;
+        let (session, version) = self.load_session(&name, id).await?;
+        let session = self.append(&name, id, session, &parts.headers, body).await?;
+        self.save_session(id, &session, version).await?;
+        Ok(self.upload_reply(StatusCode::ACCEPTED, &name, id, session.offset))
+    }
+
+    pub(crate) async fn put_upload(
+        &self,
+        name: &str,
+        id: &str,
+        parts: &crate::Parts,
+        body: ByteStream,
+    ) -> Result<Reply> {
+        let name = RepoName::parse(name)?;
+        let (session, version) = self.load_session(&name, id).await?;
+        let query = query_of(parts.uri.query());
+        let Some(digest) = query_param(&query, "digest") else {
+            return Err(oci(ErrorCode::DigestInvalid, "PUT must name the blob's digest in ?digest="));
+        };
+        let digest = parse_digest(digest)?;
+        let session = self.append(&name, id, session, &parts.headers, body).await?;
+        // Claim the session first, so a concurrent PUT cannot complete it twice.
+        self.save_session(id, &session, version).await?;
+        let result = self.complete(&name, id, session, &digest).await;
+        self.meta.delete(&upload_key(id)).await?;
+        result?;
+        Ok(Self::created_reply(&name, &digest))
+    }
+
+    pub(crate) async fn upload_status(&self, name: &str, id: &str) -> Result<Reply> {
+        let name = RepoName::parse(name)?;
+        let (session, _) = self.load_session(&name, id).await?;
+        Ok(self.upload_reply(StatusCode::NO_CONTENT, &name, id, session.offset))
+    }
+
+    pub(crate) async fn cancel_upload(&self, name: &str, id: &str) -> Result<Reply> {
+        let name = RepoName::parse(name)?;
+        let (session, _) = self.load_session(&name, id).await?;
+        self.meta.delete(&upload_key(id)).await?;
+        self.blobs.upload_abort(id, &session.backend).await?;
+        Ok(Reply::new(StatusCode::NO_CONTENT))
+    }
+}
+
+fn too_large(limit: u64) -> RegistryError {
+    oci(
+        ErrorCode::SizeInvalid,
+        format!(
+            "request body is over this registry's limit of {limit} bytes per request; push the \
+             blob in chunks (PATCH with Content-Range) smaller than that, or use `berth push`"
+        ),
+    )
+    .with_detail(serde_json::json!({ "limit": limit }))
+    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("0-99").unwrap(), (0, 99));
+        assert_eq!(parse_content_range("bytes 100-199/*").unwrap(), (100, 199));
+        assert_eq!(parse_content_range("bytes=5-9").unwrap(), (5, 9));
+        assert!(parse_content_range("9-5").is_err());
+        assert!(parse_content_range("abc").is_err());
+        assert!(parse_content_range("1-").is_err());
+    }
+
+    #[test]
+    fn range_header_is_inclusive() {
+        assert_eq!(range_header(0), "0-0");
+        assert_eq!(range_header(10), "0-9");
+    }
+}
