@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, State};
+use axum::serve::ListenerExt;
 use berth_core::{Body, Config, Registry, RequestContext, StorageError};
 use futures_util::TryStreamExt;
 
@@ -36,7 +37,14 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let app = axum::Router::new().fallback(handle).with_state(registry);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?
+        // Headers and body go out as separate writes; without NODELAY, Nagle plus delayed ACKs
+        // hold the body back ~40 ms on every small response.
+        .tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!("cannot set TCP_NODELAY: {e}");
+            }
+        });
     tracing::info!(addr = %args.addr, data_dir = %args.data_dir.display(), "berth is serving the OCI distribution API");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
