@@ -21,6 +21,11 @@ pub struct ServeArgs {
     /// Where blobs and metadata are kept.
     #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
     data_dir: PathBuf,
+    /// fsync blob data before acknowledging a write, so it survives power loss as well as a
+    /// crash of berth. `--fsync false` trades that for speed (page-cache durability only, as
+    /// Distribution and zot do by default). Metadata is always committed durably.
+    #[arg(long, env = "BERTH_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    fsync: bool,
 }
 
 type LocalRegistry = Registry<FsBlobStore, RedbMeta>;
@@ -30,7 +35,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
     let secret = load_or_create_secret(&args.data_dir).await?;
-    let blobs = FsBlobStore::open(&args.data_dir).await.map_err(|e| e.to_string())?;
+    let blobs = FsBlobStore::open(&args.data_dir, args.fsync).await.map_err(|e| e.to_string())?;
     let meta = RedbMeta::open(&args.data_dir.join("meta.redb")).map_err(|e| e.to_string())?;
     let registry = Arc::new(Registry::new(blobs, meta, Config::new(secret)));
 

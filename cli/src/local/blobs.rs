@@ -12,7 +12,7 @@ use berth_core::{BlobStore, ByteRange, ByteStream, StorageError, UploadWriter};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use tokio::fs::{self, File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 /// Read and write in pieces this size: large enough for throughput, small enough that memory
@@ -21,6 +21,8 @@ const IO_CHUNK: usize = 256 * 1024;
 
 pub struct FsBlobStore {
     root: PathBuf,
+    /// fsync blob data before acknowledging it (survives power loss, costs disk bandwidth).
+    fsync: bool,
 }
 
 fn err(context: &str, e: impl std::fmt::Display) -> StorageError {
@@ -28,11 +30,11 @@ fn err(context: &str, e: impl std::fmt::Display) -> StorageError {
 }
 
 impl FsBlobStore {
-    pub async fn open(root: &Path) -> StorageResult<Self> {
+    pub async fn open(root: &Path, fsync: bool) -> StorageResult<Self> {
         for dir in ["blobs", "uploads"] {
             fs::create_dir_all(root.join(dir)).await.map_err(|e| err("create data directory", e))?;
         }
-        Ok(FsBlobStore { root: root.to_owned() })
+        Ok(FsBlobStore { root: root.to_owned(), fsync })
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -54,6 +56,9 @@ impl FsBlobStore {
         let dir = to.parent().unwrap_or(&self.root).to_owned();
         fs::create_dir_all(&dir).await.map_err(|e| err("create blob directory", e))?;
         fs::rename(from, &to).await.map_err(|e| err("publish blob", e))?;
+        if !self.fsync {
+            return Ok(());
+        }
         File::open(&dir).await.map_err(|e| err("open blob directory", e))?.sync_all().await.map_err(|e| err("sync blob directory", e))
     }
 }
@@ -98,7 +103,9 @@ impl BlobStore for FsBlobStore {
         let tmp = self.root.join("uploads").join(format!("put-{}-{}-{n}", digest.digest(), std::process::id()));
         let mut file = File::create(&tmp).await.map_err(|e| err("write blob", e))?;
         file.write_all(&content).await.map_err(|e| err("write blob", e))?;
-        file.sync_all().await.map_err(|e| err("sync blob", e))?;
+        if self.fsync {
+            file.sync_all().await.map_err(|e| err("sync blob", e))?;
+        }
         self.publish(&tmp, digest).await
     }
 
@@ -120,7 +127,7 @@ impl BlobStore for FsBlobStore {
         // Drop whatever an interrupted request wrote past the acknowledged length.
         file.set_len(offset).await.map_err(|e| err("truncate upload", e))?;
         file.seek(SeekFrom::Start(offset)).await.map_err(|e| err("seek upload", e))?;
-        Ok(Box::new(FileWriter { file: BufWriter::with_capacity(IO_CHUNK, file) }))
+        Ok(Box::new(FileWriter::spawn(file.into_std().await, self.fsync)))
     }
 
     async fn upload_read(&self, id: &str, _backend: &str) -> StorageResult<ByteStream> {
@@ -141,20 +148,50 @@ impl BlobStore for FsBlobStore {
     }
 }
 
+/// Appends to an upload file from a blocking thread fed through a short queue, so disk writes
+/// overlap with receiving and hashing the next chunk (tokio's File would hop to the blocking pool
+/// for every write instead).
 struct FileWriter {
-    file: BufWriter<File>,
+    chunks: tokio::sync::mpsc::Sender<Bytes>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl FileWriter {
+    fn spawn(file: std::fs::File, fsync: bool) -> Self {
+        let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let done = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::with_capacity(IO_CHUNK, file);
+            while let Some(chunk) = rx.blocking_recv() {
+                out.write_all(&chunk)?;
+            }
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            // With fsync on, acknowledged bytes survive power loss, not just a process crash.
+            if fsync { file.sync_data() } else { Ok(()) }
+        });
+        FileWriter { chunks, done }
+    }
+
+    /// Closes the queue and waits for the thread's verdict.
+    async fn close(self) -> StorageResult<()> {
+        drop(self.chunks);
+        match self.done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(err("write upload", e)),
+            Err(e) => Err(err("upload writer", e)),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl UploadWriter for FileWriter {
     async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
-        self.file.write_all(&chunk).await.map_err(|e| err("write upload", e))
+        // A closed queue means the thread stopped on an I/O error, which `finish` reports.
+        self.chunks.send(chunk).await.map_err(|_| StorageError::new("upload writer failed; see finish"))
     }
 
-    async fn finish(mut self: Box<Self>) -> StorageResult<String> {
-        self.file.flush().await.map_err(|e| err("flush upload", e))?;
-        // Acknowledged bytes must survive a crash.
-        self.file.get_ref().sync_data().await.map_err(|e| err("sync upload", e))?;
+    async fn finish(self: Box<Self>) -> StorageResult<String> {
+        self.close().await?;
         Ok(String::new())
     }
 }
