@@ -214,8 +214,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             .ok_or_else(|| crate::StorageError::new(format!("upload {id} has a corrupt hash state")))?;
         let mut writer = self.blobs.upload_writer(id, &session.backend, session.offset).await?;
         let limit = self.config.max_request_body;
-        let mut received: u64 = 0;
+        let (mut received, mut chunks) = (0u64, 0u64);
         while let Some(chunk) = body.next().await {
+            chunks += 1;
             let chunk = chunk.map_err(|e| {
                 oci(ErrorCode::BlobUploadInvalid, format!("the request body broke off: {e}"))
             })?;
@@ -235,6 +236,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 ));
             }
         }
+        tracing::debug!(upload = id, received, chunks, "chunk appended");
         session.backend = writer.finish().await?;
         session.offset += received;
         session.hash = hasher.save();
