@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, State};
+use axum::response::IntoResponse;
 use axum::serve::ListenerExt;
 use berth_core::{Body, Config, Registry, RequestContext, StorageError};
 use futures_util::TryStreamExt;
@@ -38,6 +39,13 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let blobs = FsBlobStore::open(&args.data_dir, args.fsync).await.map_err(|e| e.to_string())?;
     let meta = RedbMeta::open(&args.data_dir.join("meta.redb")).map_err(|e| e.to_string())?;
     let registry = Arc::new(Registry::new(blobs, meta, Config::new(secret)));
+    // One process serves this directory, so no request is in flight: claims left by a crash
+    // are stale, and a client resuming its upload must not wait for them to lapse.
+    match registry.release_all_upload_claims().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(uploads = n, "released upload claims left by an earlier run"),
+        Err(e) => return Err(format!("cannot read upload sessions: {e:?}")),
+    }
 
     let app = axum::Router::new().fallback(handle).with_state(registry);
     let listener = tokio::net::TcpListener::bind(args.addr)
@@ -69,7 +77,22 @@ async fn handle(
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let stream = body.into_data_stream().map_err(|e| StorageError::new(format!("client body: {e}")));
     let req = http::Request::from_parts(parts, Box::pin(stream) as berth_core::ByteStream);
-    let response = registry.handle(req, context()).await;
+    // Run the protocol on its own task: when a client hangs up, hyper drops this handler's
+    // future, and a request cut off between two storage steps (or holding an upload claim)
+    // must still finish its bookkeeping. The body stream then ends with an error instead.
+    let response = match tokio::spawn(async move { registry.handle(req, context()).await }).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(%method, uri = %uri, "request task failed: {e}");
+            let body = r#"{"errors":[{"code":"UNKNOWN","message":"internal error"}]}"#;
+            return (
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                [(http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+        }
+    };
     tracing::info!(
         %method, uri = %uri, status = response.status().as_u16(), peer = %peer,
         ms = started.elapsed().as_secs_f64() * 1000.0, "request"

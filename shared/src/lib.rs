@@ -39,6 +39,10 @@ pub type Response = http::Response<Body>;
 /// The spec's suggested limit, and what Distribution enforces.
 pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
+/// A lapsed claim is harmless while no second writer shows up (the writer still saves its
+/// session), so this only bounds how long a session stays locked after a runtime died mid-request.
+pub const DEFAULT_UPLOAD_LEASE_SECS: u64 = 900;
+
 /// Registry settings that differ between deployments.
 #[derive(Clone)]
 pub struct Config {
@@ -50,6 +54,9 @@ pub struct Config {
     /// The largest request body the runtime accepts (Workers plan limit, Lambda's 6 MB); a body
     /// over it gets 413 with a message saying how to push instead. None: unlimited.
     pub max_request_body: Option<u64>,
+    /// How long a request may hold an upload session while it writes; after that the claim
+    /// lapses (a runtime that died mid-request must not lock the session for ever).
+    pub upload_lease_secs: u64,
 }
 
 impl Config {
@@ -59,6 +66,7 @@ impl Config {
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             chunk_min_length: None,
             max_request_body: None,
+            upload_lease_secs: DEFAULT_UPLOAD_LEASE_SECS,
         }
     }
 }
@@ -130,8 +138,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             }
             (Route::Blob { name, digest }, &Method::DELETE) => self.delete_blob(name, digest).await,
             (Route::UploadStart { name }, &Method::POST) => self.start_upload(name, &req, body, ctx).await,
-            (Route::Upload { name, id }, &Method::PATCH) => self.patch_upload(name, id, &req, body).await,
-            (Route::Upload { name, id }, &Method::PUT) => self.put_upload(name, id, &req, body).await,
+            (Route::Upload { name, id }, &Method::PATCH) => self.patch_upload(name, id, &req, body, ctx).await,
+            (Route::Upload { name, id }, &Method::PUT) => self.put_upload(name, id, &req, body, ctx).await,
             (Route::Upload { name, id }, _) if get_or_head => self.upload_status(name, id).await,
             (Route::Upload { name, id }, &Method::DELETE) => self.cancel_upload(name, id).await,
             (Route::Referrers { name, digest }, &Method::GET) => {

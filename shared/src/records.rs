@@ -30,8 +30,9 @@ pub(crate) fn tag_key(name: &RepoName, tag: &str) -> String {
 pub(crate) fn referrer_prefix(name: &RepoName, subject: &str) -> String {
     format!("referrers/{name}@{subject}@")
 }
+pub(crate) const UPLOADS: &str = "uploads/";
 pub(crate) fn upload_key(id: &str) -> String {
-    format!("uploads/{id}")
+    format!("{UPLOADS}{id}")
 }
 
 /// A blob linked into a repository.

@@ -31,6 +31,11 @@ pub(crate) struct Session {
     /// The blob store's own state for this upload.
     backend: String,
     started: u64,
+    /// While a request writes to the upload, the Unix time its claim lapses (0: nobody writes).
+    /// Two requests writing one session at once would interleave bytes under one hash state, so
+    /// a request claims the session (a conditional write) before it touches the data.
+    #[serde(default)]
+    writing_until: u64,
 }
 
 fn upload_unknown(id: &str) -> RegistryError {
@@ -46,7 +51,8 @@ fn range_header(offset: u64) -> String {
 }
 
 /// `Content-Range` of a chunk: `A-B`, also `bytes A-B`, `bytes=A-B`, with an optional `/total`.
-fn parse_content_range(value: &str) -> Result<(u64, u64)> {
+/// Returns the inclusive span and its length.
+fn parse_content_range(value: &str) -> Result<(u64, u64, u64)> {
     let bad = || {
         oci(ErrorCode::BlobUploadInvalid, format!("malformed Content-Range {value:?}; expected START-END"))
     };
@@ -55,10 +61,9 @@ fn parse_content_range(value: &str) -> Result<(u64, u64)> {
     let v = v.split('/').next().unwrap_or(v);
     let (a, b) = v.split_once('-').ok_or_else(bad)?;
     let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
-    if b < a {
-        return Err(bad());
-    }
-    Ok((a, b))
+    // `b - a + 1` overflows for `0-18446744073709551615`; such a range is malformed anyway.
+    let len = b.checked_sub(a).and_then(|n| n.checked_add(1)).ok_or_else(bad)?;
+    Ok((a, b, len))
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
@@ -106,6 +111,65 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         reply
     }
 
+    /// 416 with the upload's current Range, so the client can resume from there.
+    fn out_of_order(&self, name: &RepoName, id: &str, offset: u64, message: String) -> RegistryError {
+        let mut err = oci(ErrorCode::BlobUploadInvalid, message)
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .with_header(RANGE, range_header(offset))
+            .with_header(LOCATION, format!("/v2/{name}/blobs/uploads/{id}"))
+            .with_header(DOCKER_UPLOAD_UUID, id.to_owned());
+        if let Some(min) = self.config.chunk_min_length {
+            err = err.with_header(OCI_CHUNK_MIN_LENGTH, min.to_string());
+        }
+        err
+    }
+
+    /// A concurrent request holds or changed the session: 416 with the offset as it now stands.
+    async fn busy(&self, name: &RepoName, id: &str, fallback_offset: u64) -> RegistryError {
+        let offset = match self.get_versioned::<Session>(&upload_key(id)).await {
+            Ok(Some((session, _))) => session.offset,
+            Ok(None) => return upload_unknown(id),
+            Err(_) => fallback_offset,
+        };
+        self.out_of_order(
+            name,
+            id,
+            offset,
+            "another request is writing this upload or just changed it; check its status and \
+             resend from the offset in Range"
+                .to_owned(),
+        )
+    }
+
+    /// Claims the session for one writing request. The claim lapses after `upload_lease_secs`,
+    /// so a runtime that died mid-request does not lock the session for ever.
+    async fn claim(
+        &self,
+        name: &RepoName,
+        id: &str,
+        mut session: Session,
+        version: String,
+        ctx: &RequestContext,
+    ) -> Result<(Session, String)> {
+        if session.writing_until > ctx.now {
+            return Err(self.busy(name, id, session.offset).await);
+        }
+        session.writing_until = ctx.now.saturating_add(self.config.upload_lease_secs.max(1));
+        match self.put_record(&upload_key(id), &session, Precondition::Version(version)).await? {
+            PutOutcome::Written { version } => Ok((session, version)),
+            PutOutcome::Conflict => Err(self.busy(name, id, session.offset).await),
+        }
+    }
+
+    /// Gives up a claim after a failed request; the session stays as it was before it.
+    async fn release(&self, id: &str, mut session: Session, version: String) {
+        session.writing_until = 0;
+        if let Err(e) = self.put_record(&upload_key(id), &session, Precondition::Version(version)).await {
+            // The claim then lapses on its own.
+            tracing::warn!(upload = id, "could not release an upload claim: {e:?}");
+        }
+    }
+
     fn created_reply(name: &RepoName, digest: &Digest) -> Reply {
         Reply::new(StatusCode::CREATED)
             .header(LOCATION, format!("/v2/{name}/blobs/{digest}"))
@@ -144,6 +208,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             hash: UploadHasher::default().save(),
             backend,
             started: ctx.now,
+            writing_until: 0,
         };
         self.put_record(&upload_key(&id), &session, Precondition::Absent).await?;
         Ok(self.upload_reply(StatusCode::ACCEPTED, &name, &id, 0))
@@ -166,6 +231,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             hash: UploadHasher::default().save(),
             backend,
             started: ctx.now,
+            writing_until: 0,
         };
         let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
         let session = match self.append(name, &id, session.clone(), headers, body).await {
@@ -194,31 +260,37 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         mut body: ByteStream,
     ) -> Result<Session> {
         let range = header_str(headers, "content-range").map(parse_content_range).transpose()?;
-        if let Some((start, _)) = range {
+        if let Some((start, _, _)) = range {
             if start != session.offset {
-                return Err(oci(
-                    ErrorCode::BlobUploadInvalid,
+                return Err(self.out_of_order(
+                    name,
+                    id,
+                    session.offset,
                     format!(
                         "chunk starts at byte {start} but the upload has {} bytes; send the chunk \
                          that starts at {}",
                         session.offset, session.offset
                     ),
-                )
-                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .with_header(RANGE, range_header(session.offset))
-                .with_header(LOCATION, format!("/v2/{name}/blobs/uploads/{id}"))
-                .with_header(DOCKER_UPLOAD_UUID, id.to_owned()));
+                ));
             }
+        }
+        let declared = header_str(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        let limit = self.config.max_request_body;
+        if let Some(limit) = limit.filter(|l| declared.is_some_and(|len| len > *l)) {
+            return Err(too_large(limit));
         }
         let mut hasher = UploadHasher::restore(&session.hash)
             .ok_or_else(|| crate::StorageError::new(format!("upload {id} has a corrupt hash state")))?;
         let mut writer = self.blobs.upload_writer(id, &session.backend, session.offset).await?;
-        let limit = self.config.max_request_body;
         let (mut received, mut chunks) = (0u64, 0u64);
         while let Some(chunk) = body.next().await {
             chunks += 1;
-            let chunk = chunk.map_err(|e| {
-                oci(ErrorCode::BlobUploadInvalid, format!("the request body broke off: {e}"))
+            let chunk = chunk.map_err(|e| match declared {
+                Some(len) => oci(
+                    ErrorCode::SizeInvalid,
+                    format!("the request body ended after {received} of the {len} bytes its Content-Length announced: {e}"),
+                ),
+                None => oci(ErrorCode::BlobUploadInvalid, format!("the request body broke off: {e}")),
             })?;
             received += chunk.len() as u64;
             if let Some(limit) = limit.filter(|l| received > *l) {
@@ -227,12 +299,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             hasher.update(&chunk);
             writer.write(chunk).await?;
         }
-        if let Some((start, end)) = range {
+        if let Some((start, end, len)) = range {
             // An empty body with a Content-Range is what some clients send with the final PUT.
-            if received != 0 && received != end - start + 1 {
+            if received != 0 && received != len {
                 return Err(oci(
                     ErrorCode::BlobUploadInvalid,
-                    format!("Content-Range {start}-{end} announced {} bytes but {received} came", end - start + 1),
+                    format!("Content-Range {start}-{end} announced {len} bytes but {received} came"),
                 ));
             }
         }
@@ -243,14 +315,32 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         Ok(session)
     }
 
-    async fn save_session(&self, id: &str, session: &Session, version: String) -> Result<()> {
-        match self.put_record(&upload_key(id), session, Precondition::Version(version)).await? {
-            PutOutcome::Written { .. } => Ok(()),
-            PutOutcome::Conflict => Err(oci(
-                ErrorCode::BlobUploadInvalid,
-                "another request changed this upload at the same time; check its status and resend",
-            )
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)),
+    /// `append` under a claim, giving the claim up again when the request fails.
+    async fn append_claimed(
+        &self,
+        name: &RepoName,
+        id: &str,
+        session: Session,
+        version: &str,
+        headers: &http::HeaderMap,
+        body: ByteStream,
+    ) -> Result<Session> {
+        match self.append(name, id, session.clone(), headers, body).await {
+            Ok(appended) => Ok(appended),
+            Err(e) => {
+                self.release(id, session, version.to_owned()).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Saves the advanced session and gives up the claim on it.
+    async fn save_session(&self, name: &RepoName, id: &str, mut session: Session, version: String) -> Result<Session> {
+        session.writing_until = 0;
+        match self.put_record(&upload_key(id), &session, Precondition::Version(version)).await? {
+            PutOutcome::Written { .. } => Ok(session),
+            // Only when the claim lapsed or the upload was cancelled meanwhile.
+            PutOutcome::Conflict => Err(self.busy(name, id, session.offset).await),
         }
     }
 
@@ -287,11 +377,13 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         id: &str,
         parts: &crate::Parts,
         body: ByteStream,
+        ctx: &RequestContext,
     ) -> Result<Reply> {
         let name = RepoName::parse(name)?;
         let (session, version) = self.load_session(&name, id).await?;
-        let session = self.append(&name, id, session, &parts.headers, body).await?;
-        self.save_session(id, &session, version).await?;
+        let (session, version) = self.claim(&name, id, session, version, ctx).await?;
+        let appended = self.append_claimed(&name, id, session, &version, &parts.headers, body).await?;
+        let session = self.save_session(&name, id, appended, version).await?;
         Ok(self.upload_reply(StatusCode::ACCEPTED, &name, id, session.offset))
     }
 
@@ -301,6 +393,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         id: &str,
         parts: &crate::Parts,
         body: ByteStream,
+        ctx: &RequestContext,
     ) -> Result<Reply> {
         let name = RepoName::parse(name)?;
         let (session, version) = self.load_session(&name, id).await?;
@@ -309,13 +402,30 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             return Err(oci(ErrorCode::DigestInvalid, "PUT must name the blob's digest in ?digest="));
         };
         let digest = parse_digest(digest)?;
-        let session = self.append(&name, id, session, &parts.headers, body).await?;
-        // Claim the session first, so a concurrent PUT cannot complete it twice.
-        self.save_session(id, &session, version).await?;
-        let result = self.complete(&name, id, session, &digest).await;
+        // The claim also keeps a concurrent PUT from completing the upload twice.
+        let (session, version) = self.claim(&name, id, session, version, ctx).await?;
+        let appended = self.append_claimed(&name, id, session, &version, &parts.headers, body).await?;
+        let result = self.complete(&name, id, appended, &digest).await;
         self.meta.delete(&upload_key(id)).await?;
         result?;
         Ok(Self::created_reply(&name, &digest))
+    }
+
+    /// Clears every upload claim. Only for a runtime that knows no request is in flight in any
+    /// instance (the single-process local server at start-up): claims left by a crash would
+    /// otherwise refuse the resuming client until they lapse. Returns how many were cleared.
+    pub async fn release_all_upload_claims(&self) -> Result<usize> {
+        let mut cleared = 0;
+        for key in self.list_all(crate::records::UPLOADS).await? {
+            if let Some((mut session, version)) = self.get_versioned::<Session>(&key).await? {
+                if session.writing_until != 0 {
+                    session.writing_until = 0;
+                    self.put_record(&key, &session, Precondition::Version(version)).await?;
+                    cleared += 1;
+                }
+            }
+        }
+        Ok(cleared)
     }
 
     pub(crate) async fn upload_status(&self, name: &str, id: &str) -> Result<Reply> {
@@ -355,9 +465,10 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        assert_eq!(parse_content_range("0-99").unwrap(), (0, 99));
-        assert_eq!(parse_content_range("bytes 100-199/*").unwrap(), (100, 199));
-        assert_eq!(parse_content_range("bytes=5-9").unwrap(), (5, 9));
+        assert_eq!(parse_content_range("0-99").unwrap(), (0, 99, 100));
+        assert_eq!(parse_content_range("bytes 100-199/*").unwrap(), (100, 199, 100));
+        assert_eq!(parse_content_range("bytes=5-9").unwrap(), (5, 9, 5));
+        assert!(parse_content_range("0-18446744073709551615").is_err());
         assert!(parse_content_range("9-5").is_err());
         assert!(parse_content_range("abc").is_err());
         assert!(parse_content_range("1-").is_err());
