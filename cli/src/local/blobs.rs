@@ -15,6 +15,8 @@ use tokio::fs::{self, File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
+use super::append::Appender;
+
 /// Read and write in pieces this size: large enough for throughput, small enough that memory
 /// stays flat however big the blob is.
 const IO_CHUNK: usize = 256 * 1024;
@@ -127,7 +129,7 @@ impl BlobStore for FsBlobStore {
         // Drop whatever an interrupted request wrote past the acknowledged length.
         file.set_len(offset).await.map_err(|e| err("truncate upload", e))?;
         file.seek(SeekFrom::Start(offset)).await.map_err(|e| err("seek upload", e))?;
-        Ok(Box::new(FileWriter::spawn(file.into_std().await, self.fsync)))
+        Ok(Box::new(FileWriter::spawn(file.into_std().await, path, offset, self.fsync)))
     }
 
     async fn upload_read(&self, id: &str, _backend: &str) -> StorageResult<ByteStream> {
@@ -157,15 +159,14 @@ struct FileWriter {
 }
 
 impl FileWriter {
-    fn spawn(file: std::fs::File, fsync: bool) -> Self {
+    fn spawn(file: std::fs::File, path: PathBuf, offset: u64, fsync: bool) -> Self {
         let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let done = tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let mut out = std::io::BufWriter::with_capacity(IO_CHUNK, file);
+            let mut out = Appender::new(file, &path, offset);
             while let Some(chunk) = rx.blocking_recv() {
-                out.write_all(&chunk)?;
+                out.write(&chunk)?;
             }
-            let file = out.into_inner().map_err(|e| e.into_error())?;
+            let file = out.finish()?;
             // With fsync on, acknowledged bytes survive power loss, not just a process crash.
             if fsync { file.sync_data() } else { Ok(()) }
         });
