@@ -2,97 +2,175 @@
 //! middle of the stream.
 //!
 //! Why: a push costs one sha256 pass plus copying every byte into the page cache, and on these
-//! machines the copy costs as much CPU as the hash (fresh page-cache pages are slow to fault in).
-//! Direct I/O lets the disk read our one reused buffer instead. The unaligned head and tail of
-//! each request go through an ordinary descriptor; the two never touch the same page. Where the
-//! filesystem refuses O_DIRECT (tmpfs), everything goes the ordinary way.
+//! machines that copy costs as much CPU as the hash (fresh page-cache pages are slow to fault
+//! in). With direct I/O the disk reads a few reused, block-aligned buffers instead. The request's
+//! task copies each chunk into those buffers right after hashing it, while the bytes are still in
+//! this core's cache; a blocking thread does the writes, so the disk overlaps with the network.
+//! Each request's unaligned head and tail go through an ordinary descriptor (never the same page
+//! as a direct write). Where the filesystem refuses O_DIRECT (tmpfs), everything goes that way.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use berth_core::storage::StorageResult;
+use berth_core::{StorageError, UploadWriter};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
 /// Direct I/O wants offsets, lengths and memory aligned to the logical block size; 4 KiB covers
 /// 512-byte and 4K-sector devices alike.
 const ALIGN: usize = 4096;
-/// One direct write per this many bytes: large enough to keep the disk streaming.
-const DIRECT_CHUNK: usize = 2 * 1024 * 1024;
+/// Bytes per direct write: large enough to keep the disk streaming.
+const BLOCK_BUF: usize = 1024 * 1024;
+/// Buffers per upload: one filling, the rest queued or being written. Bounds memory per upload.
+const POOL: usize = 4;
 
-pub(super) struct Appender {
-    buffered: File,
-    direct: Option<File>,
-    /// File offset of the first byte not yet written (and of `pending[0]`).
-    pos: u64,
-    pending: AlignedBuf,
+enum Job {
+    /// Bytes at an unaligned position (or everything, without direct I/O).
+    Buffered { at: u64, bytes: Bytes },
+    /// A buffer starting at a block-aligned position; its whole blocks go direct.
+    Aligned { at: u64, buf: AlignedBuf },
 }
 
-impl Appender {
-    /// `file` is open for writing and `pos` is where appending starts.
-    pub(super) fn new(file: File, path: &Path, pos: u64) -> Self {
-        let direct = open_direct(path).ok();
-        let pending = AlignedBuf::new(DIRECT_CHUNK);
-        // `align_offset` may in theory decline to align; then we simply stay buffered.
-        let direct = direct.filter(|_| pending.is_aligned());
-        Appender { buffered: file, direct, pos, pending }
+pub(super) struct FileAppender {
+    jobs: mpsc::Sender<Job>,
+    free: mpsc::UnboundedReceiver<AlignedBuf>,
+    done: tokio::task::JoinHandle<io::Result<()>>,
+    direct: bool,
+    /// File offset of the next byte handed to `write`.
+    pos: u64,
+    filling: Option<AlignedBuf>,
+    allocated: usize,
+}
+
+impl FileAppender {
+    /// `file` is the upload, open for writing and already cut to `pos`; `path` is opened a
+    /// second time with O_DIRECT when the filesystem allows it.
+    pub(super) fn spawn(file: File, path: &Path, pos: u64, fsync: bool) -> Self {
+        // `align_offset` may in theory decline to align a buffer; then we stay buffered.
+        let direct = open_direct(path).ok().filter(|_| AlignedBuf::new().is_aligned());
+        let use_direct = direct.is_some();
+        let (jobs, rx) = mpsc::channel(POOL);
+        let (free_tx, free) = mpsc::unbounded_channel();
+        let done = tokio::task::spawn_blocking(move || {
+            let mut disk = Disk { buffered: file, direct };
+            disk.run(rx, free_tx)?;
+            // With fsync on, acknowledged bytes survive power loss, not just a process crash.
+            if fsync { disk.buffered.sync_data() } else { Ok(()) }
+        });
+        FileAppender { jobs, free, done, direct: use_direct, pos, filling: None, allocated: 0 }
     }
 
-    pub(super) fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
-        if self.direct.is_none() {
-            self.buffered.write_all_at(data, self.pos)?;
-            self.pos += data.len() as u64;
-            return Ok(());
+    async fn send(&mut self, job: Job) -> StorageResult<()> {
+        // A closed queue means the thread stopped on an I/O error, which `finish` reports.
+        self.jobs.send(job).await.map_err(|_| StorageError::new("upload writer failed; see finish"))
+    }
+
+    /// A buffer to fill: a returned one, a new one while the pool is not full, else wait.
+    async fn empty_buffer(&mut self) -> StorageResult<AlignedBuf> {
+        if let Ok(buf) = self.free.try_recv() {
+            return Ok(buf);
+        }
+        if self.allocated < POOL {
+            self.allocated += 1;
+            return Ok(AlignedBuf::new());
+        }
+        self.free.recv().await.ok_or_else(|| StorageError::new("upload writer failed; see finish"))
+    }
+
+    async fn ship_filling(&mut self) -> StorageResult<()> {
+        if let Some(buf) = self.filling.take().filter(|b| !b.is_empty()) {
+            let at = self.pos - buf.len as u64;
+            self.send(Job::Aligned { at, buf }).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl UploadWriter for FileAppender {
+    async fn write(&mut self, mut chunk: Bytes) -> StorageResult<()> {
+        if !self.direct {
+            let at = self.pos;
+            self.pos += chunk.len() as u64;
+            return self.send(Job::Buffered { at, bytes: chunk }).await;
         }
         // Bring the file position to a block boundary through the page cache first.
         let misalignment = (self.pos % ALIGN as u64) as usize;
-        if self.pending.is_empty() && misalignment != 0 {
-            let head = data.len().min(ALIGN - misalignment);
-            self.buffered.write_all_at(&data[..head], self.pos)?;
-            self.pos += head as u64;
-            data = &data[head..];
+        if self.filling.is_none() && misalignment != 0 {
+            let head = chunk.split_to(chunk.len().min(ALIGN - misalignment));
+            let at = self.pos;
+            self.pos += head.len() as u64;
+            self.send(Job::Buffered { at, bytes: head }).await?;
         }
-        while !data.is_empty() {
-            let taken = self.pending.fill_from(data);
-            data = &data[taken..];
-            if self.pending.is_full() {
-                self.write_aligned()?;
+        while !chunk.is_empty() {
+            let mut buf = match self.filling.take() {
+                Some(buf) => buf,
+                None => self.empty_buffer().await?,
+            };
+            let taken = buf.fill_from(&chunk);
+            let _ = chunk.split_to(taken);
+            self.pos += taken as u64;
+            let full = buf.is_full();
+            self.filling = Some(buf);
+            if full {
+                self.ship_filling().await?;
             }
         }
         Ok(())
     }
 
-    /// Writes what is left and returns the ordinary descriptor (for fsync).
-    pub(super) fn finish(mut self) -> io::Result<File> {
-        self.write_aligned()?;
-        if !self.pending.is_empty() {
-            self.buffered.write_all_at(self.pending.filled(), self.pos)?;
+    async fn finish(mut self: Box<Self>) -> StorageResult<String> {
+        self.ship_filling().await?;
+        let FileAppender { jobs, done, .. } = *self;
+        drop(jobs);
+        match done.await {
+            Ok(Ok(())) => Ok(String::new()),
+            Ok(Err(e)) => Err(StorageError::new(format!("write upload: {e}"))),
+            Err(e) => Err(StorageError::new(format!("upload writer: {e}"))),
         }
-        Ok(self.buffered)
+    }
+}
+
+/// The blocking side: executes the writes in order and hands buffers back.
+struct Disk {
+    buffered: File,
+    direct: Option<File>,
+}
+
+impl Disk {
+    fn run(&mut self, mut jobs: mpsc::Receiver<Job>, free: mpsc::UnboundedSender<AlignedBuf>) -> io::Result<()> {
+        while let Some(job) = jobs.blocking_recv() {
+            match job {
+                Job::Buffered { at, bytes } => self.buffered.write_all_at(&bytes, at)?,
+                Job::Aligned { at, buf } => {
+                    let data = buf.filled();
+                    let whole = data.len() / ALIGN * ALIGN;
+                    self.write_blocks(&data[..whole], at)?;
+                    self.buffered.write_all_at(&data[whole..], at + whole as u64)?;
+                    // The appender may have finished already; then the buffer is just freed.
+                    let _ = free.send(buf.emptied());
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Writes the whole blocks of `pending` at `pos` (which is aligned whenever `pending` holds
-    /// bytes) and keeps the remainder.
-    fn write_aligned(&mut self) -> io::Result<()> {
-        let whole = self.pending.len / ALIGN * ALIGN;
-        if whole == 0 {
-            return Ok(());
-        }
-        let blocks = &self.pending.filled()[..whole];
-        let direct_result = match &self.direct {
-            Some(direct) => direct.write_all_at(blocks, self.pos),
-            None => self.buffered.write_all_at(blocks, self.pos),
+    fn write_blocks(&mut self, blocks: &[u8], at: u64) -> io::Result<()> {
+        let Some(direct) = &self.direct else {
+            return self.buffered.write_all_at(blocks, at);
         };
-        if let Err(e) = direct_result {
-            // A device with stricter alignment than ours: fall back for the rest of the upload.
-            if self.direct.is_none() || e.raw_os_error() != Some(libc::EINVAL) {
-                return Err(e);
+        match direct.write_all_at(blocks, at) {
+            // A device with stricter alignment than ours: page cache for the rest of the upload.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!("direct I/O refused ({e}); writing through the page cache");
+                self.direct = None;
+                self.buffered.write_all_at(blocks, at)
             }
-            tracing::debug!("direct I/O refused ({e}); writing through the page cache");
-            self.direct = None;
-            self.buffered.write_all_at(blocks, self.pos)?;
+            other => other,
         }
-        self.pos += whole as u64;
-        self.pending.consume(whole);
-        Ok(())
     }
 }
 
@@ -113,15 +191,14 @@ fn open_direct(_path: &Path) -> io::Result<File> {
 struct AlignedBuf {
     raw: Vec<u8>,
     start: usize,
-    capacity: usize,
     len: usize,
 }
 
 impl AlignedBuf {
-    fn new(capacity: usize) -> Self {
-        let raw = vec![0u8; capacity + ALIGN];
+    fn new() -> Self {
+        let raw = vec![0u8; BLOCK_BUF + ALIGN];
         let start = raw.as_ptr().align_offset(ALIGN);
-        AlignedBuf { raw, start, capacity, len: 0 }
+        AlignedBuf { raw, start, len: 0 }
     }
 
     fn is_aligned(&self) -> bool {
@@ -133,7 +210,7 @@ impl AlignedBuf {
     }
 
     fn is_full(&self) -> bool {
-        self.len == self.capacity
+        self.len == BLOCK_BUF
     }
 
     fn filled(&self) -> &[u8] {
@@ -141,17 +218,16 @@ impl AlignedBuf {
     }
 
     fn fill_from(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(self.capacity - self.len);
+        let n = data.len().min(BLOCK_BUF - self.len);
         let at = self.start + self.len;
         self.raw[at..at + n].copy_from_slice(&data[..n]);
         self.len += n;
         n
     }
 
-    fn consume(&mut self, n: usize) {
-        let (from, to) = (self.start + n, self.start + self.len);
-        self.raw.copy_within(from..to, self.start);
-        self.len -= n;
+    fn emptied(mut self) -> Self {
+        self.len = 0;
+        self
     }
 }
 
@@ -159,28 +235,25 @@ impl AlignedBuf {
 mod tests {
     use super::*;
 
-    /// Whatever the split of writes and the starting offset, the file holds exactly the bytes.
-    #[test]
-    fn appends_exact_bytes_across_alignments() {
+    /// Whatever the split of writes and the starting offset, the file holds exactly the bytes,
+    /// also when an upload resumes where an earlier request stopped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_exact_bytes_across_alignments() {
         let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..(5 * DIRECT_CHUNK + 12345)).map(|i| (i * 7 + i / 4099) as u8).collect();
+        let data: Vec<u8> = (0..(5 * BLOCK_BUF + 12345)).map(|i| (i * 7 + i / 4099) as u8).collect();
         for (start, piece) in [(0usize, 65536usize), (1, 4096), (4095, 1 << 20), (10_000, 3), (4096, 777_777)] {
             let path = dir.path().join(format!("f{start}-{piece}"));
             std::fs::write(&path, &data[..start]).unwrap();
-            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-            let mut appender = Appender::new(file, &path, start as u64);
-            // Two requests' worth: finish, then resume where the first stopped.
             let middle = start + (data.len() - start) / 3;
-            for chunk in data[start..middle].chunks(piece) {
-                appender.write(chunk).unwrap();
+            for (from, to) in [(start, middle), (middle, data.len())] {
+                let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                let mut appender: Box<dyn UploadWriter> =
+                    Box::new(FileAppender::spawn(file, &path, from as u64, true));
+                for chunk in data[from..to].chunks(piece) {
+                    appender.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+                }
+                appender.finish().await.unwrap();
             }
-            appender.finish().unwrap().sync_all().unwrap();
-            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-            let mut appender = Appender::new(file, &path, middle as u64);
-            for chunk in data[middle..].chunks(piece) {
-                appender.write(chunk).unwrap();
-            }
-            appender.finish().unwrap();
             assert!(std::fs::read(&path).unwrap() == data, "start {start}, pieces of {piece}");
         }
     }

@@ -15,7 +15,7 @@ use tokio::fs::{self, File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
-use super::append::Appender;
+use super::append::FileAppender;
 
 /// Read and write in pieces this size: large enough for throughput, small enough that memory
 /// stays flat however big the blob is.
@@ -129,7 +129,7 @@ impl BlobStore for FsBlobStore {
         // Drop whatever an interrupted request wrote past the acknowledged length.
         file.set_len(offset).await.map_err(|e| err("truncate upload", e))?;
         file.seek(SeekFrom::Start(offset)).await.map_err(|e| err("seek upload", e))?;
-        Ok(Box::new(FileWriter::spawn(file.into_std().await, path, offset, self.fsync)))
+        Ok(Box::new(FileAppender::spawn(file.into_std().await, &path, offset, self.fsync)))
     }
 
     async fn upload_read(&self, id: &str, _backend: &str) -> StorageResult<ByteStream> {
@@ -147,52 +147,5 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err("remove upload", e)),
             _ => Ok(()),
         }
-    }
-}
-
-/// Appends to an upload file from a blocking thread fed through a short queue, so disk writes
-/// overlap with receiving and hashing the next chunk (tokio's File would hop to the blocking pool
-/// for every write instead).
-struct FileWriter {
-    chunks: tokio::sync::mpsc::Sender<Bytes>,
-    done: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl FileWriter {
-    fn spawn(file: std::fs::File, path: PathBuf, offset: u64, fsync: bool) -> Self {
-        let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-        let done = tokio::task::spawn_blocking(move || {
-            let mut out = Appender::new(file, &path, offset);
-            while let Some(chunk) = rx.blocking_recv() {
-                out.write(&chunk)?;
-            }
-            let file = out.finish()?;
-            // With fsync on, acknowledged bytes survive power loss, not just a process crash.
-            if fsync { file.sync_data() } else { Ok(()) }
-        });
-        FileWriter { chunks, done }
-    }
-
-    /// Closes the queue and waits for the thread's verdict.
-    async fn close(self) -> StorageResult<()> {
-        drop(self.chunks);
-        match self.done.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(err("write upload", e)),
-            Err(e) => Err(err("upload writer", e)),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl UploadWriter for FileWriter {
-    async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
-        // A closed queue means the thread stopped on an I/O error, which `finish` reports.
-        self.chunks.send(chunk).await.map_err(|_| StorageError::new("upload writer failed; see finish"))
-    }
-
-    async fn finish(self: Box<Self>) -> StorageResult<String> {
-        self.close().await?;
-        Ok(String::new())
     }
 }
