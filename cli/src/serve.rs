@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::response::IntoResponse;
 use axum::serve::ListenerExt;
 use berth_core::{Body, Config, Registry, RequestContext, StorageError};
-use futures_util::TryStreamExt;
+use futures_util::StreamExt;
 
 use crate::local::{FsBlobStore, RedbMeta};
 
@@ -75,12 +75,16 @@ async fn handle(
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
-    let stream = body.into_data_stream().map_err(|e| StorageError::new(format!("client body: {e}")));
-    let req = http::Request::from_parts(parts, Box::pin(stream) as berth_core::ByteStream);
+    // The body is read on this (the connection's) task and handed over through a short queue,
+    // so receiving the next chunk overlaps with hashing and writing this one.
+    let (stream, pump) = pump_body(body);
+    let req = http::Request::from_parts(parts, stream);
     // Run the protocol on its own task: when a client hangs up, hyper drops this handler's
     // future, and a request cut off between two storage steps (or holding an upload claim)
-    // must still finish its bookkeeping. The body stream then ends with an error instead.
-    let response = match tokio::spawn(async move { registry.handle(req, context()).await }).await {
+    // must still finish its bookkeeping. Its body stream then ends with an error instead.
+    let task = tokio::spawn(async move { registry.handle(req, context()).await });
+    let (_, joined) = tokio::join!(pump, task);
+    let response = match joined {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(%method, uri = %uri, "request task failed: {e}");
@@ -102,6 +106,69 @@ async fn handle(
         Body::Full(bytes) => axum::body::Body::from(bytes),
         Body::Stream(stream) => axum::body::Body::from_stream(stream),
     })
+}
+
+/// Chunks queued between the connection and the request's task.
+const PUMP_DEPTH: usize = 8;
+
+enum Frame {
+    Data(bytes::Bytes),
+    Failed(String),
+    End,
+}
+
+/// Splits a request body into a stream for the core and the future that feeds it. The stream
+/// ends cleanly only after `End`: if the feeder is dropped midway (the client went away), the
+/// core sees an error, never a silently shortened body.
+fn pump_body(
+    body: axum::body::Body,
+) -> (berth_core::ByteStream, impl std::future::Future<Output = ()> + Send) {
+    use http_body::Body as _;
+    let empty = body.is_end_stream();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(PUMP_DEPTH);
+    let pump = async move {
+        if empty {
+            return;
+        }
+        let mut data = body.into_data_stream();
+        loop {
+            let frame = match data.next().await {
+                Some(Ok(chunk)) => Frame::Data(chunk),
+                Some(Err(e)) => Frame::Failed(format!("client body: {e}")),
+                None => Frame::End,
+            };
+            let last = !matches!(frame, Frame::Data(_));
+            // A closed queue: the core answered without reading the rest.
+            if tx.send(frame).await.is_err() || last {
+                return;
+            }
+        }
+    };
+    if empty {
+        return (Box::pin(futures_util::stream::empty()), pump);
+    }
+    let mut ended = false;
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        if ended {
+            return std::task::Poll::Ready(None);
+        }
+        rx.poll_recv(cx).map(|frame| match frame {
+            Some(Frame::Data(chunk)) => Some(Ok(chunk)),
+            Some(Frame::Failed(e)) => {
+                ended = true;
+                Some(Err(StorageError::new(e)))
+            }
+            Some(Frame::End) => {
+                ended = true;
+                None
+            }
+            None => {
+                ended = true;
+                Some(Err(StorageError::new("client body: the connection closed mid-body")))
+            }
+        })
+    });
+    (Box::pin(stream), pump)
 }
 
 fn context() -> RequestContext {

@@ -233,6 +233,28 @@ fn a_client_that_hangs_up_mid_body_leaves_nothing_visible() {
     let m = request(&addr, "GET", "/v2/hangup/app/manifests/cut", &[], b"");
     assert_eq!(m.status, 404);
 
+    // Docker's way: one PATCH with a chunked body and no length. Cut off between two chunks,
+    // it must not count as a complete (shorter) body: the session stays at 0 and unclaimed.
+    let start = request(&addr, "POST", "/v2/hangup/app/blobs/uploads/", &[], b"");
+    assert_eq!(start.status, 202);
+    let location = start.header("location").expect("upload location").to_owned();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    write!(stream, "PATCH {location} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    let half = &blob[..blob.len() / 2];
+    write!(stream, "{:x}\r\n", half.len()).unwrap();
+    stream.write_all(half).unwrap();
+    stream.write_all(b"\r\n").unwrap();
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(300));
+    let status = request(&addr, "GET", &location, &[], b"");
+    assert_eq!(status.status, 204);
+    assert_eq!(status.header("range"), Some("0-0"), "a cut-off streamed PATCH advanced the upload");
+    // Not left claimed by the request that died: the client can resend straight away.
+    let resent = request(&addr, "PATCH", &location, &[], &blob);
+    assert_eq!(resent.status, 202, "{}", String::from_utf8_lossy(&resent.body));
+    let done = request(&addr, "PUT", &format!("{location}?digest={digest}"), &[], b"");
+    assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
+
     // The same pushes, whole, succeed afterwards.
     let r = request(&addr, "POST", &format!("/v2/hangup/app/blobs/uploads/?digest={digest}"), &[], &blob);
     assert_eq!(r.status, 201);

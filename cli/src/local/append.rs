@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 /// 512-byte and 4K-sector devices alike.
 const ALIGN: usize = 4096;
 /// Bytes per direct write: large enough to keep the disk streaming.
-const BLOCK_BUF: usize = 1024 * 1024;
+const BLOCK_BUF: usize = 4 * 1024 * 1024;
 /// Buffers per upload: one filling, the rest queued or being written. Bounds memory per upload.
-const POOL: usize = 4;
+const POOL: usize = 3;
 
 enum Job {
     /// Bytes at an unaligned position (or everything, without direct I/O).
