@@ -38,6 +38,9 @@ pub(crate) struct Session {
     writing_until: u64,
 }
 
+const BUSY: &str = "another request is writing this upload or just changed it; check its status \
+                    and resend from the offset in Range";
+
 fn upload_unknown(id: &str) -> RegistryError {
     oci(
         ErrorCode::BlobUploadUnknown,
@@ -131,14 +134,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Ok(None) => return upload_unknown(id),
             Err(_) => fallback_offset,
         };
-        self.out_of_order(
-            name,
-            id,
-            offset,
-            "another request is writing this upload or just changed it; check its status and \
-             resend from the offset in Range"
-                .to_owned(),
-        )
+        self.out_of_order(name, id, offset, BUSY.to_owned())
     }
 
     /// Claims the session for one writing request. The claim lapses after `upload_lease_secs`,
@@ -152,7 +148,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         ctx: &RequestContext,
     ) -> Result<(Session, String)> {
         if session.writing_until > ctx.now {
-            return Err(self.busy(name, id, session.offset).await);
+            // Just read: no need to fetch the session again for its offset.
+            return Err(self.out_of_order(name, id, session.offset, BUSY.to_owned()));
         }
         session.writing_until = ctx.now.saturating_add(self.config.upload_lease_secs.max(1));
         match self.put_record(&upload_key(id), &session, Precondition::Version(version)).await? {

@@ -120,9 +120,7 @@ async fn oci_index() {
         OCI_INDEX,
         &[(OCI_MANIFEST, &a), (OCI_MANIFEST, &b)],
     ));
-    let r = put_manifest(&repo, "multi", OCI_INDEX, &bytes).await;
-    assert_manifest_created(&r, &repo, &bytes);
-    assert_manifest(&repo, Some("multi"), OCI_INDEX, &bytes).await;
+    push_and_check(&repo, "multi", OCI_INDEX, &bytes).await;
     // An index of an index.
     let idx = Pushed {
         digest: sha256(&bytes),
@@ -147,9 +145,7 @@ async fn docker_schema2_manifest() {
         descriptor(DOCKER_CONFIG, &config),
         vec![descriptor(DOCKER_LAYER, &layer)],
     ));
-    let r = put_manifest(&repo, "latest", DOCKER_MANIFEST, &bytes).await;
-    assert_manifest_created(&r, &repo, &bytes);
-    assert_manifest(&repo, Some("latest"), DOCKER_MANIFEST, &bytes).await;
+    push_and_check(&repo, "latest", DOCKER_MANIFEST, &bytes).await;
 }
 
 #[tokio::test]
@@ -161,9 +157,7 @@ async fn docker_manifest_list() {
         DOCKER_LIST,
         &[(DOCKER_MANIFEST, &a), (DOCKER_MANIFEST, &b)],
     ));
-    let r = put_manifest(&repo, "multi", DOCKER_LIST, &bytes).await;
-    assert_manifest_created(&r, &repo, &bytes);
-    assert_manifest(&repo, Some("multi"), DOCKER_LIST, &bytes).await;
+    push_and_check(&repo, "multi", DOCKER_LIST, &bytes).await;
 }
 
 #[tokio::test]
@@ -312,9 +306,7 @@ async fn manifest_without_media_type_field_takes_the_content_type() {
     let bytes = to_bytes(
         &json!({ "schemaVersion": 2, "config": descriptor(OCI_CONFIG, &config), "layers": [] }),
     );
-    let r = put_manifest(&repo, "v1", OCI_MANIFEST, &bytes).await;
-    assert_manifest_created(&r, &repo, &bytes);
-    assert_manifest(&repo, Some("v1"), OCI_MANIFEST, &bytes).await;
+    push_and_check(&repo, "v1", OCI_MANIFEST, &bytes).await;
 }
 
 /// Neither Content-Type nor `mediaType` says: the spec leaves it open; like Distribution, the
@@ -961,4 +953,11 @@ async fn deleting_a_child_keeps_the_index_readable() {
     assert_status(&r, 202);
     let r = get(format!("/v2/{repo}/manifests/idx")).send().await;
     assert_status(&r, 200);
+}
+
+/// PUT by tag: 201 with the digest of `bytes`, and a GET by that tag serves exactly `bytes`.
+async fn push_and_check(repo: &str, tag: &str, media_type: &str, bytes: &[u8]) {
+    let r = put_manifest(repo, tag, media_type, bytes).await;
+    assert_manifest_created(&r, repo, bytes);
+    assert_manifest(repo, Some(tag), media_type, bytes).await;
 }

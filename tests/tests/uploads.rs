@@ -236,11 +236,7 @@ async fn chunked_upload_with_last_chunk_in_put() {
     let data = random_bytes(9_000);
     let d = sha256(&data);
     let loc = start_upload(&repo).await;
-    let r = patch(loc.as_str())
-        .header("content-range", "0-4999")
-        .body(data[..5000].to_vec())
-        .send()
-        .await;
+    let r = patch_chunk(&loc, "0-4999", data[..5000].to_vec()).await;
     let loc = assert_upload_reply(&r, 202, &repo, "0-4999");
     let r = put(with_query(&loc, &format!("digest={d}")))
         .header("content-range", "5000-8999")
@@ -314,11 +310,7 @@ async fn chunked_sha512_upload() {
     let data = random_bytes(20_000);
     let d = sha512(&data);
     let loc = start_upload(&repo).await;
-    let r = patch(loc.as_str())
-        .header("content-range", "0-9999")
-        .body(data[..10_000].to_vec())
-        .send()
-        .await;
+    let r = patch_chunk(&loc, "0-9999", data[..10_000].to_vec()).await;
     let loc = assert_upload_reply(&r, 202, &repo, "0-9999");
     let r = patch(loc.as_str())
         .stream(vec![data[10_000..].to_vec()])
@@ -355,36 +347,18 @@ async fn chunk_with_a_gap_is_416_with_range() {
     let repo = repo("up-gap");
     let data = random_bytes(3_000);
     let loc = start_upload(&repo).await;
-    let r = patch(loc.as_str())
-        .header("content-range", "0-999")
-        .body(data[..1000].to_vec())
-        .send()
-        .await;
+    let r = patch_chunk(&loc, "0-999", data[..1000].to_vec()).await;
     let loc = assert_upload_reply(&r, 202, &repo, "0-999");
     // Skips 1000..1499.
-    let r = patch(loc.as_str())
-        .header("content-range", "1500-2999")
-        .body(data[1500..].to_vec())
-        .send()
-        .await;
+    let r = patch_chunk(&loc, "1500-2999", data[1500..].to_vec()).await;
     assert_oci_error(&r, 416, "BLOB_UPLOAD_INVALID");
     assert_header(&r, "range", "0-999");
     // The session is intact: the right chunk continues it.
     let s = get(loc.as_str()).send().await;
     assert_upload_reply(&s, 204, &repo, "0-999");
-    let r = patch(loc.as_str())
-        .header("content-range", "1000-2999")
-        .body(data[1000..].to_vec())
-        .send()
-        .await;
+    let r = patch_chunk(&loc, "1000-2999", data[1000..].to_vec()).await;
     let loc = assert_upload_reply(&r, 202, &repo, "0-2999");
-    let d = sha256(&data);
-    assert_created(
-        &put(with_query(&loc, &format!("digest={d}"))).send().await,
-        &repo,
-        &d,
-    );
-    assert_blob(&repo, &d, &data).await;
+    finish_upload(&repo, &loc, &data).await;
 }
 
 #[tokio::test]
@@ -392,45 +366,23 @@ async fn chunk_overlapping_is_416_with_range() {
     let repo = repo("up-overlap");
     let data = random_bytes(3_000);
     let loc = start_upload(&repo).await;
-    let r = patch(loc.as_str())
-        .header("content-range", "0-1999")
-        .body(data[..2000].to_vec())
-        .send()
-        .await;
+    let r = patch_chunk(&loc, "0-1999", data[..2000].to_vec()).await;
     let loc = assert_upload_reply(&r, 202, &repo, "0-1999");
     for (a, b) in [(1000usize, 2999usize), (0, 999), (1999, 2999)] {
-        let r = patch(loc.as_str())
-            .header("content-range", format!("{a}-{b}"))
-            .body(data[a..=b].to_vec())
-            .send()
-            .await;
+        let r = patch_chunk(&loc, format!("{a}-{b}"), data[a..=b].to_vec()).await;
         assert_oci_error(&r, 416, "BLOB_UPLOAD_INVALID");
         assert_header(&r, "range", "0-1999");
     }
-    let r = patch(loc.as_str())
-        .header("content-range", "2000-2999")
-        .body(data[2000..].to_vec())
-        .send()
-        .await;
+    let r = patch_chunk(&loc, "2000-2999", data[2000..].to_vec()).await;
     let loc = assert_upload_reply(&r, 202, &repo, "0-2999");
-    let d = sha256(&data);
-    assert_created(
-        &put(with_query(&loc, &format!("digest={d}"))).send().await,
-        &repo,
-        &d,
-    );
-    assert_blob(&repo, &d, &data).await;
+    finish_upload(&repo, &loc, &data).await;
 }
 
 #[tokio::test]
 async fn first_chunk_not_at_zero_is_416() {
     let repo = repo("up-first-not-zero");
     let loc = start_upload(&repo).await;
-    let r = patch(loc.as_str())
-        .header("content-range", "10-19")
-        .body(vec![7u8; 10])
-        .send()
-        .await;
+    let r = patch_chunk(&loc, "10-19", vec![7u8; 10]).await;
     assert_oci_error(&r, 416, "BLOB_UPLOAD_INVALID");
     assert_header(&r, "range", "0-0");
 }
@@ -440,18 +392,10 @@ async fn chunk_length_contradicting_content_range_is_400() {
     let repo = repo("up-range-len");
     let loc = start_upload(&repo).await;
     // Says 10 bytes, sends 5.
-    let r = patch(loc.as_str())
-        .header("content-range", "0-9")
-        .body(vec![1u8; 5])
-        .send()
-        .await;
+    let r = patch_chunk(&loc, "0-9", vec![1u8; 5]).await;
     assert_oci_error(&r, 400, "BLOB_UPLOAD_INVALID");
     // Says 5 bytes, sends 10.
-    let r = patch(loc.as_str())
-        .header("content-range", "0-4")
-        .body(vec![1u8; 10])
-        .send()
-        .await;
+    let r = patch_chunk(&loc, "0-4", vec![1u8; 10]).await;
     assert_oci_error(&r, 400, "BLOB_UPLOAD_INVALID");
 }
 
@@ -460,11 +404,7 @@ async fn malformed_content_range_is_400() {
     let repo = repo("up-range-malformed");
     let loc = start_upload(&repo).await;
     for cr in ["abc", "0-", "-4", "0-x", "0--4", "x-4"] {
-        let r = patch(loc.as_str())
-            .header("content-range", cr)
-            .body(vec![1u8; 5])
-            .send()
-            .await;
+        let r = patch_chunk(&loc, cr, vec![1u8; 5]).await;
         assert_oci_error(&r, 400, "BLOB_UPLOAD_INVALID");
     }
 }
@@ -636,6 +576,18 @@ async fn forged_upload_ids_are_unknown() {
     assert_no_blob(&repo, &d).await;
 }
 
+/// One PATCH of `body` with `Content-Range: range` to the upload at `loc`.
+async fn patch_chunk(loc: &str, range: impl AsRef<str>, body: impl Into<bytes::Bytes>) -> Resp {
+    patch(loc).header("content-range", range).body(body).send().await
+}
+
+/// The final PUT with the digest of `data`: 201, and the blob serves exactly `data`.
+async fn finish_upload(repo: &str, loc: &str, data: &[u8]) {
+    let d = sha256(data);
+    assert_created(&put(with_query(loc, &format!("digest={d}"))).send().await, repo, &d);
+    assert_blob(repo, &d, data).await;
+}
+
 /// Status, PATCH, PUT and DELETE on `loc` all answer 404 BLOB_UPLOAD_UNKNOWN.
 async fn assert_upload_unknown_to_every_method(loc: &str, digest: &str) {
     assert_oci_error(&get(loc).send().await, 404, "BLOB_UPLOAD_UNKNOWN");
@@ -788,11 +740,7 @@ async fn concurrent_patches_on_one_session() {
     for _ in 0..6 {
         let (loc, data) = (loc.clone(), data.clone());
         tasks.push(tokio::spawn(async move {
-            patch(loc.as_str())
-                .header("content-range", format!("0-{}", data.len() - 1))
-                .body(data)
-                .send()
-                .await
+            patch_chunk(&loc, format!("0-{}", data.len() - 1), data).await
         }));
     }
     let mut last_loc = None;
