@@ -58,6 +58,9 @@ done
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 fail() { log "FATAL: $*"; exit 1; }
 
+# The benchmark's own tools (reference registry, oha, wrk): the test command does not install them.
+bash "$ROOT/infra/install-deps.sh" --bench >&2 || fail "infra/install-deps.sh --bench failed"
+
 for tool in "$OHA" curl jq openssl "$PY" "$DIST_BIN"; do
     command -v "$tool" >/dev/null 2>&1 || fail "missing tool: $tool"
 done

@@ -7,8 +7,11 @@
 # actually needed. On a warm machine this takes a second or two.
 #
 #   apt:   skopeo umoci podman (+ conmon, crun/runc, containers-common for rootful vfs)
-#          docker.io (dockerd + docker CLI) containerd docker-registry wrk hyperfine jq curl
+#          docker.io (dockerd + docker CLI) containerd jq curl
 #   PyPI:  oras (oras-py, used by tests/clients/oras_test.py)
+# With --bench, also what only the benchmarks use (the test command skips it: building oha
+# alone takes minutes on a fresh machine):
+#   apt:   docker-registry (the reference registry) wrk hyperfine
 #   cargo: oha (load generator), only when `oha` is not on PATH or in ~/.cargo/bin
 #
 # Packages whose maintainer scripts would start a system service (docker.io, containerd,
@@ -18,6 +21,9 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
+
+bench=0
+[ "${1:-}" = --bench ] && bench=1
 
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_pkg() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
@@ -48,9 +54,11 @@ need_pkg docker.io dockerd
 # docker.io brings /usr/bin/docker otherwise.
 have_cmd docker || { have_pkg docker.io || apt_missing+=(docker.io); }
 need_pkg containerd containerd   # docker.io depends on it; listed so it is checked on its own
-need_pkg docker-registry docker-registry
-need_pkg wrk wrk
-need_pkg hyperfine hyperfine
+if [ "$bench" = 1 ]; then
+  need_pkg docker-registry docker-registry
+  need_pkg wrk wrk
+  need_pkg hyperfine hyperfine
+fi
 need_pkg jq jq
 need_pkg curl curl
 
@@ -72,7 +80,7 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   cleanup_policy() { [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d; return 0; }
   trap cleanup_policy EXIT
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
   cleanup_policy
   trap - EXIT
 else
@@ -93,7 +101,9 @@ else
   log "python oras present"
 fi
 
-if have_cmd oha || [ -x "$HOME/.cargo/bin/oha" ]; then
+if [ "$bench" = 0 ]; then
+  :
+elif have_cmd oha || [ -x "$HOME/.cargo/bin/oha" ]; then
   log "oha present"
 else
   cargo_bin=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
