@@ -494,6 +494,11 @@ async fn anonymous_pull_of_public_repositories_only() {
     let r = get(format!("/v2/{private}/manifests/v1")).send().await;
     let c = assert_challenge(&r);
     assert!(c.contains(&format!("scope=\"repository:{private}:pull\"")), "{c}");
+    // A blob HEAD is how pushes start: its challenge offers pull,push (granted as allowed).
+    let r = head(format!("/v2/{private}/blobs/{}", unknown_digest())).send().await;
+    assert_eq!(r.status, 401, "{}", r.describe());
+    let c = r.header("www-authenticate").unwrap_or_default();
+    assert!(c.contains(&format!("scope=\"repository:{private}:pull,push\"")), "{c}");
     // Pushing anonymously to the public repository is refused with a push challenge.
     let r = post(format!("/v2/{public}/blobs/uploads/")).send().await;
     let c = assert_challenge(&r);

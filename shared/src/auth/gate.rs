@@ -30,6 +30,11 @@ enum Need {
     /// `/v2/`: any valid token, so that clients learn where to log in.
     Login,
     Resource { kind: &'static str, name: String, action: &'static str },
+    /// A blob HEAD: what every client sends first when it pushes (does the layer exist?). Its
+    /// challenge offers `pull,push` so that clients which reuse the first token for the whole
+    /// push (oras-py) get push too when the policy allows it; the token endpoint still grants
+    /// only what the policy allows.
+    BlobProbe { name: String },
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
@@ -75,6 +80,7 @@ impl Auth {
                 return Err((err, subject));
             }
             Need::Resource { kind, name, action } => (*kind, name.as_str(), *action),
+            Need::BlobProbe { name } => (REPOSITORY, name.as_str(), PULL),
         };
         let principal = claims.as_ref().map_or_else(Principal::anonymous, |c| self.principal(&c.sub));
         let granted = match &claims {
@@ -135,10 +141,15 @@ impl Auth {
     fn challenge(&self, parts: &Parts, need: &Need, error: Option<&str>, message: String) -> RegistryError {
         let mut value = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm_for(parts), self.service);
         let mut err = oci(ErrorCode::Unauthorized, message);
-        if let Need::Resource { kind, name, action } = need {
-            let actions: &[&str] = if *action == PUSH { &[PULL, PUSH] } else { &[action] };
+        let resource = match need {
+            Need::Resource { kind, name, action } => Some((*kind, name.as_str(), *action, *action == PUSH)),
+            Need::BlobProbe { name } => Some((REPOSITORY, name.as_str(), PULL, true)),
+            _ => None,
+        };
+        if let Some((kind, name, action, with_push)) = resource {
+            let actions: &[&str] = if with_push { &[PULL, PUSH] } else { &[action] };
             // Names in a challenge are validated repository names; anything else is not echoed.
-            if *kind == REGISTRY || crate::names::RepoName::parse(name).is_ok() {
+            if kind == REGISTRY || crate::names::RepoName::parse(name).is_ok() {
                 value.push_str(&format!(",scope=\"{}\"", AccessEntry::new(kind, name, actions).to_scope()));
             }
             err = err.with_detail(detail(kind, name, action));
@@ -191,6 +202,7 @@ fn need_of(parts: &Parts) -> Need {
         Route::Base if read => Need::Login,
         Route::Catalog if method == Method::GET => Need::Resource { kind: REGISTRY, name: CATALOG.to_owned(), action: "*" },
         Route::Tags { name } | Route::Referrers { name, .. } if method == Method::GET => repo(&name, PULL),
+        Route::Blob { name, .. } if method == Method::HEAD => Need::BlobProbe { name },
         Route::Manifest { name, .. } | Route::Blob { name, .. } if read => repo(&name, PULL),
         Route::Manifest { name, .. } if method == Method::PUT => repo(&name, PUSH),
         Route::Manifest { name, .. } | Route::Blob { name, .. } if method == Method::DELETE => repo(&name, DELETE),
