@@ -10,8 +10,12 @@ use http_body_util::BodyExt as _;
 /// Loads and checks the auth config; a bad file stops start-up with the reason.
 pub fn load(path: &Path) -> Result<Auth, String> {
     let config = read_config(path)?;
-    let fetcher = Fetcher::new()?;
-    Ok(Auth::new(&config)?.with_fetcher(Box::new(fetcher)).with_default_scheme("http"))
+    let auth = Auth::new(&config)?.with_default_scheme("http");
+    // Only OIDC trust needs outbound HTTPS (and the system's CA certificates).
+    if config.oidc.is_empty() {
+        return Ok(auth);
+    }
+    Ok(auth.with_fetcher(Box::new(Fetcher::new()?)))
 }
 
 /// The config with `private_key_file` entries read (paths relative to the config file).

@@ -27,9 +27,13 @@ pub(crate) struct Pending {
 impl Pending {
     /// Manifest PUT, blob upload completion (PUT, monolithic POST, mount) and deletes.
     pub fn for_request(req: &Request) -> Option<Pending> {
+        let method = req.method();
+        // Reads and PATCHes (mid-upload chunks) are not audited; skip parsing for them.
+        if ![Method::PUT, Method::POST, Method::DELETE].contains(method) {
+            return None;
+        }
         let route = Route::parse(req.uri().path())?;
         let query = query_of(req.uri().query());
-        let method = req.method();
         let (action, repository, reference) = match route {
             Route::Manifest { name, reference } if method == Method::PUT => ("push", name, reference),
             Route::Upload { name, .. } if method == Method::PUT => {
