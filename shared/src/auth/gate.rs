@@ -211,3 +211,75 @@ fn need_of(parts: &Parts) -> Need {
         _ => Need::Nothing,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{key_pair_from_seed, AuthConfig};
+
+    fn auth(extra: &str) -> Auth {
+        let (private, _) = key_pair_from_seed(&[3; 32]).unwrap();
+        let config = AuthConfig::from_toml(&format!(
+            "[token]\n{extra}\n[[token.keys]]\nkid = \"k\"\nprivate_key = \"{private}\"\n\
+             [[access]]\nrepositories = [\"pub/**\"]\npublic = true\n"
+        ))
+        .unwrap();
+        Auth::new(&config).unwrap()
+    }
+
+    fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn realm_follows_config_proxy_and_host() {
+        let a = auth("").with_default_scheme("http");
+        assert_eq!(a.realm_for(&parts("GET", "/v2/", &[("host", "r.example:5000")])), "http://r.example:5000/token");
+        let behind = parts("GET", "/v2/", &[("host", "r.example"), ("x-forwarded-proto", "https, http")]);
+        assert_eq!(a.realm_for(&behind), "https://r.example/token");
+        // A Host that could break out of the quoted challenge is not echoed.
+        assert_eq!(a.realm_for(&parts("GET", "/v2/", &[("host", "evil\",x=\"")])), "http://localhost/token");
+        let fixed = auth("realm = \"https://auth.example/token\"");
+        assert_eq!(fixed.realm_for(&parts("GET", "/v2/", &[("host", "x")])), "https://auth.example/token");
+    }
+
+    #[test]
+    fn every_endpoint_needs_its_action() {
+        let action = |method: &str, uri: &str| match need_of(&parts(method, uri, &[])) {
+            Need::Resource { kind, name, action } => format!("{kind}:{name}:{action}"),
+            Need::BlobProbe { name } => format!("probe:{name}"),
+            Need::Login => "login".into(),
+            Need::Nothing => "nothing".into(),
+        };
+        assert_eq!(action("GET", "/v2/"), "login");
+        assert_eq!(action("GET", "/v2/_catalog"), "registry:catalog:*");
+        assert_eq!(action("GET", "/v2/a/b/tags/list"), "repository:a/b:pull");
+        assert_eq!(action("HEAD", "/v2/a/manifests/v1"), "repository:a:pull");
+        assert_eq!(action("PUT", "/v2/a/manifests/v1"), "repository:a:push");
+        assert_eq!(action("DELETE", "/v2/a/manifests/v1"), "repository:a:delete");
+        assert_eq!(action("GET", "/v2/a/blobs/sha256:x"), "repository:a:pull");
+        assert_eq!(action("HEAD", "/v2/a/blobs/sha256:x"), "probe:a");
+        assert_eq!(action("DELETE", "/v2/a/blobs/sha256:x"), "repository:a:delete");
+        assert_eq!(action("POST", "/v2/a/blobs/uploads/"), "repository:a:push");
+        assert_eq!(action("GET", "/v2/a/blobs/uploads/id"), "repository:a:push");
+        assert_eq!(action("PATCH", "/v2/a/blobs/uploads/id"), "repository:a:push");
+        assert_eq!(action("GET", "/v2/a/referrers/sha256:x"), "repository:a:pull");
+        assert_eq!(action("GET", "/elsewhere"), "nothing");
+    }
+
+    #[test]
+    fn anonymous_access_and_challenges() {
+        let a = auth("");
+        assert!(a.authorize(&mut parts("GET", "/v2/pub/x/manifests/v1", &[]), 1000).is_ok());
+        let (err, who) = a.authorize(&mut parts("GET", "/v2/priv/manifests/v1", &[("host", "h")]), 1000).unwrap_err();
+        assert_eq!((err.status, who.as_str()), (StatusCode::UNAUTHORIZED, "anonymous"));
+        let challenge = &err.headers.iter().find(|(n, _)| n == WWW_AUTHENTICATE).unwrap().1;
+        assert_eq!(challenge, "Bearer realm=\"https://h/token\",service=\"berth\",scope=\"repository:priv:pull\"");
+        let (err, _) = a.authorize(&mut parts("GET", "/v2/pub/x/tags/list", &[("authorization", "Bearer nope")]), 1000).unwrap_err();
+        assert!(err.headers.iter().any(|(_, v)| v.contains("error=\"invalid_token\"")));
+    }
+}
