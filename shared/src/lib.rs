@@ -115,15 +115,18 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     pub async fn handle(&self, req: Request, ctx: RequestContext) -> Response {
         let head = req.method() == Method::HEAD;
         // Auth first: nothing is dispatched, stored or read from a cache before it passes.
-        let (req, audit) = match self.gate(req, &ctx).await {
-            auth::Gate::Pass(req, audit) => (req, audit),
+        let (req, audit, private) = match self.gate(req, &ctx).await {
+            auth::Gate::Pass(req, audit, private) => (req, audit, private),
             auth::Gate::Answer(reply) => return reply.into_response(head),
         };
         let reply = match self.dispatch(req, &ctx).await {
             Ok(reply) => reply,
             Err(err) => Reply::error(err),
         };
-        let response = reply.into_response(head);
+        let mut response = reply.into_response(head);
+        if private {
+            auth::mark_private(&mut response);
+        }
         if let Some(audit) = audit {
             audit.record(response.status(), ctx.now);
         }

@@ -485,8 +485,14 @@ async fn anonymous_pull_of_public_repositories_only() {
     let public = name("public", "anon");
     let private = name("team", "anon");
     let alice = login("alice", ALICE_PW, &[&format!("repository:{public}:push,pull"), &format!("repository:{private}:push,pull")]).await;
-    push_as(&alice, &public, "v1").await;
-    push_as(&alice, &private, "v1").await;
+    let public_digest = push_as(&alice, &public, "v1").await;
+    let private_digest = push_as(&alice, &private, "v1").await;
+    // Digest-addressed content is cacheable for ever, but shared caches must never keep
+    // private content: `public` for the public repository, `private` for the other.
+    let r = get(format!("/v2/{public}/manifests/{public_digest}")).send().await;
+    assert_header(&r, "cache-control", IMMUTABLE);
+    let r = auth(get(format!("/v2/{private}/manifests/{private_digest}")), &alice).send().await;
+    assert_header(&r, "cache-control", "private, max-age=31536000, immutable");
 
     // Without any token: public pull works, private pull gets the challenge with its scope.
     assert_status(&get(format!("/v2/{public}/manifests/v1")).send().await, 200);

@@ -17,8 +17,9 @@ use crate::storage::{BlobStore, MetaStore};
 use crate::{header_str, query_of, query_param, Parts, Registry, Request, RequestContext};
 
 pub(crate) enum Gate {
-    /// Go on to dispatch; record the audit event (a push or delete) once answered.
-    Pass(Request, Option<Pending>),
+    /// Go on to dispatch; record the audit event (a push or delete) once answered. The flag
+    /// says the content is not public: shared caches must not keep it (see [`mark_private`]).
+    Pass(Request, Option<Pending>, bool),
     /// Answered here: a refusal, or the token endpoint.
     Answer(Reply),
 }
@@ -41,14 +42,16 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     pub(crate) async fn gate(&self, req: Request, ctx: &RequestContext) -> Gate {
         let pending = Pending::for_request(&req);
         let Some(auth) = self.auth.as_deref() else {
-            return Gate::Pass(req, pending.map(|p| p.by("-")));
+            return Gate::Pass(req, pending.map(|p| p.by("-")), false);
         };
         if req.uri().path() == TOKEN_PATH {
             return Gate::Answer(auth.token_endpoint(req, ctx).await);
         }
         let (mut parts, body) = req.into_parts();
         match auth.authorize(&mut parts, ctx.now) {
-            Ok(subject) => Gate::Pass(Request::from_parts(parts, body), pending.map(|p| p.by(&subject))),
+            Ok((subject, private)) => {
+                Gate::Pass(Request::from_parts(parts, body), pending.map(|p| p.by(&subject)), private)
+            }
             Err((err, subject)) => {
                 if let Some(p) = pending {
                     p.by(&subject).record(err.status, ctx.now);
@@ -60,8 +63,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
 }
 
 impl Auth {
-    /// The subject allowed to go on, or the refusal (and who was refused, for the audit log).
-    fn authorize(&self, parts: &mut Parts, now: u64) -> Result<String, (RegistryError, String)> {
+    /// The subject allowed to go on and whether the resource is private (not anonymously
+    /// pullable), or the refusal (and who was refused, for the audit log).
+    fn authorize(&self, parts: &mut Parts, now: u64) -> Result<(String, bool), (RegistryError, String)> {
         let need = need_of(parts);
         let claims = match bearer(parts) {
             Some(token) => Some(
@@ -73,8 +77,8 @@ impl Auth {
         };
         let subject = claims.as_ref().map_or(super::policy::ANONYMOUS.to_owned(), |c| c.sub.clone());
         let (kind, name, action) = match &need {
-            Need::Nothing => return Ok(subject),
-            Need::Login if claims.is_some() => return Ok(subject),
+            Need::Nothing => return Ok((subject, true)),
+            Need::Login if claims.is_some() => return Ok((subject, true)),
             Need::Login => {
                 let err = self.challenge(parts, &need, None, "authentication required".into());
                 return Err((err, subject));
@@ -100,7 +104,8 @@ impl Auth {
             return Err((err, subject));
         }
         self.check_mount_source(parts, claims.as_ref(), &principal);
-        Ok(subject)
+        let private = !self.policy_allows(&Principal::anonymous(), kind, name, PULL);
+        Ok((subject, private))
     }
 
     fn policy_allows(&self, who: &Principal, kind: &str, name: &str, action: &str) -> bool {
@@ -176,6 +181,20 @@ impl Auth {
             .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
             .unwrap_or("localhost");
         format!("{scheme}://{host}{TOKEN_PATH}")
+    }
+}
+
+/// Content of a private repository is digest-addressed and immutable like any other, but only
+/// the client may cache it: `public` becomes `private`, so a CDN or proxy never serves it to
+/// someone else.
+pub(crate) fn mark_private(response: &mut crate::Response) {
+    let Some(value) = response.headers().get(http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if let Some(rest) = value.strip_prefix("public") {
+        if let Ok(v) = http::HeaderValue::from_str(&format!("private{rest}")) {
+            response.headers_mut().insert(http::header::CACHE_CONTROL, v);
+        }
     }
 }
 
@@ -274,7 +293,7 @@ mod tests {
     #[test]
     fn anonymous_access_and_challenges() {
         let a = auth("");
-        assert!(a.authorize(&mut parts("GET", "/v2/pub/x/manifests/v1", &[]), 1000).is_ok());
+        assert_eq!(a.authorize(&mut parts("GET", "/v2/pub/x/manifests/v1", &[]), 1000).unwrap(), ("anonymous".to_string(), false));
         let (err, who) = a.authorize(&mut parts("GET", "/v2/priv/manifests/v1", &[("host", "h")]), 1000).unwrap_err();
         assert_eq!((err.status, who.as_str()), (StatusCode::UNAUTHORIZED, "anonymous"));
         let challenge = &err.headers.iter().find(|(n, _)| n == WWW_AUTHENTICATE).unwrap().1;
