@@ -36,7 +36,22 @@ pub struct BerthClaims {
 pub(crate) struct KeyRing {
     signing: Option<(String, SigningKey)>,
     verifying: Vec<(String, VerifyingKey)>,
+    /// Tokens whose signature was verified, by sha256 of the token: a pull sends the same token
+    /// dozens of times, and an ES256 verification costs more than serving a manifest. Times
+    /// and claims are still checked on every use.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
 }
+
+#[derive(Clone)]
+struct Verified {
+    claims: BerthClaims,
+    exp: Option<DateTime<Utc>>,
+    nbf: Option<DateTime<Utc>>,
+}
+
+/// Verified tokens remembered at most; when full, expired ones go, and if none had expired,
+/// all (a cheap bound; the cost is one verification per token again).
+const VERIFIED_CACHE_ENTRIES: usize = 4096;
 
 /// Why a presented token is refused; the message goes into the 401.
 pub type TokenError = String;
@@ -71,7 +86,7 @@ impl KeyRing {
         if signing.is_none() {
             return Err("auth config: [[token.keys]] needs at least one private key (berth key generate)".into());
         }
-        Ok(KeyRing { signing, verifying })
+        Ok(KeyRing { signing, verifying, verified: Default::default() })
     }
 
     pub fn sign(&self, claims: BerthClaims, now: u64, ttl: u64) -> Result<String, String> {
@@ -97,6 +112,34 @@ impl KeyRing {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(format!("token is larger than {MAX_TOKEN_BYTES} bytes"));
         }
+        use sha2::Digest as _;
+        // Signature checked once per token; times and claims on every use.
+        let fingerprint: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let cached = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&fingerprint).cloned();
+        let verified = match cached {
+            Some(hit) => hit,
+            None => {
+                let fresh = self.verify_signature(token)?;
+                self.remember(fingerprint, fresh.clone(), now);
+                fresh
+            }
+        };
+        check_times(verified.exp, verified.nbf, now)?;
+        let claims = verified.claims;
+        if claims.iss != issuer {
+            return Err(format!("token issuer {:?} is not {issuer:?}", claims.iss));
+        }
+        if claims.aud != audience {
+            return Err(format!("token audience {:?} is not this registry ({audience:?})", claims.aud));
+        }
+        if claims.token_use != token_use {
+            return Err(format!("a {} token cannot be used as a {token_use} token", claims.token_use));
+        }
+        Ok(claims)
+    }
+
+    /// Header, algorithm, key and signature; the claims parsed but not yet checked.
+    fn verify_signature(&self, token: &str) -> Result<Verified, TokenError> {
         let untrusted = UntrustedToken::new(token).map_err(|e| format!("malformed token: {e}"))?;
         if untrusted.algorithm() != "ES256" {
             return Err(format!("token algorithm {:?} is not accepted (ES256 only)", untrusted.algorithm()));
@@ -111,19 +154,20 @@ impl KeyRing {
             .validator::<BerthClaims>(key)
             .validate(&untrusted)
             .map_err(|e| format!("token signature or claims are invalid: {e}"))?;
-        let claims = token.claims();
-        check_times(claims.expiration, claims.not_before, now)?;
-        let custom = &claims.custom;
-        if custom.iss != issuer {
-            return Err(format!("token issuer {:?} is not {issuer:?}", custom.iss));
+        let (_, claims) = token.into_parts();
+        Ok(Verified { exp: claims.expiration, nbf: claims.not_before, claims: claims.custom })
+    }
+
+    fn remember(&self, fingerprint: [u8; 32], verified: Verified, now: u64) {
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= VERIFIED_CACHE_ENTRIES {
+            let now = timestamp(now);
+            cache.retain(|_, v| v.exp.is_some_and(|exp| exp >= now));
+            if cache.len() >= VERIFIED_CACHE_ENTRIES {
+                cache.clear();
+            }
         }
-        if custom.aud != audience {
-            return Err(format!("token audience {:?} is not this registry ({audience:?})", custom.aud));
-        }
-        if custom.token_use != token_use {
-            return Err(format!("a {} token cannot be used as a {token_use} token", custom.token_use));
-        }
-        Ok(custom.clone())
+        cache.insert(fingerprint, verified);
     }
 }
 
@@ -206,6 +250,8 @@ mod tests {
         let t = keys.sign(claims("berth", USE_ACCESS), 1000, 300).unwrap();
         let ok = keys.verify(&t, 1100, "berth", "berth", USE_ACCESS).unwrap();
         assert_eq!(ok.access[0].name, "a");
+        // Verified once, then answered from the cache: times are still checked on every use.
+        assert!(keys.verify(&t, 1100, "berth", "berth", USE_ACCESS).is_ok());
         assert!(keys.verify(&t, 1400, "berth", "berth", USE_ACCESS).unwrap_err().contains("expired"));
         assert!(keys.verify(&t, 900, "berth", "berth", USE_ACCESS).unwrap_err().contains("not valid yet"));
         assert!(keys.verify(&t, 1100, "other", "berth", USE_ACCESS).unwrap_err().contains("issuer"));
