@@ -1,4 +1,4 @@
-//! `berth`: the local registry and, later, admin commands.
+//! `berth`: the local registry (`berth serve`) and the auth admin commands (key, user, robot).
 
 mod admin;
 mod auth;
