@@ -24,3 +24,6 @@ cargo test --release --workspace --locked
 
 step "real OCI clients against berth serve"
 bash tests/clients/run.sh
+
+step "token auth with real OCI clients (docker login, skopeo, podman, oras, OIDC) against berth serve --auth-config"
+bash tests/clients/auth.sh

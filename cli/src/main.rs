@@ -1,5 +1,7 @@
-//! `berth`: the local registry and, later, admin commands.
+//! `berth`: the local registry (`berth serve`) and the auth admin commands (key, user, robot).
 
+mod admin;
+mod auth;
 mod local;
 mod serve;
 
@@ -25,6 +27,15 @@ enum LogFormat {
 enum Command {
     /// Run the registry locally on embedded storage (blob files + an embedded database).
     Serve(serve::ServeArgs),
+    /// Token signing keys in the auth config (see docs/auth.md).
+    #[command(subcommand)]
+    Key(admin::KeyCommand),
+    /// Users (password logins) in the auth config.
+    #[command(subcommand)]
+    User(admin::AccountCommand),
+    /// Robot accounts (generated secrets, for machines) in the auth config.
+    #[command(subcommand)]
+    Robot(admin::AccountCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +50,23 @@ fn main() -> std::process::ExitCode {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
     }
+    // Admin commands edit a file and need no async runtime.
+    let admin = match cli.command {
+        Command::Key(cmd) => admin::key(cmd),
+        Command::User(cmd) => admin::user(cmd),
+        Command::Robot(cmd) => admin::robot(cmd),
+        Command::Serve(args) => return serve_in_runtime(args),
+    };
+    match admin {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve_in_runtime(args: serve::ServeArgs) -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -46,11 +74,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve::run(args).await,
-        }
-    });
+    let result = runtime.block_on(serve::run(args));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

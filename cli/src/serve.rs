@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Distribution and zot do by default). Metadata is always committed durably.
     #[arg(long, env = "BERTH_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     fsync: bool,
+    /// Turn on token auth with this config file (TOML; see docs/auth.md). Without it the
+    /// registry is open to anyone who can reach it.
+    #[arg(long, env = "BERTH_AUTH_CONFIG")]
+    auth_config: Option<PathBuf>,
 }
 
 type LocalRegistry = Registry<FsBlobStore, RedbMeta>;
@@ -38,7 +42,12 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let secret = load_or_create_secret(&args.data_dir).await?;
     let blobs = FsBlobStore::open(&args.data_dir, args.fsync).await.map_err(|e| e.to_string())?;
     let meta = RedbMeta::open(&args.data_dir.join("meta.redb")).map_err(|e| e.to_string())?;
-    let registry = Arc::new(Registry::new(blobs, meta, Config::new(secret)));
+    let mut registry = Registry::new(blobs, meta, Config::new(secret));
+    if let Some(path) = &args.auth_config {
+        registry = registry.with_auth(crate::auth::load(path)?);
+        tracing::info!(config = %path.display(), "token auth is on");
+    }
+    let registry = Arc::new(registry);
     // One process serves this directory, so no request is in flight: claims left by a crash
     // are stale, and a client resuming its upload must not wait for them to lapse.
     match registry.release_all_upload_claims().await {
@@ -73,7 +82,8 @@ async fn handle(
     req: axum::extract::Request,
 ) -> axum::response::Response {
     let started = Instant::now();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(berth_core::auth::ClientAddr(peer.ip().to_string()));
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     // The body is read on this (the connection's) task and handed over through a short queue,
     // so receiving the next chunk overlaps with hashing and writing this one.

@@ -6,6 +6,7 @@
 //! clock, a thread, a socket or a file, so the same crate runs in a Worker (wasm32), on Lambda and
 //! in `berth serve`.
 
+pub mod auth;
 pub mod blobs;
 pub mod body;
 pub mod error;
@@ -86,11 +87,20 @@ pub struct Registry<B, M> {
     pub(crate) blobs: B,
     pub(crate) meta: M,
     pub(crate) config: Config,
+    /// None: no auth (the default); see [`Registry::with_auth`].
+    pub(crate) auth: Option<Box<auth::Auth>>,
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     pub fn new(blobs: B, meta: M, config: Config) -> Self {
-        Registry { blobs, meta, config }
+        Registry { blobs, meta, config, auth: None }
+    }
+
+    /// Turns on token auth: every request is checked before dispatch, and the token endpoint
+    /// is served at [`auth::TOKEN_PATH`].
+    pub fn with_auth(mut self, auth: auth::Auth) -> Self {
+        self.auth = Some(Box::new(auth));
+        self
     }
 
     pub fn blob_store(&self) -> &B {
@@ -104,11 +114,23 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// Answers one request. Never panics on input; every client fault is an OCI error.
     pub async fn handle(&self, req: Request, ctx: RequestContext) -> Response {
         let head = req.method() == Method::HEAD;
+        // Auth first: nothing is dispatched, stored or read from a cache before it passes.
+        let (req, audit, private) = match self.gate(req, &ctx).await {
+            auth::Gate::Pass(req, audit, private) => (req, audit, private),
+            auth::Gate::Answer(reply) => return reply.into_response(head),
+        };
         let reply = match self.dispatch(req, &ctx).await {
             Ok(reply) => reply,
             Err(err) => Reply::error(err),
         };
-        reply.into_response(head)
+        let mut response = reply.into_response(head);
+        if private {
+            auth::mark_private(&mut response);
+        }
+        if let Some(audit) = audit {
+            audit.record(response.status(), ctx.now);
+        }
+        response
     }
 
     async fn dispatch(&self, req: Request, ctx: &RequestContext) -> error::Result<Reply> {

@@ -306,12 +306,10 @@ test_podman() {
   c "${P[@]}" rmi --force --all >/dev/null
 }
 
-test_docker() {
-  ensure_layout
-  # Short path: dockerd's unix sockets (and its containerd's) must fit in 108 bytes.
-  local T; T=$(mktemp -d /tmp/berth-dk.XXXXXX)
-  echo "$T" >>"$WORK/extra-dirs"
-  local R=$REG/${PREFIX}docker
+# start_dockerd DIR: a private dockerd for one test (sets DOCKER_HOST and DOCKER_CONFIG; stops
+# it when the calling test's process exits).
+start_dockerd() {
+  local T=$1
   local docker=${DOCKER_CLI:-docker}
   echo '{}' >"$T/daemon.json"
   mkdir -p "$T/cli"
@@ -340,6 +338,16 @@ test_docker() {
   done
   ((i < 60)) || { tail -20 "$T/dockerd.log"; fail "dockerd did not answer within 30s"; }
   ok "dockerd up (pid $dpid)"
+}
+
+test_docker() {
+  ensure_layout
+  # Short path: dockerd's unix sockets (and its containerd's) must fit in 108 bytes.
+  local T; T=$(mktemp -d /tmp/berth-dk.XXXXXX)
+  echo "$T" >>"$WORK/extra-dirs"
+  local R=$REG/${PREFIX}docker
+  local docker=${DOCKER_CLI:-docker}
+  start_dockerd "$T"
 
   local oci_m; oci_m=$(layout_blob "$LAYOUT" "$(layout_manifest_digest "$LAYOUT")")
   local cfg; cfg=$(jq -r .config.digest "$oci_m")
@@ -416,6 +424,41 @@ test_oras-chunked() {
     --mode chunked --workdir "$WORK/t-oras-chunked" --nonce "$NONCE" --big-mib "$LAYER_MIB"
 }
 
+# On exit: stop what is still running (a test, what tests registered, the server) and remove
+# the work directory.
+cleanup() {
+  trap '' INT TERM # a second Ctrl-C must not cut the clean-up short
+  local pid dir
+  # A test still running (interrupted): `timeout` passes the TERM on to it and its children.
+  [ -n "$test_pid" ] && stop_pid "$test_pid" 45
+  # Anything a test registered (dockerd) and did not stop, newest first; then the server.
+  while read -r pid dir; do
+    if [ -n "$dir" ]; then stop_docker "$pid" "$dir"; else stop_pid "$pid" 30; fi
+  done < <(tac "$WORK/pids" 2>/dev/null)
+  [ -n "$server_pid" ] && stop_pid "$server_pid" 20
+  if [ "${KEEP_WORK:-0}" = 1 ]; then
+    say "kept $WORK $(tr '\n' ' ' <"$WORK/extra-dirs")"
+  else
+    while read -r d; do [ -n "$d" ] && rm -rf "$d"; done <"$WORK/extra-dirs"
+    rm -rf "$WORK"
+  fi
+}
+
+# init_work NAME: a fresh work directory /tmp/NAME.XXXXXX ($WORK), cleaned up on exit.
+init_work() {
+  WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+  export WORK
+  : >"$WORK/pids"
+  : >"$WORK/extra-dirs"
+  server_pid= test_pid=
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# tests/clients/auth.sh sources this file for the helpers and fixtures above, and stops here.
+[ "${BERTH_CLIENTS_LIB:-0}" = 1 ] && return 0
+
 # ---------------------------------------------------------------------------------------------
 # one test, in its own process (so that the parent can bound it with `timeout`)
 
@@ -448,31 +491,7 @@ for arg in "$@"; do
 done
 [ ${#selected[@]} -gt 0 ] || selected=("${ALL_TESTS[@]}")
 
-WORK=$(mktemp -d /tmp/berth-clients.XXXXXX)
-export WORK
-: >"$WORK/pids"
-: >"$WORK/extra-dirs"
-server_pid= test_pid=
-cleanup() {
-  trap '' INT TERM # a second Ctrl-C must not cut the clean-up short
-  local pid dir
-  # A test still running (interrupted): `timeout` passes the TERM on to it and its children.
-  [ -n "$test_pid" ] && stop_pid "$test_pid" 45
-  # Anything a test registered (dockerd) and did not stop, newest first; then the server.
-  while read -r pid dir; do
-    if [ -n "$dir" ]; then stop_docker "$pid" "$dir"; else stop_pid "$pid" 30; fi
-  done < <(tac "$WORK/pids" 2>/dev/null)
-  [ -n "$server_pid" ] && stop_pid "$server_pid" 20
-  if [ "${KEEP_WORK:-0}" = 1 ]; then
-    say "kept $WORK $(tr '\n' ' ' <"$WORK/extra-dirs")"
-  else
-    while read -r d; do [ -n "$d" ] && rm -rf "$d"; done <"$WORK/extra-dirs"
-    rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+init_work berth-clients
 
 NONCE=$(date +%s)-$$-$RANDOM
 export NONCE CLIENT_TIMEOUT LAYER_MIB

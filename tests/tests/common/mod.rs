@@ -124,7 +124,7 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn default_bin() -> PathBuf {
+pub fn default_bin() -> PathBuf {
     let root = workspace_root();
     let release = root.join("target/release/berth");
     if release.exists() {
@@ -264,7 +264,7 @@ fn free_port() -> u16 {
 /// Spawns the server from a dedicated thread that lives exactly as long as the server: Linux's
 /// PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, so it must not be a
 /// (short-lived) libtest worker thread.
-fn spawn_owned(bin: &Path, args: Vec<String>, log: std::fs::File) -> (i32, Arc<AtomicBool>) {
+pub fn spawn_owned(bin: &Path, args: Vec<String>, log: std::fs::File) -> (i32, Arc<AtomicBool>) {
     let exited = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let shown = bin.display().to_string();

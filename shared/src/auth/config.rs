@@ -1,0 +1,177 @@
+//! The auth configuration file (TOML), as documented in docs/auth.md. Parsed here so every
+//! runtime reads the same file format; adapters only resolve `*_file` fields to contents first.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Token lifetime when a config does not say; minutes, not hours.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 300;
+/// The longest a registry token may live, whatever the config says.
+pub const MAX_TOKEN_TTL_SECS: u64 = 3600;
+/// How long `docker login`'s stored refresh token lasts.
+pub const DEFAULT_REFRESH_TTL_SECS: u64 = 30 * 24 * 3600;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub token: TokenConfig,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub robots: Vec<RobotConfig>,
+    #[serde(default)]
+    pub access: Vec<AccessRule>,
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    #[serde(default)]
+    pub oidc: Vec<TrustPolicy>,
+}
+
+impl AuthConfig {
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| format!("auth config: {e}"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The `service` of challenges and token requests, and the `aud` of every token.
+    #[serde(default = "default_name")]
+    pub service: String,
+    /// The `iss` of every token Berth signs.
+    #[serde(default = "default_name")]
+    pub issuer: String,
+    /// The token endpoint's URL as clients reach it. Default: `<scheme>://<Host>/token` from the
+    /// request, so one config works behind any runtime or proxy.
+    #[serde(default)]
+    pub realm: Option<String>,
+    #[serde(default = "default_ttl")]
+    pub ttl_secs: u64,
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_ttl_secs: u64,
+    /// Signing keys: the first with a private key signs; every listed key verifies (rotation).
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            service: default_name(),
+            issuer: default_name(),
+            realm: None,
+            ttl_secs: DEFAULT_TOKEN_TTL_SECS,
+            refresh_ttl_secs: DEFAULT_REFRESH_TTL_SECS,
+            keys: Vec::new(),
+        }
+    }
+}
+
+fn default_name() -> String {
+    "berth".to_owned()
+}
+fn default_ttl() -> u64 {
+    DEFAULT_TOKEN_TTL_SECS
+}
+fn default_refresh_ttl() -> u64 {
+    DEFAULT_REFRESH_TTL_SECS
+}
+
+/// A P-256 key (ES256). Keys are base64url, unpadded: the private scalar (32 bytes) or the
+/// SEC1 public point. `private_key_file` is read by the adapter (berth serve) into `private_key`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub kid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// PHC string of an Argon2id hash (`berth user add` writes it).
+    pub password_hash: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobotConfig {
+    pub name: String,
+    /// `sha256:<hex>` of the generated secret. The secret has 256 random bits, so a fast hash is
+    /// enough (no dictionary to attack) and verification stays cheap on every runtime.
+    pub secret_hash: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// Grants `actions` on repositories matching any of `repositories` (globs) to `principals`:
+/// `user:NAME`, `robot:NAME`, `oidc:POLICY`, `group:NAME`, `*` (anyone logged in) or
+/// `anonymous` (anyone at all). `public = true` is short for anonymous pull.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    pub repositories: Vec<String>,
+    #[serde(default)]
+    pub principals: Vec<String>,
+    #[serde(default)]
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// Who may list the catalog (`registry:catalog:*`). Nobody unless listed: the catalog names
+/// every repository, private ones included.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    #[serde(default)]
+    pub principals: Vec<String>,
+}
+
+/// Trust in an OIDC issuer: identity tokens from `issuer` with audience `audience` whose claims
+/// match every pattern in `claims` act as principal `oidc:<name>`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustPolicy {
+    pub name: String,
+    pub issuer: String,
+    pub audience: String,
+    /// Where the issuer's keys are; default: `jwks_uri` of `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Claim name -> glob pattern (or a list of patterns, any of which may match).
+    #[serde(default)]
+    pub claims: BTreeMap<String, ClaimPattern>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Lifetime of the registry token issued for an identity token (default 300 s).
+    #[serde(default)]
+    pub token_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ClaimPattern {
+    One(String),
+    Any(Vec<String>),
+}
+
+impl ClaimPattern {
+    pub fn patterns(&self) -> &[String] {
+        match self {
+            ClaimPattern::One(p) => std::slice::from_ref(p),
+            ClaimPattern::Any(ps) => ps,
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Auth, once for every runtime: Docker token authentication (401 challenge, token endpoint,
+//! short-lived ES256 JWTs with the `access` claim), users and robots, per-repository access
+//! rules with anonymous pull, and OIDC identity tokens exchanged for push tokens in CI.
+//! See docs/auth.md for the config file and the flows.
+//!
+//! Like the rest of the core it has no clock, RNG or I/O: `now` and random bytes come from
+//! [`crate::RequestContext`], OIDC keys through an adapter's [`HttpFetch`].
+
+mod audit;
+pub mod config;
+mod endpoint;
+mod gate;
+pub mod glob;
+mod oidc;
+mod policy;
+mod principals;
+mod rs256;
+pub mod scope;
+pub mod token;
+
+pub use audit::ClientAddr;
+pub use config::AuthConfig;
+pub use oidc::HttpFetch;
+pub use policy::Principal;
+pub use principals::{hash_password, robot_secret_hash, validate_name, OIDC_USERNAME, ROBOT_SECRET_PREFIX};
+pub use rs256::Rs256;
+pub use token::key_pair_from_seed;
+
+pub(crate) use gate::{mark_private, Gate};
+
+/// Where the token endpoint is served (the realm's path unless the config names another URL).
+pub const TOKEN_PATH: &str = "/token";
+
+/// The compiled auth configuration a [`crate::Registry`] checks requests against.
+pub struct Auth {
+    service: String,
+    issuer: String,
+    realm: Option<String>,
+    ttl_secs: u64,
+    refresh_ttl_secs: u64,
+    keys: token::KeyRing,
+    directory: principals::Directory,
+    policy: policy::Policy,
+    oidc: oidc::Trust,
+    /// Scheme of the derived realm when the request does not say (`X-Forwarded-Proto`).
+    default_scheme: &'static str,
+}
+
+impl Auth {
+    /// Checks the whole config up front: a bad file stops start-up instead of failing requests.
+    pub fn new(config: &AuthConfig) -> Result<Self, String> {
+        let t = &config.token;
+        if t.service.is_empty() || t.issuer.is_empty() {
+            return Err("auth config: token.service and token.issuer must not be empty".into());
+        }
+        for (what, value) in [("service", &t.service), ("issuer", &t.issuer)] {
+            if value.contains('"') || value.contains('\\') {
+                return Err(format!("auth config: token.{what} must not contain quotes or backslashes"));
+            }
+        }
+        if let Some(realm) = &t.realm {
+            if !(realm.starts_with("https://") || realm.starts_with("http://")) || realm.contains('"') {
+                return Err(format!("auth config: token.realm {realm:?} must be an http(s) URL"));
+            }
+        }
+        Ok(Auth {
+            service: t.service.clone(),
+            issuer: t.issuer.clone(),
+            realm: t.realm.clone(),
+            ttl_secs: t.ttl_secs.clamp(1, config::MAX_TOKEN_TTL_SECS),
+            refresh_ttl_secs: t.refresh_ttl_secs.max(1),
+            keys: token::KeyRing::new(&t.keys)?,
+            directory: principals::Directory::new(config)?,
+            policy: policy::Policy::new(config)?,
+            oidc: oidc::Trust::new(&config.oidc)?,
+            default_scheme: "https",
+        })
+    }
+
+    /// The adapter's HTTP client, for fetching OIDC issuers' keys.
+    pub fn with_fetcher(mut self, fetcher: Box<dyn HttpFetch>) -> Self {
+        self.oidc.set_fetcher(fetcher);
+        self
+    }
+
+    /// `http` for a runtime that serves plain HTTP (berth serve), so the derived realm works.
+    pub fn with_default_scheme(mut self, scheme: &'static str) -> Self {
+        self.default_scheme = scheme;
+        self
+    }
+
+    /// The principal a token's `sub` names, with groups as the config has them now.
+    fn principal(&self, subject: &str) -> Principal {
+        if let Some(name) = subject.strip_prefix("oidc:") {
+            let groups = self.oidc.policy(name).map(|p| p.groups.clone()).unwrap_or_default();
+            return Principal { subject: subject.to_owned(), groups };
+        }
+        if subject == policy::ANONYMOUS {
+            return Principal::anonymous();
+        }
+        self.directory.lookup(subject)
+    }
+}
