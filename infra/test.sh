@@ -24,3 +24,6 @@ cargo test --release --workspace --locked
 
 step "real OCI clients against berth serve"
 bash tests/clients/run.sh
+
+step "the Cloudflare Worker (edge/) in workerd via wrangler dev: suite, clients, edge tests"
+bash tests/edge/run.sh

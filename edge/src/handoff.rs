@@ -11,8 +11,14 @@ use std::rc::Rc;
 
 use berth_core::{ByteStream, StorageError};
 use bytes::Bytes;
-use futures_util::{stream, StreamExt, TryStreamExt};
-use worker::web_sys::ReadableStream;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::{stream, StreamExt};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use worker::web_sys::{ReadableStream, ReadableStreamDefaultReader};
 
 /// One per request: at most one body is parked at a time.
 #[derive(Clone, Default)]
@@ -40,10 +46,71 @@ impl BodyHandoff {
 }
 
 /// A JavaScript byte stream as the core's `ByteStream`.
+///
+/// Reads through its own reader instead of `wasm_streams`, which cancels the stream when dropped
+/// from a task that runs after the response went out: a request body the core did not read to
+/// the end (a 404 or a 413) then throws "Can't read from request stream after response has been
+/// sent" in workerd. This reader is taken only on the first poll and released, synchronously,
+/// on drop; the runtime discards whatever was not read.
 pub fn from_js(raw: ReadableStream) -> ByteStream {
-    Box::pin(
-        worker::ByteStream::from(raw)
-            .map_ok(Bytes::from)
-            .map_err(|e| StorageError::new(format!("stream: {e}"))),
-    )
+    Box::pin(JsBytes { stream: raw, reader: None, pending: None, done: false })
+}
+
+struct JsBytes {
+    stream: ReadableStream,
+    reader: Option<ReadableStreamDefaultReader>,
+    pending: Option<JsFuture>,
+    done: bool,
+}
+
+impl futures_util::Stream for JsBytes {
+    type Item = Result<Bytes, StorageError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.reader.is_none() {
+            match this.stream.get_reader().dyn_into::<ReadableStreamDefaultReader>() {
+                Ok(reader) => this.reader = Some(reader),
+                Err(_) => return this.fail("stream: no default reader".into()),
+            }
+        }
+        let Some(reader) = this.reader.as_ref() else { return Poll::Ready(None) };
+        let pending = this.pending.get_or_insert_with(|| JsFuture::from(reader.read()));
+        let result = match Pin::new(pending).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r,
+        };
+        this.pending = None;
+        let chunk = match result {
+            Ok(chunk) => chunk,
+            Err(e) => return this.fail(format!("stream: {}", e.as_string().unwrap_or_else(|| format!("{e:?}")))),
+        };
+        let done = js_sys::Reflect::get(&chunk, &"done".into()).map(|d| d.is_truthy()).unwrap_or(true);
+        if done {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        match js_sys::Reflect::get(&chunk, &"value".into()).map(|v| v.dyn_into::<js_sys::Uint8Array>()) {
+            Ok(Ok(bytes)) => Poll::Ready(Some(Ok(Bytes::from(bytes.to_vec())))),
+            _ => this.fail("stream: a chunk that is not bytes".into()),
+        }
+    }
+}
+
+impl JsBytes {
+    fn fail(&mut self, message: String) -> Poll<Option<Result<Bytes, StorageError>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(StorageError::new(message))))
+    }
+}
+
+impl Drop for JsBytes {
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.release_lock();
+        }
+    }
 }

@@ -13,7 +13,7 @@ use berth_core::{BlobStore, ByteRange, ByteStream, StorageError, UploadWriter};
 use bytes::Bytes;
 use worker::{Bucket, Conditional, Object, Range};
 
-use crate::handoff::BodyHandoff;
+use crate::handoff::{from_js, BodyHandoff};
 use crate::manifest_cache::ManifestCache;
 use crate::presign::Presigner;
 use crate::r2_meta::r2_error;
@@ -141,10 +141,11 @@ impl BlobStore for R2Blobs {
         let object = self.bucket.get(&key).execute().await.map_err(|e| r2_error("get", &key, e))?
             .ok_or_else(|| StorageError::new(format!("R2 object {key} is missing")))?;
         let body = object.body().ok_or_else(|| StorageError::new(format!("R2 object {key} has no body")))?;
-        Ok(Box::pin(futures_util::TryStreamExt::map_err(
-            futures_util::TryStreamExt::map_ok(body.stream().map_err(|e| r2_error("read", &key, e))?, Bytes::from),
-            |e| StorageError::new(format!("R2 read: {e}")),
-        )))
+        match body.response_body().map_err(|e| r2_error("read", &key, e))? {
+            worker::ResponseBody::Stream(raw) => Ok(from_js(raw)),
+            worker::ResponseBody::Body(bytes) => Ok(one_chunk(Bytes::from(bytes))),
+            worker::ResponseBody::Empty => Ok(Box::pin(futures_util::stream::empty())),
+        }
     }
 
     async fn upload_commit(&self, id: &str, backend: &str, digest: &Digest, size: u64) -> StorageResult<()> {

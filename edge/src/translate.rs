@@ -2,7 +2,7 @@
 
 use berth_core::body::empty_stream;
 use berth_core::{Body, ByteStream};
-use worker::{Headers, Response, ResponseBuilder};
+use worker::{FixedLengthStream, Headers, Response, ResponseBuilder};
 
 use crate::handoff::{from_js, BodyHandoff};
 
@@ -40,9 +40,24 @@ pub fn response(resp: berth_core::Response, handoff: &BodyHandoff) -> worker::Re
         Body::Full(bytes) => builder.fixed(bytes.to_vec()),
         Body::Stream(stream) => match handoff.take() {
             Some(raw) => builder.stream(raw),
-            None => builder.from_stream(futures_util::TryStreamExt::map_ok(stream, |b| b.to_vec()).map_err_into())?,
+            None => {
+                let chunks = futures_util::TryStreamExt::map_ok(stream, |b| b.to_vec()).map_err_into();
+                match content_length(&parts.headers) {
+                    // A FixedLengthStream keeps Content-Length on the response (a plain stream
+                    // would go out chunked).
+                    Some(len) => {
+                        let fixed: worker::worker_sys::FixedLengthStream = FixedLengthStream::wrap(chunks, len).into();
+                        builder.stream(fixed.readable())
+                    }
+                    None => builder.from_stream(chunks)?,
+                }
+            }
         },
     })
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 trait MapErrInto: Sized {
