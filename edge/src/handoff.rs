@@ -22,9 +22,18 @@ use worker::web_sys::{ReadableStream, ReadableStreamDefaultReader};
 
 /// One per request: at most one body is parked at a time.
 #[derive(Clone, Default)]
-pub struct BodyHandoff(Rc<RefCell<Option<ReadableStream>>>);
+pub struct BodyHandoff(Rc<RefCell<Option<ReadableStream>>>, Rc<std::cell::Cell<bool>>);
 
 impl BodyHandoff {
+    /// Marks the parked body as served from the Workers cache (reported as `X-Berth-Cache: hit`).
+    pub fn mark_cache_hit(&self) {
+        self.1.set(true);
+    }
+
+    pub fn cache_hit(&self) -> bool {
+        self.1.get()
+    }
+
     /// Parks `raw` and returns a stream over it for callers that do read it in Rust.
     pub fn park(&self, raw: ReadableStream) -> ByteStream {
         *self.0.borrow_mut() = Some(raw);

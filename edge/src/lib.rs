@@ -2,6 +2,7 @@
 //! manifests, tags and upload sessions) and Workers KV (a cache of manifests by digest).
 //! This crate only translates requests/responses and implements the storage traits.
 
+mod blob_cache;
 mod handoff;
 mod manifest_cache;
 mod presign;
@@ -14,6 +15,9 @@ mod translate;
 use berth_core::{Registry, RequestContext};
 use worker::{console_error, event, Context, Env, Response};
 
+use std::rc::Rc;
+
+use blob_cache::BlobCache;
 use handoff::BodyHandoff;
 use manifest_cache::ManifestCache;
 use r2_blobs::R2Blobs;
@@ -21,7 +25,7 @@ use r2_meta::R2Meta;
 use settings::{Settings, BUCKET_BINDING};
 
 #[event(fetch)]
-async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let settings = match Settings::from_env(&env) {
         Ok(s) => s,
         Err(message) => return misconfigured(&message),
@@ -31,7 +35,12 @@ async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<
         Err(_) => return misconfigured(&format!("the Worker has no R2 bucket bound as {BUCKET_BINDING}")),
     };
     let handoff = BodyHandoff::default();
-    let blobs = R2Blobs::new(bucket.clone(), ManifestCache::new(settings.kv), handoff.clone(), settings.part_size, settings.presigner);
+    let mut blobs = R2Blobs::new(bucket.clone(), ManifestCache::new(settings.kv), handoff.clone(), settings.part_size, settings.presigner);
+    if settings.blob_cache {
+        if let Ok(url) = req.url() {
+            blobs = blobs.with_blob_cache(BlobCache::new(url.origin().ascii_serialization(), Rc::new(ctx)));
+        }
+    }
     let registry = Registry::new(blobs, R2Meta::new(bucket), settings.config);
     let ctx = match request_context() {
         Ok(ctx) => ctx,

@@ -13,6 +13,7 @@ use berth_core::{BlobStore, ByteRange, ByteStream, StorageError, UploadWriter};
 use bytes::Bytes;
 use worker::{Bucket, Conditional, Object, Range};
 
+use crate::blob_cache::BlobCache;
 use crate::handoff::{from_js, BodyHandoff};
 use crate::manifest_cache::ManifestCache;
 use crate::presign::Presigner;
@@ -28,6 +29,7 @@ pub struct R2Blobs {
     handoff: BodyHandoff,
     part_size: u64,
     presigner: Option<Presigner>,
+    blob_cache: Option<BlobCache>,
 }
 
 fn blob_key(digest: &Digest) -> String {
@@ -42,7 +44,13 @@ struct Located {
 
 impl R2Blobs {
     pub fn new(bucket: Bucket, cache: ManifestCache, handoff: BodyHandoff, part_size: u64, presigner: Option<Presigner>) -> Self {
-        R2Blobs { bucket, cache, handoff, part_size, presigner }
+        R2Blobs { bucket, cache, handoff, part_size, presigner, blob_cache: None }
+    }
+
+    /// Serves uploaded blobs through the Workers Cache API.
+    pub fn with_blob_cache(mut self, blob_cache: BlobCache) -> Self {
+        self.blob_cache = Some(blob_cache);
+        self
     }
 
     async fn locate(&self, digest: &Digest) -> StorageResult<Option<Located>> {
@@ -82,6 +90,14 @@ impl BlobStore for R2Blobs {
         let Some(located) = self.locate(digest).await? else {
             return Ok(None);
         };
+        // Uploaded blobs (behind a pointer) through the cache; manifests are small and in KV.
+        let blob_cache = self.blob_cache.as_ref().filter(|_| located.key != blob_key(digest));
+        if let Some(blob_cache) = blob_cache {
+            if let Some(hit) = blob_cache.get(digest, range).await {
+                self.handoff.mark_cache_hit();
+                return Ok(Some(self.handoff.park(hit)));
+            }
+        }
         let mut get = self.bucket.get(&located.key);
         if let Some(r) = range {
             get = get.range(Range::OffsetWithLength { offset: r.start, length: r.end - r.start });
@@ -92,7 +108,12 @@ impl BlobStore for R2Blobs {
         let body = object.body().ok_or_else(|| StorageError::new(format!("R2 object {} has no body", located.key)))?;
         let raw = body.response_body().map_err(|e| r2_error("read", &located.key, e))?;
         match raw {
-            worker::ResponseBody::Stream(raw) => Ok(Some(self.handoff.park(raw))),
+            worker::ResponseBody::Stream(raw) => {
+                if let Some(blob_cache) = blob_cache.filter(|_| range.is_none()) {
+                    blob_cache.fill(digest, located.size, self.bucket.clone(), located.key.clone());
+                }
+                Ok(Some(self.handoff.park(raw)))
+            }
             worker::ResponseBody::Body(bytes) => Ok(Some(one_chunk(Bytes::from(bytes)))),
             worker::ResponseBody::Empty => Ok(Some(Box::pin(futures_util::stream::empty()))),
         }

@@ -21,6 +21,8 @@ pub struct Settings {
     pub part_size: u64,
     pub kv: Option<KvStore>,
     pub presigner: Option<Presigner>,
+    /// Serve uploaded blobs through the Workers Cache API (BLOB_CACHE, default on).
+    pub blob_cache: bool,
 }
 
 /// A var or secret as a string, if set and not empty.
@@ -61,6 +63,7 @@ impl Settings {
             }),
             _ => None,
         };
-        Ok(Settings { config, part_size, kv, presigner })
+        let blob_cache = !matches!(text(env, "BLOB_CACHE").as_deref(), Some("0" | "false" | "off"));
+        Ok(Settings { config, part_size, kv, presigner, blob_cache })
     }
 }

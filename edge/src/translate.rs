@@ -34,6 +34,9 @@ pub fn response(resp: berth_core::Response, handoff: &BodyHandoff) -> worker::Re
             headers.append(name.as_str(), value)?;
         }
     }
+    if handoff.cache_hit() {
+        headers.set("x-berth-cache", "hit")?;
+    }
     let builder = ResponseBuilder::new().with_status(parts.status.as_u16()).with_headers(headers);
     Ok(match body {
         Body::Empty => builder.empty(),

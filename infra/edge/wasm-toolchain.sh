@@ -65,10 +65,11 @@ TOML
 fi
 
 mkdir -p "$bin"
-cat >"$bin/rustc" <<WRAP
-#!/bin/sh
-exec /usr/bin/rustc --sysroot "$sysroot" "\$@"
-WRAP
-chmod +x "$bin/rustc"
-ln -sf /usr/bin/cargo "$bin/cargo"
+wrapper="#!/bin/sh
+exec /usr/bin/rustc --sysroot \"$sysroot\" \"\$@\""
+# Replaced atomically and only when it changes: a build may be running it right now.
+if [ "$(cat "$bin/rustc" 2>/dev/null)" != "$wrapper" ]; then
+  printf '%s\n' "$wrapper" >"$bin/rustc.new" && chmod +x "$bin/rustc.new" && mv -f "$bin/rustc.new" "$bin/rustc"
+fi
+[ -L "$bin/cargo" ] || ln -sf /usr/bin/cargo "$bin/cargo"
 echo "$bin"

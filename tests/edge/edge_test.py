@@ -349,6 +349,29 @@ def test_blob_get_redirects_to_presigned_url(lim, args):
     check(s == 404, f"unknown blob is 404, not a redirect: {s} {h}")
 
 
+def test_blob_pulls_through_the_cache(reg, args):
+    """The first pull of an uploaded blob streams from R2 and fills the Workers cache after the
+    response; later pulls (whole or a range) come from the cache, with the same bytes."""
+    repo = f"edge-{RUN}/cache"
+    data = os.urandom(3 * MiB + 17)
+    d = reg.put_blob(repo, data)
+    s, h, b = reg.req("GET", f"/v2/{repo}/blobs/{d}")
+    check(s == 200 and b == data and "x-berth-cache" not in h, f"first pull: {s} {h}")
+    for _ in range(20):  # the fill runs after the first response (waitUntil)
+        time.sleep(0.25)
+        s, h, b = reg.req("GET", f"/v2/{repo}/blobs/{d}")
+        if h.get("x-berth-cache") == "hit":
+            break
+    check(s == 200 and h.get("x-berth-cache") == "hit" and b == data
+          and h.get("content-length") == str(len(data)), f"second pull: {s} {h}")
+    s, h, b = reg.req("GET", f"/v2/{repo}/blobs/{d}", headers={"Range": "bytes=1000-1999"})
+    check(s == 206 and b == data[1000:2000] and h.get("content-range") == f"bytes 1000-1999/{len(data)}",
+          f"range: {s} {h} {len(b)}")
+    # The cache never widens access: another repository still gets 404.
+    s, _, _ = reg.req("GET", f"/v2/edge-{RUN}/other/blobs/{d}")
+    check(s == 404, f"blob of another repository: {s}")
+
+
 TESTS = [
     ("chunked-64mib", test_chunked_64mib_in_5mib_chunks, "url"),
     ("streamed-300mib", test_docker_streamed_300mib_layer, "url"),
@@ -357,6 +380,7 @@ TESTS = [
     ("concurrent-upload", test_concurrent_writes_to_one_upload, "url"),
     ("killed-upload", test_killed_upload_leaves_nothing, "url"),
     ("limit-413", test_body_over_the_limit_is_413, "limited_url"),
+    ("blob-cache", test_blob_pulls_through_the_cache, "url"),
     ("presigned-redirect", test_blob_get_redirects_to_presigned_url, "limited_url"),
 ]
 
