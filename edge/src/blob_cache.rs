@@ -13,7 +13,10 @@ use berth_core::blobs::IMMUTABLE;
 use berth_core::names::Digest;
 use berth_core::ByteRange;
 use worker::web_sys::ReadableStream;
-use worker::{console_warn, Bucket, Cache, Context, Headers, Request, RequestInit, ResponseBody, ResponseBuilder};
+use worker::{
+    console_warn, Bucket, Cache, Context, Headers, Request, RequestInit, ResponseBody,
+    ResponseBuilder,
+};
 
 /// Workers' cache refuses bigger objects on the free plan.
 const MAX_CACHED: u64 = 512 * 1024 * 1024;
@@ -38,9 +41,13 @@ impl BlobCache {
     pub async fn get(&self, digest: &Digest, range: Option<ByteRange>) -> Option<ReadableStream> {
         let headers = Headers::new();
         if let Some(r) = range {
-            headers.set("range", &format!("bytes={}-{}", r.start, r.end - 1)).ok()?;
+            headers
+                .set("range", &format!("bytes={}-{}", r.start, r.end - 1))
+                .ok()?;
         }
-        let request = Request::new_with_init(&self.key(digest), RequestInit::new().with_headers(headers)).ok()?;
+        let request =
+            Request::new_with_init(&self.key(digest), RequestInit::new().with_headers(headers))
+                .ok()?;
         let found = Cache::default().get(&request, false).await.ok()??;
         let wanted = if range.is_some() { 206 } else { 200 };
         if found.status_code() != wanted {
@@ -68,14 +75,24 @@ impl BlobCache {
     }
 }
 
-async fn copy_into_cache(bucket: &Bucket, object_key: &str, size: u64, key: &str) -> worker::Result<()> {
-    let Some(object) = bucket.get(object_key).execute().await? else { return Ok(()) };
-    let Some(body) = object.body() else { return Ok(()) };
-    let ResponseBody::Stream(raw) = body.response_body()? else { return Ok(()) };
+async fn copy_into_cache(
+    bucket: &Bucket,
+    object_key: &str,
+    size: u64,
+    key: &str,
+) -> worker::Result<()> {
+    let Some(object) = bucket.get(object_key).execute().await? else {
+        return Ok(());
+    };
+    let Some(body) = object.body() else {
+        return Ok(());
+    };
+    let ResponseBody::Stream(raw) = body.response_body()? else {
+        return Ok(());
+    };
     let response = ResponseBuilder::new()
         .with_header("cache-control", IMMUTABLE)?
         .with_header("content-length", &size.to_string())?
         .stream(raw);
     Cache::default().put(key, response).await
 }
-

@@ -22,7 +22,10 @@ use worker::web_sys::{ReadableStream, ReadableStreamDefaultReader};
 
 /// One per request: at most one body is parked at a time.
 #[derive(Clone, Default)]
-pub struct BodyHandoff(Rc<RefCell<Option<ReadableStream>>>, Rc<std::cell::Cell<bool>>);
+pub struct BodyHandoff(
+    Rc<RefCell<Option<ReadableStream>>>,
+    Rc<std::cell::Cell<bool>>,
+);
 
 impl BodyHandoff {
     /// Marks the parked body as served from the Workers cache (reported as `X-Berth-Cache: hit`).
@@ -62,7 +65,12 @@ impl BodyHandoff {
 /// sent" in workerd. This reader is taken only on the first poll and released, synchronously,
 /// on drop; the runtime discards whatever was not read.
 pub fn from_js(raw: ReadableStream) -> ByteStream {
-    Box::pin(JsBytes { stream: raw, reader: None, pending: None, done: false })
+    Box::pin(JsBytes {
+        stream: raw,
+        reader: None,
+        pending: None,
+        done: false,
+    })
 }
 
 struct JsBytes {
@@ -81,13 +89,21 @@ impl futures_util::Stream for JsBytes {
             return Poll::Ready(None);
         }
         if this.reader.is_none() {
-            match this.stream.get_reader().dyn_into::<ReadableStreamDefaultReader>() {
+            match this
+                .stream
+                .get_reader()
+                .dyn_into::<ReadableStreamDefaultReader>()
+            {
                 Ok(reader) => this.reader = Some(reader),
                 Err(_) => return this.fail("stream: no default reader".into()),
             }
         }
-        let Some(reader) = this.reader.as_ref() else { return Poll::Ready(None) };
-        let pending = this.pending.get_or_insert_with(|| JsFuture::from(reader.read()));
+        let Some(reader) = this.reader.as_ref() else {
+            return Poll::Ready(None);
+        };
+        let pending = this
+            .pending
+            .get_or_insert_with(|| JsFuture::from(reader.read()));
         let result = match Pin::new(pending).poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(r) => r,
@@ -95,14 +111,23 @@ impl futures_util::Stream for JsBytes {
         this.pending = None;
         let chunk = match result {
             Ok(chunk) => chunk,
-            Err(e) => return this.fail(format!("stream: {}", e.as_string().unwrap_or_else(|| format!("{e:?}")))),
+            Err(e) => {
+                return this.fail(format!(
+                    "stream: {}",
+                    e.as_string().unwrap_or_else(|| format!("{e:?}"))
+                ))
+            }
         };
-        let done = js_sys::Reflect::get(&chunk, &"done".into()).map(|d| d.is_truthy()).unwrap_or(true);
+        let done = js_sys::Reflect::get(&chunk, &"done".into())
+            .map(|d| d.is_truthy())
+            .unwrap_or(true);
         if done {
             this.done = true;
             return Poll::Ready(None);
         }
-        match js_sys::Reflect::get(&chunk, &"value".into()).map(|v| v.dyn_into::<js_sys::Uint8Array>()) {
+        match js_sys::Reflect::get(&chunk, &"value".into())
+            .map(|v| v.dyn_into::<js_sys::Uint8Array>())
+        {
             Ok(Ok(bytes)) => Poll::Ready(Some(Ok(Bytes::from(bytes.to_vec())))),
             _ => this.fail("stream: a chunk that is not bytes".into()),
         }

@@ -22,10 +22,17 @@ pub struct Presigner {
 impl Presigner {
     /// A URL that GETs `key` from the bucket until `now + expires_secs`.
     pub fn presign_get(&self, key: &str, now: u64) -> String {
-        let host = self.endpoint.split_once("://").map_or(self.endpoint.as_str(), |(_, h)| h);
+        let host = self
+            .endpoint
+            .split_once("://")
+            .map_or(self.endpoint.as_str(), |(_, h)| h);
         let (date_time, date) = amz_date(now);
         let scope = format!("{date}/{}/s3/aws4_request", self.region);
-        let path = format!("/{}/{}", uri_encode(&self.bucket, false), uri_encode(key, false));
+        let path = format!(
+            "/{}/{}",
+            uri_encode(&self.bucket, false),
+            uri_encode(key, false)
+        );
         // Already in the byte order SigV4 wants.
         let query = format!(
             "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={}&X-Amz-Date={date_time}\
@@ -38,12 +45,18 @@ impl Presigner {
             "AWS4-HMAC-SHA256\n{date_time}\n{scope}\n{}",
             hex::encode(Sha256::digest(canonical.as_bytes()))
         );
-        let mut key = hmac(format!("AWS4{}", self.secret_access_key).as_bytes(), date.as_bytes());
+        let mut key = hmac(
+            format!("AWS4{}", self.secret_access_key).as_bytes(),
+            date.as_bytes(),
+        );
         for part in [self.region.as_str(), "s3", "aws4_request"] {
             key = hmac(&key, part.as_bytes());
         }
         let signature = hex::encode(hmac(&key, to_sign.as_bytes()));
-        format!("{}{path}?{query}&X-Amz-Signature={signature}", self.endpoint)
+        format!(
+            "{}{path}?{query}&X-Amz-Signature={signature}",
+            self.endpoint
+        )
     }
 }
 
@@ -59,7 +72,9 @@ fn uri_encode(s: &str, encode_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b'/' if !encode_slash => out.push('/'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -73,7 +88,15 @@ fn amz_date(now: u64) -> (String, String) {
     let secs = now % 86_400;
     let (y, m, d) = civil_from_days(days);
     let date = format!("{y:04}{m:02}{d:02}");
-    (format!("{date}T{:02}{:02}{:02}Z", secs / 3600, secs / 60 % 60, secs % 60), date)
+    (
+        format!(
+            "{date}T{:02}{:02}{:02}Z",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        ),
+        date,
+    )
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -117,7 +140,10 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(amz_date(0), ("19700101T000000Z".into(), "19700101".into()));
-        assert_eq!(amz_date(951_782_400), ("20000229T000000Z".into(), "20000229".into()));
+        assert_eq!(
+            amz_date(951_782_400),
+            ("20000229T000000Z".into(), "20000229".into())
+        );
         assert_eq!(amz_date(1_795_428_515).0, "20261123T100835Z");
     }
 }

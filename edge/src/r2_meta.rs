@@ -34,27 +34,40 @@ pub(crate) fn r2_error(what: &str, key: &str, err: worker::Error) -> StorageErro
 impl MetaStore for R2Meta {
     async fn get(&self, key: &str) -> StorageResult<Option<Versioned>> {
         let full = format!("{PREFIX}{key}");
-        let Some(object) = self.bucket.get(&full).execute().await.map_err(|e| r2_error("get", &full, e))? else {
+        let Some(object) = self
+            .bucket
+            .get(&full)
+            .execute()
+            .await
+            .map_err(|e| r2_error("get", &full, e))?
+        else {
             return Ok(None);
         };
         let version = object.etag();
         let Some(body) = object.body() else {
-            return Err(StorageError::new(format!("R2 get {full}: object without a body")));
+            return Err(StorageError::new(format!(
+                "R2 get {full}: object without a body"
+            )));
         };
         let value = body.bytes().await.map_err(|e| r2_error("read", &full, e))?;
-        Ok(Some(Versioned { value: Bytes::from(value), version }))
+        Ok(Some(Versioned {
+            value: Bytes::from(value),
+            version,
+        }))
     }
 
     async fn put(&self, key: &str, value: Bytes, cond: Precondition) -> StorageResult<PutOutcome> {
         let full = format!("{PREFIX}{key}");
         let only_if = match cond {
             Precondition::None => None,
-            Precondition::Absent => {
-                Some(Conditional { etag_does_not_match: Some("*".into()), ..Default::default() })
-            }
-            Precondition::Version(etag) => {
-                Some(Conditional { etag_matches: Some(etag), ..Default::default() })
-            }
+            Precondition::Absent => Some(Conditional {
+                etag_does_not_match: Some("*".into()),
+                ..Default::default()
+            }),
+            Precondition::Version(etag) => Some(Conditional {
+                etag_matches: Some(etag),
+                ..Default::default()
+            }),
         };
         let mut put = self.bucket.put(&full, value.to_vec());
         if let Some(only_if) = only_if {
@@ -62,17 +75,27 @@ impl MetaStore for R2Meta {
         }
         // R2 answers a failed precondition with `null`, not an error.
         match put.execute().await.map_err(|e| r2_error("put", &full, e))? {
-            Some(object) => Ok(PutOutcome::Written { version: object.etag() }),
+            Some(object) => Ok(PutOutcome::Written {
+                version: object.etag(),
+            }),
             None => Ok(PutOutcome::Conflict),
         }
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
         let full = format!("{PREFIX}{key}");
-        self.bucket.delete(&full).await.map_err(|e| r2_error("delete", &full, e))
+        self.bucket
+            .delete(&full)
+            .await
+            .map_err(|e| r2_error("delete", &full, e))
     }
 
-    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StorageResult<Vec<String>> {
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<String>> {
         let full_prefix = format!("{PREFIX}{prefix}");
         let mut keys = Vec::new();
         let mut cursor: Option<String> = None;
@@ -88,8 +111,15 @@ impl MetaStore for R2Meta {
             if let Some(c) = cursor.take() {
                 list = list.cursor(c);
             }
-            let page = list.execute().await.map_err(|e| r2_error("list", &full_prefix, e))?;
-            keys.extend(page.objects().iter().filter_map(|o| o.key().strip_prefix(PREFIX).map(str::to_owned)));
+            let page = list
+                .execute()
+                .await
+                .map_err(|e| r2_error("list", &full_prefix, e))?;
+            keys.extend(
+                page.objects()
+                    .iter()
+                    .filter_map(|o| o.key().strip_prefix(PREFIX).map(str::to_owned)),
+            );
             match page.cursor() {
                 Some(c) if page.truncated() => cursor = Some(c),
                 _ => break,

@@ -97,10 +97,19 @@ impl R2UploadWriter {
         if let Some(tail) = &state.tail {
             pending = read_small(&bucket, &tail.key).await?;
             if pending.len() as u64 != tail.len {
-                return Err(StorageError::new(format!("upload {id}: staged tail {} is damaged", tail.key)));
+                return Err(StorageError::new(format!(
+                    "upload {id}: staged tail {} is damaged",
+                    tail.key
+                )));
             }
         }
-        Ok(R2UploadWriter { bucket, id: id.to_owned(), state, pending, changed: false })
+        Ok(R2UploadWriter {
+            bucket,
+            id: id.to_owned(),
+            state,
+            pending,
+            changed: false,
+        })
     }
 
     async fn upload_full_parts(&mut self) -> StorageResult<()> {
@@ -148,10 +157,17 @@ impl UploadWriter for R2UploadWriter {
     }
 }
 
-async fn upload_part(bucket: &Bucket, id: &str, state: &mut UploadState, part: Vec<u8>) -> StorageResult<String> {
+async fn upload_part(
+    bucket: &Bucket,
+    id: &str,
+    state: &mut UploadState,
+    part: Vec<u8>,
+) -> StorageResult<String> {
     let key = data_key(id);
     let multipart = match &state.multipart {
-        Some(upload_id) => bucket.resume_multipart_upload(&key, upload_id).map_err(|e| r2_error("resume multipart", &key, e))?,
+        Some(upload_id) => bucket
+            .resume_multipart_upload(&key, upload_id)
+            .map_err(|e| r2_error("resume multipart", &key, e))?,
         None => {
             let created = bucket
                 .create_multipart_upload(&key)
@@ -168,7 +184,10 @@ async fn upload_part(bucket: &Bucket, id: &str, state: &mut UploadState, part: V
         .ok()
         .filter(|n| *n <= 10_000)
         .ok_or_else(|| StorageError::new(format!("upload {id} is over R2's 10,000 parts")))?;
-    let uploaded = multipart.upload_part(number, part).await.map_err(|e| r2_error("upload part", &key, e))?;
+    let uploaded = multipart
+        .upload_part(number, part)
+        .await
+        .map_err(|e| r2_error("upload part", &key, e))?;
     Ok(uploaded.etag())
 }
 
@@ -176,7 +195,11 @@ async fn upload_part(bucket: &Bucket, id: &str, state: &mut UploadState, part: V
 /// (the core may read an upload back before it commits it).
 pub async fn complete(bucket: &Bucket, id: &str, state: &UploadState) -> StorageResult<u64> {
     let key = data_key(id);
-    if let Some(done) = bucket.head(&key).await.map_err(|e| r2_error("head", &key, e))? {
+    if let Some(done) = bucket
+        .head(&key)
+        .await
+        .map_err(|e| r2_error("head", &key, e))?
+    {
         if done.size() == state.len() {
             return Ok(done.size());
         }
@@ -187,19 +210,35 @@ pub async fn complete(bucket: &Bucket, id: &str, state: &UploadState) -> Storage
     };
     match (&state.multipart, state.parts.is_empty()) {
         (Some(upload_id), false) => {
-            let multipart = bucket.resume_multipart_upload(&key, upload_id).map_err(|e| r2_error("resume multipart", &key, e))?;
-            let mut parts: Vec<UploadedPart> =
-                state.parts.iter().enumerate().map(|(i, etag)| UploadedPart::new(i as u16 + 1, etag.clone())).collect();
+            let multipart = bucket
+                .resume_multipart_upload(&key, upload_id)
+                .map_err(|e| r2_error("resume multipart", &key, e))?;
+            let mut parts: Vec<UploadedPart> = state
+                .parts
+                .iter()
+                .enumerate()
+                .map(|(i, etag)| UploadedPart::new(i as u16 + 1, etag.clone()))
+                .collect();
             if !tail.is_empty() {
                 let number = parts.len() as u16 + 1;
-                let last = multipart.upload_part(number, tail).await.map_err(|e| r2_error("upload part", &key, e))?;
+                let last = multipart
+                    .upload_part(number, tail)
+                    .await
+                    .map_err(|e| r2_error("upload part", &key, e))?;
                 parts.push(last);
             }
-            multipart.complete(parts).await.map_err(|e| r2_error("complete multipart", &key, e))?;
+            multipart
+                .complete(parts)
+                .await
+                .map_err(|e| r2_error("complete multipart", &key, e))?;
         }
         // Smaller than one part: a plain object.
         _ => {
-            bucket.put(&key, tail).execute().await.map_err(|e| r2_error("put", &key, e))?;
+            bucket
+                .put(&key, tail)
+                .execute()
+                .await
+                .map_err(|e| r2_error("put", &key, e))?;
         }
     }
     Ok(state.len())
@@ -214,7 +253,10 @@ pub async fn abort(bucket: &Bucket, id: &str, state: &UploadState) -> StorageRes
             let _ = multipart.abort().await;
         }
     }
-    bucket.delete(&key).await.map_err(|e| r2_error("delete", &key, e))?;
+    bucket
+        .delete(&key)
+        .await
+        .map_err(|e| r2_error("delete", &key, e))?;
     cleanup(bucket, id).await
 }
 
@@ -222,12 +264,20 @@ pub async fn abort(bucket: &Bucket, id: &str, state: &UploadState) -> StorageRes
 pub async fn cleanup(bucket: &Bucket, id: &str) -> StorageResult<()> {
     let prefix = staging_prefix(id);
     loop {
-        let page = bucket.list().prefix(prefix.clone()).execute().await.map_err(|e| r2_error("list", &prefix, e))?;
+        let page = bucket
+            .list()
+            .prefix(prefix.clone())
+            .execute()
+            .await
+            .map_err(|e| r2_error("list", &prefix, e))?;
         let keys: Vec<String> = page.objects().iter().map(|o| o.key()).collect();
         if keys.is_empty() {
             return Ok(());
         }
-        bucket.delete_multiple(keys).await.map_err(|e| r2_error("delete", &prefix, e))?;
+        bucket
+            .delete_multiple(keys)
+            .await
+            .map_err(|e| r2_error("delete", &prefix, e))?;
         if !page.truncated() {
             return Ok(());
         }
@@ -242,6 +292,8 @@ pub async fn read_small(bucket: &Bucket, key: &str) -> StorageResult<Vec<u8>> {
         .await
         .map_err(|e| r2_error("get", key, e))?
         .ok_or_else(|| StorageError::new(format!("R2 object {key} is missing")))?;
-    let body = object.body().ok_or_else(|| StorageError::new(format!("R2 object {key} has no body")))?;
+    let body = object
+        .body()
+        .ok_or_else(|| StorageError::new(format!("R2 object {key} has no body")))?;
     body.bytes().await.map_err(|e| r2_error("read", key, e))
 }

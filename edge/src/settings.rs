@@ -27,14 +27,21 @@ pub struct Settings {
 
 /// A var or secret as a string, if set and not empty.
 fn text(env: &Env, name: &str) -> Option<String> {
-    let value = env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok()?;
+    let value = env
+        .secret(name)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(name).map(|v| v.to_string()))
+        .ok()?;
     Some(value).filter(|v| !v.is_empty())
 }
 
 fn number(env: &Env, name: &str, default: u64) -> Result<u64, String> {
     match text(env, name) {
         None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| format!("{name} must be a whole number, not {v:?}")),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name} must be a whole number, not {v:?}")),
     }
 }
 
@@ -45,25 +52,43 @@ impl Settings {
         )?;
         let part_size = number(env, "PART_SIZE", DEFAULT_PART_SIZE)?;
         if part_size < R2_MIN_PART {
-            return Err(format!("PART_SIZE must be at least {R2_MIN_PART} bytes (R2's smallest part)"));
+            return Err(format!(
+                "PART_SIZE must be at least {R2_MIN_PART} bytes (R2's smallest part)"
+            ));
         }
         let mut config = Config::new(secret.into_bytes());
         // Chunks of a part's size fill parts exactly: no staging between requests.
         config.chunk_min_length = Some(part_size);
         config.max_request_body = Some(number(env, "MAX_REQUEST_BODY", DEFAULT_MAX_REQUEST_BODY)?);
         let kv = env.kv(KV_BINDING).ok();
-        let presigner = match (text(env, "S3_ACCESS_KEY_ID"), text(env, "S3_SECRET_ACCESS_KEY"), text(env, "S3_ENDPOINT"), text(env, "S3_BUCKET")) {
-            (Some(access_key_id), Some(secret_access_key), Some(endpoint), Some(bucket)) => Some(Presigner {
-                endpoint: endpoint.trim_end_matches('/').to_owned(),
-                bucket,
-                region: text(env, "S3_REGION").unwrap_or_else(|| "auto".into()),
-                access_key_id,
-                secret_access_key,
-                expires_secs: number(env, "PRESIGN_SECS", DEFAULT_PRESIGN_SECS)?,
-            }),
+        let presigner = match (
+            text(env, "S3_ACCESS_KEY_ID"),
+            text(env, "S3_SECRET_ACCESS_KEY"),
+            text(env, "S3_ENDPOINT"),
+            text(env, "S3_BUCKET"),
+        ) {
+            (Some(access_key_id), Some(secret_access_key), Some(endpoint), Some(bucket)) => {
+                Some(Presigner {
+                    endpoint: endpoint.trim_end_matches('/').to_owned(),
+                    bucket,
+                    region: text(env, "S3_REGION").unwrap_or_else(|| "auto".into()),
+                    access_key_id,
+                    secret_access_key,
+                    expires_secs: number(env, "PRESIGN_SECS", DEFAULT_PRESIGN_SECS)?,
+                })
+            }
             _ => None,
         };
-        let blob_cache = !matches!(text(env, "BLOB_CACHE").as_deref(), Some("0" | "false" | "off"));
-        Ok(Settings { config, part_size, kv, presigner, blob_cache })
+        let blob_cache = !matches!(
+            text(env, "BLOB_CACHE").as_deref(),
+            Some("0" | "false" | "off")
+        );
+        Ok(Settings {
+            config,
+            part_size,
+            kv,
+            presigner,
+            blob_cache,
+        })
     }
 }

@@ -13,7 +13,9 @@ pub fn request(req: worker::Request) -> Result<berth_core::Request, String> {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_owned(),
     };
-    let mut builder = http::Request::builder().method(req.inner().method().as_str()).uri(target);
+    let mut builder = http::Request::builder()
+        .method(req.inner().method().as_str())
+        .uri(target);
     for (name, value) in req.headers() {
         builder = builder.header(name, value);
     }
@@ -37,19 +39,23 @@ pub fn response(resp: berth_core::Response, handoff: &BodyHandoff) -> worker::Re
     if handoff.cache_hit() {
         headers.set("x-berth-cache", "hit")?;
     }
-    let builder = ResponseBuilder::new().with_status(parts.status.as_u16()).with_headers(headers);
+    let builder = ResponseBuilder::new()
+        .with_status(parts.status.as_u16())
+        .with_headers(headers);
     Ok(match body {
         Body::Empty => builder.empty(),
         Body::Full(bytes) => builder.fixed(bytes.to_vec()),
         Body::Stream(stream) => match handoff.take() {
             Some(raw) => builder.stream(raw),
             None => {
-                let chunks = futures_util::TryStreamExt::map_ok(stream, |b| b.to_vec()).map_err_into();
+                let chunks =
+                    futures_util::TryStreamExt::map_ok(stream, |b| b.to_vec()).map_err_into();
                 match content_length(&parts.headers) {
                     // A FixedLengthStream keeps Content-Length on the response (a plain stream
                     // would go out chunked).
                     Some(len) => {
-                        let fixed: worker::worker_sys::FixedLengthStream = FixedLengthStream::wrap(chunks, len).into();
+                        let fixed: worker::worker_sys::FixedLengthStream =
+                            FixedLengthStream::wrap(chunks, len).into();
                         builder.stream(fixed.readable())
                     }
                     None => builder.from_stream(chunks)?,
@@ -60,14 +66,23 @@ pub fn response(resp: berth_core::Response, handoff: &BodyHandoff) -> worker::Re
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 trait MapErrInto: Sized {
-    fn map_err_into(self) -> futures_util::stream::MapErr<Self, fn(berth_core::StorageError) -> worker::Error>;
+    fn map_err_into(
+        self,
+    ) -> futures_util::stream::MapErr<Self, fn(berth_core::StorageError) -> worker::Error>;
 }
 impl<S: futures_util::TryStream<Error = berth_core::StorageError>> MapErrInto for S {
-    fn map_err_into(self) -> futures_util::stream::MapErr<Self, fn(berth_core::StorageError) -> worker::Error> {
+    fn map_err_into(
+        self,
+    ) -> futures_util::stream::MapErr<Self, fn(berth_core::StorageError) -> worker::Error> {
         futures_util::TryStreamExt::map_err(self, |e| worker::Error::RustError(e.to_string()))
     }
 }

@@ -61,6 +61,9 @@ start() {
 say "build the Worker bundle offline"
 bash infra/edge-build.sh || exit 1
 
+say "unit tests of the Worker crate's runtime-free parts (SigV4 against botocore), on the host"
+cargo test --release --locked --manifest-path edge/Cargo.toml --lib || failed+=("edge-unit")
+
 say "start wrangler dev"
 start a "$port_a" "$inspector_a" --var MAX_REQUEST_BODY:400000000
 start b "$port_b" "$inspector_b" --var MAX_REQUEST_BODY:1048576 \
