@@ -17,6 +17,7 @@ use berth_core::storage::StorageResult;
 use berth_core::{StorageError, UploadWriter};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use wasm_bindgen::JsValue;
 use worker::{Bucket, UploadedPart};
 
 use crate::r2_meta::r2_error;
@@ -164,31 +165,46 @@ async fn upload_part(
     part: Vec<u8>,
 ) -> StorageResult<String> {
     let key = data_key(id);
-    let multipart = match &state.multipart {
-        Some(upload_id) => bucket
-            .resume_multipart_upload(&key, upload_id)
-            .map_err(|e| r2_error("resume multipart", &key, e))?,
-        None => {
-            let created = bucket
-                .create_multipart_upload(&key)
-                .execute()
-                .await
-                .map_err(|e| r2_error("create multipart", &key, e))?;
-            state.multipart = Some(created.upload_id().await);
-            created
-        }
-    };
+    if state.multipart.is_none() {
+        let created = bucket
+            .create_multipart_upload(&key)
+            .execute()
+            .await
+            .map_err(|e| r2_error("create multipart", &key, e))?;
+        state.multipart = Some(created.upload_id().await);
+    }
     // Part numbers are 1-based; R2 allows 10,000 of them.
     let number = state.parts.len() + 1;
     let number = u16::try_from(number)
         .ok()
         .filter(|n| *n <= 10_000)
         .ok_or_else(|| StorageError::new(format!("upload {id} is over R2's 10,000 parts")))?;
-    let uploaded = multipart
-        .upload_part(number, part)
+    let upload_id = state.multipart.clone().unwrap_or_default();
+    upload_part_from_wasm(bucket, &key, &upload_id, number, &part)
         .await
-        .map_err(|e| r2_error("upload part", &key, e))?;
-    Ok(uploaded.etag())
+        .map_err(|e| r2_error("upload part", &key, e))
+}
+
+/// `uploadPart` with a view of the part in wasm memory instead of a copy in the JS heap: the
+/// `worker` crate copies every part into a new `Uint8Array` that only GC frees, and a few hundred
+/// MiB of those, on top of a cache fill, pushed the isolate over its memory limit in tests.
+/// workerd takes the view's bytes when the call is made.
+async fn upload_part_from_wasm(bucket: &Bucket, key: &str, upload_id: &str, number: u16, part: &[u8]) -> worker::Result<String> {
+    use wasm_bindgen::JsCast;
+    let raw_bucket: &JsValue = bucket.as_ref();
+    let resume: js_sys::Function = js_sys::Reflect::get(raw_bucket, &"resumeMultipartUpload".into())?.dyn_into()?;
+    let upload = resume.call2(raw_bucket, &JsValue::from(key), &JsValue::from(upload_id))?;
+    let upload_part: js_sys::Function = js_sys::Reflect::get(&upload, &"uploadPart".into())?.dyn_into()?;
+    // SAFETY: the view lives only for the synchronous uploadPart call, which copies the bytes;
+    // no Rust code runs in between, so wasm memory cannot grow and detach it.
+    let view = unsafe { js_sys::Uint8Array::view(part) };
+    let promise = upload_part.call2(&upload, &JsValue::from(number), &view);
+    drop(view);
+    let promise: js_sys::Promise = promise?.dyn_into()?;
+    let uploaded = wasm_bindgen_futures::JsFuture::from(promise).await?;
+    js_sys::Reflect::get(&uploaded, &"etag".into())?
+        .as_string()
+        .ok_or_else(|| worker::Error::RustError("uploadPart returned no etag".into()))
 }
 
 /// Turns the upload into the object `data/<id>`: the staged tail becomes the last part. Idempotent

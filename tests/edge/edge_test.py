@@ -327,6 +327,15 @@ def test_body_over_the_limit_is_413(lim, args):
         e = oci_error(b) or {}
         check(s == 413 and e.get("code") == "SIZE_INVALID" and str(limit) in e.get("message", "")
               and "chunks" in e.get("message", ""), f"{name}: {s} {b[:400]!r}")
+    # containerd's way, the whole blob in the final PUT: the same 413, and nothing visible.
+    big = os.urandom(limit + 1)
+    d = "sha256:" + hashlib.sha256(big).hexdigest()
+    loc2, _ = lim.start(repo)
+    s, _, b = lim.req("PUT", with_query(loc2, f"digest={d}"), body=big,
+                      headers={"Content-Type": "application/octet-stream"})
+    check(s == 413 and (oci_error(b) or {}).get("code") == "SIZE_INVALID", f"PUT over the limit: {s} {b[:300]!r}")
+    s, _, _ = lim.req("HEAD", f"/v2/{repo}/blobs/{d}")
+    check(s == 404, f"blob visible after a refused PUT: {s}")
     # The session is untouched, and a chunk under the limit still goes through.
     s, h, _ = lim.req("GET", loc)
     check(s == 204 and h.get("range") == "0-0", f"status after 413: {s} {h}")
