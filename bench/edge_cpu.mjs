@@ -38,11 +38,18 @@ async function profiled(work) {
   const { nodes, samples, timeDeltas } = result.profile;
   const name = new Map(nodes.map((n) => [n.id, n.callFrame.functionName]));
   const ms = { busy: 0, program: 0, idle: 0 };
+  const self = new Map();
   samples.forEach((id, i) => {
     const dt = (timeDeltas[i] || 0) / 1000;
     const f = name.get(id);
     if (f === "(idle)") ms.idle += dt; else if (f === "(program)") ms.program += dt; else ms.busy += dt;
+    self.set(f, (self.get(f) || 0) + dt);
   });
+  if (process.env.TOP) {
+    // Where the time went, by function (self time), for looking into a figure.
+    console.error([...self].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP))
+      .map(([f, t]) => `${t.toFixed(1).padStart(9)} ms  ${f || "(anonymous)"}`).join("\n"));
+  }
   return ms;
 }
 

@@ -71,6 +71,13 @@ start b "$port_b" "$inspector_b" --var MAX_REQUEST_BODY:1048576 \
   --var S3_ENDPOINT:http://127.0.0.1:9 --var S3_BUCKET:berth-blobs
 url_a="http://127.0.0.1:$port_a" url_b="http://127.0.0.1:$port_b"
 
+# First, on fresh instances: after the suite and the clients, the 300 MiB upload's final PUT
+# intermittently got 503 "worker restarted" from wrangler dev (not diagnosed; see edge/README.md).
+if [[ " $steps " == *" edge "* ]]; then
+  say "edge tests: chunked and streamed uploads, concurrent tags, killed upload, limit, redirect"
+  python3 tests/edge/edge_test.py --url "$url_a" --limited-url "$url_b" --limit 1048576 || failed+=("edge")
+fi
+
 if [[ " $steps " == *" suite "* ]]; then
   say "HTTP integration suite against the Worker"
   # What the runtime answers before the Worker sees a request, none of it Berth's to change:
@@ -89,11 +96,6 @@ fi
 if [[ " $steps " == *" clients "* ]]; then
   say "real clients against the Worker (skopeo both ways, docker push/pull)"
   BERTH_URL=$url_a bash tests/clients/run.sh skopeo docker || failed+=("clients")
-fi
-
-if [[ " $steps " == *" edge "* ]]; then
-  say "edge tests: chunked and streamed uploads, concurrent tags, killed upload, limit, redirect"
-  python3 tests/edge/edge_test.py --url "$url_a" --limited-url "$url_b" --limit 1048576 || failed+=("edge")
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
