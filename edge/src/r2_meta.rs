@@ -105,11 +105,11 @@ impl MetaStore for R2Meta {
                 .list()
                 .prefix(full_prefix.clone())
                 .limit((limit - keys.len()).min(R2_LIST_MAX) as u32);
-            if let Some(after) = after {
-                list = list.start_after(format!("{PREFIX}{after}"));
-            }
-            if let Some(c) = cursor.take() {
-                list = list.cursor(c);
+            // After the first page the cursor alone carries the position.
+            match (cursor.take(), after) {
+                (Some(c), _) => list = list.cursor(c),
+                (None, Some(after)) => list = list.start_after(format!("{PREFIX}{after}")),
+                (None, None) => {}
             }
             let page = list
                 .execute()
