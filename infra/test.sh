@@ -27,3 +27,6 @@ bash tests/clients/run.sh
 
 step "token auth with real OCI clients (docker login, skopeo, podman, oras, OIDC) against berth serve --auth-config"
 bash tests/clients/auth.sh
+
+step "the Cloudflare Worker (edge/) in workerd via wrangler dev: suite, clients, edge tests"
+bash tests/edge/run.sh

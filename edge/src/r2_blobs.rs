@@ -1,0 +1,296 @@
+//! `BlobStore` on R2 (+ the KV manifest cache and, when configured, presigned GETs).
+//!
+//! Layout: `blobs/<digest>` is the blob. Manifests (small, verified by the core) are stored
+//! there inline; uploaded blobs are a small pointer object (empty body, custom metadata
+//! `object` and `size`) to `data/<upload id>`, the object the upload produced, so completing an
+//! upload never copies its bytes. Upload staging lives under `uploads/<id>/` (see `r2_upload`).
+
+use std::collections::HashMap;
+
+use berth_core::names::Digest;
+use berth_core::storage::StorageResult;
+use berth_core::{BlobStore, ByteRange, ByteStream, StorageError, UploadWriter};
+use bytes::Bytes;
+use worker::{Bucket, Conditional, Object, Range};
+
+use crate::blob_cache::BlobCache;
+use crate::handoff::{from_js, BodyHandoff};
+use crate::manifest_cache::ManifestCache;
+use crate::presign::Presigner;
+use crate::r2_meta::r2_error;
+use crate::r2_upload::{self, data_key, R2UploadWriter, UploadState};
+
+const POINTER_OBJECT: &str = "object";
+const POINTER_SIZE: &str = "size";
+
+pub struct R2Blobs {
+    bucket: Bucket,
+    cache: ManifestCache,
+    handoff: BodyHandoff,
+    part_size: u64,
+    presigner: Option<Presigner>,
+    blob_cache: Option<BlobCache>,
+}
+
+fn blob_key(digest: &Digest) -> String {
+    format!("blobs/{digest}")
+}
+
+/// Where a blob's bytes are and how many there are.
+struct Located {
+    key: String,
+    size: u64,
+}
+
+impl R2Blobs {
+    pub fn new(
+        bucket: Bucket,
+        cache: ManifestCache,
+        handoff: BodyHandoff,
+        part_size: u64,
+        presigner: Option<Presigner>,
+    ) -> Self {
+        R2Blobs {
+            bucket,
+            cache,
+            handoff,
+            part_size,
+            presigner,
+            blob_cache: None,
+        }
+    }
+
+    /// Serves uploaded blobs through the Workers Cache API.
+    pub fn with_blob_cache(mut self, blob_cache: BlobCache) -> Self {
+        self.blob_cache = Some(blob_cache);
+        self
+    }
+
+    async fn locate(&self, digest: &Digest) -> StorageResult<Option<Located>> {
+        let key = blob_key(digest);
+        let Some(head) = self
+            .bucket
+            .head(&key)
+            .await
+            .map_err(|e| r2_error("head", &key, e))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(pointer_target(&head).unwrap_or(Located {
+            key,
+            size: head.size(),
+        })))
+    }
+}
+
+/// The object a pointer names, or None when the object holds the content itself.
+fn pointer_target(object: &Object) -> Option<Located> {
+    let meta = object.custom_metadata().ok()?;
+    let key = meta.get(POINTER_OBJECT)?.clone();
+    let size = meta.get(POINTER_SIZE)?.parse().ok()?;
+    Some(Located { key, size })
+}
+
+fn one_chunk(bytes: Bytes) -> ByteStream {
+    Box::pin(futures_util::stream::once(async move { Ok(bytes) }))
+}
+
+#[async_trait::async_trait(?Send)]
+impl BlobStore for R2Blobs {
+    async fn stat(&self, digest: &Digest) -> StorageResult<Option<u64>> {
+        Ok(self.locate(digest).await?.map(|l| l.size))
+    }
+
+    async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> StorageResult<Option<ByteStream>> {
+        if range.is_none() {
+            // Manifests are read whole; blobs that are not manifests just miss.
+            if let Some(cached) = self.cache.get(digest).await {
+                return Ok(Some(one_chunk(cached)));
+            }
+        }
+        let Some(located) = self.locate(digest).await? else {
+            return Ok(None);
+        };
+        // Uploaded blobs (behind a pointer) through the cache; manifests are small and in KV.
+        let blob_cache = self
+            .blob_cache
+            .as_ref()
+            .filter(|_| located.key != blob_key(digest));
+        if let Some(blob_cache) = blob_cache {
+            if let Some(hit) = blob_cache.get(digest, range).await {
+                self.handoff.mark_cache_hit();
+                return Ok(Some(self.handoff.park(hit)));
+            }
+        }
+        let mut get = self.bucket.get(&located.key);
+        if let Some(r) = range {
+            get = get.range(Range::OffsetWithLength {
+                offset: r.start,
+                length: r.end - r.start,
+            });
+        }
+        let Some(object) = get
+            .execute()
+            .await
+            .map_err(|e| r2_error("get", &located.key, e))?
+        else {
+            return Ok(None);
+        };
+        let body = object
+            .body()
+            .ok_or_else(|| StorageError::new(format!("R2 object {} has no body", located.key)))?;
+        let raw = body
+            .response_body()
+            .map_err(|e| r2_error("read", &located.key, e))?;
+        match raw {
+            worker::ResponseBody::Stream(raw) => {
+                if let Some(blob_cache) = blob_cache.filter(|_| range.is_none()) {
+                    blob_cache.fill(
+                        digest,
+                        located.size,
+                        self.bucket.clone(),
+                        located.key.clone(),
+                    );
+                }
+                Ok(Some(self.handoff.park(raw)))
+            }
+            worker::ResponseBody::Body(bytes) => Ok(Some(one_chunk(Bytes::from(bytes)))),
+            worker::ResponseBody::Empty => Ok(Some(Box::pin(futures_util::stream::empty()))),
+        }
+    }
+
+    async fn put_verified(&self, digest: &Digest, content: Bytes) -> StorageResult<()> {
+        let key = blob_key(digest);
+        self.bucket
+            .put(&key, content.to_vec())
+            .execute()
+            .await
+            .map_err(|e| r2_error("put", &key, e))?;
+        self.cache.put(digest, &content).await;
+        Ok(())
+    }
+
+    async fn delete(&self, digest: &Digest) -> StorageResult<()> {
+        let key = blob_key(digest);
+        if let Some(located) = self.locate(digest).await? {
+            if located.key != key {
+                self.bucket
+                    .delete(&located.key)
+                    .await
+                    .map_err(|e| r2_error("delete", &located.key, e))?;
+            }
+        }
+        self.bucket
+            .delete(&key)
+            .await
+            .map_err(|e| r2_error("delete", &key, e))?;
+        self.cache.delete(digest).await;
+        Ok(())
+    }
+
+    async fn redirect_url(&self, digest: &Digest, now: u64) -> StorageResult<Option<String>> {
+        let Some(presigner) = &self.presigner else {
+            return Ok(None);
+        };
+        let Some(located) = self.locate(digest).await? else {
+            return Ok(None);
+        };
+        Ok(Some(presigner.presign_get(&located.key, now)))
+    }
+
+    async fn upload_start(&self, _id: &str) -> StorageResult<String> {
+        // Nothing to create yet: the multipart upload starts with the first full part, so a
+        // small blob never costs one.
+        Ok(UploadState {
+            part_size: self.part_size,
+            ..Default::default()
+        }
+        .save())
+    }
+
+    async fn upload_writer(
+        &self,
+        id: &str,
+        backend: &str,
+        offset: u64,
+    ) -> StorageResult<Box<dyn UploadWriter>> {
+        Ok(Box::new(
+            R2UploadWriter::open(self.bucket.clone(), id, backend, offset).await?,
+        ))
+    }
+
+    async fn upload_read(&self, id: &str, backend: &str) -> StorageResult<ByteStream> {
+        // Parts of an unfinished multipart upload cannot be read: finish it first (idempotent).
+        let state = UploadState::parse(backend)?;
+        r2_upload::complete(&self.bucket, id, &state).await?;
+        let key = data_key(id);
+        let object = self
+            .bucket
+            .get(&key)
+            .execute()
+            .await
+            .map_err(|e| r2_error("get", &key, e))?
+            .ok_or_else(|| StorageError::new(format!("R2 object {key} is missing")))?;
+        let body = object
+            .body()
+            .ok_or_else(|| StorageError::new(format!("R2 object {key} has no body")))?;
+        match body
+            .response_body()
+            .map_err(|e| r2_error("read", &key, e))?
+        {
+            worker::ResponseBody::Stream(raw) => Ok(from_js(raw)),
+            worker::ResponseBody::Body(bytes) => Ok(one_chunk(Bytes::from(bytes))),
+            worker::ResponseBody::Empty => Ok(Box::pin(futures_util::stream::empty())),
+        }
+    }
+
+    async fn upload_commit(
+        &self,
+        id: &str,
+        backend: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> StorageResult<()> {
+        let state = UploadState::parse(backend)?;
+        let stored = r2_upload::complete(&self.bucket, id, &state).await?;
+        if stored != size {
+            return Err(StorageError::new(format!(
+                "upload {id}: stored {stored} bytes, the session says {size}"
+            )));
+        }
+        let object = data_key(id);
+        let pointer = blob_key(digest);
+        let meta = HashMap::from([
+            (POINTER_OBJECT.to_owned(), object.clone()),
+            (POINTER_SIZE.to_owned(), size.to_string()),
+        ]);
+        // Only where there is no blob yet: identical content already stored stays, and the new
+        // copy goes.
+        let written = self
+            .bucket
+            .put(&pointer, Vec::new())
+            .custom_metadata(meta)
+            .only_if(Conditional {
+                etag_does_not_match: Some("*".into()),
+                ..Default::default()
+            })
+            .execute()
+            .await
+            .map_err(|e| r2_error("put", &pointer, e))?;
+        if written.is_none() {
+            self.bucket
+                .delete(&object)
+                .await
+                .map_err(|e| r2_error("delete", &object, e))?;
+        }
+        r2_upload::cleanup(&self.bucket, id).await
+    }
+
+    async fn upload_abort(&self, id: &str, backend: &str) -> StorageResult<()> {
+        r2_upload::abort(&self.bucket, id, &UploadState::parse(backend)?).await
+    }
+}

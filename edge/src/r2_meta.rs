@@ -1,0 +1,131 @@
+//! `MetaStore` on R2: tags, repository links, manifest records, referrers and upload sessions are
+//! small objects under `meta/`. R2 is strongly consistent, and its conditional put (`onlyIf`)
+//! is the compare-and-swap the core needs: a record's version is its etag.
+//!
+//! An etag is the MD5 of the content, so a version names a value rather than a write. That is
+//! enough for the core's read-modify-write: a conditional write succeeds only while the record
+//! still holds exactly the value it was computed from.
+
+use berth_core::storage::StorageResult;
+use berth_core::{MetaStore, Precondition, PutOutcome, StorageError, Versioned};
+use bytes::Bytes;
+use worker::{Bucket, Conditional};
+
+/// Keeps metadata apart from blob content in the same bucket.
+const PREFIX: &str = "meta/";
+/// R2 returns at most 1000 keys per list call.
+const R2_LIST_MAX: usize = 1000;
+
+pub struct R2Meta {
+    bucket: Bucket,
+}
+
+impl R2Meta {
+    pub fn new(bucket: Bucket) -> Self {
+        R2Meta { bucket }
+    }
+}
+
+pub(crate) fn r2_error(what: &str, key: &str, err: worker::Error) -> StorageError {
+    StorageError::new(format!("R2 {what} {key}: {err}"))
+}
+
+#[async_trait::async_trait(?Send)]
+impl MetaStore for R2Meta {
+    async fn get(&self, key: &str) -> StorageResult<Option<Versioned>> {
+        let full = format!("{PREFIX}{key}");
+        let Some(object) = self
+            .bucket
+            .get(&full)
+            .execute()
+            .await
+            .map_err(|e| r2_error("get", &full, e))?
+        else {
+            return Ok(None);
+        };
+        let version = object.etag();
+        let Some(body) = object.body() else {
+            return Err(StorageError::new(format!(
+                "R2 get {full}: object without a body"
+            )));
+        };
+        let value = body.bytes().await.map_err(|e| r2_error("read", &full, e))?;
+        Ok(Some(Versioned {
+            value: Bytes::from(value),
+            version,
+        }))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, cond: Precondition) -> StorageResult<PutOutcome> {
+        let full = format!("{PREFIX}{key}");
+        let only_if = match cond {
+            Precondition::None => None,
+            Precondition::Absent => Some(Conditional {
+                etag_does_not_match: Some("*".into()),
+                ..Default::default()
+            }),
+            Precondition::Version(etag) => Some(Conditional {
+                etag_matches: Some(etag),
+                ..Default::default()
+            }),
+        };
+        let mut put = self.bucket.put(&full, value.to_vec());
+        if let Some(only_if) = only_if {
+            put = put.only_if(only_if);
+        }
+        // R2 answers a failed precondition with `null`, not an error.
+        match put.execute().await.map_err(|e| r2_error("put", &full, e))? {
+            Some(object) => Ok(PutOutcome::Written {
+                version: object.etag(),
+            }),
+            None => Ok(PutOutcome::Conflict),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        let full = format!("{PREFIX}{key}");
+        self.bucket
+            .delete(&full)
+            .await
+            .map_err(|e| r2_error("delete", &full, e))
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<String>> {
+        let full_prefix = format!("{PREFIX}{prefix}");
+        let mut keys = Vec::new();
+        let mut cursor: Option<String> = None;
+        while keys.len() < limit {
+            let mut list = self
+                .bucket
+                .list()
+                .prefix(full_prefix.clone())
+                .limit((limit - keys.len()).min(R2_LIST_MAX) as u32);
+            // After the first page the cursor alone carries the position.
+            match (cursor.take(), after) {
+                (Some(c), _) => list = list.cursor(c),
+                (None, Some(after)) => list = list.start_after(format!("{PREFIX}{after}")),
+                (None, None) => {}
+            }
+            let page = list
+                .execute()
+                .await
+                .map_err(|e| r2_error("list", &full_prefix, e))?;
+            keys.extend(
+                page.objects()
+                    .iter()
+                    .filter_map(|o| o.key().strip_prefix(PREFIX).map(str::to_owned)),
+            );
+            match page.cursor() {
+                Some(c) if page.truncated() => cursor = Some(c),
+                _ => break,
+            }
+        }
+        keys.truncate(limit);
+        Ok(keys)
+    }
+}

@@ -1,0 +1,94 @@
+//! The Worker's configuration, from its bindings, vars and secrets (see edge/README.md).
+
+use berth_core::Config;
+use worker::{Env, KvStore};
+
+use crate::presign::Presigner;
+use crate::r2_upload::R2_MIN_PART;
+
+/// R2 bucket binding: blobs, manifests, tags, upload sessions (the source of truth).
+pub const BUCKET_BINDING: &str = "BLOBS";
+/// Workers KV binding (optional): the manifest-by-digest cache.
+pub const KV_BINDING: &str = "MANIFEST_CACHE";
+/// Workers' default plan accepts request bodies up to 100 MB.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 100_000_000;
+/// 8 MiB parts: 10,000 parts make an 78 GiB blob, and a part is small next to 128 MB of memory.
+pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
+pub const DEFAULT_PRESIGN_SECS: u64 = 600;
+
+pub struct Settings {
+    pub config: Config,
+    pub part_size: u64,
+    pub kv: Option<KvStore>,
+    pub presigner: Option<Presigner>,
+    /// Serve uploaded blobs through the Workers Cache API (BLOB_CACHE, default on).
+    pub blob_cache: bool,
+}
+
+/// A var or secret as a string, if set and not empty.
+fn text(env: &Env, name: &str) -> Option<String> {
+    let value = env
+        .secret(name)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(name).map(|v| v.to_string()))
+        .ok()?;
+    Some(value).filter(|v| !v.is_empty())
+}
+
+fn number(env: &Env, name: &str, default: u64) -> Result<u64, String> {
+    match text(env, name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name} must be a whole number, not {v:?}")),
+    }
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Settings, String> {
+        let secret = text(env, "UPLOAD_SECRET").ok_or(
+            "the Worker has no UPLOAD_SECRET: set it with `wrangler secret put UPLOAD_SECRET` (any long random string)",
+        )?;
+        let part_size = number(env, "PART_SIZE", DEFAULT_PART_SIZE)?;
+        if part_size < R2_MIN_PART {
+            return Err(format!(
+                "PART_SIZE must be at least {R2_MIN_PART} bytes (R2's smallest part)"
+            ));
+        }
+        let mut config = Config::new(secret.into_bytes());
+        // Chunks of a part's size fill parts exactly: no staging between requests.
+        config.chunk_min_length = Some(part_size);
+        config.max_request_body = Some(number(env, "MAX_REQUEST_BODY", DEFAULT_MAX_REQUEST_BODY)?);
+        let kv = env.kv(KV_BINDING).ok();
+        let presigner = match (
+            text(env, "S3_ACCESS_KEY_ID"),
+            text(env, "S3_SECRET_ACCESS_KEY"),
+            text(env, "S3_ENDPOINT"),
+            text(env, "S3_BUCKET"),
+        ) {
+            (Some(access_key_id), Some(secret_access_key), Some(endpoint), Some(bucket)) => {
+                Some(Presigner {
+                    endpoint: endpoint.trim_end_matches('/').to_owned(),
+                    bucket,
+                    region: text(env, "S3_REGION").unwrap_or_else(|| "auto".into()),
+                    access_key_id,
+                    secret_access_key,
+                    expires_secs: number(env, "PRESIGN_SECS", DEFAULT_PRESIGN_SECS)?,
+                })
+            }
+            _ => None,
+        };
+        let blob_cache = !matches!(
+            text(env, "BLOB_CACHE").as_deref(),
+            Some("0" | "false" | "off")
+        );
+        Ok(Settings {
+            config,
+            part_size,
+            kv,
+            presigner,
+            blob_cache,
+        })
+    }
+}

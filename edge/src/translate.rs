@@ -1,0 +1,88 @@
+//! Between the Workers runtime's request/response and the core's `http` types.
+
+use berth_core::body::empty_stream;
+use berth_core::{Body, ByteStream};
+use worker::{FixedLengthStream, Headers, Response, ResponseBuilder};
+
+use crate::handoff::{from_js, BodyHandoff};
+
+/// The Worker's request as the core's `http::Request<ByteStream>`. The body stays a stream.
+pub fn request(req: worker::Request) -> Result<berth_core::Request, String> {
+    let url = req.url().map_err(|e| format!("request URL: {e}"))?;
+    let target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let mut builder = http::Request::builder()
+        .method(req.inner().method().as_str())
+        .uri(target);
+    for (name, value) in req.headers() {
+        builder = builder.header(name, value);
+    }
+    let body: ByteStream = match req.inner().body() {
+        Some(raw) => from_js(raw),
+        None => empty_stream(),
+    };
+    builder.body(body).map_err(|e| format!("request head: {e}"))
+}
+
+/// The core's response as the Worker's. A blob body the store parked goes to the runtime as the
+/// raw R2 stream (see `handoff`); other streams are pumped through Rust.
+pub fn response(resp: berth_core::Response, handoff: &BodyHandoff) -> worker::Result<Response> {
+    let (parts, body) = resp.into_parts();
+    let headers = Headers::new();
+    for (name, value) in &parts.headers {
+        if let Ok(value) = value.to_str() {
+            headers.append(name.as_str(), value)?;
+        }
+    }
+    if handoff.cache_hit() {
+        headers.set("x-berth-cache", "hit")?;
+    }
+    let builder = ResponseBuilder::new()
+        .with_status(parts.status.as_u16())
+        .with_headers(headers);
+    Ok(match body {
+        Body::Empty => builder.empty(),
+        Body::Full(bytes) => builder.fixed(bytes.to_vec()),
+        Body::Stream(stream) => match handoff.take() {
+            Some(raw) => builder.stream(raw),
+            None => {
+                let chunks =
+                    futures_util::TryStreamExt::map_ok(stream, |b| b.to_vec()).map_err_into();
+                match content_length(&parts.headers) {
+                    // A FixedLengthStream keeps Content-Length on the response (a plain stream
+                    // would go out chunked).
+                    Some(len) => {
+                        let fixed: worker::worker_sys::FixedLengthStream =
+                            FixedLengthStream::wrap(chunks, len).into();
+                        builder.stream(fixed.readable())
+                    }
+                    None => builder.from_stream(chunks)?,
+                }
+            }
+        },
+    })
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+trait MapErrInto: Sized {
+    fn map_err_into(
+        self,
+    ) -> futures_util::stream::MapErr<Self, fn(berth_core::StorageError) -> worker::Error>;
+}
+impl<S: futures_util::TryStream<Error = berth_core::StorageError>> MapErrInto for S {
+    fn map_err_into(
+        self,
+    ) -> futures_util::stream::MapErr<Self, fn(berth_core::StorageError) -> worker::Error> {
+        futures_util::TryStreamExt::map_err(self, |e| worker::Error::RustError(e.to_string()))
+    }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds the Cloudflare Worker bundle (edge/) on a fresh Debian machine, offline apart from the
+# package registries, and reports its size. Idempotent and quick when everything is in place.
+#
+#   1. wrangler (pinned, runs on Node 20), wasm-opt (binaryen 132) and esbuild from npm into
+#      .tools/node, from infra/edge/package-lock.json;
+#   2. a Rust toolchain for wasm32 (infra/edge/wasm-toolchain.sh: rustup's target, else Debian's
+#      rustc-web with std built once into .tools/wasm-sysroot);
+#   3. wasm-bindgen-cli at exactly edge/Cargo.lock's wasm-bindgen version, and worker-build,
+#      with `cargo install` into .tools/bin;
+#   4. `wrangler deploy --dry-run --outdir target/edge-dist`, which runs wrangler.toml's build
+#      command (infra/edge/worker-build.sh) and writes the deployable bundle without any network.
+# Prints `edge bundle: N bytes, gzip M bytes` last.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+tools="$root/.tools"
+cd "$root"
+log() { printf 'edge-build: %s\n' "$*" >&2; }
+
+WORKER_BUILD_VERSION=0.8.7
+
+# 1. npm tools, exactly as locked.
+mkdir -p "$tools/node"
+if ! cmp -s infra/edge/package-lock.json "$tools/node/package-lock.json" \
+    || ! [ -x "$tools/node/node_modules/.bin/wrangler" ]; then
+  command -v npm >/dev/null || { log "npm is missing (apt-get install nodejs npm; Node >= 20)"; exit 1; }
+  log "npm ci (wrangler, binaryen, esbuild)"
+  cp infra/edge/package.json infra/edge/package-lock.json "$tools/node/"
+  (cd "$tools/node" && npm ci --no-audit --no-fund --loglevel=error)
+else
+  log "npm tools present"
+fi
+
+# 2. Rust for wasm32.
+rust_bin=$(bash infra/edge/wasm-toolchain.sh)
+
+# 3. wasm-bindgen (must match the library version exactly) and worker-build.
+bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' edge/Cargo.lock)
+if ! "$tools/bin/wasm-bindgen" --version 2>/dev/null | grep -qw "$bindgen_version"; then
+  log "cargo install wasm-bindgen-cli $bindgen_version"
+  cargo install -q wasm-bindgen-cli --version "$bindgen_version" --root "$tools" --force
+fi
+if ! "$tools/bin/worker-build" --version 2>/dev/null | grep -qw "$WORKER_BUILD_VERSION"; then
+  log "cargo install worker-build $WORKER_BUILD_VERSION"
+  cargo install -q worker-build --version "$WORKER_BUILD_VERSION" --root "$tools" --force
+fi
+
+# 4. The bundle, offline.
+export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
+rm -rf target/edge-dist
+"$tools/node/node_modules/.bin/wrangler" deploy --dry-run --outdir target/edge-dist >&2
+raw=$(cat target/edge-dist/*.wasm target/edge-dist/index.js | wc -c)
+gz=$( (cat target/edge-dist/*.wasm | gzip -9; cat target/edge-dist/index.js | gzip -9) | wc -c)
+echo "edge bundle: $raw bytes, gzip $gz bytes (free plan limit: 3 MiB gzip; target: under 1 MiB)"

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Makes a Rust toolchain that builds for wasm32-unknown-unknown available, and prints the
+# directory to put first on PATH (it holds `rustc` and `cargo`).
+#
+# rustup's wasm32 target is used where it is installed. Otherwise (this machine: no rustup
+# target can be downloaded) Debian's rustc-web + rust-web-src + cargo-web + lld-22: std is built
+# once from source (`-Zbuild-std`) into a private sysroot under .tools/wasm-sysroot, and a
+# `rustc` wrapper passes `--sysroot`, so that later builds, `worker-build` included, run like a
+# normal toolchain with an installed target. The sysroot is rebuilt when rustc's version changes.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+tools="$root/.tools"
+log() { printf 'wasm-toolchain: %s\n' "$*" >&2; }
+
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  dirname "$(rustup which cargo)"
+  exit 0
+fi
+
+if ! [ -x /usr/bin/rustc ] || ! [ -d /usr/lib/rustlib/src/rust/library ] || ! [ -x /usr/bin/rust-lld ]; then
+  log "apt-get install rustc-web rust-web-src cargo-web lld-22"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=900 update -qq
+  apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends \
+    rustc-web rust-web-src cargo-web lld-22 >/dev/null
+fi
+
+sysroot="$tools/wasm-sysroot"
+bin="$tools/wasm-rust-bin"
+version=$(/usr/bin/rustc --version)
+host=$(/usr/bin/rustc -vV | sed -n 's/^host: //p')
+if [ "$(cat "$sysroot/.rustc-version" 2>/dev/null)" != "$version" ]; then
+  log "building std for wasm32-unknown-unknown with $version (once)"
+  work="$tools/wasm-std-build"
+  rm -rf "$work" "$sysroot"
+  mkdir -p "$work/src"
+  # An empty library whose only purpose is to make cargo build std. `lto = true` keeps the
+  # bitcode in the rlibs, so that the Worker's own LTO build can link against them.
+  cat >"$work/Cargo.toml" <<'TOML'
+[package]
+name = "berth-wasm-std"
+version = "0.0.0"
+edition = "2021"
+[lib]
+crate-type = ["rlib"]
+[profile.release]
+opt-level = "z"
+lto = true
+codegen-units = 1
+panic = "abort"
+[workspace]
+TOML
+  : >"$work/src/lib.rs"
+  (cd "$work" && RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc /usr/bin/cargo build --release -q \
+    -Zbuild-std=std,panic_abort --target wasm32-unknown-unknown)
+  lib="$sysroot/lib/rustlib/wasm32-unknown-unknown/lib"
+  mkdir -p "$lib"
+  find "$work/target/wasm32-unknown-unknown/release/deps" -name 'lib*.rlib' \
+    ! -name 'libberth_wasm_std-*' -exec cp {} "$lib/" \;
+  # The host's own libraries (build scripts, proc macros) and the std sources stay Debian's.
+  ln -s "/usr/lib/rustlib/$host" "$sysroot/lib/rustlib/$host"
+  ln -s /usr/lib/rustlib/src "$sysroot/lib/rustlib/src"
+  rm -rf "$work"
+  printf '%s\n' "$version" >"$sysroot/.rustc-version"
+fi
+
+mkdir -p "$bin"
+wrapper="#!/bin/sh
+exec /usr/bin/rustc --sysroot \"$sysroot\" \"\$@\""
+# Replaced atomically and only when it changes: a build may be running it right now.
+if [ "$(cat "$bin/rustc" 2>/dev/null)" != "$wrapper" ]; then
+  printf '%s\n' "$wrapper" >"$bin/rustc.new" && chmod +x "$bin/rustc.new" && mv -f "$bin/rustc.new" "$bin/rustc"
+fi
+[ -L "$bin/cargo" ] || ln -sf /usr/bin/cargo "$bin/cargo"
+echo "$bin"

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Berth as a Cloudflare Worker in the real workerd runtime (`wrangler dev`, local R2 and KV):
+#
+#   1. builds the bundle offline (infra/edge-build.sh; prints its gzip size);
+#   2. starts two `wrangler dev` instances on 127.0.0.1: A with a body limit high enough for a
+#      300 MiB layer, B with a 1 MiB limit and (fake) S3 credentials, to prove the 413 and the
+#      307 to a presigned URL (wrangler dev does not enforce body limits itself);
+#   3. runs against A: the core's HTTP integration suite, the real clients (skopeo both ways,
+#      docker push/pull of a multi-layer image through its own dockerd) and tests/edge/edge_test.py
+#      (64 MiB in 5 MiB chunks, a 300 MiB docker-style streamed PATCH, concurrent pushes of one
+#      tag, a client killed mid-body), and against B the limit and redirect tests.
+# Both instances are stopped by PID (their process groups) on exit.
+#
+#   bash tests/edge/run.sh                # everything
+#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge
+# Ports: EDGE_PORT (default 8700) and the three after it (A, A's inspector, B, B's inspector).
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy AWS_CA_BUNDLE
+export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
+
+port=${EDGE_PORT:-8700}
+port_a=$port inspector_a=$((port + 1)) port_b=$((port + 2)) inspector_b=$((port + 3))
+steps=${EDGE_STEPS:-suite clients edge}
+work=$(mktemp -d /tmp/berth-edge.XXXXXX)
+pids=()
+failed=()
+
+say() { printf '\n==> edge: %s\n' "$*"; }
+
+stop_all() {
+  local pid i
+  for pid in "${pids[@]}"; do
+    # wrangler was started in its own session: its group holds the workerd processes too.
+    kill -TERM -- "-$pid" 2>/dev/null || continue
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null
+  done
+  [ -n "${KEEP_WORK:-}" ] && echo "edge: kept $work" || rm -rf "$work"
+}
+trap stop_all EXIT
+
+# start NAME PORT INSPECTOR_PORT [--var NAME:VALUE ...]
+start() {
+  local name=$1 p=$2 insp=$3 i; shift 3
+  setsid "$root/.tools/node/node_modules/.bin/wrangler" dev --ip 127.0.0.1 --port "$p" \
+    --inspector-port "$insp" --persist-to "$work/$name-state" --show-interactive-dev-session=false \
+    --var "UPLOAD_SECRET:edge-test-$RANDOM$RANDOM" "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  for i in $(seq 1 120); do
+    curl -sf -o /dev/null "http://127.0.0.1:$p/v2/" && { echo "edge: $name up on $p"; return 0; }
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+    sleep 1
+  done
+  echo "edge: wrangler dev ($name) did not start; its log:"; tail -50 "$work/$name.log"
+  exit 1
+}
+
+say "build the Worker bundle offline"
+bash infra/edge-build.sh || exit 1
+
+say "unit tests of the Worker crate's runtime-free parts (SigV4 against botocore), on the host"
+cargo test --release --locked --manifest-path edge/Cargo.toml --lib || failed+=("edge-unit")
+
+say "start wrangler dev"
+start a "$port_a" "$inspector_a" --var MAX_REQUEST_BODY:400000000
+start b "$port_b" "$inspector_b" --var MAX_REQUEST_BODY:1048576 \
+  --var S3_ACCESS_KEY_ID:AKIDEXAMPLE --var S3_SECRET_ACCESS_KEY:edge-test-secret \
+  --var S3_ENDPOINT:http://127.0.0.1:9 --var S3_BUCKET:berth-blobs
+url_a="http://127.0.0.1:$port_a" url_b="http://127.0.0.1:$port_b"
+
+# First, on fresh instances: after the suite and the clients, the 300 MiB upload's final PUT
+# intermittently got 503 "worker restarted" from wrangler dev (not diagnosed; see edge/README.md).
+if [[ " $steps " == *" edge "* ]]; then
+  say "edge tests: chunked and streamed uploads, concurrent tags, killed upload, limit, redirect"
+  python3 tests/edge/edge_test.py --url "$url_a" --limited-url "$url_b" --limit 1048576 || failed+=("edge")
+fi
+
+if [[ " $steps " == *" suite "* ]]; then
+  say "HTTP integration suite against the Worker"
+  # What the runtime answers before the Worker sees a request, none of it Berth's to change:
+  # workerd rejects unknown methods (FOO) and unparsable requests with 501, resolves `..` in
+  # URLs (so /v2/a/../b is /v2/b), and wrangler dev's proxy reports a body cut short by the
+  # client as "worker restarted" (503) and keeps connections open 5 s after
+  # `Connection: close`, longer than the raw HEAD test waits.
+  skips=(methods_not_allowed_are_405_unsupported invalid_names_are_name_invalid_on_every_endpoint
+         forged_upload_ids_are_unknown odd_requests_never_yield_5xx head_responses_have_no_body
+         monolithic_with_short_body_is_size_invalid)
+  args=(); for s in "${skips[@]}"; do args+=(--skip "$s"); done
+  BERTH_URL=$url_a cargo test --release --locked -p berth-tests --no-fail-fast -- "${args[@]}" \
+    || failed+=("suite")
+fi
+
+if [[ " $steps " == *" clients "* ]]; then
+  say "real clients against the Worker (skopeo both ways, docker push/pull)"
+  BERTH_URL=$url_a bash tests/clients/run.sh skopeo docker || failed+=("clients")
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "edge: FAILED: ${failed[*]} (logs: KEEP_WORK=1 keeps $work)"
+  exit 1
+fi
+echo "edge: all passed"
