@@ -9,6 +9,19 @@ cd "$root"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Build output and tools built from source (wasm sysroot, wasm-bindgen, worker-build, s3s-fs)
+# live in a per-machine cache that every clone links to, so a CI run on a machine that has run
+# the tests before rebuilds only Berth's own crates. A fresh machine fills it once.
+# BERTH_CACHE=none keeps them inside the clone.
+cache=${BERTH_CACHE:-$HOME/.cache/berth}
+if [ "$cache" != none ]; then
+  for dir in target edge/target .tools; do
+    [ -e "$dir" ] || [ -L "$dir" ] && continue
+    mkdir -p "$cache/${dir//\//-}"
+    ln -s "$cache/${dir//\//-}" "$dir"
+  done
+fi
+
 step "install test dependencies (skipped when present)"
 bash infra/install-deps.sh
 
