@@ -1,6 +1,7 @@
 //! `berth`: the local registry and, later, admin commands.
 
 mod local;
+mod push;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,9 @@ enum LogFormat {
 enum Command {
     /// Run the registry locally on embedded storage (blob files + an embedded database).
     Serve(serve::ServeArgs),
+    /// Push a blob (big layers: in parallel parts straight to storage where the registry
+    /// offers it, else in chunks; resumable) or a manifest; prints its digest.
+    Push(push::PushArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +53,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Push(args) => push::run(args).await,
         }
     });
     match result {
