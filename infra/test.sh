@@ -24,3 +24,6 @@ cargo test --release --workspace --locked
 
 step "real OCI clients against berth serve"
 bash tests/clients/run.sh
+
+step "Lambda adapter: HTTP suite, edges, real clients, berth push (cargo lambda watch + local S3)"
+bash tests/lambda/run.sh

@@ -21,6 +21,8 @@ pub struct Settings {
     meta_region: Option<String>,
     /// Custom S3 endpoint (a local S3 in tests); path-style addressing is used with it.
     endpoint: Option<String>,
+    /// Custom endpoint for the metadata bucket (defaults to `endpoint`).
+    meta_endpoint: Option<String>,
     /// Lifetime of presigned blob GET URLs.
     pub redirect_expiry: Duration,
     /// Lifetime of presigned part-upload URLs handed out for direct uploads.
@@ -57,6 +59,7 @@ impl Settings {
             meta_bucket: var("BERTH_META_BUCKET").unwrap_or_else(|| bucket.clone()),
             bucket,
             meta_region: var("BERTH_META_REGION"),
+            meta_endpoint: var("BERTH_META_S3_ENDPOINT").or_else(|| var("BERTH_S3_ENDPOINT")),
             endpoint: var("BERTH_S3_ENDPOINT"),
             redirect_expiry: secs("BERTH_REDIRECT_EXPIRY_SECS", 300)?,
             part_url_expiry: secs("BERTH_PART_URL_EXPIRY_SECS", 3600)?,
@@ -76,13 +79,22 @@ impl Settings {
     }
 
     pub fn s3_client(&self, sdk: &aws_config::SdkConfig, region: Option<&str>) -> aws_sdk_s3::Client {
+        self.client_for(sdk, self.endpoint.as_deref(), region)
+    }
+
+    fn client_for(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> aws_sdk_s3::Client {
         use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
         // Checksums only where S3 requires them: a presigned part URL must not demand one
         // from the client.
         let mut builder = aws_sdk_s3::config::Builder::from(sdk)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        if let Some(endpoint) = &self.endpoint {
+        if let Some(endpoint) = endpoint {
             builder = builder.endpoint_url(endpoint).force_path_style(true);
         }
         if let Some(region) = region {
@@ -92,6 +104,6 @@ impl Settings {
     }
 
     pub fn meta_client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-        self.s3_client(sdk, self.meta_region.as_deref())
+        self.client_for(sdk, self.meta_endpoint.as_deref(), self.meta_region.as_deref())
     }
 }

@@ -1,11 +1,15 @@
-"""A tiny HTTP/1.1 front for `cargo lambda watch`, working around one emulator bug.
+"""A tiny HTTP/1.1 front for `cargo lambda watch`, doing two things AWS's own front (Function
+URLs, API Gateway HTTP APIs) does and the emulator does not:
 
-The emulator turns a request into a Lambda event itself, and a body that is not UTF-8 and has no
-Content-Type makes it answer 500 before the function runs (AWS base64-encodes such bodies). This
-shim adds `Content-Type: application/octet-stream` to requests that carry a body but no
-Content-Type, and passes everything else through byte for byte (requests are re-framed only to
-find where each one ends; responses are piped). Berth treats a missing Content-Type and
-application/octet-stream alike (docs/protocol.md), so the tests see what production does.
+- a body that is not UTF-8 and has no Content-Type makes the emulator answer 500 before the
+  function runs (AWS base64-encodes such bodies): the shim adds
+  `Content-Type: application/octet-stream` to requests that carry a body but no Content-Type
+  (Berth treats a missing Content-Type and application/octet-stream alike, docs/protocol.md);
+- the emulator keeps only one value of a repeated header (AWS joins them with commas): the shim
+  joins repeated headers into one comma-separated line.
+
+Everything else passes through byte for byte (requests are re-framed only to find where each
+one ends; responses are piped), so the tests see what production does.
 
     python3 content_type_shim.py LISTEN_PORT UPSTREAM_PORT
 """
@@ -30,6 +34,24 @@ async def pipe(reader, writer):
             pass
 
 
+def join_repeated(lines):
+    """Joins repeated header fields into one line, in order, as AWS does."""
+    out, seen = [lines[0]], {}
+    for line in lines[1:]:
+        if b":" not in line:
+            out.append(line)
+            continue
+        name, value = line.split(b":", 1)
+        key = name.strip().lower()
+        if key in seen:
+            i = seen[key]
+            out[i] = out[i] + b", " + value.strip()
+        else:
+            seen[key] = len(out)
+            out.append(name + b": " + value.strip())
+    return out
+
+
 async def forward_requests(client, upstream):
     while True:
         head = await client.readuntil(b"\r\n\r\n")
@@ -43,6 +65,7 @@ async def forward_requests(client, upstream):
             length = 0
         if (chunked or length > 0) and b"content-type" not in names:
             lines.insert(1, b"Content-Type: application/octet-stream")
+        lines = join_repeated(lines)
         upstream.write(b"\r\n".join(lines) + b"\r\n\r\n")
         if chunked:
             while True:

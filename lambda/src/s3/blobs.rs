@@ -30,6 +30,15 @@ struct Location {
     size: u64,
 }
 
+/// Signed for the request's time, not the clock's: the core owns time.
+pub(super) fn presigning(now: u64, expiry: Duration) -> StorageResult<PresigningConfig> {
+    PresigningConfig::builder()
+        .start_time(UNIX_EPOCH + Duration::from_secs(now))
+        .expires_in(expiry)
+        .build()
+        .map_err(|e| StorageError::new(format!("presigning config: {e}")))
+}
+
 fn blob_key(digest: &Digest) -> String {
     // `sha256:abc` -> `blobs/sha256/abc`
     format!("blobs/{}", digest.to_string().replacen(':', "/", 1))
@@ -59,6 +68,19 @@ impl S3BlobStore {
             (Some(data), Some(size)) => Location { key: data, size },
             _ => Location { key, size: out.content_length.unwrap_or(0).max(0) as u64 },
         }))
+    }
+
+    async fn presign_get(&self, key: &str, now: u64) -> StorageResult<String> {
+        let presigned = self
+            .bucket
+            .client
+            .get_object()
+            .bucket(&self.bucket.name)
+            .key(key)
+            .presigned(presigning(now, self.redirect_expiry)?)
+            .await
+            .map_err(|e| storage_error("presign GET", e))?;
+        Ok(presigned.uri().to_owned())
     }
 
     async fn delete_key(&self, key: &str) -> StorageResult<()> {
@@ -157,22 +179,7 @@ impl BlobStore for S3BlobStore {
 
     async fn redirect_url(&self, digest: &Digest, now: u64) -> StorageResult<Option<String>> {
         let Some(location) = self.locate(digest).await? else { return Ok(None) };
-        // Signed for the request's time, not the clock's: the core owns time.
-        let presigning = PresigningConfig::builder()
-            .start_time(UNIX_EPOCH + Duration::from_secs(now))
-            .expires_in(self.redirect_expiry)
-            .build()
-            .map_err(|e| StorageError::new(format!("presigning config: {e}")))?;
-        let presigned = self
-            .bucket
-            .client
-            .get_object()
-            .bucket(&self.bucket.name)
-            .key(&location.key)
-            .presigned(presigning)
-            .await
-            .map_err(|e| storage_error("presign GET", e))?;
-        Ok(Some(presigned.uri().to_owned()))
+        self.presign_get(&location.key, now).await.map(Some)
     }
 
     async fn upload_start(&self, _id: &str) -> StorageResult<String> {
@@ -296,5 +303,36 @@ impl BlobStore for S3BlobStore {
 
     async fn direct_complete(&self, id: &str, backend: &str) -> StorageResult<(String, u64)> {
         self.finish_direct(id, backend).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(expiry: u64) -> S3BlobStore {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new("AKID", "SECRET", None, None, "test"))
+            .endpoint_url("http://127.0.0.1:1")
+            .force_path_style(true)
+            .build();
+        S3BlobStore {
+            bucket: Bucket { client: aws_sdk_s3::Client::from_conf(config), name: "b".into() },
+            redirect_expiry: Duration::from_secs(expiry),
+            part_url_expiry: Duration::from_secs(expiry),
+        }
+    }
+
+    #[tokio::test]
+    async fn presigned_urls_use_the_time_passed_in() {
+        // 2001-09-09T01:46:40Z
+        let url = store(120).presign_get("blobs/sha256/ab", 1_000_000_000).await.unwrap();
+        assert!(url.starts_with("http://127.0.0.1:1/b/blobs/sha256/ab?"), "{url}");
+        assert!(url.contains("X-Amz-Date=20010909T014640Z"), "{url}");
+        assert!(url.contains("X-Amz-Expires=120"), "{url}");
+        let later = store(120).presign_get("blobs/sha256/ab", 1_000_000_060).await.unwrap();
+        assert!(later.contains("X-Amz-Date=20010909T014740Z"), "{later}");
     }
 }

@@ -2,14 +2,11 @@
 //! parts of `uploads/<id>/data` to presigned UploadPart URLs; completion lists the parts S3
 //! holds, so the client never has to send ETags back.
 
-use std::time::{Duration, UNIX_EPOCH};
-
-use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use berth_core::storage::StorageResult;
 use berth_core::{DirectLimits, StorageError};
 
-use super::blobs::S3BlobStore;
+use super::blobs::{presigning, S3BlobStore};
 use super::upload::{data_key, start_multipart, UploadState, MIN_PART_BYTES};
 use super::{status_of, storage_error};
 
@@ -47,12 +44,7 @@ impl S3BlobStore {
         };
         let mut urls = Vec::with_capacity(count as usize);
         for number in first..first + count {
-            // Signed for the request's time: the core owns the clock.
-            let presigning = PresigningConfig::builder()
-                .start_time(UNIX_EPOCH + Duration::from_secs(now))
-                .expires_in(self.part_url_expiry)
-                .build()
-                .map_err(|e| StorageError::new(format!("presigning config: {e}")))?;
+            let presigning = presigning(now, self.part_url_expiry)?;
             let presigned = self
                 .bucket
                 .client
