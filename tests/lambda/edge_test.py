@@ -193,7 +193,7 @@ def test_direct():
     loc = start_direct(repo)
     urls = part_urls(loc)
     check(all(u.startswith(S3 + "/") for u in urls.values()), "part URLs point at S3")
-    s, _, b = request("PUT", urls[1].replace("partNumber=1", "partNumber=3"), data[:5 * MIB])
+    s, _, b = request("PUT", urls[1].replace("partNumber=1", "partNumber=3"), data[:1000])
     check(s == 403, "a part URL edited to another part number is refused (403)", f"{s} {b[:300]!r}")
     s, h, _ = request("PUT", urls[1], data[: 5 * MIB])
     check(s == 200, "part 1 straight to S3", f"{s}")

@@ -17,7 +17,7 @@ async fn body_over_the_cap_is_413_and_says_how_to_push() {
         .send()
         .await;
     let err = assert_oci_error(&r, 413, "SIZE_INVALID");
-    let message = err["errors"][0]["message"].as_str().unwrap_or_default().to_owned();
+    let message = err["message"].as_str().unwrap_or_default().to_owned();
     assert!(message.contains("berth push"), "{message}");
     assert_no_blob(&repo, &sha256(&data)).await;
 

@@ -263,7 +263,7 @@ impl BlobStore for S3BlobStore {
 
     async fn upload_abort(&self, id: &str, backend: &str) -> StorageResult<()> {
         let state = UploadState::parse(backend)?;
-        if let Some(mpu) = state.mpu {
+        if let Some(mpu) = state.mpu.filter(|_| !state.complete) {
             let aborted = self
                 .bucket
                 .client

@@ -104,6 +104,8 @@ impl S3BlobStore {
                 break;
             }
         }
+        // Completion wants ascending part numbers; not every S3 lists them in order.
+        parts.sort_by_key(|p| p.part_number());
         if parts.is_empty() {
             return Err(StorageError::new(format!("direct upload {id}: no part reached storage")));
         }
@@ -119,6 +121,7 @@ impl S3BlobStore {
             .map_err(|e| storage_error("CompleteMultipartUpload", e))?;
         let mut state = state;
         state.in_parts = size;
+        state.complete = true;
         Ok((state.encode(), size))
     }
 
@@ -128,6 +131,7 @@ impl S3BlobStore {
             Ok(out) => {
                 let size = out.content_length.unwrap_or(0).max(0) as u64;
                 state.in_parts = size;
+                state.complete = true;
                 Ok((state.encode(), size))
             }
             Err(e) => Err(storage_error("direct upload is neither open nor complete", e)),

@@ -75,6 +75,12 @@ impl MetaStore for S3Meta {
     }
 
     async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StorageResult<Vec<String>> {
+        // S3 speaks XML, which cannot carry control characters. Stored keys never contain
+        // them, so every key after `x<control>…` is a key after `x`, other than `x` itself.
+        let (after, skip) = match after.and_then(|a| a.find(|c: char| c.is_control()).map(|i| &a[..i])) {
+            Some(cut) => (Some(cut), Some(cut)),
+            None => (after, None),
+        };
         let mut keys = Vec::new();
         let mut start_after = after.map(|a| format!("{PREFIX}{a}"));
         while keys.len() < limit {
@@ -91,7 +97,12 @@ impl MetaStore for S3Meta {
                 .map_err(|e| storage_error("LIST metadata", e))?;
             let page: Vec<String> = out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect();
             let Some(last) = page.last().cloned() else { break };
-            keys.extend(page.iter().filter_map(|k| k.strip_prefix(PREFIX).map(str::to_owned)));
+            keys.extend(
+                page.iter()
+                    .filter_map(|k| k.strip_prefix(PREFIX))
+                    .filter(|k| Some(*k) != skip)
+                    .map(str::to_owned),
+            );
             if !out.is_truncated().unwrap_or(false) {
                 break;
             }

@@ -34,6 +34,9 @@ pub struct UploadState {
     /// Set for a direct upload: the client sends parts to S3 itself (see `direct`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub direct: bool,
+    /// The multipart upload was completed (direct uploads, before verification).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complete: bool,
 }
 
 impl UploadState {
