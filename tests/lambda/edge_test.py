@@ -151,7 +151,9 @@ def test_presigned_urls():
     push_monolithic(repo, other)
     loc = pull_via_redirect(repo, data, "small blob")
     key = "blobs/sha256/" + hashlib.sha256(data).hexdigest()
-    check(s3_log_mentions(key), "the S3 server's log shows the blob request", key)
+    # A presigned GET (not one of the function's own HEADs or GETs) reached S3.
+    check(s3_log_mentions(f"method: GET, uri: /berth/{key}?x-id=GetObject&X-Amz-Algorithm="),
+          "the S3 server's log shows the client's presigned GET", key)
     u = urllib.parse.urlsplit(loc)
     q = urllib.parse.parse_qs(u.query)
     check("X-Amz-Signature" in q and "X-Amz-Expires" in q, "the URL is a SigV4 presigned URL", loc)

@@ -148,7 +148,13 @@ for t in "${tests[@]}"; do
       for f in tests/tests/*.rs; do suite_tests+=(--test "$(basename "$f" .rs)"); done
       cargo test --release --locked --workspace "${suite_tests[@]}" || failed+=(suite) ;;
     edge) python3 tests/lambda/edge_test.py || failed+=(edge) ;;
-    clients) LAYER_MIB=2 bash tests/clients/run.sh skopeo docker oras || failed+=(clients) ;;
+    clients)
+      presigned() { grep -c 'method: GET, uri: /berth/blobs/[^ ]*X-Amz-Algorithm=' "$S3_LOG" || true; }
+      before=$(presigned)
+      LAYER_MIB=2 bash tests/clients/run.sh skopeo docker oras || failed+=(clients)
+      after=$(presigned)
+      echo "presigned blob GETs served by S3 during the client tests: $((after - before))"
+      [ "$after" -gt "$before" ] || { echo "no client followed a redirect to S3" >&2; failed+=(clients-redirect); } ;;
     push) bash tests/lambda/push_test.sh || failed+=(push) ;;
   esac
 done
