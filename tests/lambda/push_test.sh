@@ -74,4 +74,18 @@ want2="sha256:$(sha256sum "$work/chunked.bin" | cut -d' ' -f1)"
 got2=$("$BERTH_BIN" push --quiet --no-direct "$work/chunked.bin" "$reg") || fail "chunked push"
 [ "$got2" = "$want2" ] || fail "chunked push printed $got2, want $want2"
 ok "chunked push (no direct upload) within OCI-Chunk-Max-Length: $got2"
+# 5. The local server (no direct uploads, no chunk limit advertised): chunked with --chunk-mib.
+SERVE_PORT=${SERVE_PORT:-9250}
+"$BERTH_BIN" serve --addr "127.0.0.1:$SERVE_PORT" --data-dir "$work/serve" >"$work/serve.log" 2>&1 &
+serve_pid=$!
+trap 'kill -TERM "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$SERVE_PORT/v2/" && break; sleep 0.1; done
+got3=$("$BERTH_BIN" push --quiet --chunk-mib 5 "$work/chunked.bin" "http://127.0.0.1:$SERVE_PORT/local/blob") ||
+  fail "push to berth serve"
+[ "$got3" = "$want2" ] || fail "push to berth serve printed $got3, want $want2"
+back=$(curl -sf "http://127.0.0.1:$SERVE_PORT/v2/local/blob/blobs/$want2" | sha256sum | cut -d' ' -f1)
+[ "sha256:$back" = "$want2" ] || fail "berth serve returns other bytes"
+patches=$(grep -c 'method=PATCH' "$work/serve.log" || true)
+[ "$patches" -ge 3 ] || fail "expected 3 chunked PATCHes to berth serve, saw $patches"
+ok "push to berth serve in $patches chunks: $got3"
 echo "push tests passed"
