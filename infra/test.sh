@@ -43,3 +43,6 @@ bash tests/clients/auth.sh
 
 step "the Cloudflare Worker (edge/) in workerd via wrangler dev: suite, clients, edge tests"
 bash tests/edge/run.sh
+
+step "Lambda adapter: HTTP suite, edges, real clients, berth push (cargo lambda watch + local S3)"
+bash tests/lambda/run.sh

@@ -1,8 +1,10 @@
-//! `berth`: the local registry (`berth serve`) and the auth admin commands (key, user, robot).
+//! `berth`: the local registry (`berth serve`), `berth push`, and the auth admin commands (key,
+//! user, robot).
 
 mod admin;
 mod auth;
 mod local;
+mod push;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +29,9 @@ enum LogFormat {
 enum Command {
     /// Run the registry locally on embedded storage (blob files + an embedded database).
     Serve(serve::ServeArgs),
+    /// Push a blob (big layers: in parallel parts straight to storage where the registry
+    /// offers it, else in chunks; resumable) or a manifest; prints its digest.
+    Push(push::PushArgs),
     /// Token signing keys in the auth config (see docs/auth.md).
     #[command(subcommand)]
     Key(admin::KeyCommand),
@@ -55,7 +60,8 @@ fn main() -> std::process::ExitCode {
         Command::Key(cmd) => admin::key(cmd),
         Command::User(cmd) => admin::user(cmd),
         Command::Robot(cmd) => admin::robot(cmd),
-        Command::Serve(args) => return serve_in_runtime(args),
+        Command::Serve(args) => return in_runtime(serve::run(args)),
+        Command::Push(args) => return in_runtime(push::run(args)),
     };
     match admin {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -66,7 +72,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn serve_in_runtime(args: serve::ServeArgs) -> std::process::ExitCode {
+/// Runs a command that needs the async runtime (serve, push) to completion.
+fn in_runtime(command: impl std::future::Future<Output = Result<(), String>>) -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -74,7 +81,7 @@ fn serve_in_runtime(args: serve::ServeArgs) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(serve::run(args));
+    let result = runtime.block_on(command);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -41,15 +41,16 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         if head {
             return Ok(reply.header(CONTENT_TYPE, "application/octet-stream").body(Body::Empty, size));
         }
+        // Checked before any redirect, so an unsatisfiable range is an OCI error from here.
+        let range = match header_str(&req.headers, "range") {
+            Some(value) => parse_range(value, size)?,
+            None => None,
+        };
         if let Some(url) = self.blobs.redirect_url(&digest, ctx.now).await? {
             return Ok(Reply::new(StatusCode::TEMPORARY_REDIRECT)
                 .header(LOCATION, url)
                 .header(DOCKER_CONTENT_DIGEST, digest.to_string()));
         }
-        let range = match header_str(&req.headers, "range") {
-            Some(value) => parse_range(value, size)?,
-            None => None,
-        };
         let Some(stream) = self.blobs.read(&digest, range).await? else {
             return Err(blob_unknown(&digest));
         };

@@ -27,7 +27,8 @@ pub use body::Body;
 pub use error::{ErrorCode, RegistryError, StorageError};
 pub use routes::Route;
 pub use storage::{
-    BlobStore, ByteRange, ByteStream, MetaStore, Precondition, PutOutcome, UploadWriter, Versioned,
+    BlobStore, ByteRange, ByteStream, DirectLimits, MetaStore, Precondition, PutOutcome, UploadWriter,
+    Versioned,
 };
 
 use reply::Reply;
@@ -164,6 +165,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             (Route::Upload { name, id }, &Method::PUT) => self.put_upload(name, id, &req, body, ctx).await,
             (Route::Upload { name, id }, _) if get_or_head => self.upload_status(name, id).await,
             (Route::Upload { name, id }, &Method::DELETE) => self.cancel_upload(name, id).await,
+            (Route::UploadParts { name, id }, &Method::POST) => self.direct_parts(name, id, &req, ctx).await,
             (Route::Referrers { name, digest }, &Method::GET) => {
                 self.referrers(name, digest, &req).await
             }
@@ -174,6 +176,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             .with_status(StatusCode::METHOD_NOT_ALLOWED)),
         }
     }
+}
+
+/// The 413 OCI error for a body over `limit` bytes, for runtimes that must refuse a request
+/// before the core reads it (Lambda's 6 MB event cap).
+pub fn body_too_large(limit: u64) -> Response {
+    Reply::error(uploads::too_large(limit)).into_response(false)
 }
 
 /// The query string's pairs, percent-decoded.

@@ -80,5 +80,7 @@ pub(crate) mod names {
     pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
     pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
     pub const OCI_CHUNK_MIN_LENGTH: HeaderName = HeaderName::from_static("oci-chunk-min-length");
+    /// The largest request body the runtime accepts (proposed for the distribution spec).
+    pub const OCI_CHUNK_MAX_LENGTH: HeaderName = HeaderName::from_static("oci-chunk-max-length");
     pub const RANGE: HeaderName = http::header::RANGE;
 }

@@ -11,6 +11,8 @@ pub enum Route {
     Blob { name: String, digest: String },
     UploadStart { name: String },
     Upload { name: String, id: String },
+    /// Berth's direct-upload extension: presigned part URLs for an upload session.
+    UploadParts { name: String, id: String },
     Referrers { name: String, digest: String },
 }
 
@@ -34,6 +36,9 @@ impl Route {
         }
         if n >= 3 && tail(2) == Some("manifests") {
             return Some(Route::Manifest { name: name(2), reference: segs[n - 1].to_owned() });
+        }
+        if n >= 5 && tail(4) == Some("blobs") && tail(3) == Some("uploads") && tail(1) == Some("parts") {
+            return Some(Route::UploadParts { name: name(4), id: segs[n - 2].to_owned() });
         }
         if n >= 4 && tail(3) == Some("blobs") && tail(2) == Some("uploads") {
             if segs[n - 1].is_empty() {
@@ -78,6 +83,10 @@ mod tests {
         assert_eq!(
             Route::parse("/v2/a/tags/list"),
             Some(Route::Tags { name: "a".into() })
+        );
+        assert_eq!(
+            Route::parse("/v2/a/b/blobs/uploads/xyz/parts"),
+            Some(Route::UploadParts { name: "a/b".into(), id: "xyz".into() })
         );
         assert_eq!(Route::parse("/v2/blobs/x"), None);
         assert_eq!(Route::parse("/v3/a/tags/list"), None);

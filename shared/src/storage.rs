@@ -89,6 +89,44 @@ pub trait BlobStore: MaybeSendSync {
     ) -> StorageResult<()>;
     /// Discards the upload's data.
     async fn upload_abort(&self, id: &str, backend: &str) -> StorageResult<()>;
+
+    // Berth's direct-upload extension (see `uploads::direct`): the client sends parts straight
+    // to storage. Stores that cannot presign keep these defaults and the extension stays off.
+
+    /// The part limits of direct uploads, or None when the store does not take them.
+    fn direct_limits(&self) -> Option<DirectLimits> {
+        None
+    }
+    /// Switches a fresh upload to direct mode; returns the new backend state.
+    async fn direct_start(&self, _id: &str, _backend: &str) -> StorageResult<String> {
+        Err(StorageError::new("direct uploads are not supported by this store"))
+    }
+    /// Presigned URLs for parts `first..first + count`, signed at `now` (Unix seconds), and the
+    /// Unix time they expire.
+    async fn direct_part_urls(
+        &self,
+        _id: &str,
+        _backend: &str,
+        _first: u32,
+        _count: u32,
+        _now: u64,
+    ) -> StorageResult<(Vec<String>, u64)> {
+        Err(StorageError::new("direct uploads are not supported by this store"))
+    }
+    /// Assembles the parts the client sent; returns the new backend state and the size. After
+    /// it, `upload_read` reads the whole content, and `upload_commit`/`upload_abort` work as usual.
+    async fn direct_complete(&self, _id: &str, _backend: &str) -> StorageResult<(String, u64)> {
+        Err(StorageError::new("direct uploads are not supported by this store"))
+    }
+}
+
+/// What a store accepts for the parts of a direct upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectLimits {
+    /// Every part but the last must be at least this big (S3: 5 MiB).
+    pub min_part_size: u64,
+    pub max_part_size: u64,
+    pub max_parts: u32,
 }
 
 /// Receives one request's worth of an upload, chunk by chunk, in order.

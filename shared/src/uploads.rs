@@ -15,10 +15,14 @@ use crate::error::{oci, ErrorCode, RegistryError, Result};
 use crate::hash::{Sha512Hasher, UploadHasher};
 use crate::names::{parse_digest, Digest, DigestAlgorithm, RepoName};
 use crate::records::upload_key;
-use crate::reply::names::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_CHUNK_MIN_LENGTH, RANGE};
+use crate::reply::names::{
+    DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_CHUNK_MAX_LENGTH, OCI_CHUNK_MIN_LENGTH, RANGE,
+};
 use crate::reply::Reply;
 use crate::storage::{BlobStore, ByteStream, MetaStore, Precondition, PutOutcome};
 use crate::{header_str, query_of, query_param, Registry, RequestContext};
+
+pub mod direct;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -36,6 +40,9 @@ pub(crate) struct Session {
     /// a request claims the session (a conditional write) before it touches the data.
     #[serde(default)]
     writing_until: u64,
+    /// The client sends the parts to storage itself (Berth's direct-upload extension).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    direct: bool,
 }
 
 const BUSY: &str = "another request is writing this upload or just changed it; check its status \
@@ -110,6 +117,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             .header(DOCKER_UPLOAD_UUID, id);
         if let Some(min) = self.config.chunk_min_length {
             reply = reply.header(OCI_CHUNK_MIN_LENGTH, min.to_string());
+        }
+        if let Some(max) = self.config.max_request_body {
+            reply = reply.header(OCI_CHUNK_MAX_LENGTH, max.to_string());
+        }
+        if self.blobs.direct_limits().is_some() {
+            reply = reply.header(direct::BERTH_DIRECT_UPLOAD, "parts");
         }
         reply
     }
@@ -206,6 +219,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             backend,
             started: ctx.now,
             writing_until: 0,
+            direct: false,
         };
         self.put_record(&upload_key(&id), &session, Precondition::Absent).await?;
         Ok(self.upload_reply(StatusCode::ACCEPTED, &name, &id, 0))
@@ -229,6 +243,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             backend,
             started: ctx.now,
             writing_until: 0,
+            direct: false,
         };
         let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
         let session = match self.append(name, &id, session.clone(), headers, body).await {
@@ -256,6 +271,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         headers: &http::HeaderMap,
         mut body: ByteStream,
     ) -> Result<Session> {
+        direct::refuse_patch(&session, id)?;
         let range = header_str(headers, "content-range").map(parse_content_range).transpose()?;
         if let Some((start, _, _)) = range {
             if start != session.offset {
@@ -399,6 +415,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             return Err(oci(ErrorCode::DigestInvalid, "PUT must name the blob's digest in ?digest="));
         };
         let digest = parse_digest(digest)?;
+        if session.direct {
+            return self.complete_direct(&name, id, session, version, &digest, body, ctx).await;
+        }
         // The claim also keeps a concurrent PUT from completing the upload twice.
         let (session, version) = self.claim(&name, id, session, version, ctx).await?;
         let appended = self.append_claimed(&name, id, session, &version, &parts.headers, body).await?;
@@ -440,7 +459,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 }
 
-fn too_large(limit: u64) -> RegistryError {
+pub(crate) fn too_large(limit: u64) -> RegistryError {
     oci(
         ErrorCode::SizeInvalid,
         format!(

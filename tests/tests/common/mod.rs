@@ -19,6 +19,9 @@
 //!   system temp dir is then left behind.)
 //!
 //! The server's output goes to `<tempdir>/server.log`; its path is printed when start-up fails.
+//!
+//! `BERTH_MAX_BODY=<bytes>`: the target caps request bodies at that size (Lambda's 6 MB event);
+//! tests then keep single requests under it and check the 413 above it (tests/body_limit.rs).
 
 #![allow(dead_code)]
 
@@ -390,6 +393,11 @@ pub fn run_id() -> &'static str {
 }
 
 /// A repository name of its own for one test: `<run>/<label>-<n>`.
+/// The target's cap on one request body (`BERTH_MAX_BODY`), if it has one.
+pub fn max_body() -> Option<usize> {
+    std::env::var("BERTH_MAX_BODY").ok().and_then(|v| v.parse().ok())
+}
+
 pub fn repo(label: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     format!("{}/{}-{n}", run_id(), label.replace('_', "-"))

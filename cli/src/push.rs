@@ -1,0 +1,476 @@
+//! `berth push`: uploads a blob (or a manifest) to any OCI registry, built for big layers.
+//!
+//! - Against a registry that offers Berth's direct-upload extension (`Berth-Direct-Upload:
+//!   parts` on the upload POST; Berth on Lambda), parts go straight to object storage over
+//!   presigned URLs, several at once, and the registry verifies the digest at completion.
+//! - Anywhere else (the edge, `berth serve`, other registries), chunked PATCHes with
+//!   Content-Range, each within the registry's advertised limits (`OCI-Chunk-Min-Length`,
+//!   `OCI-Chunk-Max-Length`).
+//!
+//! Progress is saved after every part or chunk in a small state file, so a push that failed
+//! (network, crash, Ctrl-C) resumes where it stopped when run again with the same arguments.
+//! Memory stays at a few parts, whatever the file's size.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::Mutex;
+
+#[derive(clap::Args)]
+pub struct PushArgs {
+    /// The file to push: blob bytes, or with --manifest a manifest (JSON with a mediaType).
+    file: PathBuf,
+    /// Where: REGISTRY/REPO for a blob, REGISTRY/REPO:TAG (or @digest) for a manifest.
+    /// REGISTRY may be host[:port] (HTTPS) or a full http(s):// URL.
+    target: String,
+    /// Push the file as a manifest instead of a blob.
+    #[arg(long)]
+    manifest: bool,
+    /// Use plain HTTP for a REGISTRY given as host[:port].
+    #[arg(long)]
+    plain_http: bool,
+    /// Parts uploaded at once (direct uploads).
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    /// Part size in MiB for direct uploads (raised if the file would need too many parts).
+    #[arg(long, default_value_t = 16)]
+    part_mib: u64,
+    /// Chunk size in MiB for chunked uploads (kept within the registry's advertised limits).
+    #[arg(long, default_value_t = 16)]
+    chunk_mib: u64,
+    /// Never use the direct-upload extension, even where offered.
+    #[arg(long)]
+    no_direct: bool,
+    /// Bearer token for the registry (never sent to storage URLs).
+    #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where resumable push state is kept.
+    #[arg(long, env = "BERTH_PUSH_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// What a resumed push needs to know; saved after every part or chunk.
+#[derive(Serialize, Deserialize, Clone, Default)]
+struct PushState {
+    /// The upload session's URL (absolute).
+    location: String,
+    direct: bool,
+    part_size: u64,
+    /// Direct: parts already in storage.
+    done_parts: Vec<u32>,
+    /// Chunked: bytes the registry acknowledged.
+    offset: u64,
+}
+
+struct Registry {
+    http: reqwest::Client,
+    base: String,
+    repo: String,
+    token: Option<String>,
+}
+
+impl Registry {
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{}", self.base, self.repo, path)
+    }
+
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else {
+            format!("{}{}", self.base, location)
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, url);
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+}
+
+/// Splits `REGISTRY/REPO[:TAG|@DIGEST]` into the base URL, the repository and the reference.
+fn parse_target(target: &str, plain_http: bool) -> Result<(String, String, Option<String>), String> {
+    let (scheme, rest) = if let Some(r) = target.strip_prefix("http://") {
+        ("http", r)
+    } else if let Some(r) = target.strip_prefix("https://") {
+        ("https", r)
+    } else {
+        (if plain_http { "http" } else { "https" }, target)
+    };
+    let (host, path) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("{target:?} names no repository; expected REGISTRY/REPO"))?;
+    let (repo, reference) = if let Some((r, d)) = path.split_once('@') {
+        (r.to_owned(), Some(d.to_owned()))
+    } else {
+        match path.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r.to_owned(), Some(t.to_owned())),
+            _ => (path.to_owned(), None),
+        }
+    };
+    if repo.is_empty() {
+        return Err(format!("{target:?} names no repository"));
+    }
+    Ok((format!("{scheme}://{host}"), repo, reference))
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+async fn fail(what: &str, resp: reqwest::Response) -> String {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    format!("{what}: {status} {}", body.chars().take(500).collect::<String>())
+}
+
+pub async fn run(args: PushArgs) -> Result<(), String> {
+    let (base, repo, reference) = parse_target(&args.target, args.plain_http)?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
+    let registry = Registry { http, base, repo, token: args.token.clone() };
+    if args.manifest {
+        let reference = reference.ok_or("a manifest needs a tag or digest: REGISTRY/REPO:TAG")?;
+        let digest = push_manifest(&registry, &args.file, &reference).await?;
+        println!("{digest}");
+        return Ok(());
+    }
+    if reference.is_some() {
+        return Err("a blob is pushed to REGISTRY/REPO (no tag); use --manifest for manifests".into());
+    }
+    let digest = push_blob(&registry, &args).await?;
+    println!("{digest}");
+    Ok(())
+}
+
+async fn push_manifest(registry: &Registry, file: &Path, reference: &str) -> Result<String, String> {
+    let bytes = tokio::fs::read(file).await.map_err(|e| format!("{}: {e}", file.display()))?;
+    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
+        .ok_or("the manifest has no mediaType field")?;
+    let resp = registry
+        .request(reqwest::Method::PUT, &registry.url(&format!("manifests/{reference}")))
+        .header("content-type", media_type)
+        .body(bytes.clone())
+        .send()
+        .await
+        .map_err(|e| format!("PUT manifest: {e}"))?;
+    if resp.status() != reqwest::StatusCode::CREATED {
+        return Err(fail("PUT manifest", resp).await);
+    }
+    Ok(header(&resp, "docker-content-digest").unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))))
+}
+
+/// sha256 of the file, read in 1 MiB pieces.
+async fn file_digest(path: &Path, progress: &ProgressBar) -> Result<(String, u64), String> {
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).await.map_err(|e| format!("{}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+        progress.inc(n as u64);
+    }
+    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), size))
+}
+
+async fn read_range(path: &Path, start: u64, len: u64) -> Result<Vec<u8>, String> {
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| format!("seek: {e}"))?;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact(&mut buf).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(buf)
+}
+
+fn bar(quiet: bool, len: u64, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn state_path(args: &PushArgs, registry: &Registry, digest: &str) -> PathBuf {
+    let dir = args.state_dir.clone().unwrap_or_else(|| {
+        std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("berth/push")
+    });
+    let key = Sha256::digest(format!("{}\0{}\0{digest}", registry.base, registry.repo).as_bytes());
+    dir.join(format!("{}.json", hex::encode(key)))
+}
+
+async fn load_state(path: &Path) -> Option<PushState> {
+    let bytes = tokio::fs::read(path).await.ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+async fn save_state(path: &Path, state: &PushState) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let json = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    tokio::fs::write(&tmp, json).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+    tokio::fs::rename(&tmp, path).await.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn push_blob(registry: &Registry, args: &PushArgs) -> Result<String, String> {
+    let size_hint = tokio::fs::metadata(&args.file).await.map_err(|e| format!("{}: {e}", args.file.display()))?.len();
+    let hashing = bar(args.quiet, size_hint, "digest");
+    let (digest, size) = file_digest(&args.file, &hashing).await?;
+    hashing.finish_and_clear();
+    let head = registry
+        .request(reqwest::Method::HEAD, &registry.url(&format!("blobs/{digest}")))
+        .send()
+        .await
+        .map_err(|e| format!("HEAD blob: {e}"))?;
+    if head.status().is_success() {
+        eprintln!("berth push: {digest} is already in {}", registry.repo);
+        return Ok(digest);
+    }
+    let state_file = state_path(args, registry, &digest);
+    let mut state = match load_state(&state_file).await {
+        Some(state) if session_alive(registry, &state).await => {
+            eprintln!("berth push: resuming the upload saved in {}", state_file.display());
+            state
+        }
+        _ => start_session(registry, args, size).await?,
+    };
+    save_state(&state_file, &state).await?;
+    let progress = bar(args.quiet, size, "upload");
+    let location = if state.direct {
+        push_direct(registry, args, &mut state, &state_file, size, &progress).await?
+    } else {
+        push_chunked(registry, args, &mut state, &state_file, size, &progress).await?
+    };
+    progress.finish_and_clear();
+    let url = with_query(&registry.absolute(&location), &format!("digest={digest}"));
+    let resp = registry
+        .request(reqwest::Method::PUT, &url)
+        .send()
+        .await
+        .map_err(|e| format!("completing the upload: {e}"))?;
+    if resp.status() != reqwest::StatusCode::CREATED {
+        let err = fail("completing the upload", resp).await;
+        // The session is gone (the registry discards it on a failed completion).
+        let _ = tokio::fs::remove_file(&state_file).await;
+        return Err(err);
+    }
+    let _ = tokio::fs::remove_file(&state_file).await;
+    Ok(digest)
+}
+
+fn with_query(url: &str, query: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{query}")
+}
+
+/// Is the saved session still open on the registry? (For chunked ones, picks up its offset.)
+async fn session_alive(registry: &Registry, state: &PushState) -> bool {
+    let resp = registry.request(reqwest::Method::GET, &registry.absolute(&state.location)).send().await;
+    matches!(resp, Ok(r) if r.status().is_success())
+}
+
+async fn start_session(registry: &Registry, args: &PushArgs, size: u64) -> Result<PushState, String> {
+    let resp = registry
+        .request(reqwest::Method::POST, &registry.url("blobs/uploads/"))
+        .send()
+        .await
+        .map_err(|e| format!("starting the upload: {e}"))?;
+    if resp.status() != reqwest::StatusCode::ACCEPTED {
+        return Err(fail("starting the upload", resp).await);
+    }
+    let location = registry.absolute(&header(&resp, "location").ok_or("the registry sent no upload Location")?);
+    let direct = !args.no_direct && header(&resp, "berth-direct-upload").as_deref() == Some("parts");
+    let min = header(&resp, "oci-chunk-min-length").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let max = header(&resp, "oci-chunk-max-length").and_then(|v| v.parse::<u64>().ok());
+    let part_size = if direct {
+        // S3 takes at most 10,000 parts.
+        (args.part_mib.max(5) * MIB).max(size.div_ceil(10_000).div_ceil(MIB) * MIB)
+    } else {
+        let mut chunk = (args.chunk_mib.max(1) * MIB).max(min);
+        if let Some(max) = max {
+            chunk = chunk.min(max);
+        }
+        chunk.max(1)
+    };
+    Ok(PushState { location, direct, part_size, ..PushState::default() })
+}
+
+#[derive(Deserialize)]
+struct PartUrls {
+    parts: Vec<PartUrl>,
+}
+
+#[derive(Deserialize)]
+struct PartUrl {
+    number: u32,
+    url: String,
+}
+
+async fn push_direct(
+    registry: &Registry,
+    args: &PushArgs,
+    state: &mut PushState,
+    state_file: &Path,
+    size: u64,
+    progress: &ProgressBar,
+) -> Result<String, String> {
+    let count = size.div_ceil(state.part_size).max(1) as u32;
+    let todo: Vec<u32> = (1..=count).filter(|n| !state.done_parts.contains(n)).collect();
+    progress.inc((count as usize - todo.len()) as u64 * state.part_size.min(size));
+    let shared = Arc::new(Mutex::new(state.clone()));
+    // URLs are fetched in batches just before use, so they do not expire while waiting.
+    for batch in todo.chunks(100) {
+        let first = batch[0];
+        let last = *batch.last().unwrap_or(&first);
+        let url = format!("{}/parts?first={first}&count={}", registry.absolute(&state.location), last - first + 1);
+        let resp = registry
+            .request(reqwest::Method::POST, &url)
+            .send()
+            .await
+            .map_err(|e| format!("asking for part URLs: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(fail("asking for part URLs", resp).await);
+        }
+        let urls: PartUrls = resp.json().await.map_err(|e| format!("part URLs: {e}"))?;
+        let wanted: Vec<PartUrl> = urls.parts.into_iter().filter(|p| batch.contains(&p.number)).collect();
+        let results = futures_util::stream::iter(wanted.into_iter().map(|part| {
+            let shared = shared.clone();
+            let http = registry.http.clone();
+            let file = args.file.clone();
+            let part_size = state.part_size;
+            async move {
+                let start = (part.number as u64 - 1) * part_size;
+                let len = part_size.min(size - start);
+                let body = read_range(&file, start, len).await?;
+                // Storage URLs carry their own signature: no registry token on them.
+                let resp = http
+                    .put(&part.url)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| format!("part {}: {e}", part.number))?;
+                if !resp.status().is_success() {
+                    return Err(fail(&format!("part {}", part.number), resp).await);
+                }
+                progress.inc(len);
+                let mut s = shared.lock().await;
+                s.done_parts.push(part.number);
+                save_state(state_file, &s).await
+            }
+        }));
+        use futures_util::StreamExt;
+        let outcomes: Vec<Result<(), String>> = results.buffer_unordered(args.jobs.max(1)).collect().await;
+        if let Some(err) = outcomes.into_iter().find_map(Result::err) {
+            return Err(format!("{err} (run the same command again to resume)"));
+        }
+    }
+    *state = shared.lock().await.clone();
+    Ok(state.location.clone())
+}
+
+async fn push_chunked(
+    registry: &Registry,
+    args: &PushArgs,
+    state: &mut PushState,
+    state_file: &Path,
+    size: u64,
+    progress: &ProgressBar,
+) -> Result<String, String> {
+    // A resumed session: the registry says how far it got.
+    let status = registry
+        .request(reqwest::Method::GET, &registry.absolute(&state.location))
+        .send()
+        .await
+        .map_err(|e| format!("upload status: {e}"))?;
+    state.offset = offset_of(&status).unwrap_or(0);
+    progress.set_position(state.offset);
+    while state.offset < size {
+        let len = state.part_size.min(size - state.offset);
+        let body = read_range(&args.file, state.offset, len).await?;
+        let resp = registry
+            .request(reqwest::Method::PATCH, &registry.absolute(&state.location))
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("{}-{}", state.offset, state.offset + len - 1))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("PATCH at {}: {e} (run the same command again to resume)", state.offset))?;
+        match resp.status().as_u16() {
+            202 => {}
+            // Out of order: continue from where the registry is.
+            416 => {
+                state.offset = offset_of(&resp).ok_or("416 without a Range")?;
+                progress.set_position(state.offset);
+                continue;
+            }
+            _ => return Err(fail("PATCH", resp).await),
+        }
+        if let Some(loc) = header(&resp, "location") {
+            state.location = registry.absolute(&loc);
+        }
+        state.offset = offset_of(&resp).unwrap_or(state.offset + len);
+        progress.set_position(state.offset);
+        save_state(state_file, state).await?;
+    }
+    Ok(state.location.clone())
+}
+
+/// Bytes received, from a `Range: 0-N` header (inclusive; `0-0` may also mean none).
+fn offset_of(resp: &reqwest::Response) -> Option<u64> {
+    let range = header(resp, "range")?;
+    let end: u64 = range.split_once('-')?.1.trim().parse().ok()?;
+    Some(if end == 0 { 0 } else { end + 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("127.0.0.1:9000/a/b", true).unwrap(),
+            ("http://127.0.0.1:9000".into(), "a/b".into(), None)
+        );
+        assert_eq!(
+            parse_target("reg.example/a:v1", false).unwrap(),
+            ("https://reg.example".into(), "a".into(), Some("v1".into()))
+        );
+        assert_eq!(
+            parse_target("http://h:1/a@sha256:00", false).unwrap(),
+            ("http://h:1".into(), "a".into(), Some("sha256:00".into()))
+        );
+        assert!(parse_target("nohost", false).is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! Configuration from the function's environment (see lambda/README.md for the table).
+
+use std::time::Duration;
+
+use berth_core::Config;
+
+/// Lambda refuses synchronous invocations whose event is larger than this.
+pub const MAX_EVENT_BYTES: u64 = 6 * 1024 * 1024;
+/// Room in the event for the request line, headers and the JSON envelope.
+const EVENT_OVERHEAD_BYTES: u64 = 64 * 1024;
+/// The largest body that fits in an event: binary bodies arrive base64-encoded (4 bytes per 3).
+pub const MAX_BODY_BYTES: u64 = (MAX_EVENT_BYTES - EVENT_OVERHEAD_BYTES) / 4 * 3;
+
+pub struct Settings {
+    /// Bucket for blob content and upload staging.
+    pub bucket: String,
+    /// Bucket for metadata (tags, links, upload sessions); may be the same bucket. Kept apart so
+    /// that a multi-region deployment can point every region at one metadata bucket.
+    pub meta_bucket: String,
+    /// Region of the metadata bucket when it differs from the function's.
+    meta_region: Option<String>,
+    /// Custom S3 endpoint (a local S3 in tests); path-style addressing is used with it.
+    endpoint: Option<String>,
+    /// Custom endpoint for the metadata bucket (defaults to `endpoint`).
+    meta_endpoint: Option<String>,
+    /// Lifetime of presigned blob GET URLs.
+    pub redirect_expiry: Duration,
+    /// Lifetime of presigned part-upload URLs handed out for direct uploads.
+    pub part_url_expiry: Duration,
+    upload_secret: Vec<u8>,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn secs(name: &str, default: u64) -> Result<Duration, String> {
+    match var(name) {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s > 0 && *s <= 7 * 24 * 3600)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{name} must be a number of seconds from 1 to 604800, got {v:?}")),
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, String> {
+        let bucket = var("BERTH_BUCKET").ok_or("BERTH_BUCKET must name the S3 bucket for blobs")?;
+        let upload_secret = var("BERTH_UPLOAD_SECRET")
+            .ok_or("BERTH_UPLOAD_SECRET must hold a random key (32+ bytes) that signs upload ids")?
+            .into_bytes();
+        if upload_secret.len() < 32 {
+            return Err("BERTH_UPLOAD_SECRET must be at least 32 bytes long".into());
+        }
+        Ok(Settings {
+            meta_bucket: var("BERTH_META_BUCKET").unwrap_or_else(|| bucket.clone()),
+            bucket,
+            meta_region: var("BERTH_META_REGION"),
+            meta_endpoint: var("BERTH_META_S3_ENDPOINT").or_else(|| var("BERTH_S3_ENDPOINT")),
+            endpoint: var("BERTH_S3_ENDPOINT"),
+            redirect_expiry: secs("BERTH_REDIRECT_EXPIRY_SECS", 300)?,
+            part_url_expiry: secs("BERTH_PART_URL_EXPIRY_SECS", 3600)?,
+            upload_secret,
+        })
+    }
+
+    pub fn core_config(&self) -> Config {
+        let mut config = Config::new(self.upload_secret.clone());
+        config.max_request_body = Some(MAX_BODY_BYTES);
+        config
+    }
+
+    /// Credentials and region the standard way (the Lambda environment, or env vars locally).
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+    }
+
+    pub fn s3_client(&self, sdk: &aws_config::SdkConfig, region: Option<&str>) -> aws_sdk_s3::Client {
+        self.client_for(sdk, self.endpoint.as_deref(), region)
+    }
+
+    fn client_for(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> aws_sdk_s3::Client {
+        use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+        // Checksums only where S3 requires them: a presigned part URL must not demand one
+        // from the client.
+        let mut builder = aws_sdk_s3::config::Builder::from(sdk)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = endpoint {
+            builder = builder.endpoint_url(endpoint).force_path_style(true);
+        }
+        if let Some(region) = region {
+            builder = builder.region(aws_sdk_s3::config::Region::new(region.to_owned()));
+        }
+        aws_sdk_s3::Client::from_conf(builder.build())
+    }
+
+    pub fn meta_client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+        self.client_for(sdk, self.meta_endpoint.as_deref(), self.meta_region.as_deref())
+    }
+}

@@ -1,0 +1,83 @@
+//! Lambda event in, core request; core response out, Lambda response. Nothing else: the
+//! protocol is berth-core's.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use berth_core::{Body, Registry, RequestContext};
+use futures_util::StreamExt;
+use lambda_http::{Body as EventBody, Request as Event, Response as EventResponse};
+
+use crate::config::MAX_EVENT_BYTES;
+use crate::s3::{S3BlobStore, S3Meta};
+
+pub type LambdaRegistry = Registry<S3BlobStore, S3Meta>;
+
+pub async fn handle(
+    registry: &LambdaRegistry,
+    event: Event,
+) -> Result<EventResponse<EventBody>, lambda_http::Error> {
+    let started = std::time::Instant::now();
+    let (parts, body) = event.into_parts();
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    let response = if event_size(&parts, &body) > MAX_EVENT_BYTES {
+        // Lambda itself refuses such an event before the function runs; local emulators do not,
+        // so the cap is enforced here too and tests see what production does.
+        berth_core::body_too_large(crate::config::MAX_BODY_BYTES)
+    } else {
+        let bytes = match body {
+            EventBody::Empty => bytes::Bytes::new(),
+            EventBody::Text(text) => bytes::Bytes::from(text),
+            EventBody::Binary(data) => bytes::Bytes::from(data),
+            // Only WebSocket events carry other variants.
+            _ => bytes::Bytes::new(),
+        };
+        let stream: berth_core::ByteStream = if bytes.is_empty() {
+            Box::pin(futures_util::stream::empty())
+        } else {
+            Box::pin(futures_util::stream::once(async move { Ok(bytes) }))
+        };
+        registry.handle(http::Request::from_parts(parts, stream), context()).await
+    };
+    let (head, body) = response.into_parts();
+    let body = match body {
+        Body::Empty => EventBody::Empty,
+        Body::Full(bytes) => EventBody::Binary(bytes.to_vec()),
+        // Blob content is redirected to S3, so streams here are small (manifests, errors).
+        Body::Stream(mut stream) => {
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                out.extend_from_slice(&chunk.map_err(|e| format!("{e:?}"))?);
+            }
+            EventBody::Binary(out)
+        }
+    };
+    let body = if matches!(&body, EventBody::Binary(b) if b.is_empty()) { EventBody::Empty } else { body };
+    tracing::info!(
+        %method, uri = %uri, status = head.status.as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0, "request"
+    );
+    Ok(EventResponse::from_parts(head, body))
+}
+
+/// What the event this request arrived in weighs, as Lambda counts it: binary bodies are
+/// base64-encoded in the event JSON.
+fn event_size(parts: &http::request::Parts, body: &EventBody) -> u64 {
+    let body = match body {
+        EventBody::Empty => 0,
+        EventBody::Text(t) => t.len() as u64,
+        EventBody::Binary(b) => (b.len() as u64).div_ceil(3) * 4,
+        _ => 0,
+    };
+    let headers: u64 =
+        parts.headers.iter().map(|(k, v)| (k.as_str().len() + v.len() + 8) as u64).sum();
+    body + headers + parts.uri.to_string().len() as u64
+}
+
+fn context() -> RequestContext {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut random = [0u8; 16];
+    if let Err(e) = getrandom::fill(&mut random) {
+        tracing::error!("no randomness available: {e}");
+    }
+    RequestContext { now, random }
+}

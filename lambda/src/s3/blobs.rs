@@ -1,0 +1,338 @@
+//! `BlobStore` on S3: verified blobs under `blobs/`, uploads under `uploads/`, GETs answered
+//! with presigned URLs.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream as S3Body;
+use berth_core::names::Digest;
+use berth_core::storage::StorageResult;
+use berth_core::{BlobStore, ByteRange, ByteStream, DirectLimits, StorageError, UploadWriter};
+use bytes::Bytes;
+
+use super::upload::{complete_multipart, data_key, upload_prefix, S3UploadWriter, UploadState};
+use super::{byte_stream, status_of, storage_error, Bucket};
+use crate::config::Settings;
+
+/// Metadata of a pointer object: where the blob's bytes are, and how many.
+const META_DATA_KEY: &str = "berth-data";
+const META_SIZE: &str = "berth-size";
+
+pub struct S3BlobStore {
+    pub(super) bucket: Bucket,
+    redirect_expiry: Duration,
+    pub(super) part_url_expiry: Duration,
+}
+
+/// Where a verified blob's bytes are.
+struct Location {
+    key: String,
+    size: u64,
+}
+
+/// Signed for the request's time, not the clock's: the core owns time.
+pub(super) fn presigning(now: u64, expiry: Duration) -> StorageResult<PresigningConfig> {
+    PresigningConfig::builder()
+        .start_time(UNIX_EPOCH + Duration::from_secs(now))
+        .expires_in(expiry)
+        .build()
+        .map_err(|e| StorageError::new(format!("presigning config: {e}")))
+}
+
+fn blob_key(digest: &Digest) -> String {
+    // `sha256:abc` -> `blobs/sha256/abc`
+    format!("blobs/{}", digest.to_string().replacen(':', "/", 1))
+}
+
+impl S3BlobStore {
+    pub fn new(sdk: &aws_config::SdkConfig, settings: &Settings) -> Self {
+        S3BlobStore {
+            bucket: Bucket { client: settings.s3_client(sdk, None), name: settings.bucket.clone() },
+            redirect_expiry: settings.redirect_expiry,
+            part_url_expiry: settings.part_url_expiry,
+        }
+    }
+
+    async fn locate(&self, digest: &Digest) -> StorageResult<Option<Location>> {
+        let key = blob_key(digest);
+        let head = self.bucket.client.head_object().bucket(&self.bucket.name).key(&key).send().await;
+        let out = match head {
+            Ok(out) => out,
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(storage_error("HEAD blob", e)),
+        };
+        let meta = out.metadata();
+        let pointed = meta.and_then(|m| m.get(META_DATA_KEY)).cloned();
+        let size = meta.and_then(|m| m.get(META_SIZE)).and_then(|s| s.parse::<u64>().ok());
+        Ok(Some(match (pointed, size) {
+            (Some(data), Some(size)) => Location { key: data, size },
+            _ => Location { key, size: out.content_length.unwrap_or(0).max(0) as u64 },
+        }))
+    }
+
+    async fn presign_get(&self, key: &str, now: u64) -> StorageResult<String> {
+        let presigned = self
+            .bucket
+            .client
+            .get_object()
+            .bucket(&self.bucket.name)
+            .key(key)
+            .presigned(presigning(now, self.redirect_expiry)?)
+            .await
+            .map_err(|e| storage_error("presign GET", e))?;
+        Ok(presigned.uri().to_owned())
+    }
+
+    async fn delete_key(&self, key: &str) -> StorageResult<()> {
+        match self.bucket.client.delete_object().bucket(&self.bucket.name).key(key).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(storage_error("DELETE", e)),
+        }
+    }
+
+    /// Removes every staging object of an upload (tails, and the data object if asked).
+    pub(super) async fn delete_upload_objects(&self, id: &str, keep_data: bool) -> StorageResult<()> {
+        let prefix = upload_prefix(id);
+        let data = data_key(id);
+        let out = self
+            .bucket
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket.name)
+            .prefix(&prefix)
+            .send()
+            .await
+            .map_err(|e| storage_error("LIST upload objects", e))?;
+        for key in out.contents().iter().filter_map(|o| o.key()) {
+            if keep_data && key == data {
+                continue;
+            }
+            self.delete_key(key).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a completed multipart object as `digest`'s content: a pointer, not a copy.
+    pub(super) async fn publish_pointer(&self, id: &str, digest: &Digest, size: u64) -> StorageResult<()> {
+        self.bucket
+            .client
+            .put_object()
+            .bucket(&self.bucket.name)
+            .key(blob_key(digest))
+            .metadata(META_DATA_KEY, data_key(id))
+            .metadata(META_SIZE, size.to_string())
+            .body(S3Body::from(Bytes::new()))
+            .send()
+            .await
+            .map_err(|e| storage_error("PUT blob pointer", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for S3BlobStore {
+    async fn stat(&self, digest: &Digest) -> StorageResult<Option<u64>> {
+        Ok(self.locate(digest).await?.map(|l| l.size))
+    }
+
+    async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> StorageResult<Option<ByteStream>> {
+        let Some(location) = self.locate(digest).await? else { return Ok(None) };
+        if location.size == 0 || range.is_some_and(|r| r.start >= r.end) {
+            return Ok(Some(Box::pin(futures_util::stream::empty())));
+        }
+        let got = self
+            .bucket
+            .client
+            .get_object()
+            .bucket(&self.bucket.name)
+            .key(&location.key)
+            .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)))
+            .send()
+            .await;
+        match got {
+            Ok(out) => Ok(Some(byte_stream(out.body))),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(storage_error("GET blob", e)),
+        }
+    }
+
+    async fn put_verified(&self, digest: &Digest, content: Bytes) -> StorageResult<()> {
+        self.bucket
+            .client
+            .put_object()
+            .bucket(&self.bucket.name)
+            .key(blob_key(digest))
+            .body(S3Body::from(content))
+            .send()
+            .await
+            .map_err(|e| storage_error("PUT blob", e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, digest: &Digest) -> StorageResult<()> {
+        if let Some(location) = self.locate(digest).await? {
+            self.delete_key(&location.key).await?;
+        }
+        self.delete_key(&blob_key(digest)).await
+    }
+
+    async fn redirect_url(&self, digest: &Digest, now: u64) -> StorageResult<Option<String>> {
+        let Some(location) = self.locate(digest).await? else { return Ok(None) };
+        self.presign_get(&location.key, now).await.map(Some)
+    }
+
+    async fn upload_start(&self, _id: &str) -> StorageResult<String> {
+        // The multipart upload starts with the first full part: most uploads through the
+        // function (configs, small layers) never need one.
+        Ok(UploadState::default().encode())
+    }
+
+    async fn upload_writer(&self, id: &str, backend: &str, offset: u64) -> StorageResult<Box<dyn UploadWriter>> {
+        let state = UploadState::parse(backend)?;
+        if state.in_parts + state.tail != offset {
+            return Err(StorageError::new(format!(
+                "upload {id}: S3 state holds {} bytes, session says {offset}",
+                state.in_parts + state.tail
+            )));
+        }
+        Ok(Box::new(S3UploadWriter::open(self.bucket.clone(), id, state).await?))
+    }
+
+    async fn upload_read(&self, id: &str, backend: &str) -> StorageResult<ByteStream> {
+        let state = UploadState::parse(backend)?;
+        if state.direct {
+            // Completed by `direct_complete`: the whole object is in place.
+            let got = self
+                .bucket
+                .client
+                .get_object()
+                .bucket(&self.bucket.name)
+                .key(data_key(id))
+                .send()
+                .await
+                .map_err(|e| storage_error("GET direct upload", e))?;
+            return Ok(byte_stream(got.body));
+        }
+        if state.mpu.is_some() {
+            // Parts of an unfinished multipart upload cannot be read back.
+            return Err(StorageError::new(
+                "digests other than sha256 are only supported for blobs under 5 MiB on S3",
+            ));
+        }
+        if state.tail == 0 {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        }
+        let got = self
+            .bucket
+            .client
+            .get_object()
+            .bucket(&self.bucket.name)
+            .key(state.tail_key(id))
+            .send()
+            .await
+            .map_err(|e| storage_error("GET upload tail", e))?;
+        Ok(byte_stream(got.body))
+    }
+
+    async fn upload_commit(&self, id: &str, backend: &str, digest: &Digest, size: u64) -> StorageResult<()> {
+        let mut state = UploadState::parse(backend)?;
+        if state.mpu.is_none() {
+            // Under one part: copy the tail into place (S3-side, at most 5 MiB).
+            if state.tail == 0 {
+                self.put_verified(digest, Bytes::new()).await?;
+            } else {
+                self.bucket
+                    .client
+                    .copy_object()
+                    .bucket(&self.bucket.name)
+                    .key(blob_key(digest))
+                    .copy_source(format!("{}/{}", self.bucket.name, state.tail_key(id)))
+                    .send()
+                    .await
+                    .map_err(|e| storage_error("COPY tail into place", e))?;
+            }
+            return self.delete_upload_objects(id, false).await;
+        }
+        if !state.direct {
+            complete_multipart(&self.bucket, id, &mut state).await?;
+        }
+        self.publish_pointer(id, digest, size).await?;
+        self.delete_upload_objects(id, true).await
+    }
+
+    async fn upload_abort(&self, id: &str, backend: &str) -> StorageResult<()> {
+        let state = UploadState::parse(backend)?;
+        if let Some(mpu) = state.mpu.filter(|_| !state.complete) {
+            let aborted = self
+                .bucket
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket.name)
+                .key(data_key(id))
+                .upload_id(mpu)
+                .send()
+                .await;
+            if let Err(e) = aborted {
+                if status_of(&e) != Some(404) {
+                    return Err(storage_error("AbortMultipartUpload", e));
+                }
+            }
+        }
+        self.delete_upload_objects(id, false).await
+    }
+
+    fn direct_limits(&self) -> Option<DirectLimits> {
+        Some(super::direct::LIMITS)
+    }
+
+    async fn direct_start(&self, id: &str, backend: &str) -> StorageResult<String> {
+        self.start_direct(id, backend).await
+    }
+
+    async fn direct_part_urls(
+        &self,
+        id: &str,
+        backend: &str,
+        first: u32,
+        count: u32,
+        now: u64,
+    ) -> StorageResult<(Vec<String>, u64)> {
+        self.presign_parts(id, backend, first, count, now).await
+    }
+
+    async fn direct_complete(&self, id: &str, backend: &str) -> StorageResult<(String, u64)> {
+        self.finish_direct(id, backend).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(expiry: u64) -> S3BlobStore {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new("AKID", "SECRET", None, None, "test"))
+            .endpoint_url("http://127.0.0.1:1")
+            .force_path_style(true)
+            .build();
+        S3BlobStore {
+            bucket: Bucket { client: aws_sdk_s3::Client::from_conf(config), name: "b".into() },
+            redirect_expiry: Duration::from_secs(expiry),
+            part_url_expiry: Duration::from_secs(expiry),
+        }
+    }
+
+    #[tokio::test]
+    async fn presigned_urls_use_the_time_passed_in() {
+        // 2001-09-09T01:46:40Z
+        let url = store(120).presign_get("blobs/sha256/ab", 1_000_000_000).await.unwrap();
+        assert!(url.starts_with("http://127.0.0.1:1/b/blobs/sha256/ab?"), "{url}");
+        assert!(url.contains("X-Amz-Date=20010909T014640Z"), "{url}");
+        assert!(url.contains("X-Amz-Expires=120"), "{url}");
+        let later = store(120).presign_get("blobs/sha256/ab", 1_000_000_060).await.unwrap();
+        assert!(later.contains("X-Amz-Date=20010909T014740Z"), "{later}");
+    }
+}
