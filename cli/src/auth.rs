@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_core::auth::{Auth, AuthConfig, HttpFetch};
-use http_body_util::BodyExt as _;
 
 /// Loads and checks the auth config; a bad file stops start-up with the reason.
 pub fn load(path: &Path) -> Result<Auth, String> {
@@ -45,25 +44,17 @@ pub fn relative_to(config: &Path, file: &str) -> PathBuf {
 const MAX_RESPONSE_BYTES: usize = 512 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-type HttpsClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Empty<bytes::Bytes>,
->;
-
 struct Fetcher {
-    client: HttpsClient,
+    client: reqwest::Client,
 }
 
 impl Fetcher {
     fn new() -> Result<Self, String> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| format!("cannot load the system's CA certificates: {e}"))?
-            // Plain http is only ever used for loopback issuers; the core refuses other http URLs.
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        // Plain http is only ever used for loopback issuers; the core refuses other http URLs.
+        let client = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot set up the HTTPS client for OIDC keys: {e}"))?;
         Ok(Fetcher { client })
     }
 }
@@ -71,18 +62,17 @@ impl Fetcher {
 #[async_trait::async_trait]
 impl HttpFetch for Fetcher {
     async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
-        let request = async {
-            let response = self.client.get(uri).await.map_err(|e| e.to_string())?;
-            if !response.status().is_success() {
-                return Err(format!("{url} answered {}", response.status()));
+        let mut response = self.client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading {url}: {e}"))? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(format!("{url} sent more than {MAX_RESPONSE_BYTES} bytes"));
             }
-            let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES);
-            let bytes = body.collect().await.map_err(|e| format!("reading {url}: {e}"))?.to_bytes();
-            Ok(bytes.to_vec())
-        };
-        tokio::time::timeout(FETCH_TIMEOUT, request)
-            .await
-            .map_err(|_| format!("{url} did not answer within {} s", FETCH_TIMEOUT.as_secs()))?
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 }
