@@ -119,18 +119,28 @@ impl RegistryError {
 
 impl From<StorageError> for RegistryError {
     fn from(err: StorageError) -> Self {
+        if let Some(code) = err.1 {
+            return RegistryError::new(code, err.0);
+        }
         tracing::error!(error = %err.0, "storage error");
         RegistryError::new(ErrorCode::Unknown, format!("storage backend failed: {}", err.0))
     }
 }
 
-/// A failure of the storage backend (I/O, network, outage). Never caused by client input.
+/// A failure of the storage backend (I/O, network, outage): a 500. The second field is set only
+/// when the backend refused what the client sent (a part S3 finds too small, say): then it is the
+/// client's fault, answered with that OCI code and its 4xx status.
 #[derive(Debug, Clone)]
-pub struct StorageError(pub String);
+pub struct StorageError(pub String, pub Option<ErrorCode>);
 
 impl StorageError {
     pub fn new(message: impl std::fmt::Display) -> Self {
-        StorageError(message.to_string())
+        StorageError(message.to_string(), None)
+    }
+
+    /// The backend refused the client's data; `message` must say what to do instead.
+    pub fn client(code: ErrorCode, message: impl std::fmt::Display) -> Self {
+        StorageError(message.to_string(), Some(code))
     }
 }
 

@@ -225,6 +225,30 @@ def test_direct():
     s, _, _ = request("HEAD", f"/v2/{repo}/blobs/{digest(bad)}")
     check(s == 404, "nor are the bytes under their real digest")
 
+    # Completing before any part reached storage, and a part under S3's 5 MiB minimum that is
+    # not the last: the client's fault (400 with what to do), never a 500; re-uploading the
+    # offending part then completes.
+    loc = start_direct(repo)
+    sep = "&" if "?" in loc else "?"
+    s, h, b = request("PUT", f"{loc}{sep}digest={digest(data)}")
+    oci_error(s, b, 400, "BLOB_UPLOAD_INVALID")
+    urls = part_urls(loc)
+    s, _, _ = request("PUT", urls[1], data[:MIB])
+    check(s == 200, "a 1 MiB first part straight to S3")
+    s, _, _ = request("PUT", urls[2], data[5 * MIB :])
+    check(s == 200, "a last part straight to S3")
+    s, h, b = request("PUT", f"{loc}{sep}digest={digest(data)}")
+    oci_error(s, b, 400, "BLOB_UPLOAD_INVALID")
+    s, _, _ = request("HEAD", f"/v2/{repo}/blobs/{digest(data)}")
+    check(s == 200, "(the blob from the first direct upload is still there)")
+    other = os.urandom(5 * MIB + 99)
+    s, _, _ = request("PUT", urls[1], other[: 5 * MIB])
+    check(s == 200, "the first part again, at full size")
+    s, _, _ = request("PUT", urls[2], other[5 * MIB :])
+    check(s == 200, "the last part again")
+    s, h, b = request("PUT", f"{loc}{sep}digest={digest(other)}")
+    check(s == 201, "completion after the parts were fixed", f"{s} {b[:300]!r}")
+
     # Bad requests for part URLs.
     loc = start_direct(repo)
     for q in ["first=0", "count=0", "count=101", "first=10000&count=2", "first=abc"]:

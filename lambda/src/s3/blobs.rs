@@ -216,8 +216,10 @@ impl BlobStore for S3BlobStore {
         }
         if state.mpu.is_some() {
             // Parts of an unfinished multipart upload cannot be read back.
-            return Err(StorageError::new(
-                "digests other than sha256 are only supported for blobs under 5 MiB on S3",
+            return Err(StorageError::client(
+                berth_core::ErrorCode::DigestInvalid,
+                "on this runtime, digests other than sha256 are only supported for blobs under \
+                 5 MiB (an unfinished S3 multipart upload cannot be read back); push with sha256",
             ));
         }
         if state.tail == 0 {

@@ -2,9 +2,10 @@
 //! parts of `uploads/<id>/data` to presigned UploadPart URLs; completion lists the parts S3
 //! holds, so the client never has to send ETags back.
 
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use berth_core::storage::StorageResult;
-use berth_core::{DirectLimits, StorageError};
+use berth_core::{DirectLimits, ErrorCode, StorageError};
 
 use super::blobs::{presigning, S3BlobStore};
 use super::upload::{data_key, start_multipart, UploadState, MIN_PART_BYTES};
@@ -107,7 +108,10 @@ impl S3BlobStore {
         // Completion wants ascending part numbers; not every S3 lists them in order.
         parts.sort_by_key(|p| p.part_number());
         if parts.is_empty() {
-            return Err(StorageError::new(format!("direct upload {id}: no part reached storage")));
+            return Err(StorageError::client(
+                ErrorCode::BlobUploadInvalid,
+                format!("direct upload {id}: no part reached storage; upload the parts to their URLs first"),
+            ));
         }
         self.bucket
             .client
@@ -118,7 +122,18 @@ impl S3BlobStore {
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
-            .map_err(|e| storage_error("CompleteMultipartUpload", e))?;
+            .map_err(|e| match e.as_service_error().and_then(|se| se.code()) {
+                // What the client uploaded does not make a valid object: its fault, and it can
+                // upload the offending parts again and complete once more.
+                Some(code @ ("EntityTooSmall" | "InvalidPart" | "InvalidPartOrder")) => StorageError::client(
+                    ErrorCode::BlobUploadInvalid,
+                    format!(
+                        "S3 refused the uploaded parts ({code}): every part but the last must be at \
+                         least 5 MiB; upload those parts again, then complete"
+                    ),
+                ),
+                _ => storage_error("CompleteMultipartUpload", e),
+            })?;
         let mut state = state;
         state.in_parts = size;
         state.complete = true;
