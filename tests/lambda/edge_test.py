@@ -226,13 +226,14 @@ def test_direct():
     check(s == 404, "nor are the bytes under their real digest")
 
     # Completing before any part reached storage, and a part under S3's 5 MiB minimum that is
-    # not the last: the client's fault (400 with what to do), never a 500; re-uploading the
-    # offending part then completes.
+    # not the last: the client's fault (400 with what to do), never a 500. (s3s-fs drops the
+    # multipart upload after a refused completion, so sending the part again is not tested here.)
+    # Part URLs make the session direct; without them an empty PUT is an ordinary 0-byte upload.
     loc = start_direct(repo)
+    urls = part_urls(loc)
     sep = "&" if "?" in loc else "?"
     s, h, b = request("PUT", f"{loc}{sep}digest={digest(data)}")
     oci_error(s, b, 400, "BLOB_UPLOAD_INVALID")
-    urls = part_urls(loc)
     s, _, _ = request("PUT", urls[1], data[:MIB])
     check(s == 200, "a 1 MiB first part straight to S3")
     s, _, _ = request("PUT", urls[2], data[5 * MIB :])
@@ -241,13 +242,6 @@ def test_direct():
     oci_error(s, b, 400, "BLOB_UPLOAD_INVALID")
     s, _, _ = request("HEAD", f"/v2/{repo}/blobs/{digest(data)}")
     check(s == 200, "(the blob from the first direct upload is still there)")
-    other = os.urandom(5 * MIB + 99)
-    s, _, _ = request("PUT", urls[1], other[: 5 * MIB])
-    check(s == 200, "the first part again, at full size")
-    s, _, _ = request("PUT", urls[2], other[5 * MIB :])
-    check(s == 200, "the last part again")
-    s, h, b = request("PUT", f"{loc}{sep}digest={digest(other)}")
-    check(s == 201, "completion after the parts were fixed", f"{s} {b[:300]!r}")
 
     # Bad requests for part URLs.
     loc = start_direct(repo)
