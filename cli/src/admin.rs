@@ -29,6 +29,17 @@ pub enum KeyCommand {
     },
 }
 
+#[derive(clap::Subcommand)]
+pub enum AuthCommand {
+    /// Print the auth config with its key files inlined: one self-contained TOML text for
+    /// runtimes without a filesystem (the Worker's AUTH_CONFIG secret, the Lambda function's
+    /// BERTH_AUTH_CONFIG). It holds private keys: pipe it straight into the secret store.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
 /// `berth user …` and `berth robot …`: the same three verbs for both kinds of account.
 #[derive(clap::Subcommand)]
 pub enum AccountCommand {
@@ -93,6 +104,25 @@ pub fn key(cmd: KeyCommand) -> Result<(), String> {
     *keys = reordered;
     save(&config.path, &doc)?;
     println!("generated key {kid} ({}); it signs from the next restart of berth serve", key_path.display());
+    Ok(())
+}
+
+pub fn auth(cmd: AuthCommand) -> Result<(), String> {
+    let AuthCommand::Export { config } = cmd;
+    let mut doc = load(&config.path)?;
+    for key in keys_of(&mut doc)?.iter_mut() {
+        let Some(file) = key.get("private_key_file").and_then(Item::as_str).map(str::to_owned) else {
+            continue;
+        };
+        let path = crate::auth::relative_to(&config.path, &file);
+        let secret = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        key.remove("private_key_file");
+        key.insert("private_key", value(secret.trim()));
+    }
+    let text = doc.to_string();
+    // What the serverless runtimes will do with it, checked now rather than at their start.
+    auth::Auth::from_toml(&text)?;
+    print!("{text}");
     Ok(())
 }
 

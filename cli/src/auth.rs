@@ -2,9 +2,9 @@
 //! an HTTP client for OIDC issuers' keys. Every rule of auth itself lives in berth-core.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use berth_core::auth::{Auth, AuthConfig, HttpFetch};
+use berth_core::auth::{Auth, AuthConfig};
+use berth_core::native::ReqwestFetch;
 
 /// Loads and checks the auth config; a bad file stops start-up with the reason.
 pub fn load(path: &Path) -> Result<Auth, String> {
@@ -14,7 +14,7 @@ pub fn load(path: &Path) -> Result<Auth, String> {
     if config.oidc.is_empty() {
         return Ok(auth);
     }
-    Ok(auth.with_fetcher(Box::new(Fetcher::new()?)))
+    Ok(auth.with_fetcher(Box::new(ReqwestFetch::new()?)))
 }
 
 /// The config with `private_key_file` entries read (paths relative to the config file).
@@ -38,41 +38,4 @@ pub fn relative_to(config: &Path, file: &str) -> PathBuf {
         return file.to_path_buf();
     }
     config.parent().unwrap_or(Path::new(".")).join(file)
-}
-
-/// OIDC discovery and JWKS responses are small; anything bigger is refused.
-const MAX_RESPONSE_BYTES: usize = 512 * 1024;
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-
-struct Fetcher {
-    client: reqwest::Client,
-}
-
-impl Fetcher {
-    fn new() -> Result<Self, String> {
-        // Plain http is only ever used for loopback issuers; the core refuses other http URLs.
-        let client = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .build()
-            .map_err(|e| format!("cannot set up the HTTPS client for OIDC keys: {e}"))?;
-        Ok(Fetcher { client })
-    }
-}
-
-#[async_trait::async_trait]
-impl HttpFetch for Fetcher {
-    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
-        let mut response = self.client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{url} answered {}", response.status()));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading {url}: {e}"))? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(format!("{url} sent more than {MAX_RESPONSE_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    }
 }

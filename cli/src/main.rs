@@ -35,6 +35,9 @@ enum Command {
     /// Token signing keys in the auth config (see docs/auth.md).
     #[command(subcommand)]
     Key(admin::KeyCommand),
+    /// The auth config as one text, keys inlined, for the Worker and Lambda (`berth auth export`).
+    #[command(subcommand)]
+    Auth(admin::AuthCommand),
     /// Users (password logins) in the auth config.
     #[command(subcommand)]
     User(admin::AccountCommand),
@@ -58,6 +61,7 @@ fn main() -> std::process::ExitCode {
     // Admin commands edit a file and need no async runtime.
     let admin = match cli.command {
         Command::Key(cmd) => admin::key(cmd),
+        Command::Auth(cmd) => admin::auth(cmd),
         Command::User(cmd) => admin::user(cmd),
         Command::Robot(cmd) => admin::robot(cmd),
         Command::Serve(args) => return in_runtime(serve::run(args)),

@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, State};
 use axum::response::IntoResponse;
 use axum::serve::ListenerExt;
-use berth_core::{Body, Config, Registry, RequestContext, StorageError};
+use berth_core::{Body, Config, Registry, StorageError};
 use futures_util::StreamExt;
 
 use crate::local::{FsBlobStore, RedbMeta};
@@ -92,7 +92,7 @@ async fn handle(
     // Run the protocol on its own task: when a client hangs up, hyper drops this handler's
     // future, and a request cut off between two storage steps (or holding an upload claim)
     // must still finish its bookkeeping. Its body stream then ends with an error instead.
-    let task = tokio::spawn(async move { registry.handle(req, context()).await });
+    let task = tokio::spawn(async move { registry.handle(req, berth_core::native::request_context()).await });
     let (_, joined) = tokio::join!(pump, task);
     let response = match joined {
         Ok(response) => response,
@@ -179,16 +179,6 @@ fn pump_body(
         })
     });
     (Box::pin(stream), pump)
-}
-
-fn context() -> RequestContext {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let mut random = [0u8; 16];
-    if let Err(e) = getrandom::fill(&mut random) {
-        // Upload ids would collide without randomness; this only happens on a broken OS.
-        tracing::error!("no randomness available: {e}");
-    }
-    RequestContext { now, random }
 }
 
 /// The key that signs upload ids, kept in the data directory so ids survive restarts.

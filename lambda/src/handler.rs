@@ -1,9 +1,8 @@
 //! Lambda event in, core request; core response out, Lambda response. Nothing else: the
 //! protocol is berth-core's.
 
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use berth_core::{Body, Registry, RequestContext};
+use berth_core::{Body, Registry};
 use futures_util::StreamExt;
 use lambda_http::{Body as EventBody, Request as Event, Response as EventResponse};
 
@@ -36,7 +35,7 @@ pub async fn handle(
         } else {
             Box::pin(futures_util::stream::once(async move { Ok(bytes) }))
         };
-        registry.handle(http::Request::from_parts(parts, stream), context()).await
+        registry.handle(http::Request::from_parts(parts, stream), berth_core::native::request_context()).await
     };
     let (head, body) = response.into_parts();
     let body = match body {
@@ -71,13 +70,4 @@ fn event_size(parts: &http::request::Parts, body: &EventBody) -> u64 {
     let headers: u64 =
         parts.headers.iter().map(|(k, v)| (k.as_str().len() + v.len() + 8) as u64).sum();
     body + headers + parts.uri.to_string().len() as u64
-}
-
-fn context() -> RequestContext {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let mut random = [0u8; 16];
-    if let Err(e) = getrandom::fill(&mut random) {
-        tracing::error!("no randomness available: {e}");
-    }
-    RequestContext { now, random }
 }

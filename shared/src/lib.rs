@@ -13,6 +13,8 @@ pub mod error;
 pub mod hash;
 pub mod manifests;
 pub mod names;
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub mod native;
 mod records;
 pub mod referrers;
 mod reply;
@@ -89,7 +91,9 @@ pub struct Registry<B, M> {
     pub(crate) meta: M,
     pub(crate) config: Config,
     /// None: no auth (the default); see [`Registry::with_auth`].
-    pub(crate) auth: Option<Box<auth::Auth>>,
+    /// Shared: the Worker builds a `Registry` per request but keeps one `Auth` (and its cache of
+    /// OIDC keys) per isolate.
+    pub(crate) auth: Option<std::sync::Arc<auth::Auth>>,
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
@@ -99,8 +103,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
 
     /// Turns on token auth: every request is checked before dispatch, and the token endpoint
     /// is served at [`auth::TOKEN_PATH`].
-    pub fn with_auth(mut self, auth: auth::Auth) -> Self {
-        self.auth = Some(Box::new(auth));
+    pub fn with_auth(mut self, auth: impl Into<std::sync::Arc<auth::Auth>>) -> Self {
+        self.auth = Some(auth.into());
         self
     }
 

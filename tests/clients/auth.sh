@@ -8,7 +8,8 @@
 #   bash tests/clients/auth.sh skopeo docker    # a selection (names: see ALL_TESTS below)
 #
 # Environment: BERTH_BIN (default <repo>/target/release/berth), BERTH_PORT (default: first free
-# in 5200-5299), ISSUER_PORT (first free in 5300-5399), CLIENT_TIMEOUT (s per client command),
+# in 5200-5299), BERTH_AUTH_LAUNCH (a script run as `SCRIPT CONFIG PORT` that starts another
+# runtime with that auth config, instead of berth serve), ISSUER_PORT (first free in 5300-5399), CLIENT_TIMEOUT (s per client command),
 # KEEP_WORK=1 keeps the temporary directory. The users, robot and signing keys are made with
 # the real admin commands (berth key generate / user add / robot add).
 #
@@ -100,16 +101,25 @@ EOF
 
 python3 "$auth_here/oidc_issuer.py" serve --key "$WORK/issuer.pem" --port "$ISSUER_PORT" >"$WORK/issuer.log" 2>&1 &
 register_pid $!
-"$BERTH_BIN" serve --addr "$REG" --data-dir "$WORK/data" --auth-config "$CONF" >"$WORK/server.log" 2>&1 &
-server_pid=$!
-for ((i = 0; i < 100; i++)); do
+if [ -n "${BERTH_AUTH_LAUNCH:-}" ]; then
+  # Another runtime with this config (the Worker, the Lambda function): the script starts it on
+  # $port in the foreground; it runs in its own process group, stopped as a group at exit.
+  setsid "$BERTH_AUTH_LAUNCH" "$CONF" "$port" >"$WORK/server.log" 2>&1 &
+  server_pid=-$!
+  polls=900
+else
+  "$BERTH_BIN" serve --addr "$REG" --data-dir "$WORK/data" --auth-config "$CONF" >"$WORK/server.log" 2>&1 &
+  server_pid=$!
+  polls=100
+fi
+for ((i = 0; i < polls; i++)); do
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://$REG/v2/" || true)
   [ "$code" = 401 ] && curl -sf "$ISSUER/jwks" >/dev/null && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$WORK/server.log"; echo "berth serve exited" >&2; exit 1; }
+  kill -0 -- "$server_pid" 2>/dev/null || { cat "$WORK/server.log"; echo "the registry exited" >&2; exit 1; }
   sleep 0.2
 done
-[ "$code" = 401 ] || { cat "$WORK/server.log"; echo "berth serve --auth-config did not come up" >&2; exit 1; }
-say "berth serve with auth on $REG, OIDC issuer on $ISSUER (work dir $WORK)"
+[ "$code" = 401 ] || { cat "$WORK/server.log"; echo "the registry with auth did not come up" >&2; exit 1; }
+say "${BERTH_AUTH_LAUNCH:-berth serve} with auth on $REG, OIDC issuer on $ISSUER (work dir $WORK)"
 
 id_token() { # id_token REF: an identity token as a CI job on branch REF of org/app would get
   python3 "$auth_here/oidc_issuer.py" mint --key "$WORK/issuer.pem" --issuer "$ISSUER" --aud berth \

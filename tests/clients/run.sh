@@ -75,17 +75,18 @@ sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 # Register a PID for the parent's cleanup (the tests run in child processes).
 register_pid() { echo "$*" >>"$WORK/pids"; } # register_pid PID [DOCKERD-DIR]
 
-# stop_pid PID [SECONDS]: SIGTERM, wait, then SIGKILL. Works for non-children too.
+# stop_pid PID [SECONDS]: SIGTERM, wait, then SIGKILL. Works for non-children too, and for a
+# process group given as -PGID.
 stop_pid() {
   local pid=$1 secs=${2:-20} i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
+  kill -0 -- "$pid" 2>/dev/null || return 0
+  kill -TERM -- "$pid" 2>/dev/null || true
   for ((i = 0; i < secs * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+    kill -0 -- "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
     sleep 0.1
   done
   say "pid $pid still alive after ${secs}s, killing" >&2
-  kill -KILL "$pid" 2>/dev/null || true
+  kill -KILL -- "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null
   return 0
 }

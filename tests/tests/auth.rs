@@ -2,9 +2,13 @@
 //! endpoint (GET Basic, OAuth2 POST password/refresh/token-exchange), partial grants, anonymous
 //! pull, catalog, mounts, every kind of bad token, and the OIDC exchange with a local issuer.
 //!
-//! This file always spawns its own `berth serve` with auth on (BERTH_BIN, else the workspace's
-//! build), on a port in 5200-5299, even when BERTH_URL is set: auth needs a config the test
-//! controls (keys, users, policy, a trusted issuer). It points BERTH_URL at that server for
+//! This file always starts its own registry with auth on, even when BERTH_URL is set: auth needs
+//! a config the test controls (keys, users, policy, a trusted issuer). By default that is
+//! `berth serve --auth-config` (BERTH_BIN, else the workspace's build) on a port in 5200-5299.
+//! With BERTH_AUTH_LAUNCH=SCRIPT it runs `SCRIPT CONFIG_FILE PORT` instead, in its own process
+//! group (stopped as a group at exit), and waits for a 401 on PORT: the Worker and the Lambda
+//! function run these same tests that way (tests/edge/launch-auth.sh, tests/lambda/
+//! launch-auth.sh). BERTH_AUTH_PORT fixes the port. It points BERTH_URL at that registry for
 //! the harness. The OIDC issuer is a small hyper server in this process (port 5300-5399)
 //! serving a discovery document and JWKS. Users, robots and keys are made with the real admin
 //! commands (`berth key generate`, `berth user add`, `berth robot add`).
@@ -164,28 +168,39 @@ project_path = "group/app"
         p256::ecdsa::SigningKey::from_slice(&URL_SAFE_NO_PAD.decode(b64.trim()).unwrap()).unwrap()
     };
 
-    let port = std::net::TcpListener::bind_any_in(5200..5300).local_addr().unwrap().port();
+    let port = match std::env::var("BERTH_AUTH_PORT") {
+        Ok(p) => p.parse().expect("BERTH_AUTH_PORT is a port number"),
+        Err(_) => std::net::TcpListener::bind_any_in(5200..5300).local_addr().unwrap().port(),
+    };
     let log = data.join("server.log");
     let log_file = std::fs::File::create(&log).unwrap();
-    let args = vec![
-        "serve".to_string(),
-        "--addr".into(),
-        format!("127.0.0.1:{port}"),
-        "--data-dir".into(),
-        data.join("store").to_string_lossy().into_owned(),
-        "--auth-config".into(),
-        config.to_string_lossy().into_owned(),
-    ];
-    let (pid, exited) = spawn_owned(&bin, args, log_file);
+    let launcher = std::env::var_os("BERTH_AUTH_LAUNCH").map(PathBuf::from);
+    let (pid, exited) = match &launcher {
+        Some(script) => launch_group(script, &config, port, log_file),
+        None => {
+            let args = vec![
+                "serve".to_string(),
+                "--addr".into(),
+                format!("127.0.0.1:{port}"),
+                "--data-dir".into(),
+                data.join("store").to_string_lossy().into_owned(),
+                "--auth-config".into(),
+                config.to_string_lossy().into_owned(),
+            ];
+            spawn_owned(&bin, args, log_file)
+        }
+    };
     SERVER_PID.store(pid, Ordering::SeqCst);
     unsafe { libc::atexit(stop_server) };
     // The harness sends relative paths to BERTH_URL: this server.
     std::env::set_var("BERTH_URL", format!("http://127.0.0.1:{port}"));
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // wrangler dev and cargo lambda watch take longer to start than berth serve.
+    let deadline = Instant::now() + Duration::from_secs(if launcher.is_some() { 180 } else { 60 });
     while !answers_401(port) {
         assert!(
             Instant::now() < deadline && !exited.load(Ordering::SeqCst),
-            "berth serve --auth-config did not come up; log:\n{}",
+            "the registry with auth ({}) did not come up on {port}; log:\n{}",
+            launcher.as_ref().map_or("berth serve --auth-config".into(), |l| l.display().to_string()),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -193,11 +208,36 @@ project_path = "group/app"
     Env { issuer_port, data: data.clone(), log, new_key: read_key("new"), old_key: read_key("old"), robot_secret, gh_key, gl_key }
 }
 
+/// Runs `script CONFIG PORT` as the leader of a new process group, so that everything it
+/// starts (wrangler's workerd processes, cargo lambda's function) is stopped with it. Returns
+/// the group id negated, which `kill` takes as "the whole group".
+fn launch_group(script: &std::path::Path, config: &std::path::Path, port: u16, log: std::fs::File) -> (i32, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(script);
+    cmd.arg(config).arg(port.to_string()).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let pid = child.id() as i32;
+    let exited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = exited.clone();
+    std::thread::spawn(move || {
+        let _ = child.wait();
+        flag.store(true, Ordering::SeqCst);
+    });
+    (-pid, exited)
+}
+
 extern "C" fn stop_server() {
+    // Negative: a launched process group (see launch_group).
     let pid = SERVER_PID.load(Ordering::SeqCst);
-    if pid > 0 {
+    if pid != 0 {
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(if pid < 0 { 2000 } else { 300 }));
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     if std::env::var_os("BERTH_KEEP_DATA").is_none() {

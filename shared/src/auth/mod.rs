@@ -20,7 +20,7 @@ pub mod token;
 
 pub use audit::ClientAddr;
 pub use config::AuthConfig;
-pub use oidc::HttpFetch;
+pub use oidc::{HttpFetch, MAX_JWKS_BYTES};
 pub use policy::Principal;
 pub use principals::{hash_password, robot_secret_hash, validate_name, OIDC_USERNAME, ROBOT_SECRET_PREFIX};
 pub use rs256::Rs256;
@@ -75,6 +75,21 @@ impl Auth {
             oidc: oidc::Trust::new(&config.oidc)?,
             default_scheme: "https",
         })
+    }
+
+    /// For runtimes without a filesystem (the Worker's secret, the Lambda function's setting):
+    /// the whole config as TOML text, signing keys inline. `berth auth export` writes one from
+    /// a config whose keys are in files.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let config = AuthConfig::from_toml(text)?;
+        if let Some(key) = config.token.keys.iter().find(|k| k.private_key.is_none() && k.private_key_file.is_some()) {
+            return Err(format!(
+                "auth config: key {:?} names private_key_file, which this runtime cannot read; \
+                 inline the keys with `berth auth export --config FILE`",
+                key.kid
+            ));
+        }
+        Auth::new(&config)
     }
 
     /// The adapter's HTTP client, for fetching OIDC issuers' keys.
