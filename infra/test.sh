@@ -7,7 +7,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says how long the run has taken so far (CI's budget: 20 minutes on a warm machine).
+step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 # Build output and tools built from source (wasm sysroot, wasm-bindgen, worker-build, s3s-fs)
 # live in a per-machine cache that every clone links to, so a CI run on a machine that has run
@@ -46,3 +47,5 @@ bash tests/edge/run.sh
 
 step "Lambda adapter: HTTP suite, edges, real clients, berth push (cargo lambda watch + local S3)"
 bash tests/lambda/run.sh
+
+step "all passed"

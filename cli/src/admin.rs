@@ -33,7 +33,8 @@ pub enum KeyCommand {
 pub enum AuthCommand {
     /// Print the auth config with its key files inlined: one self-contained TOML text for
     /// runtimes without a filesystem (the Worker's AUTH_CONFIG secret, the Lambda function's
-    /// BERTH_AUTH_CONFIG). It holds private keys: pipe it straight into the secret store.
+    /// secret named in BERTH_AUTH_CONFIG_SECRET). It holds private keys: pipe it straight into
+    /// the secret store.
     Export {
         #[command(flatten)]
         config: ConfigArg,

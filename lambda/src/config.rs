@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use berth_core::auth::Auth;
 use berth_core::Config;
 
 /// Lambda refuses synchronous invocations whose event is larger than this.
@@ -71,6 +72,44 @@ impl Settings {
         let mut config = Config::new(self.upload_secret.clone());
         config.max_request_body = Some(MAX_BODY_BYTES);
         config
+    }
+
+    /// Token auth: the whole auth config as TOML with keys inline (`berth auth export`), from
+    /// the Secrets Manager secret named by `BERTH_AUTH_CONFIG_SECRET` (name or ARN; what a
+    /// deployment should use: it holds the signing keys), else from `BERTH_AUTH_CONFIG_TOML` itself.
+    /// Neither: no auth. A bad config stops the function at init, so a deployment never serves
+    /// with half a policy.
+    pub async fn auth(&self, sdk: &aws_config::SdkConfig) -> Result<Option<Auth>, String> {
+        let text = match (var("BERTH_AUTH_CONFIG_SECRET"), var("BERTH_AUTH_CONFIG_TOML")) {
+            (Some(_), Some(_)) => {
+                return Err("set BERTH_AUTH_CONFIG_SECRET or BERTH_AUTH_CONFIG_TOML, not both".into())
+            }
+            (Some(secret), None) => self.read_secret(sdk, &secret).await?,
+            (None, Some(text)) => text,
+            (None, None) => return Ok(None),
+        };
+        let auth = Auth::from_toml(&text)?;
+        if !auth.trusts_oidc_issuers() {
+            return Ok(Some(auth));
+        }
+        let fetcher = berth_core::native::ReqwestFetch::new()?;
+        Ok(Some(auth.with_fetcher(Box::new(fetcher))))
+    }
+
+    async fn read_secret(&self, sdk: &aws_config::SdkConfig, id: &str) -> Result<String, String> {
+        let mut builder = aws_sdk_secretsmanager::config::Builder::from(sdk);
+        if let Some(endpoint) = var("BERTH_SECRETS_ENDPOINT") {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let client = aws_sdk_secretsmanager::Client::from_conf(builder.build());
+        let out = client
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| format!("BERTH_AUTH_CONFIG_SECRET {id}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)))?;
+        out.secret_string
+            .ok_or_else(|| format!("BERTH_AUTH_CONFIG_SECRET {id}: the secret has no string value"))
     }
 
     /// Credentials and region the standard way (the Lambda environment, or env vars locally).

@@ -4,7 +4,7 @@
 
 use berth_core::{Body, Registry};
 use futures_util::StreamExt;
-use lambda_http::{Body as EventBody, Request as Event, Response as EventResponse};
+use lambda_http::{Body as EventBody, Request as Event, RequestExt as _, Response as EventResponse};
 
 use crate::config::MAX_EVENT_BYTES;
 use crate::s3::{S3BlobStore, S3Meta};
@@ -16,7 +16,11 @@ pub async fn handle(
     event: Event,
 ) -> Result<EventResponse<EventBody>, lambda_http::Error> {
     let started = std::time::Instant::now();
-    let (parts, body) = event.into_parts();
+    let client = client_addr(&event);
+    let (mut parts, body) = event.into_parts();
+    if let Some(client) = client {
+        parts.extensions.insert(client);
+    }
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let response = if event_size(&parts, &body) > MAX_EVENT_BYTES {
         // Lambda itself refuses such an event before the function runs; local emulators do not,
@@ -56,6 +60,19 @@ pub async fn handle(
         ms = started.elapsed().as_secs_f64() * 1000.0, "request"
     );
     Ok(EventResponse::from_parts(head, body))
+}
+
+/// Who sent the request, for the audit log: the source address AWS's front puts in the event
+/// (function URL, API Gateway). Behind CloudFront that is the address of CloudFront's edge,
+/// not the viewer's.
+fn client_addr(event: &Event) -> Option<berth_core::auth::ClientAddr> {
+    use lambda_http::request::RequestContext;
+    let ip = match event.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.clone(),
+        RequestContext::ApiGatewayV1(ctx) => ctx.identity.source_ip.clone(),
+        _ => None,
+    }?;
+    Some(berth_core::auth::ClientAddr(ip))
 }
 
 /// What the event this request arrived in weighs, as Lambda counts it: binary bodies are

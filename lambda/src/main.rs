@@ -30,12 +30,18 @@ async fn main() -> Result<(), lambda_http::Error> {
     let sdk = settings.sdk_config().await;
     let blobs = S3BlobStore::new(&sdk, &settings);
     let meta = S3Meta::new(&sdk, &settings);
-    let registry: Arc<LambdaRegistry> =
-        Arc::new(Registry::new(blobs, meta, settings.core_config()));
+    let mut registry = Registry::new(blobs, meta, settings.core_config());
+    let auth = settings.auth(&sdk).await?;
+    let auth_on = auth.is_some();
+    if let Some(auth) = auth {
+        registry = registry.with_auth(auth);
+    }
+    let registry: Arc<LambdaRegistry> = Arc::new(registry);
     tracing::info!(
         init_ms = started.elapsed().as_secs_f64() * 1000.0,
         bucket = %settings.bucket,
         meta_bucket = %settings.meta_bucket,
+        auth = auth_on,
         "berth is ready for Lambda events"
     );
     lambda_http::run(lambda_http::service_fn(move |event| {

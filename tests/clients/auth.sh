@@ -212,7 +212,10 @@ test_docker() {
 test_oras() {
   local T=$WORK/t-oras; mkdir -p "$T/out"
   head -c 300000 /dev/urandom >"$T/payload.bin"
-  must python3 - "$REG" "$T" <<'EOF'
+  # oras-py reads and writes ~/.docker/config.json whatever DOCKER_CONFIG says: give it a home
+  # of its own, or a login from an earlier run (same port, old password) would be used here.
+  mkdir -p "$T/home"
+  HOME=$T/home must python3 - "$REG" "$T" <<'EOF'
 import os, sys, hashlib
 import oras.client
 reg, work = sys.argv[1], sys.argv[2]
@@ -257,10 +260,11 @@ passed=0 failed=0
 for name in "${selected[@]}"; do
   [[ " ${ALL_TESTS[*]} " == *" $name "* ]] || { echo "unknown test: $name (known: ${ALL_TESTS[*]})" >&2; exit 2; }
   say "=== RUN $name"
+  started=$SECONDS
   if ( set -eE; trap 'exit 143' TERM; "test_$name" ); then
-    say "--- PASS $name"; passed=$((passed + 1))
+    say "--- PASS $name ($((SECONDS - started))s)"; passed=$((passed + 1))
   else
-    say "--- FAIL $name"; failed=$((failed + 1))
+    say "--- FAIL $name ($((SECONDS - started))s)"; failed=$((failed + 1))
   fi
 done
 # Every push and every token must be in the audit log; no password may be.

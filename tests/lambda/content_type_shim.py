@@ -1,4 +1,4 @@
-"""A tiny HTTP/1.1 front for `cargo lambda watch`, doing two things AWS's own front (Function
+"""A tiny HTTP/1.1 front for `cargo lambda watch`, doing three things AWS's own front (Function
 URLs, API Gateway HTTP APIs) does and the emulator does not:
 
 - a body that is not UTF-8 and has no Content-Type makes the emulator answer 500 before the
@@ -6,7 +6,10 @@ URLs, API Gateway HTTP APIs) does and the emulator does not:
   `Content-Type: application/octet-stream` to requests that carry a body but no Content-Type
   (Berth treats a missing Content-Type and application/octet-stream alike, docs/protocol.md);
 - the emulator keeps only one value of a repeated header (AWS joins them with commas): the shim
-  joins repeated headers into one comma-separated line.
+  joins repeated headers into one comma-separated line;
+- AWS's front tells the function the scheme the client used in `X-Forwarded-Proto` (lambda_http
+  builds the request URI from it, and auth's token realm with it); without it the function
+  would assume https. The shim serves plain http and says so, unless the client already did.
 
 Everything else passes through byte for byte (requests are re-framed only to find where each
 one ends; responses are piped), so the tests see what production does.
@@ -65,6 +68,8 @@ async def forward_requests(client, upstream):
             length = 0
         if (chunked or length > 0) and b"content-type" not in names:
             lines.insert(1, b"Content-Type: application/octet-stream")
+        if b"x-forwarded-proto" not in names:
+            lines.insert(1, b"X-Forwarded-Proto: http")
         lines = join_repeated(lines)
         upstream.write(b"\r\n".join(lines) + b"\r\n\r\n")
         if chunked:

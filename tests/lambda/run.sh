@@ -8,7 +8,7 @@
 # does and the emulator does not (see that file).
 #
 #   bash tests/lambda/run.sh              # everything
-#   bash tests/lambda/run.sh suite edge   # a selection: suite edge clients push
+#   bash tests/lambda/run.sh suite edge   # a selection: suite edge clients push auth
 #   bash tests/lambda/run.sh --serve      # start the stack, print BERTH_URL, wait (Ctrl-C stops)
 #
 # Tests: suite   the HTTP integration suite (berth-tests) through the emulator
@@ -17,9 +17,12 @@
 #        clients skopeo/docker/oras via tests/clients/run.sh with small layers (pulls follow
 #                the redirect; the S3 log must show the blob GETs)
 #        push    `berth push` of a 200 MiB blob straight to S3, a manifest on top, skopeo pull
+#        auth    the auth tests (tests/tests/auth.rs, tests/clients/auth.sh) against a second
+#                function with its auth config (Secrets Manager or env), started by tests/lambda/launch-auth.sh
 #
 # Ports (127.0.0.1): LAMBDA_PORT (default 9000, what clients use), EMULATOR_PORT (9001),
-# S3_PORT (9100, s3s-fs), META_PORT (9200, moto).
+# S3_PORT (9100, s3s-fs), META_PORT (9200, moto); the auth step's stacks use 9020-9023 and an
+# OIDC issuer on 5370 (auth.rs picks a free one in 5300-5399).
 # Everything started here is stopped by PID on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,11 +45,11 @@ tests=()
 for a in "$@"; do
   case "$a" in
     --serve) serve_only=1 ;;
-    suite | edge | clients | push) tests+=("$a") ;;
+    suite | edge | clients | push | auth) tests+=("$a") ;;
     *) echo "unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push)
+[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth)
 
 # --- install (idempotent) --------------------------------------------------------------------
 command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda
@@ -124,6 +127,8 @@ INIT_MS=$(( ($(date +%s%N) - launched) / 1000000 ))
 echo "function: process start to first response ${INIT_MS} ms ($(grep -o 'init_ms=[0-9.]*' "$WORK/function.log" | head -1) inside the process)"
 curl -sf -o /dev/null "$BERTH_URL/v2/" || { echo "the function does not answer" >&2; cat "$WORK/function.log" >&2; exit 1; }
 export S3_LOG=$WORK/s3.log S3_ENDPOINT="http://127.0.0.1:$S3_PORT" BERTH_BIN=$BERTH
+# For tests/lambda/launch-auth.sh.
+export LAMBDA_S3_ENDPOINT=$S3_ENDPOINT LAMBDA_META_ENDPOINT="http://127.0.0.1:$META_PORT"
 
 if [ "$serve_only" = 1 ]; then
   echo "BERTH_URL=$BERTH_URL  (S3 at $S3_ENDPOINT, logs in $WORK); Ctrl-C stops"
@@ -145,7 +150,8 @@ for t in "${tests[@]}"; do
     # --workspace as in infra/test.sh (same feature set: nothing rebuilt); only the HTTP suite runs.
     suite)
       suite_tests=()
-      for f in tests/tests/*.rs; do suite_tests+=(--test "$(basename "$f" .rs)"); done
+      # auth.rs starts its own registry with a config: the auth step runs it against the function.
+      for f in tests/tests/*.rs; do [ "$f" = tests/tests/auth.rs ] || suite_tests+=(--test "$(basename "$f" .rs)"); done
       # Skipped here, each for a deviation of the local stand-ins from AWS (they pass against
       # berth serve; the protocol code is the same):
       skips=(
@@ -172,6 +178,29 @@ for t in "${tests[@]}"; do
       echo "presigned blob GETs served by S3 during the client tests: $((after - before))"
       [ "$after" -gt "$before" ] || { echo "no client followed a redirect to S3" >&2; failed+=(clients-redirect); } ;;
     push) bash tests/lambda/push_test.sh || failed+=(push) ;;
+    auth)
+      # A bad auth config stops the function at init with the reason: it never serves with
+      # half a policy.
+      bad_config() { # bad_config EXPECTED-MESSAGE ENV=VALUE...
+        local want=$1 out; shift
+        if out=$(env "$@" BERTH_BUCKET=berth BERTH_UPLOAD_SECRET=local-test-secret-0123456789abcdef0123456789 \
+            BERTH_S3_ENDPOINT="$LAMBDA_S3_ENDPOINT" BERTH_SECRETS_ENDPOINT="$LAMBDA_META_ENDPOINT" \
+            timeout 30 "$FUNCTION" 2>&1); then
+          echo "the function started with a bad auth config ($*)" >&2; return 1
+        fi
+        grep -qF -- "$want" <<<"$out" || { echo "no [$want] in: $out" >&2; return 1; }
+        echo "  ok: refused at init: $want"
+      }
+      bad_config "auth config: TOML parse error" BERTH_AUTH_CONFIG_TOML='[token' || failed+=(auth-config)
+      bad_config "names private_key_file, which this runtime cannot read" \
+        BERTH_AUTH_CONFIG_TOML=$'[[token.keys]]\nkid = "k"\nprivate_key_file = "keys/k.key"' || failed+=(auth-config)
+      bad_config "BERTH_AUTH_CONFIG_SECRET no-such-secret" BERTH_AUTH_CONFIG_SECRET=no-such-secret || failed+=(auth-config)
+      # The config from Secrets Manager here, from the plain variable for the clients.
+      LAMBDA_AUTH_FROM=secret BERTH_AUTH_LAUNCH=$root/tests/lambda/launch-auth.sh BERTH_AUTH_PORT=9020 \
+        cargo test --release --locked --workspace --test auth || failed+=(auth)
+      # Layers under the 6 MB request cap, as in the clients step (skopeo pushes each in one PATCH).
+      LAMBDA_AUTH_FROM=env LAYER_MIB=2 BERTH_AUTH_LAUNCH=$root/tests/lambda/launch-auth.sh BERTH_PORT=9022 ISSUER_PORT=5370 \
+        bash tests/clients/auth.sh || failed+=(auth-clients) ;;
   esac
 done
 if [ ${#failed[@]} -gt 0 ]; then

@@ -92,6 +92,11 @@ impl Auth {
         Auth::new(&config)
     }
 
+    /// Whether the config trusts OIDC issuers, i.e. needs [`Auth::with_fetcher`].
+    pub fn trusts_oidc_issuers(&self) -> bool {
+        self.oidc.has_policies()
+    }
+
     /// The adapter's HTTP client, for fetching OIDC issuers' keys.
     pub fn with_fetcher(mut self, fetcher: Box<dyn HttpFetch>) -> Self {
         self.oidc.set_fetcher(fetcher);

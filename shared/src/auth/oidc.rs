@@ -103,6 +103,10 @@ impl Trust {
         self.fetcher = Some(fetcher);
     }
 
+    pub fn has_policies(&self) -> bool {
+        !self.policies.is_empty()
+    }
+
     pub fn policy(&self, name: &str) -> Option<&TrustPolicy> {
         self.policies.iter().find(|p| p.name == name)
     }
