@@ -56,8 +56,17 @@ def join_repeated(lines):
 
 
 async def forward_requests(client, upstream):
+    # Clients that are not told a registry is plain http (skopeo, podman, docker) try TLS first
+    # and fall back when that fails. An HTTP server fails it at once; the emulator would wait for
+    # a request head that never comes, and every such client would hang 10 s in its TLS
+    # handshake. A TLS record (0x16, handshake) is not HTTP: close, as a plain server does.
+    first = await client.read(1)
+    if not first or first == b"\x16":
+        return
+    pending = first
     while True:
-        head = await client.readuntil(b"\r\n\r\n")
+        head = pending + await client.readuntil(b"\r\n\r\n")
+        pending = b""
         lines = head[:-4].split(b"\r\n")
         names = {l.split(b":", 1)[0].strip().lower(): l.split(b":", 1)[1].strip()
                  for l in lines[1:] if b":" in l}
