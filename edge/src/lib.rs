@@ -5,9 +5,13 @@
 // The Worker itself exists only on wasm32; natively (`cargo test --lib`) only the runtime-free
 // parts build, so their unit tests run on the host.
 #[cfg(target_arch = "wasm32")]
+mod auth;
+#[cfg(target_arch = "wasm32")]
 mod blob_cache;
 #[cfg(target_arch = "wasm32")]
 mod handoff;
+#[cfg(target_arch = "wasm32")]
+mod logs;
 #[cfg(target_arch = "wasm32")]
 mod manifest_cache;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -37,6 +41,11 @@ mod worker_main {
     use crate::r2_meta::R2Meta;
     use crate::settings::{Settings, BUCKET_BINDING};
     use crate::translate;
+
+    #[event(start)]
+    fn start() {
+        crate::logs::init();
+    }
 
     #[event(fetch)]
     async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -68,7 +77,14 @@ mod worker_main {
                 ));
             }
         }
-        let registry = Registry::new(blobs, R2Meta::new(bucket), settings.config);
+        let mut registry = Registry::new(blobs, R2Meta::new(bucket), settings.config);
+        if let Some(text) = &settings.auth_config {
+            match crate::auth::compiled(text) {
+                Ok(auth) => registry = registry.with_auth(auth),
+                // Never serve without the policy the deployment asked for.
+                Err(message) => return misconfigured(&message),
+            }
+        }
         let ctx = match request_context() {
             Ok(ctx) => ctx,
             Err(message) => return misconfigured(&message),

@@ -23,6 +23,8 @@ pub struct Settings {
     pub presigner: Option<Presigner>,
     /// Serve uploaded blobs through the Workers Cache API (BLOB_CACHE, default on).
     pub blob_cache: bool,
+    /// Token auth's config (secret AUTH_CONFIG, from `berth auth export`); none: auth off.
+    pub auth_config: Option<String>,
 }
 
 /// A var or secret as a string, if set and not empty.
@@ -89,6 +91,7 @@ impl Settings {
             kv,
             presigner,
             blob_cache,
+            auth_config: text(env, "AUTH_CONFIG"),
         })
     }
 }

@@ -9,13 +9,15 @@ use crate::handoff::{from_js, BodyHandoff};
 /// The Worker's request as the core's `http::Request<ByteStream>`. The body stays a stream.
 pub fn request(req: worker::Request) -> Result<berth_core::Request, String> {
     let url = req.url().map_err(|e| format!("request URL: {e}"))?;
-    let target = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_owned(),
-    };
+    // The whole URL, scheme included: auth's token realm says http or https as the client came.
     let mut builder = http::Request::builder()
         .method(req.inner().method().as_str())
-        .uri(target);
+        .uri(url.as_str());
+    // Cloudflare sets it to the client's address (wrangler dev to the local one): "from where"
+    // in the audit log.
+    if let Ok(Some(ip)) = req.headers().get("cf-connecting-ip") {
+        builder = builder.extension(berth_core::auth::ClientAddr(ip));
+    }
     for (name, value) in req.headers() {
         builder = builder.header(name, value);
     }

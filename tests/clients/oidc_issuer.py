@@ -69,7 +69,7 @@ def serve(key, port):
         def log_message(self, fmt, *args):
             sys.stderr.write("issuer: " + fmt % args + "\n")
 
-    http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 
 def main():

@@ -8,12 +8,15 @@
 #   3. runs against A: the core's HTTP integration suite, the real clients (skopeo both ways,
 #      docker push/pull of a multi-layer image through its own dockerd) and tests/edge/edge_test.py
 #      (64 MiB in 5 MiB chunks, a 300 MiB docker-style streamed PATCH, concurrent pushes of one
-#      tag, a client killed mid-body), and against B the limit and redirect tests.
-# Both instances are stopped by PID (their process groups) on exit.
+#      tag, a client killed mid-body), and against B the limit and redirect tests;
+#   4. auth: tests/tests/auth.rs and tests/clients/auth.sh against Workers with the tests' own
+#      AUTH_CONFIG (tests/edge/launch-auth.sh), and a bad AUTH_CONFIG answered with 500.
+# Every instance is stopped by PID (its process group) on exit.
 #
 #   bash tests/edge/run.sh                # everything
-#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push
-# Ports: EDGE_PORT (default 8700) and the three after it (A, A's inspector, B, B's inspector).
+#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push auth
+# Ports: EDGE_PORT (default 8700) and the three after it (A, A's inspector, B, B's inspector),
+# +4 (the clients' front), +20..+27 (the auth step's Workers and fronts); an issuer on 5350.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -23,7 +26,7 @@ export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 
 port=${EDGE_PORT:-8700}
 port_a=$port inspector_a=$((port + 1)) port_b=$((port + 2)) inspector_b=$((port + 3))
-steps=${EDGE_STEPS:-suite clients edge push}
+steps=${EDGE_STEPS:-suite clients edge push auth}
 work=$(mktemp -d /tmp/berth-edge.XXXXXX)
 pids=()
 failed=()
@@ -90,13 +93,22 @@ if [[ " $steps " == *" suite "* ]]; then
          forged_upload_ids_are_unknown odd_requests_never_yield_5xx head_responses_have_no_body
          monolithic_with_short_body_is_size_invalid)
   args=(); for s in "${skips[@]}"; do args+=(--skip "$s"); done
-  BERTH_URL=$url_a cargo test --release --locked -p berth-tests --no-fail-fast -- "${args[@]}" \
+  # auth.rs starts its own registry with its config: the auth step runs it against the Worker.
+  suite_tests=()
+  for f in tests/tests/*.rs; do [ "$f" = tests/tests/auth.rs ] || suite_tests+=(--test "$(basename "$f" .rs)"); done
+  BERTH_URL=$url_a cargo test --release --locked -p berth-tests --no-fail-fast "${suite_tests[@]}" -- "${args[@]}" \
     || failed+=("suite")
 fi
 
 if [[ " $steps " == *" clients "* ]]; then
   say "real clients against the Worker (skopeo both ways, docker push/pull)"
-  BERTH_URL=$url_a bash tests/clients/run.sh skopeo docker || failed+=("clients")
+  # Through a front that refuses TLS at once: the clients try https first and would otherwise
+  # wait 10 s per command for workerd to time out (tests/clients/plain_front.py).
+  front=$((port + 4))
+  python3 tests/clients/plain_front.py "$front" "$port_a" >"$work/front.log" 2>&1 &
+  front_pid=$!
+  BERTH_URL=http://127.0.0.1:$front bash tests/clients/run.sh skopeo docker || failed+=("clients")
+  kill "$front_pid" 2>/dev/null
 fi
 
 if [[ " $steps " == *" push "* ]]; then
@@ -113,6 +125,34 @@ if [[ " $steps " == *" push "* ]]; then
     [ "$back" = "$want" ] || { echo "pulled blob has digest $back, want $want"; exit 1; }
     echo "  ok: berth push of 20 MiB into the Worker, digest checked on pull"
   ) || failed+=("push")
+fi
+
+if [[ " $steps " == *" auth "* ]]; then
+  say "token auth against the Worker: tests/tests/auth.rs and tests/clients/auth.sh"
+  # A third wrangler dev with the tests' own config (AUTH_CONFIG), started and stopped by each
+  # through tests/edge/launch-auth.sh.
+  BERTH_AUTH_LAUNCH=$root/tests/edge/launch-auth.sh BERTH_AUTH_PORT=$((port + 20)) \
+    cargo test --release --locked -p berth-tests --test auth || failed+=("auth")
+  BERTH_AUTH_LAUNCH=$root/tests/edge/launch-auth.sh BERTH_PORT=$((port + 24)) ISSUER_PORT=5350 \
+    bash tests/clients/auth.sh || failed+=("auth-clients")
+  # A config that does not compile: every request gets 500 with an OCI error saying what to fix,
+  # never a registry serving without the policy it was given.
+  ( set -e
+    p=$((port + 28))
+    setsid "$root/.tools/node/node_modules/.bin/wrangler" dev --ip 127.0.0.1 --port "$p" \
+      --inspector-port $((p + 1)) --persist-to "$work/bad-auth-state" --show-interactive-dev-session=false \
+      --var UPLOAD_SECRET:edge-test --var "AUTH_CONFIG:[token" >"$work/bad-auth.log" 2>&1 &
+    wpid=$!
+    trap 'kill -TERM -- -$wpid 2>/dev/null; sleep 1; kill -KILL -- -$wpid 2>/dev/null' EXIT
+    for _ in $(seq 1 120); do
+      code=$(curl -s -o "$work/bad-auth.body" -w '%{http_code}' "http://127.0.0.1:$p/v2/" || true)
+      [ "$code" != 000 ] && break
+      sleep 1
+    done
+    [ "$code" = 500 ] && grep -q '"code":"UNKNOWN".*AUTH_CONFIG: auth config: TOML parse error' "$work/bad-auth.body" \
+      || { echo "bad AUTH_CONFIG: got $code $(cat "$work/bad-auth.body")"; exit 1; }
+    echo "  ok: a bad AUTH_CONFIG gets 500 naming it, on every request"
+  ) || failed+=("auth-config")
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then

@@ -185,6 +185,7 @@ impl Trust {
         found.ok_or_else(|| OidcError::Invalid(format!("identity token key id {kid:?} is unknown to the issuer")))
     }
 
+    /// Keys of the policy's issuer: discovery document (unless `jwks_uri` is given), then JWKS.
     async fn fetch_keys(&self, policy: &TrustPolicy) -> Result<Vec<IssuerKey>, OidcError> {
         let fetcher = self
             .fetcher
@@ -195,7 +196,7 @@ impl Trust {
             Some(uri) => uri.clone(),
             None => {
                 let url = format!("{}/.well-known/openid-configuration", policy.issuer.trim_end_matches('/'));
-                let doc = fetcher.get(&url).await.map_err(|e| unavailable("the discovery document", e))?;
+                let doc = get_retrying(fetcher.as_ref(), &url).await.map_err(|e| unavailable("the discovery document", e))?;
                 let doc: Discovery = parse_limited(&doc).map_err(|e| unavailable("the discovery document", e))?;
                 if doc.issuer.trim_end_matches('/') != policy.issuer.trim_end_matches('/') {
                     return Err(unavailable("the discovery document", format!("it names issuer {:?}", doc.issuer)));
@@ -204,7 +205,7 @@ impl Trust {
                 doc.jwks_uri
             }
         };
-        let body = fetcher.get(&jwks_uri).await.map_err(|e| unavailable("the JWKS", e))?;
+        let body = get_retrying(fetcher.as_ref(), &jwks_uri).await.map_err(|e| unavailable("the JWKS", e))?;
         let set: JwkSet = parse_limited(&body).map_err(|e| unavailable("the JWKS", e))?;
         Ok(set.keys.iter().filter_map(IssuerKey::from_jwk).collect())
     }
@@ -249,6 +250,15 @@ fn check_url(url: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{url:?} must be https:// (plain http only for loopback issuers)"))
+    }
+}
+
+/// One GET, tried a second time if the first fails: a dropped connection or a blip at the issuer
+/// should not fail a CI job's login (the keys are then cached for [`JWKS_TTL_SECS`]).
+async fn get_retrying(fetcher: &dyn HttpFetch, url: &str) -> Result<Vec<u8>, String> {
+    match fetcher.get(url).await {
+        Ok(body) => Ok(body),
+        Err(first) => fetcher.get(url).await.map_err(|second| format!("{second} (and before that: {first})")),
     }
 }
 

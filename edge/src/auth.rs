@@ -1,0 +1,56 @@
+//! Token auth on the Worker: the config from the `AUTH_CONFIG` secret, compiled once per
+//! isolate (so a `Registry` built per request shares it, and its cache of OIDC issuers' keys),
+//! and the runtime's `fetch` for those keys. Every rule of auth itself is berth-core's.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use berth_core::auth::{Auth, HttpFetch, MAX_JWKS_BYTES};
+
+thread_local! {
+    /// The config text and what it compiled to. Workers isolates are single-threaded; a new
+    /// secret value starts new isolates, but comparing the text costs nothing and is sure.
+    static COMPILED: RefCell<Option<(String, Arc<Auth>)>> = const { RefCell::new(None) };
+}
+
+/// The compiled auth config for this text: built on first use in this isolate, then shared.
+pub fn compiled(text: &str) -> Result<Arc<Auth>, String> {
+    COMPILED.with(|slot| {
+        if let Some((seen, auth)) = slot.borrow().as_ref() {
+            if seen == text {
+                return Ok(auth.clone());
+            }
+        }
+        let mut auth = Auth::from_toml(text).map_err(|e| format!("AUTH_CONFIG: {e}"))?;
+        if auth.trusts_oidc_issuers() {
+            auth = auth.with_fetcher(Box::new(WorkerFetch));
+        }
+        let auth = Arc::new(auth);
+        *slot.borrow_mut() = Some((text.to_owned(), auth.clone()));
+        Ok(auth)
+    })
+}
+
+/// OIDC discovery documents and key sets through the Workers `fetch`.
+struct WorkerFetch;
+
+#[async_trait::async_trait(?Send)]
+impl HttpFetch for WorkerFetch {
+    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        let parsed = worker::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+        let mut response = worker::Fetch::Url(parsed).send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status_code();
+        if !(200..300).contains(&status) {
+            return Err(format!("{url} answered {status}"));
+        }
+        let declared = response.headers().get("content-length").ok().flatten();
+        if declared.and_then(|l| l.parse::<usize>().ok()).is_some_and(|l| l > MAX_JWKS_BYTES) {
+            return Err(format!("{url} sent more than {MAX_JWKS_BYTES} bytes"));
+        }
+        let body = response.bytes().await.map_err(|e| format!("reading {url}: {e}"))?;
+        if body.len() > MAX_JWKS_BYTES {
+            return Err(format!("{url} sent more than {MAX_JWKS_BYTES} bytes"));
+        }
+        Ok(body)
+    }
+}
