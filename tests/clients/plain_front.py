@@ -14,10 +14,9 @@ unchanged, in both directions.
 import asyncio
 import sys
 
-LISTEN, UPSTREAM = int(sys.argv[1]), int(sys.argv[2])
 
-
-async def pipe(reader, writer):
+async def pipe(reader, writer, close=False):
+    """Copies reader to writer until EOF; then half-closes the writer (or closes it)."""
     try:
         while data := await reader.read(1 << 16):
             writer.write(data)
@@ -26,7 +25,9 @@ async def pipe(reader, writer):
         pass
     finally:
         try:
-            if writer.can_write_eof():
+            if close:
+                writer.close()
+            elif writer.can_write_eof():
                 writer.write_eof()
         except Exception:
             pass
@@ -41,7 +42,7 @@ async def handle(client_r, client_w):
         client_w.close()
         return
     try:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", UPSTREAM)
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", int(sys.argv[2]))
     except OSError:
         client_w.close()
         return
@@ -52,9 +53,10 @@ async def handle(client_r, client_w):
 
 
 async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", LISTEN)
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]))
     async with server:
         await server.serve_forever()
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main())

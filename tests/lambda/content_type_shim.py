@@ -18,23 +18,13 @@ one ends; responses are piped), so the tests see what production does.
 """
 
 import asyncio
+import os
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients"))
+from plain_front import pipe  # noqa: E402
+
 LISTEN, UPSTREAM = int(sys.argv[1]), int(sys.argv[2])
-
-
-async def pipe(reader, writer):
-    try:
-        while data := await reader.read(1 << 16):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        try:
-            writer.close()
-        except Exception:
-            pass
 
 
 def join_repeated(lines):
@@ -112,7 +102,7 @@ async def handle(client_r, client_w):
     except OSError:
         client_w.close()
         return
-    back = asyncio.create_task(pipe(up_r, client_w))
+    back = asyncio.create_task(pipe(up_r, client_w, close=True))
     try:
         await forward_requests(client_r, up_w)
     except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.LimitOverrunError):
