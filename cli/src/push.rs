@@ -20,6 +20,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Mutex;
 
+use crate::token_client::TokenSource;
+
 #[derive(clap::Args)]
 pub struct PushArgs {
     /// The file to push: blob bytes, or with --manifest a manifest (JSON with a mediaType).
@@ -45,9 +47,18 @@ pub struct PushArgs {
     /// Never use the direct-upload extension, even where offered.
     #[arg(long)]
     no_direct: bool,
-    /// Bearer token for the registry (never sent to storage URLs).
+    /// Bearer token for the registry (never sent to storage URLs). Without it, berth push gets
+    /// tokens from the registry's token endpoint when it asks for them (anonymous, or with
+    /// --username).
     #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Log in to the token endpoint as this user (a robot, or `oidc` with a CI identity token).
+    #[arg(long, env = "BERTH_USERNAME")]
+    username: Option<String>,
+    /// Read the password (or robot secret, or identity token) from the first line of stdin;
+    /// without it, from BERTH_PASSWORD.
+    #[arg(long)]
+    password_stdin: bool,
     /// Where resumable push state is kept.
     #[arg(long, env = "BERTH_PUSH_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -57,6 +68,16 @@ pub struct PushArgs {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+fn read_password_line() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| format!("reading the password from stdin: {e}"))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err("no password on stdin".into());
+    }
+    Ok(password)
+}
 
 /// What a resumed push needs to know; saved after every part or chunk.
 #[derive(Serialize, Deserialize, Clone, Default)]
@@ -75,7 +96,10 @@ struct Registry {
     http: reqwest::Client,
     base: String,
     repo: String,
+    /// A token given on the command line, used as is.
     token: Option<String>,
+    /// Else tokens from the registry's token endpoint, when it asks for them.
+    tokens: Option<TokenSource>,
 }
 
 impl Registry {
@@ -91,12 +115,15 @@ impl Registry {
         }
     }
 
-    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+    /// A request to the registry with its current token (a fresh one when the last is about to
+    /// expire). Storage URLs are requested with `http` directly: they carry their own signature.
+    async fn request(&self, method: reqwest::Method, url: &str) -> Result<reqwest::RequestBuilder, String> {
         let req = self.http.request(method, url);
-        match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
-        }
+        Ok(match (&self.token, &self.tokens) {
+            (Some(t), _) => req.bearer_auth(t),
+            (None, Some(source)) => req.bearer_auth(source.token().await?),
+            (None, None) => req,
+        })
     }
 }
 
@@ -142,7 +169,20 @@ pub async fn run(args: PushArgs) -> Result<(), String> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
-    let registry = Registry { http, base, repo, token: args.token.clone() };
+    let credentials = match (&args.username, args.password_stdin) {
+        (Some(user), true) => Some((user.clone(), read_password_line()?)),
+        (Some(user), false) => match std::env::var("BERTH_PASSWORD") {
+            Ok(password) => Some((user.clone(), password)),
+            Err(_) => return Err("--username needs --password-stdin (or BERTH_PASSWORD)".into()),
+        },
+        (None, true) => return Err("--password-stdin needs --username".into()),
+        (None, false) => None,
+    };
+    let tokens = match &args.token {
+        Some(_) => None,
+        None => TokenSource::discover(&http, &base, &repo, credentials).await?,
+    };
+    let registry = Registry { http, base, repo, token: args.token.clone(), tokens };
     if args.manifest {
         let reference = reference.ok_or("a manifest needs a tag or digest: REGISTRY/REPO:TAG")?;
         let digest = push_manifest(&registry, &args.file, &reference).await?;
@@ -165,6 +205,7 @@ async fn push_manifest(registry: &Registry, file: &Path, reference: &str) -> Res
         .ok_or("the manifest has no mediaType field")?;
     let resp = registry
         .request(reqwest::Method::PUT, &registry.url(&format!("manifests/{reference}")))
+        .await?
         .header("content-type", media_type)
         .body(bytes.clone())
         .send()
@@ -250,6 +291,7 @@ async fn push_blob(registry: &Registry, args: &PushArgs) -> Result<String, Strin
     hashing.finish_and_clear();
     let head = registry
         .request(reqwest::Method::HEAD, &registry.url(&format!("blobs/{digest}")))
+        .await?
         .send()
         .await
         .map_err(|e| format!("HEAD blob: {e}"))?;
@@ -276,6 +318,7 @@ async fn push_blob(registry: &Registry, args: &PushArgs) -> Result<String, Strin
     let url = with_query(&registry.absolute(&location), &format!("digest={digest}"));
     let resp = registry
         .request(reqwest::Method::PUT, &url)
+        .await?
         .send()
         .await
         .map_err(|e| format!("completing the upload: {e}"))?;
@@ -296,13 +339,16 @@ fn with_query(url: &str, query: &str) -> String {
 
 /// Is the saved session still open on the registry? (For chunked ones, picks up its offset.)
 async fn session_alive(registry: &Registry, state: &PushState) -> bool {
-    let resp = registry.request(reqwest::Method::GET, &registry.absolute(&state.location)).send().await;
-    matches!(resp, Ok(r) if r.status().is_success())
+    let Ok(req) = registry.request(reqwest::Method::GET, &registry.absolute(&state.location)).await else {
+        return false;
+    };
+    matches!(req.send().await, Ok(r) if r.status().is_success())
 }
 
 async fn start_session(registry: &Registry, args: &PushArgs, size: u64) -> Result<PushState, String> {
     let resp = registry
         .request(reqwest::Method::POST, &registry.url("blobs/uploads/"))
+        .await?
         .send()
         .await
         .map_err(|e| format!("starting the upload: {e}"))?;
@@ -356,6 +402,7 @@ async fn push_direct(
         let url = format!("{}/parts?first={first}&count={}", registry.absolute(&state.location), last - first + 1);
         let resp = registry
             .request(reqwest::Method::POST, &url)
+            .await?
             .send()
             .await
             .map_err(|e| format!("asking for part URLs: {e}"))?;
@@ -410,6 +457,7 @@ async fn push_chunked(
     // A resumed session: the registry says how far it got.
     let status = registry
         .request(reqwest::Method::GET, &registry.absolute(&state.location))
+        .await?
         .send()
         .await
         .map_err(|e| format!("upload status: {e}"))?;
@@ -420,6 +468,7 @@ async fn push_chunked(
         let body = read_range(&args.file, state.offset, len).await?;
         let resp = registry
             .request(reqwest::Method::PATCH, &registry.absolute(&state.location))
+            .await?
             .header("content-type", "application/octet-stream")
             .header("content-range", format!("{}-{}", state.offset, state.offset + len - 1))
             .body(body)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Real clients against `berth serve --auth-config`: docker login/push/pull (own dockerd, vfs),
-# skopeo with credentials, podman login (private storage), oras-py login, anonymous pull of a
-# public repository and refusal on a private one, robot accounts, and the CI flow: a local OIDC
-# issuer's identity token used as the password of user `oidc` (docker login and skopeo).
+# skopeo with credentials, podman login (private storage), oras-py login, berth push's own
+# token flow, anonymous pull of a public repository and refusal on a private one, robot
+# accounts, and the CI flow: a local OIDC issuer's identity token used as the password of user
+# `oidc` (docker login and skopeo). BERTH_AUTH_LAUNCH runs it all against another runtime.
 #
 #   bash tests/clients/auth.sh                  # every test
 #   bash tests/clients/auth.sh skopeo docker    # a selection (names: see ALL_TESTS below)
@@ -26,7 +27,7 @@ auth_here=$(dirname "$auth_self")
 BERTH_CLIENTS_LIB=1 source "$auth_here/run.sh"
 root=$(cd "$auth_here/../.." && pwd)
 
-ALL_TESTS=(skopeo podman docker oras oidc)
+ALL_TESTS=(skopeo podman docker oras oidc berth-push)
 
 # What the tests need, installed when missing (apt and pip only; quick when present).
 bash "$root/infra/install-deps.sh" >/dev/null || { echo "installing test dependencies failed" >&2; exit 1; }
@@ -254,6 +255,27 @@ test_oidc() {
   grep -q 'event="token" subject=oidc:local-ci identity="repo:org/app:ref:refs/heads/main"' "$WORK/server.log" \
     || fail "no audit line for the OIDC token exchange"
   ok "audit log names the CI identity"
+}
+
+test_berth-push() {
+  # berth push gets its own tokens from the token endpoint: anonymous, a user, a robot.
+  local T=$WORK/t-push; mkdir -p "$T"
+  head -c $((12 * 1024 * 1024 + 777)) /dev/urandom >"$T/blob"
+  local want; want=sha256:$(sha256_of "$T/blob")
+  local push=("$BERTH_BIN" push --quiet --chunk-mib 5 --state-dir "$T/state" "$T/blob")
+  must_fail "${push[@]}" "http://$REG/team/bpush"
+  local err; err=$(echo "$BOB_PW" | "${push[@]}" --username bob --password-stdin "http://$REG/team/bpush" 2>&1) \
+    && fail "bob (pull only) pushed: $err"
+  ok "a pull-only user is refused: $(tail -1 <<<"$err" | cut -c1-160)"
+  local got; got=$(echo "$ALICE_PW" | c "${push[@]}" --username alice --password-stdin "http://$REG/team/bpush") \
+    || fail "berth push as alice"
+  expect_eq "digest berth push printed" "$want" "$got"
+  local tok; tok=$(c curl -s -u "alice:$ALICE_PW" "http://$REG/token?service=berth&scope=repository:team/bpush:pull" | jq -r .token)
+  # -L follows Lambda's 307 to storage; curl does not send the Authorization header there.
+  expect_eq "digest of the blob pulled back" "$want" \
+    "sha256:$(curl -sfL -H "Authorization: Bearer $tok" "http://$REG/v2/team/bpush/blobs/$want" | sha256sum | cut -d' ' -f1)"
+  got=$(BERTH_PASSWORD=$ROBOT_SECRET c "${push[@]}" --username ci-bot "http://$REG/ci/bpush") || fail "berth push as the robot"
+  expect_eq "digest pushed by the robot" "$want" "$got"
 }
 
 passed=0 failed=0
