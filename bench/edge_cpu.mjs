@@ -5,7 +5,8 @@
 // function) is reported separately. Local R2/KV run in other workers and are not counted.
 //
 //   node bench/edge_cpu.mjs INSPECTOR_PORT URL REPO
-// REPO must hold the tag `v1` (bench/edge.sh pushes it). Prints JSON.
+// REPO must hold the tag `v1` (bench/edge.sh pushes it). Prints JSON. AUTH_USER/AUTH_PASSWORD:
+// see below (bench/edge.sh with EDGE_BENCH_AUTH=1).
 import { createRequire } from "node:module";
 import { createHash, randomBytes } from "node:crypto";
 const require = createRequire(import.meta.url);
@@ -57,12 +58,25 @@ const accept = "application/vnd.oci.image.manifest.v1+json";
 const manifestGets = Number(process.env.MANIFEST_GETS || 500);
 const uploadMiB = Number(process.env.UPLOAD_MIB || 64);
 
+// With AUTH_USER and AUTH_PASSWORD (a Worker with AUTH_CONFIG): every request carries a bearer
+// token, and the CPU of TOKEN_GETS password logins at the token endpoint (Argon2id) is measured.
+const user = process.env.AUTH_USER, password = process.env.AUTH_PASSWORD;
+const tokenGets = Number(process.env.TOKEN_GETS || 20);
+const basic = user && "Basic " + Buffer.from(`${user}:${password}`).toString("base64");
+const tokenUrl = `${url}/token?service=berth&scope=repository:${repo}:pull,push`;
+let headers = {};
+if (user) {
+  const r = await fetch(tokenUrl, { headers: { authorization: basic } });
+  if (r.status !== 200) throw new Error(`token: ${r.status} ${await r.text()}`);
+  headers = { authorization: `Bearer ${(await r.json()).token}` };
+}
+
 // Warm up (first requests compile the wasm).
-for (let i = 0; i < 20; i++) await (await fetch(`${url}/v2/${repo}/manifests/v1`, { headers: { accept } })).arrayBuffer();
+for (let i = 0; i < 20; i++) await (await fetch(`${url}/v2/${repo}/manifests/v1`, { headers: { accept, ...headers } })).arrayBuffer();
 
 const get = await profiled(async () => {
   for (let i = 0; i < manifestGets; i++) {
-    const r = await fetch(`${url}/v2/${repo}/manifests/v1`, { headers: { accept } });
+    const r = await fetch(`${url}/v2/${repo}/manifests/v1`, { headers: { accept, ...headers } });
     await r.arrayBuffer();
     if (r.status !== 200) throw new Error(`manifest GET: ${r.status}`);
   }
@@ -74,16 +88,23 @@ const hash = createHash("sha256");
 for (let i = 0; i < uploadMiB; i++) hash.update(chunk);
 const digest = "sha256:" + hash.digest("hex");
 const up = await profiled(async () => {
-  const start = await fetch(`${url}/v2/${repo}/blobs/uploads/`, { method: "POST" });
+  const start = await fetch(`${url}/v2/${repo}/blobs/uploads/`, { method: "POST", headers });
   const location = start.headers.get("location");
   let sent = 0;
   const body = new ReadableStream({
     pull(c) { if (sent++ < uploadMiB) c.enqueue(new Uint8Array(chunk)); else c.close(); },
   });
-  const patch = await fetch(`${url}${location}`, { method: "PATCH", body, duplex: "half" });
+  const patch = await fetch(`${url}${location}`, { method: "PATCH", body, duplex: "half", headers });
   if (patch.status !== 202) throw new Error(`PATCH: ${patch.status} ${await patch.text()}`);
-  const put = await fetch(`${url}${patch.headers.get("location")}?digest=${digest}`, { method: "PUT" });
+  const put = await fetch(`${url}${patch.headers.get("location")}?digest=${digest}`, { method: "PUT", headers });
   if (put.status !== 201) throw new Error(`PUT: ${put.status} ${await put.text()}`);
+});
+const logins = user && await profiled(async () => {
+  for (let i = 0; i < tokenGets; i++) {
+    const r = await fetch(tokenUrl, { headers: { authorization: basic } });
+    await r.arrayBuffer();
+    if (r.status !== 200) throw new Error(`token GET: ${r.status}`);
+  }
 });
 ws.close();
 const r = (x) => Math.round(x * 1000) / 1000;
@@ -94,4 +115,9 @@ console.log(JSON.stringify({
   upload_mib: uploadMiB,
   cpu_ms_per_upload_mib: r(up.busy / uploadMiB),
   program_ms_per_upload_mib: r(up.program / uploadMiB),
+  ...(logins ? {
+    token_gets: tokenGets,
+    cpu_ms_per_password_token_get: r(logins.busy / tokenGets),
+    program_ms_per_password_token_get: r(logins.program / tokenGets),
+  } : {}),
 }));
