@@ -21,7 +21,9 @@ import sys
 import threading
 import time
 import traceback
+import urllib.error
 import urllib.parse
+import urllib.request
 
 MiB = 1024 * 1024
 RUN = os.urandom(4).hex()
@@ -366,14 +368,41 @@ def test_body_over_the_limit_is_413(lim, args):
 
 
 def test_blob_get_redirects_to_presigned_url(lim, args):
+    """The 307 goes to a SigV4-presigned URL that an S3 implementation checking signatures
+    (s3s-fs, standing in for R2's S3 API) honours; tampered or expired, it is refused."""
     repo = f"edge-{RUN}/redirect"
-    d = lim.put_blob(repo, os.urandom(4096))
+    data = os.urandom(4096)
+    d = lim.put_blob(repo, data)
     s, h, _ = lim.req("GET", f"/v2/{repo}/blobs/{d}")
     loc = h.get("location", "")
-    q = urllib.parse.parse_qs(urllib.parse.urlsplit(loc).query)
-    check(s == 307 and loc.startswith("http://127.0.0.1:9/berth-blobs/data/")
-          and q.get("X-Amz-Algorithm") == ["AWS4-HMAC-SHA256"] and len(q.get("X-Amz-Signature", [""])[0]) == 64,
+    u = urllib.parse.urlsplit(loc)
+    q = urllib.parse.parse_qs(u.query)
+    check(s == 307 and u.path.startswith("/berth-blobs/data/")
+          and q.get("X-Amz-Algorithm") == ["AWS4-HMAC-SHA256"] and q.get("X-Amz-Expires") == [str(args.presign_secs)],
           f"GET: {s} {h}")
+    # R2 would hold the object; s3s-fs keeps objects as files under its root.
+    key = urllib.parse.unquote(u.path[len("/berth-blobs/"):])
+    path = os.path.join(args.s3_root, "berth-blobs", key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    got = urllib.request.urlopen(loc).read()
+    check(got == data, "the presigned URL did not return the blob")
+    sig = q["X-Amz-Signature"][0]
+    tampered = loc.replace(sig, ("0" if sig[0] != "0" else "1") + sig[1:])
+    for what, url in [("tampered signature", tampered),
+                      ("another key", loc.replace("/berth-blobs/data/", "/berth-blobs/data/x"))]:
+        try:
+            urllib.request.urlopen(url)
+            raise Fail(f"{what}: the presigned URL was honoured")
+        except urllib.error.HTTPError as e:
+            check(e.code == 403, f"{what}: {e.code}")
+    time.sleep(args.presign_secs + 1.5)
+    try:
+        urllib.request.urlopen(loc)
+        raise Fail("an expired presigned URL was honoured")
+    except urllib.error.HTTPError as e:
+        check(e.code == 403, f"expired: {e.code}")
     s, h, _ = lim.req("HEAD", f"/v2/{repo}/blobs/{d}")
     check(s == 200 and h.get("content-length") == "4096", f"HEAD is answered directly: {s} {h}")
     s, h, _ = lim.req("GET", f"/v2/{repo}/blobs/sha256:{'0' * 64}")
@@ -421,6 +450,8 @@ def main():
     ap.add_argument("--url", required=True)
     ap.add_argument("--limited-url", required=True)
     ap.add_argument("--limit", type=int, required=True)
+    ap.add_argument("--s3-root", required=True, help="s3s-fs's directory (the limited Worker's S3_ENDPOINT)")
+    ap.add_argument("--presign-secs", type=int, required=True, help="the limited Worker's PRESIGN_SECS")
     ap.add_argument("only", nargs="*")
     args = ap.parse_args()
     passed = failed = 0

@@ -16,7 +16,7 @@
 #   bash tests/edge/run.sh                # everything
 #   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push auth
 # Ports: EDGE_PORT (default 8700) and the three after it (A, A's inspector, B, B's inspector),
-# +4 (the clients' front), +20..+27 (the auth step's Workers and fronts); an issuer on 5350.
+# +4 (the clients' front), +5 (s3s-fs for B's presigned URLs), +20..+27 (the auth step's Workers and fronts); an issuer on 5350.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -33,8 +33,10 @@ failed=()
 
 say() { printf '\n==> edge: %s\n' "$*"; }
 
+pids_plain=()
 stop_all() {
   local pid i
+  for pid in "${pids_plain[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${pids[@]}"; do
     # wrangler was started in its own session: its group holds the workerd processes too.
     kill -TERM -- "-$pid" 2>/dev/null || continue
@@ -69,9 +71,16 @@ cargo test --release --locked --manifest-path edge/Cargo.toml --lib || failed+=(
 
 say "start wrangler dev"
 start a "$port_a" "$inspector_a" --var MAX_REQUEST_BODY:400000000
+# B's presigned URLs point at s3s-fs, which checks signatures and expiry as R2's S3 API does
+# (R2 itself holds the object on Cloudflare; here the test copies it into s3s-fs's directory).
+s3_port=$((port + 5))
+mkdir -p "$work/s3/berth-blobs"
+"$(bash infra/s3s-fs.sh)" --host 127.0.0.1 --port "$s3_port" --access-key AKIDEXAMPLE \
+  --secret-key edge-test-secret "$work/s3" >"$work/s3.log" 2>&1 &
+pids_plain+=($!)
 start b "$port_b" "$inspector_b" --var MAX_REQUEST_BODY:1048576 \
   --var S3_ACCESS_KEY_ID:AKIDEXAMPLE --var S3_SECRET_ACCESS_KEY:edge-test-secret \
-  --var S3_ENDPOINT:http://127.0.0.1:9 --var S3_BUCKET:berth-blobs
+  --var "S3_ENDPOINT:http://127.0.0.1:$s3_port" --var S3_BUCKET:berth-blobs --var PRESIGN_SECS:3
 url_a="http://127.0.0.1:$port_a" url_b="http://127.0.0.1:$port_b"
 
 # First, on fresh instances. wrangler dev's proxy sometimes loses the PUT after the 300 MiB
@@ -79,7 +88,8 @@ url_a="http://127.0.0.1:$port_a" url_b="http://127.0.0.1:$port_b"
 # edge_test.py proves the Worker never saw it, then sends it again.
 if [[ " $steps " == *" edge "* ]]; then
   say "edge tests: chunked and streamed uploads, concurrent tags, killed upload, limit, redirect"
-  python3 tests/edge/edge_test.py --url "$url_a" --limited-url "$url_b" --limit 1048576 || failed+=("edge")
+  python3 tests/edge/edge_test.py --url "$url_a" --limited-url "$url_b" --limit 1048576 \
+    --s3-root "$work/s3" --presign-secs 3 || failed+=("edge")
 fi
 
 if [[ " $steps " == *" suite "* ]]; then

@@ -32,7 +32,6 @@ EMULATOR_PORT=${EMULATOR_PORT:-9001}
 S3_PORT=${S3_PORT:-9100}
 META_PORT=${META_PORT:-9200}
 TOOLS=$root/.tools
-S3S=$TOOLS/s3s-fs/bin/s3s-fs
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
 # The environment's CA bundle breaks the SDK on plain-HTTP local endpoints.
@@ -55,9 +54,7 @@ done
 command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda
 command -v moto_server >/dev/null || pip install --quiet 'moto[server]'
 python3 -c 'import boto3' 2>/dev/null || pip install --quiet boto3
-if [ ! -x "$S3S" ]; then
-  cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$TOOLS/s3s-fs"
-fi
+S3S=$(bash infra/s3s-fs.sh)
 
 # --- build (release; the same command, so the same artifacts, as infra/test.sh) ---------------
 cargo build --release --workspace --all-targets --locked
