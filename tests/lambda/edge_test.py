@@ -4,9 +4,11 @@
 - pulls: 307 to a presigned S3 URL that S3 serves, and refuses once tampered with or expired;
 - chunked PATCHes under the cap accumulate across S3's 5 MiB part minimum;
 - the direct-upload extension: discovery, presigned part URLs, completion with read-back
-  verification, and its bad inputs.
+  verification, and its bad inputs;
+- a manifest of exactly 4 MiB (the core's limit) comes back whole through the emulator.
 
-Environment: BERTH_URL, BERTH_MAX_BODY, S3_ENDPOINT, S3_LOG, BERTH_REDIRECT_EXPIRY_SECS.
+Environment: BERTH_URL, BERTH_MAX_BODY, S3_ENDPOINT, S3_LOG, FUNCTION_LOG,
+BERTH_REDIRECT_EXPIRY_SECS.
 Exits non-zero on the first failed check.
 """
 
@@ -22,15 +24,16 @@ BERTH = urllib.parse.urlsplit(os.environ["BERTH_URL"])
 MAX_BODY = int(os.environ["BERTH_MAX_BODY"])
 S3 = os.environ["S3_ENDPOINT"]
 S3_LOG = os.environ["S3_LOG"]
+FUNCTION_LOG = os.environ["FUNCTION_LOG"]
 EXPIRY = int(os.environ.get("BERTH_REDIRECT_EXPIRY_SECS", "5"))
 RUN = os.urandom(4).hex()
 MIB = 1024 * 1024
 
 
-def request(method, url, body=None, headers=None, chunked=False):
+def request(method, url, body=None, headers=None, chunked=False, timeout=120):
     """One request; returns (status, headers dict (lower-case), body bytes). Never follows."""
     parts = urllib.parse.urlsplit(url if "://" in url else os.environ["BERTH_URL"] + url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     target = parts.path + ("?" + parts.query if parts.query else "")
     headers = dict(headers or {})
     if chunked:
@@ -257,7 +260,60 @@ def test_direct():
     oci_error(s, b, 400, "BLOB_UPLOAD_INVALID")
 
 
+def test_largest_manifest():
+    """A 4 MiB manifest, the most the core takes, pushed and read back through the function.
+
+    `cargo lambda watch` 1.9.2 loses some responses this large: its runtime API answers the
+    function's POST .../response before reading the body, and under load about 1 GET in 10 of
+    a 4 MiB manifest never reaches the client, while the function's log shows the 200 sent in
+    under 0.1 s (3 MiB: 0 of 60). A runtime API that reads the body first got 100 of 100 back.
+    So a GET that times out is retried, only after the function's log proves it answered.
+    The HTTP suite's own 4 MiB test is skipped here for the same reason (tests/lambda/run.sh).
+    """
+    repo = f"edge-{RUN}/largest-manifest"
+    config = b'{"architecture":"amd64","os":"linux"}'
+    push_monolithic(repo, config)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest(config), "size": len(config)},
+        "layers": [],
+        "annotations": {"pad": ""},
+    }
+    pad = 4 * MIB - len(json.dumps(manifest).encode())
+    manifest["annotations"]["pad"] = "x" * pad
+    body = json.dumps(manifest).encode()
+    check(len(body) == 4 * MIB, "a manifest of exactly 4 MiB")
+    ctype = {"Content-Type": manifest["mediaType"]}
+    s, h, b = request("PUT", f"/v2/{repo}/manifests/big", body, ctype)
+    check(s == 201, "a 4 MiB manifest is accepted", f"{s} {b[:300]!r}")
+    uri = f"/v2/{repo}/manifests/big"
+    for attempt in range(1, 6):
+        answered = answers_logged(uri)
+        try:
+            s, h, b = request("GET", uri, headers={"Accept": manifest["mediaType"]}, timeout=30)
+        except TimeoutError:
+            deadline = time.time() + 5
+            while answers_logged(uri) == answered and time.time() < deadline:
+                time.sleep(0.2)
+            check(answers_logged(uri) > answered,
+                  f"GET {attempt} timed out after the function answered (emulator lost it)")
+            continue
+        check(s == 200 and b == body, f"the 4 MiB manifest reads back whole (GET {attempt})",
+              f"{s} {len(b)} bytes")
+        return
+    check(False, "5 GETs of the 4 MiB manifest lost: more than the emulator's known defect")
+
+
+def answers_logged(uri):
+    """How many 200s the function has logged for GET uri."""
+    with open(FUNCTION_LOG, errors="replace") as f:
+        return sum(1 for line in f if f"method=GET uri=http://{BERTH.netloc}{uri} status=200" in line)
+
+
 test_cap()
+test_largest_manifest()
 test_chunks_accumulate()
 test_direct()
 test_presigned_urls()

@@ -13,7 +13,8 @@
 #
 # Tests: suite   the HTTP integration suite (berth-tests) through the emulator
 #        edge    tests/lambda/edge_test.py: 413 over the 6 MB cap, 307 to S3, tampered and
-#                expired presigned URLs refused by S3, the direct-upload extension's errors
+#                expired presigned URLs refused by S3, the direct-upload extension's errors,
+#                a 4 MiB manifest read back
 #        clients skopeo/docker/oras via tests/clients/run.sh with small layers (pulls follow
 #                the redirect; the S3 log must show the blob GETs)
 #        push    `berth push` of a 200 MiB blob straight to S3, a manifest on top, skopeo pull
@@ -68,6 +69,10 @@ cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ "$rc" -ne 0 ]; then
+    # CI keeps only what was printed: the ends of the logs say what the stack did last.
+    for log in function watch shim moto; do
+      [ -s "$WORK/$log.log" ] && { echo "--- last lines of $log.log" >&2; tail -n 25 "$WORK/$log.log" | cut -c1-400 >&2; }
+    done
     echo "logs kept in $WORK" >&2
   else
     rm -rf "$WORK"
@@ -123,7 +128,7 @@ done
 INIT_MS=$(( ($(date +%s%N) - launched) / 1000000 ))
 echo "function: process start to first response ${INIT_MS} ms ($(grep -o 'init_ms=[0-9.]*' "$WORK/function.log" | head -1) inside the process)"
 curl -sf -o /dev/null "$BERTH_URL/v2/" || { echo "the function does not answer" >&2; cat "$WORK/function.log" >&2; exit 1; }
-export S3_LOG=$WORK/s3.log S3_ENDPOINT="http://127.0.0.1:$S3_PORT" BERTH_BIN=$BERTH
+export S3_LOG=$WORK/s3.log FUNCTION_LOG=$WORK/function.log S3_ENDPOINT="http://127.0.0.1:$S3_PORT" BERTH_BIN=$BERTH
 # For tests/lambda/launch-auth.sh.
 export LAMBDA_S3_ENDPOINT=$S3_ENDPOINT LAMBDA_META_ENDPOINT="http://127.0.0.1:$META_PORT"
 
@@ -163,6 +168,10 @@ for t in "${tests[@]}"; do
         # shorter than its Content-Length), before any invocation.
         --skip odd_requests_never_yield_5xx
         --skip monolithic_with_short_body_is_size_invalid
+        # cargo lambda watch loses about 1 in 10 responses of 4 MiB under load (its runtime API
+        # answers the function's POST before reading the body): edge_test.py tests that size
+        # with a retry that first proves the function answered.
+        --skip manifest_of_exactly_4_mib_is_accepted
       )
       cargo test --release --locked --workspace --no-fail-fast "${suite_tests[@]}" -- "${skips[@]}" ||
         failed+=(suite) ;;
