@@ -75,9 +75,13 @@ start a "$port_a" "$inspector_a" --var MAX_REQUEST_BODY:400000000
 # (R2 itself holds the object on Cloudflare; here the test copies it into s3s-fs's directory).
 s3_port=$((port + 5))
 mkdir -p "$work/s3/berth-blobs"
-"$(bash infra/s3s-fs.sh)" --host 127.0.0.1 --port "$s3_port" --access-key AKIDEXAMPLE \
+# Built (first run on a machine: a few minutes) before it starts, not in the background job.
+s3s_fs=$(bash infra/s3s-fs.sh) || { echo "edge: s3s-fs did not build"; exit 1; }
+"$s3s_fs" --host 127.0.0.1 --port "$s3_port" --access-key AKIDEXAMPLE \
   --secret-key edge-test-secret "$work/s3" >"$work/s3.log" 2>&1 &
 pids_plain+=($!)
+for i in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null && break; sleep 0.1; done
+(exec 3<>"/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null || { echo "edge: s3s-fs did not open $s3_port"; cat "$work/s3.log"; exit 1; }
 start b "$port_b" "$inspector_b" --var MAX_REQUEST_BODY:1048576 \
   --var S3_ACCESS_KEY_ID:AKIDEXAMPLE --var S3_SECRET_ACCESS_KEY:edge-test-secret \
   --var "S3_ENDPOINT:http://127.0.0.1:$s3_port" --var S3_BUCKET:berth-blobs --var PRESIGN_SECS:3
