@@ -26,10 +26,13 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("berth starts");
-        let server = Server { child, addr: addr.to_owned() };
+        let mut server = Server { child, addr: addr.to_owned() };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if TcpStream::connect(&server.addr).is_ok() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("berth serve on {addr} exited before it answered: {status}");
+            }
+            if answers_http(&server.addr) {
                 return server;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -96,6 +99,21 @@ fn sha256(data: &[u8]) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether an HTTP server answers GET /v2/ at addr. A bare TCP connect is not enough: while
+/// nothing listens on a port in the ephemeral range, a connect to it can pick that same port as
+/// its source and connect to itself, which made a test talk to a server that was not up yet.
+fn answers_http(addr: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(stream, "GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 "
 }
 
 fn free_addr() -> String {
