@@ -80,8 +80,7 @@ s3s_fs=$(bash infra/s3s-fs.sh) || { echo "edge: s3s-fs did not build"; exit 1; }
 "$s3s_fs" --host 127.0.0.1 --port "$s3_port" --access-key AKIDEXAMPLE \
   --secret-key edge-test-secret "$work/s3" >"$work/s3.log" 2>&1 &
 pids_plain+=($!)
-for i in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null && break; sleep 0.1; done
-(exec 3<>"/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null || { echo "edge: s3s-fs did not open $s3_port"; cat "$work/s3.log"; exit 1; }
+bash tests/wait-port.sh "$s3_port" s3s-fs || { cat "$work/s3.log"; exit 1; }
 start b "$port_b" "$inspector_b" --var MAX_REQUEST_BODY:1048576 \
   --var S3_ACCESS_KEY_ID:AKIDEXAMPLE --var S3_SECRET_ACCESS_KEY:edge-test-secret \
   --var "S3_ENDPOINT:http://127.0.0.1:$s3_port" --var S3_BUCKET:berth-blobs --var PRESIGN_SECS:3

@@ -34,7 +34,7 @@ boto3.client("secretsmanager", endpoint_url=os.environ["LAMBDA_META_ENDPOINT"],
 esac
 
 (cd "$root/lambda" && exec cargo lambda watch --only-lambda-apis --disable-cors -A 127.0.0.1 -P "$emulator") &
-for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$emulator") 2>/dev/null && break; sleep 0.1; done
+bash "$root/tests/wait-port.sh" "$emulator" "cargo lambda watch"
 python3 "$root/tests/lambda/content_type_shim.py" "$port" "$emulator" &
 AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024 AWS_LAMBDA_FUNCTION_NAME=_ \
   AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$emulator/.rt" \

@@ -81,14 +81,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-wait_port() { # wait_port PORT WHAT
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "$2 did not open port $1" >&2
-  return 1
-}
+wait_port() { bash "$root/tests/wait-port.sh" "$@"; }
 
 # --- S3 -----------------------------------------------------------------------------------------
 export AWS_ACCESS_KEY_ID=berthlocal AWS_SECRET_ACCESS_KEY=berthlocalsecret AWS_REGION=us-east-1
