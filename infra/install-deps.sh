@@ -9,6 +9,8 @@
 #   apt:   skopeo umoci podman (+ conmon, crun/runc, containers-common for rootful vfs)
 #          docker.io (dockerd + docker CLI) containerd jq curl
 #   PyPI:  oras (oras-py, used by tests/clients/oras_test.py)
+#   apt:   python3-venv when python3 cannot make virtualenvs (terraform/tests/run.sh puts
+#          python-hcl2 and checkov in their own)
 # With --bench, also what only the benchmarks use (the test command skips it: building oha
 # alone takes minutes on a fresh machine):
 #   apt:   docker-registry (the reference registry) wrk hyperfine
@@ -61,6 +63,9 @@ if [ "$bench" = 1 ]; then
 fi
 need_pkg jq jq
 need_pkg curl curl
+
+# Debian's python3 makes virtualenvs only with python3-venv (ensurepip).
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkg python3-venv
 
 py_needs_pip=0
 python3 -c 'import oras' >/dev/null 2>&1 || { python3 -m pip --version >/dev/null 2>&1 || need_pkg python3-pip; py_needs_pip=1; }

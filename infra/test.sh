@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, builds once, then runs the
 # unit tests, the HTTP integration suite against `berth serve`, the real OCI clients (skopeo,
-# podman, docker, oras), and checks that the core still builds for wasm32.
+# podman, docker, oras), the Worker and Lambda runtimes, checks that the core still builds for
+# wasm32, builds the deployment artifacts and checks the Terraform modules that use them.
 # Every server it starts listens on 127.0.0.1 and is stopped by PID when it is done.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,5 +48,12 @@ bash tests/edge/run.sh
 
 step "Lambda adapter: HTTP suite, edges, real clients, berth push (cargo lambda watch + local S3)"
 bash tests/lambda/run.sh
+
+step "deployment artifacts the Terraform modules point at: the Lambda zip (the Worker bundle is built above)"
+(cd lambda && cargo lambda build --release --compiler cargo --output-format zip --locked -p berth-lambda)
+ls -l target/lambda/berth-lambda/bootstrap.zip edge/build/index.js edge/build/index_bg.wasm
+
+step "Terraform: parse, provider schemas, structure, fmt layout (python-hcl2); checkov"
+bash terraform/tests/run.sh
 
 step "all passed"

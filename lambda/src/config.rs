@@ -20,6 +20,11 @@ pub struct Settings {
     pub meta_bucket: String,
     /// Region of the metadata bucket when it differs from the function's.
     meta_region: Option<String>,
+    /// Multi-region, outside the home region: the home region's bucket, where blob content
+    /// not yet replicated to `bucket` is read from.
+    pub home_bucket: Option<String>,
+    /// Region of `home_bucket`.
+    home_region: Option<String>,
     /// Custom S3 endpoint (a local S3 in tests); path-style addressing is used with it.
     endpoint: Option<String>,
     /// Custom endpoint for the metadata bucket (defaults to `endpoint`).
@@ -28,7 +33,14 @@ pub struct Settings {
     pub redirect_expiry: Duration,
     /// Lifetime of presigned part-upload URLs handed out for direct uploads.
     pub part_url_expiry: Duration,
-    upload_secret: Vec<u8>,
+    upload_secret: UploadSecret,
+}
+
+/// The key that signs upload ids: given directly, or the name of a Secrets Manager secret that
+/// holds it (what a deployment uses, so the key is in no function setting), read at init.
+enum UploadSecret {
+    Key(Vec<u8>),
+    InSecret(String),
 }
 
 fn var(name: &str) -> Option<String> {
@@ -47,19 +59,32 @@ fn secs(name: &str, default: u64) -> Result<Duration, String> {
     }
 }
 
+fn checked_upload_key(key: String, setting: &str) -> Result<Vec<u8>, String> {
+    if key.len() < 32 {
+        return Err(format!("{setting}: the upload key must be at least 32 bytes long, got {}", key.len()));
+    }
+    Ok(key.into_bytes())
+}
+
 impl Settings {
     pub fn from_env() -> Result<Self, String> {
         let bucket = var("BERTH_BUCKET").ok_or("BERTH_BUCKET must name the S3 bucket for blobs")?;
-        let upload_secret = var("BERTH_UPLOAD_SECRET")
-            .ok_or("BERTH_UPLOAD_SECRET must hold a random key (32+ bytes) that signs upload ids")?
-            .into_bytes();
-        if upload_secret.len() < 32 {
-            return Err("BERTH_UPLOAD_SECRET must be at least 32 bytes long".into());
-        }
+        let upload_secret = match (var("BERTH_UPLOAD_SECRET"), var("BERTH_UPLOAD_SECRET_ID")) {
+            (Some(_), Some(_)) => return Err("set BERTH_UPLOAD_SECRET or BERTH_UPLOAD_SECRET_ID, not both".into()),
+            (Some(key), None) => UploadSecret::Key(checked_upload_key(key, "BERTH_UPLOAD_SECRET")?),
+            (None, Some(id)) => UploadSecret::InSecret(id),
+            (None, None) => {
+                return Err("BERTH_UPLOAD_SECRET_ID must name the Secrets Manager secret holding the key (32+ \
+                            bytes) that signs upload ids, or BERTH_UPLOAD_SECRET hold the key itself"
+                    .into())
+            }
+        };
         Ok(Settings {
             meta_bucket: var("BERTH_META_BUCKET").unwrap_or_else(|| bucket.clone()),
+            home_bucket: var("BERTH_HOME_BUCKET").filter(|home| *home != bucket),
             bucket,
             meta_region: var("BERTH_META_REGION"),
+            home_region: var("BERTH_HOME_REGION"),
             meta_endpoint: var("BERTH_META_S3_ENDPOINT").or_else(|| var("BERTH_S3_ENDPOINT")),
             endpoint: var("BERTH_S3_ENDPOINT"),
             redirect_expiry: secs("BERTH_REDIRECT_EXPIRY_SECS", 300)?,
@@ -68,10 +93,18 @@ impl Settings {
         })
     }
 
-    pub fn core_config(&self) -> Config {
-        let mut config = Config::new(self.upload_secret.clone());
+    /// The core's settings; reads the upload key from Secrets Manager when it lives there.
+    pub async fn core_config(&self, sdk: &aws_config::SdkConfig) -> Result<Config, String> {
+        let key = match &self.upload_secret {
+            UploadSecret::Key(key) => key.clone(),
+            UploadSecret::InSecret(id) => {
+                let text = self.read_secret(sdk, "BERTH_UPLOAD_SECRET_ID", id).await?;
+                checked_upload_key(text, "BERTH_UPLOAD_SECRET_ID")?
+            }
+        };
+        let mut config = Config::new(key);
         config.max_request_body = Some(MAX_BODY_BYTES);
-        config
+        Ok(config)
     }
 
     /// Token auth: the whole auth config as TOML with keys inline (`berth auth export`), from
@@ -81,10 +114,8 @@ impl Settings {
     /// with half a policy.
     pub async fn auth(&self, sdk: &aws_config::SdkConfig) -> Result<Option<Auth>, String> {
         let text = match (var("BERTH_AUTH_CONFIG_SECRET"), var("BERTH_AUTH_CONFIG_TOML")) {
-            (Some(_), Some(_)) => {
-                return Err("set BERTH_AUTH_CONFIG_SECRET or BERTH_AUTH_CONFIG_TOML, not both".into())
-            }
-            (Some(secret), None) => self.read_secret(sdk, &secret).await?,
+            (Some(_), Some(_)) => return Err("set BERTH_AUTH_CONFIG_SECRET or BERTH_AUTH_CONFIG_TOML, not both".into()),
+            (Some(secret), None) => self.read_secret(sdk, "BERTH_AUTH_CONFIG_SECRET", &secret).await?,
             (None, Some(text)) => text,
             (None, None) => return Ok(None),
         };
@@ -96,7 +127,8 @@ impl Settings {
         Ok(Some(auth.with_fetcher(Box::new(fetcher))))
     }
 
-    async fn read_secret(&self, sdk: &aws_config::SdkConfig, id: &str) -> Result<String, String> {
+    /// A secret's string value; `setting` names the variable that pointed at it, for errors.
+    async fn read_secret(&self, sdk: &aws_config::SdkConfig, setting: &str, id: &str) -> Result<String, String> {
         let mut builder = aws_sdk_secretsmanager::config::Builder::from(sdk);
         if let Some(endpoint) = var("BERTH_SECRETS_ENDPOINT") {
             builder = builder.endpoint_url(endpoint);
@@ -107,9 +139,8 @@ impl Settings {
             .secret_id(id)
             .send()
             .await
-            .map_err(|e| format!("BERTH_AUTH_CONFIG_SECRET {id}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)))?;
-        out.secret_string
-            .ok_or_else(|| format!("BERTH_AUTH_CONFIG_SECRET {id}: the secret has no string value"))
+            .map_err(|e| format!("{setting} {id}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)))?;
+        out.secret_string.ok_or_else(|| format!("{setting} {id}: the secret has no string value"))
     }
 
     /// Credentials and region the standard way (the Lambda environment, or env vars locally).
@@ -140,6 +171,11 @@ impl Settings {
             builder = builder.region(aws_sdk_s3::config::Region::new(region.to_owned()));
         }
         aws_sdk_s3::Client::from_conf(builder.build())
+    }
+
+    /// For the home region's bucket (same endpoint as `bucket`: local tests use one S3).
+    pub fn home_client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+        self.client_for(sdk, self.endpoint.as_deref(), self.home_region.as_deref())
     }
 
     pub fn meta_client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {

@@ -30,7 +30,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let sdk = settings.sdk_config().await;
     let blobs = S3BlobStore::new(&sdk, &settings);
     let meta = S3Meta::new(&sdk, &settings);
-    let mut registry = Registry::new(blobs, meta, settings.core_config());
+    let mut registry = Registry::new(blobs, meta, settings.core_config(&sdk).await?);
     let auth = settings.auth(&sdk).await?;
     let auth_on = auth.is_some();
     if let Some(auth) = auth {

@@ -64,7 +64,7 @@ pulled="$work/pulled/blobs/sha256/${want#sha256:}"
 [ -f "$pulled" ] || fail "the layer is missing from the pulled image"
 [ "sha256:$(sha256sum "$pulled" | cut -d' ' -f1)" = "$want" ] || fail "pulled layer has the wrong digest"
 ok "skopeo pulled the image; the 200 MiB layer's digest matches"
-grep -q "method: GET, uri: /berth/uploads/[0-9a-f.]*/data?x-id=GetObject&X-Amz-Algorithm=" "$S3_LOG" ||
+grep -q "method: GET, uri: /berth/data/[0-9a-f.]*?x-id=GetObject&X-Amz-Algorithm=" "$S3_LOG" ||
   fail "the S3 log shows no presigned GET of the uploaded object"
 ok "the layer came from S3 (a presigned GET of its object is in the S3 log)"
 

@@ -8,7 +8,7 @@
 # does and the emulator does not (see that file).
 #
 #   bash tests/lambda/run.sh              # everything
-#   bash tests/lambda/run.sh suite edge   # a selection: suite edge clients push auth
+#   bash tests/lambda/run.sh suite edge   # a selection: suite edge clients push auth replica
 #   bash tests/lambda/run.sh --serve      # start the stack, print BERTH_URL, wait (Ctrl-C stops)
 #
 # Tests: suite   the HTTP integration suite (berth-tests) through the emulator
@@ -20,9 +20,12 @@
 #        push    `berth push` of a 200 MiB blob straight to S3, a manifest on top, skopeo pull
 #        auth    the auth tests (tests/tests/auth.rs, tests/clients/auth.sh) against a second
 #                function with its auth config (Secrets Manager or env), started by tests/lambda/launch-auth.sh
+#        replica tests/lambda/replica_test.py: a second region's function (own bucket, home
+#                region's metadata) serves what the home one took, before and after replication
 #
 # Ports (127.0.0.1): LAMBDA_PORT (default 9000, what clients use), EMULATOR_PORT (9001),
-# S3_PORT (9100, s3s-fs), META_PORT (9200, moto); the auth step's stacks use 9020-9023 and an
+# S3_PORT (9100, s3s-fs), META_PORT (9200, moto), REPLICA_PORT/REPLICA_EMULATOR_PORT (9030/9031,
+# the replica step's function); the auth step's stacks use 9020-9023 and an
 # OIDC issuer on 5370 (auth.rs picks a free one in 5300-5399).
 # Everything started here is stopped by PID on exit.
 set -euo pipefail
@@ -32,6 +35,8 @@ LAMBDA_PORT=${LAMBDA_PORT:-9000}
 EMULATOR_PORT=${EMULATOR_PORT:-9001}
 S3_PORT=${S3_PORT:-9100}
 META_PORT=${META_PORT:-9200}
+REPLICA_PORT=${REPLICA_PORT:-9030}
+REPLICA_EMULATOR_PORT=${REPLICA_EMULATOR_PORT:-9031}
 TOOLS=$root/.tools
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
@@ -45,11 +50,11 @@ tests=()
 for a in "$@"; do
   case "$a" in
     --serve) serve_only=1 ;;
-    suite | edge | clients | push | auth) tests+=("$a") ;;
+    suite | edge | clients | push | auth | replica) tests+=("$a") ;;
     *) echo "unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth)
+[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth replica)
 
 # --- install (idempotent) --------------------------------------------------------------------
 command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda
@@ -95,6 +100,13 @@ moto_server -H 127.0.0.1 -p "$META_PORT" >"$WORK/moto.log" 2>&1 &
 pids+=($!)
 wait_port "$META_PORT" moto
 python3 -c "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$META_PORT').create_bucket(Bucket='berth-meta')"
+# The upload key comes from Secrets Manager (moto's), as in a deployment (terraform/): the
+# function gets the secret's name, never the key.
+python3 -c "
+import boto3
+sm = boto3.client('secretsmanager', endpoint_url='http://127.0.0.1:$META_PORT', region_name='$AWS_REGION')
+sm.create_secret(Name='berth/upload-key', SecretString='local-test-secret-0123456789abcdef0123456789')
+sm.create_secret(Name='berth/short-key', SecretString='too-short')"
 
 # --- the Lambda emulator and the function ------------------------------------------------------
 (cd lambda && exec cargo lambda watch --only-lambda-apis --disable-cors -A 127.0.0.1 -P "$EMULATOR_PORT") >"$WORK/watch.log" 2>&1 &
@@ -110,7 +122,7 @@ AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024 AWS_LAMBDA_FU
   AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$EMULATOR_PORT/.rt" \
   BERTH_BUCKET=berth BERTH_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" \
   BERTH_META_BUCKET=berth-meta BERTH_META_S3_ENDPOINT="http://127.0.0.1:$META_PORT" \
-  BERTH_UPLOAD_SECRET="local-test-secret-0123456789abcdef0123456789" RUST_LOG=info \
+  BERTH_UPLOAD_SECRET_ID=berth/upload-key BERTH_SECRETS_ENDPOINT="http://127.0.0.1:$META_PORT" RUST_LOG=info \
   "$FUNCTION" >"$WORK/function.log" 2>&1 &
 pids+=($!)
 # Cold start as a client sees it: process start to the first response through the emulator.
@@ -177,13 +189,32 @@ for t in "${tests[@]}"; do
       echo "presigned blob GETs served by S3 during the client tests: $((after - before))"
       [ "$after" -gt "$before" ] || { echo "no client followed a redirect to S3" >&2; failed+=(clients-redirect); } ;;
     push) bash tests/lambda/push_test.sh || failed+=(push) ;;
+    replica)
+      # A second region's function: its own (empty) bucket, metadata and reads of content not yet
+      # replicated from the home region's, as terraform/modules/aws-region configures it.
+      mkdir -p "$WORK/s3/berth-replica"
+      (cd lambda && exec cargo lambda watch --only-lambda-apis --disable-cors -A 127.0.0.1 -P "$REPLICA_EMULATOR_PORT") \
+        >"$WORK/replica-watch.log" 2>&1 &
+      pids+=($!)
+      wait_port "$REPLICA_EMULATOR_PORT" "cargo lambda watch (replica)"
+      python3 tests/lambda/content_type_shim.py "$REPLICA_PORT" "$REPLICA_EMULATOR_PORT" >"$WORK/replica-shim.log" 2>&1 &
+      pids+=($!)
+      wait_port "$REPLICA_PORT" "the shim (replica)"
+      AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024 AWS_LAMBDA_FUNCTION_NAME=_ \
+        AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$REPLICA_EMULATOR_PORT/.rt" \
+        BERTH_BUCKET=berth-replica BERTH_HOME_BUCKET=berth BERTH_S3_ENDPOINT="$LAMBDA_S3_ENDPOINT" \
+        BERTH_META_BUCKET=berth-meta BERTH_META_S3_ENDPOINT="$LAMBDA_META_ENDPOINT" \
+        BERTH_UPLOAD_SECRET_ID=berth/upload-key BERTH_SECRETS_ENDPOINT="$LAMBDA_META_ENDPOINT" RUST_LOG=info \
+        "$FUNCTION" >"$WORK/replica-function.log" 2>&1 &
+      pids+=($!)
+      REPLICA_URL="http://127.0.0.1:$REPLICA_PORT" python3 tests/lambda/replica_test.py || failed+=(replica) ;;
     auth)
       # A bad auth config stops the function at init with the reason: it never serves with
       # half a policy.
       bad_config() { # bad_config EXPECTED-MESSAGE ENV=VALUE...
         local want=$1 out; shift
-        if out=$(env "$@" BERTH_BUCKET=berth BERTH_UPLOAD_SECRET=local-test-secret-0123456789abcdef0123456789 \
-            BERTH_S3_ENDPOINT="$LAMBDA_S3_ENDPOINT" BERTH_SECRETS_ENDPOINT="$LAMBDA_META_ENDPOINT" \
+        if out=$(env BERTH_BUCKET=berth BERTH_UPLOAD_SECRET=local-test-secret-0123456789abcdef0123456789 \
+            BERTH_S3_ENDPOINT="$LAMBDA_S3_ENDPOINT" BERTH_SECRETS_ENDPOINT="$LAMBDA_META_ENDPOINT" "$@" \
             timeout 30 "$FUNCTION" 2>&1); then
           echo "the function started with a bad auth config ($*)" >&2; return 1
         fi
@@ -194,6 +225,13 @@ for t in "${tests[@]}"; do
       bad_config "names private_key_file, which this runtime cannot read" \
         BERTH_AUTH_CONFIG_TOML=$'[[token.keys]]\nkid = "k"\nprivate_key_file = "keys/k.key"' || failed+=(auth-config)
       bad_config "BERTH_AUTH_CONFIG_SECRET no-such-secret" BERTH_AUTH_CONFIG_SECRET=no-such-secret || failed+=(auth-config)
+      # The same for the upload key's secret (BERTH_UPLOAD_SECRET is set by bad_config itself).
+      bad_config "set BERTH_UPLOAD_SECRET or BERTH_UPLOAD_SECRET_ID, not both" \
+        BERTH_UPLOAD_SECRET_ID=berth/upload-key || failed+=(upload-key)
+      bad_config "BERTH_UPLOAD_SECRET_ID no-such-secret" BERTH_UPLOAD_SECRET= \
+        BERTH_UPLOAD_SECRET_ID=no-such-secret || failed+=(upload-key)
+      bad_config "BERTH_UPLOAD_SECRET_ID: the upload key must be at least 32 bytes long, got 9" BERTH_UPLOAD_SECRET= \
+        BERTH_UPLOAD_SECRET_ID=berth/short-key || failed+=(upload-key)
       # The config from Secrets Manager here, from the plain variable for the clients.
       LAMBDA_AUTH_FROM=secret BERTH_AUTH_LAUNCH=$root/tests/lambda/launch-auth.sh BERTH_AUTH_PORT=9020 \
         cargo test --release --locked --workspace --test auth || failed+=(auth)

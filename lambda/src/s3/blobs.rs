@@ -20,6 +20,10 @@ const META_SIZE: &str = "berth-size";
 
 pub struct S3BlobStore {
     pub(super) bucket: Bucket,
+    /// In a region other than the home region of a multi-region deployment: the home region's
+    /// bucket, which every push through the global URL writes to. Content that replication has
+    /// not brought here yet is read from there (docs/deploy-consistency.md).
+    home: Option<Bucket>,
     redirect_expiry: Duration,
     pub(super) part_url_expiry: Duration,
 }
@@ -28,6 +32,8 @@ pub struct S3BlobStore {
 struct Location {
     key: String,
     size: u64,
+    /// In the home region's bucket rather than this region's.
+    at_home: bool,
 }
 
 /// Signed for the request's time, not the clock's: the core owns time.
@@ -39,6 +45,24 @@ pub(super) fn presigning(now: u64, expiry: Duration) -> StorageResult<Presigning
         .map_err(|e| StorageError::new(format!("presigning config: {e}")))
 }
 
+/// Where `digest`'s bytes are in `bucket`: a pointer's target, or the object itself.
+async fn locate_in(bucket: &Bucket, digest: &Digest, at_home: bool) -> StorageResult<Option<Location>> {
+    let key = blob_key(digest);
+    let head = bucket.client.head_object().bucket(&bucket.name).key(&key).send().await;
+    let out = match head {
+        Ok(out) => out,
+        Err(e) if status_of(&e) == Some(404) => return Ok(None),
+        Err(e) => return Err(storage_error("HEAD blob", e)),
+    };
+    let meta = out.metadata();
+    let pointed = meta.and_then(|m| m.get(META_DATA_KEY)).cloned();
+    let size = meta.and_then(|m| m.get(META_SIZE)).and_then(|s| s.parse::<u64>().ok());
+    Ok(Some(match (pointed, size) {
+        (Some(data), Some(size)) => Location { key: data, size, at_home },
+        _ => Location { key, size: out.content_length.unwrap_or(0).max(0) as u64, at_home },
+    }))
+}
+
 fn blob_key(digest: &Digest) -> String {
     // `sha256:abc` -> `blobs/sha256/abc`
     format!("blobs/{}", digest.to_string().replacen(':', "/", 1))
@@ -48,35 +72,40 @@ impl S3BlobStore {
     pub fn new(sdk: &aws_config::SdkConfig, settings: &Settings) -> Self {
         S3BlobStore {
             bucket: Bucket { client: settings.s3_client(sdk, None), name: settings.bucket.clone() },
+            home: settings
+                .home_bucket
+                .as_ref()
+                .map(|name| Bucket { client: settings.home_client(sdk), name: name.clone() }),
             redirect_expiry: settings.redirect_expiry,
             part_url_expiry: settings.part_url_expiry,
         }
     }
 
+    /// This region's copy first, then the home region's.
     async fn locate(&self, digest: &Digest) -> StorageResult<Option<Location>> {
-        let key = blob_key(digest);
-        let head = self.bucket.client.head_object().bucket(&self.bucket.name).key(&key).send().await;
-        let out = match head {
-            Ok(out) => out,
-            Err(e) if status_of(&e) == Some(404) => return Ok(None),
-            Err(e) => return Err(storage_error("HEAD blob", e)),
-        };
-        let meta = out.metadata();
-        let pointed = meta.and_then(|m| m.get(META_DATA_KEY)).cloned();
-        let size = meta.and_then(|m| m.get(META_SIZE)).and_then(|s| s.parse::<u64>().ok());
-        Ok(Some(match (pointed, size) {
-            (Some(data), Some(size)) => Location { key: data, size },
-            _ => Location { key, size: out.content_length.unwrap_or(0).max(0) as u64 },
-        }))
+        if let Some(location) = locate_in(&self.bucket, digest, false).await? {
+            return Ok(Some(location));
+        }
+        match &self.home {
+            Some(home) => locate_in(home, digest, true).await,
+            None => Ok(None),
+        }
     }
 
-    async fn presign_get(&self, key: &str, now: u64) -> StorageResult<String> {
-        let presigned = self
-            .bucket
+    fn bucket_of(&self, location: &Location) -> &Bucket {
+        match (&self.home, location.at_home) {
+            (Some(home), true) => home,
+            _ => &self.bucket,
+        }
+    }
+
+    async fn presign_get(&self, location: &Location, now: u64) -> StorageResult<String> {
+        let bucket = self.bucket_of(location);
+        let presigned = bucket
             .client
             .get_object()
-            .bucket(&self.bucket.name)
-            .key(key)
+            .bucket(&bucket.name)
+            .key(&location.key)
             .presigned(presigning(now, self.redirect_expiry)?)
             .await
             .map_err(|e| storage_error("presign GET", e))?;
@@ -91,10 +120,9 @@ impl S3BlobStore {
         }
     }
 
-    /// Removes every staging object of an upload (tails, and the data object if asked).
+    /// Removes every staging object of an upload (tails), and its data object if asked.
     pub(super) async fn delete_upload_objects(&self, id: &str, keep_data: bool) -> StorageResult<()> {
         let prefix = upload_prefix(id);
-        let data = data_key(id);
         let out = self
             .bucket
             .client
@@ -105,10 +133,10 @@ impl S3BlobStore {
             .await
             .map_err(|e| storage_error("LIST upload objects", e))?;
         for key in out.contents().iter().filter_map(|o| o.key()) {
-            if keep_data && key == data {
-                continue;
-            }
             self.delete_key(key).await?;
+        }
+        if !keep_data {
+            self.delete_key(&data_key(id)).await?;
         }
         Ok(())
     }
@@ -137,15 +165,17 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> StorageResult<Option<ByteStream>> {
-        let Some(location) = self.locate(digest).await? else { return Ok(None) };
+        let Some(location) = self.locate(digest).await? else {
+            return Ok(None);
+        };
         if location.size == 0 || range.is_some_and(|r| r.start >= r.end) {
             return Ok(Some(Box::pin(futures_util::stream::empty())));
         }
-        let got = self
-            .bucket
+        let bucket = self.bucket_of(&location);
+        let got = bucket
             .client
             .get_object()
-            .bucket(&self.bucket.name)
+            .bucket(&bucket.name)
             .key(&location.key)
             .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)))
             .send()
@@ -171,15 +201,18 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn delete(&self, digest: &Digest) -> StorageResult<()> {
-        if let Some(location) = self.locate(digest).await? {
+        // This region's copy only: the home region's is the home region's to delete.
+        if let Some(location) = locate_in(&self.bucket, digest, false).await? {
             self.delete_key(&location.key).await?;
         }
         self.delete_key(&blob_key(digest)).await
     }
 
     async fn redirect_url(&self, digest: &Digest, now: u64) -> StorageResult<Option<String>> {
-        let Some(location) = self.locate(digest).await? else { return Ok(None) };
-        self.presign_get(&location.key, now).await.map(Some)
+        let Some(location) = self.locate(digest).await? else {
+            return Ok(None);
+        };
+        self.presign_get(&location, now).await.map(Some)
     }
 
     async fn upload_start(&self, _id: &str) -> StorageResult<String> {
@@ -320,21 +353,38 @@ mod tests {
             .endpoint_url("http://127.0.0.1:1")
             .force_path_style(true)
             .build();
+        let client = aws_sdk_s3::Client::from_conf(config);
         S3BlobStore {
-            bucket: Bucket { client: aws_sdk_s3::Client::from_conf(config), name: "b".into() },
+            bucket: Bucket { client: client.clone(), name: "b".into() },
+            home: Some(Bucket { client, name: "home".into() }),
             redirect_expiry: Duration::from_secs(expiry),
             part_url_expiry: Duration::from_secs(expiry),
         }
     }
 
     #[tokio::test]
+    async fn content_still_at_home_is_presigned_from_the_home_bucket() {
+        let store = store(120);
+        let here = Location { key: "data/1".into(), size: 1, at_home: false };
+        let home = Location { key: "data/1".into(), size: 1, at_home: true };
+        assert!(store.presign_get(&here, 1_000_000_000).await.unwrap().starts_with("http://127.0.0.1:1/b/data/1?"));
+        assert!(store.presign_get(&home, 1_000_000_000).await.unwrap().starts_with("http://127.0.0.1:1/home/data/1?"));
+    }
+
+    #[tokio::test]
     async fn presigned_urls_use_the_time_passed_in() {
         // 2001-09-09T01:46:40Z
-        let url = store(120).presign_get("blobs/sha256/ab", 1_000_000_000).await.unwrap();
+        let url = store(120)
+            .presign_get(&Location { key: "blobs/sha256/ab".into(), size: 0, at_home: false }, 1_000_000_000)
+            .await
+            .unwrap();
         assert!(url.starts_with("http://127.0.0.1:1/b/blobs/sha256/ab?"), "{url}");
         assert!(url.contains("X-Amz-Date=20010909T014640Z"), "{url}");
         assert!(url.contains("X-Amz-Expires=120"), "{url}");
-        let later = store(120).presign_get("blobs/sha256/ab", 1_000_000_060).await.unwrap();
+        let later = store(120)
+            .presign_get(&Location { key: "blobs/sha256/ab".into(), size: 0, at_home: false }, 1_000_000_060)
+            .await
+            .unwrap();
         assert!(later.contains("X-Amz-Date=20010909T014740Z"), "{later}");
     }
 }

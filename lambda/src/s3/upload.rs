@@ -62,8 +62,11 @@ pub fn upload_prefix(id: &str) -> String {
     format!("uploads/{id}/")
 }
 
+/// Where an upload's bytes are assembled, and stay once published (the blob's key becomes a
+/// pointer to it). Outside `uploads/`, so a lifecycle rule may expire staging (tails, abandoned
+/// uploads) without touching published content; the same layout as the Worker's R2 bucket.
 pub fn data_key(id: &str) -> String {
-    format!("{}data", upload_prefix(id))
+    format!("data/{id}")
 }
 
 pub struct S3UploadWriter {
@@ -201,11 +204,8 @@ pub async fn complete_multipart(bucket: &Bucket, id: &str, state: &mut UploadSta
         state.in_parts += state.tail;
         state.tail = 0;
     }
-    let parts = state
-        .parts
-        .iter()
-        .map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(etag).build())
-        .collect();
+    let parts =
+        state.parts.iter().map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(etag).build()).collect();
     bucket
         .client
         .complete_multipart_upload()

@@ -1,0 +1,16 @@
+# Berth as one Cloudflare Worker on R2 and Workers KV.
+
+module "berth" {
+  source = "../../modules/cloudflare"
+
+  account_id            = var.account_id
+  name                  = var.name
+  bundle_dir            = var.bundle_dir
+  bucket_name           = var.bucket_name
+  auth_config           = var.auth_config
+  custom_domain         = var.custom_domain
+  workers_dev_subdomain = var.workers_dev_subdomain
+
+  presign_access_key_id     = var.presign_access_key_id
+  presign_secret_access_key = var.presign_secret_access_key
+}

@@ -1,0 +1,57 @@
+variable "account_id" {
+  description = "Cloudflare account id (dashboard: Workers & Pages, right-hand column)."
+  type        = string
+}
+
+variable "name" {
+  description = "Worker name."
+  type        = string
+  default     = "berth"
+}
+
+variable "bundle_dir" {
+  description = "The built Worker: edge/build after `bash infra/edge-build.sh` (run from the repository root)."
+  type        = string
+  default     = "../../../edge/build"
+}
+
+variable "bucket_name" {
+  description = "R2 bucket name."
+  type        = string
+  default     = "berth-blobs"
+}
+
+variable "auth_config" {
+  description = "`berth auth export` output (signing keys, users, policy); null leaves the registry open. Set it as TF_VAR_auth_config."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "custom_domain" {
+  description = "Optional host name for the registry on a zone of this account: { zone_id = \"…\", hostname = \"registry.example.com\" }."
+  type = object({
+    zone_id  = string
+    hostname = string
+  })
+  default = null
+}
+
+variable "workers_dev_subdomain" {
+  description = "The account's workers.dev subdomain, only to print the workers.dev URL."
+  type        = string
+  default     = null
+}
+
+variable "presign_access_key_id" {
+  description = "Optional R2 API token access key id: blob GETs become 307 redirects to presigned R2 URLs."
+  type        = string
+  default     = null
+}
+
+variable "presign_secret_access_key" {
+  description = "The R2 API token's secret access key (TF_VAR_presign_secret_access_key)."
+  type        = string
+  default     = null
+  sensitive   = true
+}

@@ -1,0 +1,17 @@
+terraform {
+  required_version = ">= 1.11"
+
+  required_providers {
+    cloudflare = {
+      source  = "cloudflare/cloudflare"
+      version = "~> 5.22.0"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.9.0"
+    }
+  }
+}
+
+# The API token comes from CLOUDFLARE_API_TOKEN (see README.md for its permissions).
+provider "cloudflare" {}

@@ -1,0 +1,127 @@
+variable "name" {
+  description = "Prefix of every resource name (function, role, secrets, bucket)."
+  type        = string
+  default     = "berth"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name))
+    error_message = "name must be 3-32 characters of a-z, 0-9 and '-', starting with a letter."
+  }
+}
+
+variable "lambda_zip" {
+  description = "Path to the function's bootstrap.zip, built offline by `cargo lambda build --release --compiler cargo --output-format zip -p berth-lambda` (x86_64)."
+  type        = string
+}
+
+variable "bucket_name" {
+  description = "Name of this region's bucket. Default: <name>-<account id>-<region>."
+  type        = string
+  default     = null
+}
+
+variable "home" {
+  description = "The home region's bucket (its aws-region module's `home` output), which holds the metadata (tags, repository links, upload sessions) for every region and the content pushed through the global URL; this region reads content from it until replication brings a copy. null makes this region the home region."
+  type = object({
+    bucket_name = string
+    bucket_arn  = string
+    region      = string
+    kms_key_arn = string
+  })
+  default = null
+}
+
+variable "create_auth_config_secret" {
+  description = "Create the Secrets Manager secret that holds the auth config (signing keys, users, policy; `berth auth export`) in this region, replicated to auth_config_replica_regions. Set it in the home region only. Its value is put after apply (see the example's README), so it never enters the Terraform state."
+  type        = bool
+  default     = false
+}
+
+variable "auth_config_replica_regions" {
+  description = "Regions that get a replica of the auth config secret (the other regions of the deployment); used with create_auth_config_secret."
+  type        = list(string)
+  default     = []
+}
+
+variable "auth_config_secret_name" {
+  description = "Name of an auth config secret readable in this region (the home region's replica, or an existing secret). null with create_auth_config_secret = false: no token auth, the registry is open to anyone who can reach it."
+  type        = string
+  default     = null
+}
+
+variable "upload_key_version" {
+  description = "Bump to generate a new upload-signing key (uploads in progress then fail and must restart)."
+  type        = number
+  default     = 1
+}
+
+variable "memory_size" {
+  description = "Function memory in MB; CPU scales with it, and sha256 of streamed bodies is CPU-bound."
+  type        = number
+  default     = 1024
+}
+
+variable "timeout" {
+  description = "Function timeout in seconds. Completing a direct upload re-reads the object through sha256 (about 1 GiB per 5-10 s), so large layers need minutes."
+  type        = number
+  default     = 900
+
+  validation {
+    condition     = var.timeout >= 10 && var.timeout <= 900
+    error_message = "timeout must be 10-900 seconds."
+  }
+}
+
+variable "reserved_concurrency" {
+  description = "Reserved concurrent executions for the function; null leaves it on the account's unreserved pool."
+  type        = number
+  default     = null
+}
+
+variable "redirect_expiry_seconds" {
+  description = "Lifetime of presigned blob GET URLs (BERTH_REDIRECT_EXPIRY_SECS)."
+  type        = number
+  default     = 300
+}
+
+variable "part_url_expiry_seconds" {
+  description = "Lifetime of presigned part-upload URLs for direct uploads (BERTH_PART_URL_EXPIRY_SECS)."
+  type        = number
+  default     = 3600
+}
+
+variable "log_level" {
+  description = "RUST_LOG filter of the function (audit lines are logged at info)."
+  type        = string
+  default     = "info"
+}
+
+variable "log_retention_days" {
+  description = "Retention of the function's log group, which holds the audit log."
+  type        = number
+  default     = 365
+}
+
+variable "stale_upload_days" {
+  description = "Days after which unfinished multipart uploads are aborted and upload staging objects (uploads/) expire."
+  type        = number
+  default     = 7
+}
+
+variable "noncurrent_version_days" {
+  description = "Days a deleted or overwritten object's old version is kept (the bucket is versioned for replication)."
+  type        = number
+  default     = 30
+}
+
+variable "force_destroy" {
+  description = "Let `terraform destroy` delete the bucket with everything in it. Keep false for a registry you care about."
+  type        = bool
+  default     = false
+}
+
+variable "tags" {
+  description = "Tags for every resource."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,161 @@
+# Berth on Cloudflare: the Worker (edge/) with its R2 bucket and KV namespace, as wrangler.toml
+# describes it for `wrangler dev`. edge/README.md explains every binding and setting.
+
+locals {
+  presign = var.presign_access_key_id != null
+  # Whether a secret was given is not itself a secret.
+  auth = nonsensitive(var.auth_config != null)
+
+  # The variables the Worker reads (edge/src/settings.rs): plain-text bindings...
+  vars = merge(
+    {
+      MAX_REQUEST_BODY = tostring(var.max_request_body)
+      PART_SIZE        = tostring(var.part_size)
+      BLOB_CACHE       = var.blob_cache ? "on" : "off"
+    },
+    local.presign ? {
+      S3_ENDPOINT  = "https://${var.account_id}.r2.cloudflarestorage.com"
+      S3_BUCKET    = cloudflare_r2_bucket.blobs.name
+      S3_REGION    = "auto"
+      PRESIGN_SECS = tostring(var.presign_expiry_seconds)
+    } : {},
+  )
+  # ...and secrets.
+  secret_bindings = concat(
+    [{ name = "UPLOAD_SECRET", type = "secret_text", text = random_password.upload_secret.result }],
+    local.auth ? [{ name = "AUTH_CONFIG", type = "secret_text", text = var.auth_config }] : [],
+    local.presign ? [
+      { name = "S3_ACCESS_KEY_ID", type = "secret_text", text = var.presign_access_key_id },
+      { name = "S3_SECRET_ACCESS_KEY", type = "secret_text", text = var.presign_secret_access_key },
+    ] : [],
+  )
+
+  url = (
+    var.custom_domain != null ? "https://${var.custom_domain.hostname}" :
+    var.route != null ? "https://${split("/", var.route.pattern)[0]}" :
+    var.workers_dev && var.workers_dev_subdomain != null ? "https://${var.name}.${var.workers_dev_subdomain}.workers.dev" :
+    null
+  )
+}
+
+# The source of truth: blobs, manifests, tags and upload sessions (conditional writes).
+resource "cloudflare_r2_bucket" "blobs" {
+  account_id   = var.account_id
+  name         = var.bucket_name
+  location     = var.bucket_location
+  jurisdiction = var.bucket_jurisdiction
+}
+
+# Abandoned uploads: multipart uploads never completed, and staging objects under uploads/.
+# Published content lives under data/ and blobs/ and is never touched.
+resource "cloudflare_r2_bucket_lifecycle" "blobs" {
+  account_id   = var.account_id
+  bucket_name  = cloudflare_r2_bucket.blobs.name
+  jurisdiction = var.bucket_jurisdiction
+  rules = [
+    {
+      id         = "abort-stale-multipart-uploads"
+      enabled    = true
+      conditions = { prefix = "" }
+      abort_multipart_uploads_transition = {
+        condition = { type = "Age", max_age = var.stale_upload_days * 86400 }
+      }
+    },
+    {
+      id         = "expire-upload-staging"
+      enabled    = true
+      conditions = { prefix = "uploads/" }
+      delete_objects_transition = {
+        condition = { type = "Age", max_age = var.stale_upload_days * 86400 }
+      }
+    },
+  ]
+}
+
+# A read-through cache of manifests by digest (never the source of truth: KV is eventually
+# consistent).
+resource "cloudflare_workers_kv_namespace" "manifest_cache" {
+  account_id = var.account_id
+  title      = "${var.name}-manifest-cache"
+}
+
+# Signs upload ids (at least 32 bytes).
+resource "random_password" "upload_secret" {
+  length  = 64
+  special = false
+}
+
+resource "cloudflare_worker" "this" {
+  account_id = var.account_id
+  name       = var.name
+  subdomain = {
+    enabled = var.workers_dev
+  }
+  observability = {
+    enabled = true
+  }
+}
+
+resource "cloudflare_worker_version" "this" {
+  account_id         = var.account_id
+  worker_id          = cloudflare_worker.this.id
+  compatibility_date = var.compatibility_date
+  main_module        = "index.js"
+
+  # worker-build's output: the JS glue imports ./index_bg.wasm by that name.
+  modules = [
+    {
+      name         = "index.js"
+      content_type = "application/javascript+module"
+      content_file = "${var.bundle_dir}/index.js"
+    },
+    {
+      name         = "index_bg.wasm"
+      content_type = "application/wasm"
+      content_file = "${var.bundle_dir}/index_bg.wasm"
+    },
+  ]
+
+  bindings = concat(
+    [
+      { name = "BLOBS", type = "r2_bucket", bucket_name = cloudflare_r2_bucket.blobs.name },
+      { name = "MANIFEST_CACHE", type = "kv_namespace", namespace_id = cloudflare_workers_kv_namespace.manifest_cache.id },
+    ],
+    [for k in sort(keys(local.vars)) : { name = k, type = "plain_text", text = local.vars[k] }],
+    local.secret_bindings,
+  )
+
+  lifecycle {
+    precondition {
+      condition     = !local.presign || nonsensitive(var.presign_secret_access_key != null)
+      error_message = "presign_access_key_id needs presign_secret_access_key."
+    }
+  }
+}
+
+resource "cloudflare_workers_deployment" "this" {
+  account_id  = var.account_id
+  script_name = cloudflare_worker.this.name
+  strategy    = "percentage"
+  versions = [{
+    version_id = cloudflare_worker_version.this.id
+    percentage = 100
+  }]
+}
+
+resource "cloudflare_workers_custom_domain" "this" {
+  count      = var.custom_domain == null ? 0 : 1
+  account_id = var.account_id
+  zone_id    = var.custom_domain.zone_id
+  hostname   = var.custom_domain.hostname
+  service    = cloudflare_worker.this.name
+  depends_on = [cloudflare_workers_deployment.this]
+}
+
+resource "cloudflare_workers_route" "this" {
+  count      = var.route == null ? 0 : 1
+  zone_id    = var.route.zone_id
+  pattern    = var.route.pattern
+  script     = cloudflare_worker.this.name
+  depends_on = [cloudflare_workers_deployment.this]
+}

@@ -1,0 +1,24 @@
+output "url" {
+  description = "The registry's URL: the custom domain, the route's host, or the workers.dev URL (when workers_dev_subdomain is given)."
+  value       = local.url
+}
+
+output "worker_name" {
+  description = "Name of the Worker."
+  value       = cloudflare_worker.this.name
+}
+
+output "version_id" {
+  description = "The deployed Worker version."
+  value       = cloudflare_worker_version.this.id
+}
+
+output "bucket_name" {
+  description = "The R2 bucket."
+  value       = cloudflare_r2_bucket.blobs.name
+}
+
+output "kv_namespace_id" {
+  description = "The manifest cache's KV namespace id."
+  value       = cloudflare_workers_kv_namespace.manifest_cache.id
+}

@@ -1,0 +1,129 @@
+variable "account_id" {
+  description = "Cloudflare account id."
+  type        = string
+}
+
+variable "name" {
+  description = "Worker name (also the prefix of the KV namespace's title)."
+  type        = string
+  default     = "berth"
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$", var.name))
+    error_message = "name must be 2-63 characters of a-z, 0-9 and '-'."
+  }
+}
+
+variable "bundle_dir" {
+  description = "Directory of the built Worker (index.js and index_bg.wasm): edge/build after `bash infra/edge-build.sh`."
+  type        = string
+}
+
+variable "compatibility_date" {
+  description = "Workers compatibility date; the one wrangler.toml uses and the tests run with."
+  type        = string
+  default     = "2026-04-20"
+}
+
+variable "bucket_name" {
+  description = "R2 bucket for blobs, manifests, tags and upload sessions."
+  type        = string
+  default     = "berth-blobs"
+}
+
+variable "bucket_location" {
+  description = "R2 location hint (apac, eeur, enam, weur, wnam, oc); null lets R2 choose. Only honoured when the bucket is created."
+  type        = string
+  default     = null
+}
+
+variable "bucket_jurisdiction" {
+  description = "R2 jurisdiction: default, eu or fedramp."
+  type        = string
+  default     = "default"
+}
+
+variable "stale_upload_days" {
+  description = "Days after which unfinished multipart uploads are aborted and upload staging objects (uploads/) are deleted."
+  type        = number
+  default     = 7
+}
+
+variable "max_request_body" {
+  description = "MAX_REQUEST_BODY: request bodies above this many bytes get 413 with a hint; match your Workers plan (100 MB by default)."
+  type        = number
+  default     = 100000000
+}
+
+variable "part_size" {
+  description = "PART_SIZE: R2 multipart part size in bytes (at least 5 MiB), also advertised as OCI-Chunk-Min-Length."
+  type        = number
+  default     = 8388608
+
+  validation {
+    condition     = var.part_size >= 5242880
+    error_message = "part_size must be at least 5 MiB (5242880 bytes)."
+  }
+}
+
+variable "blob_cache" {
+  description = "BLOB_CACHE: serve uploaded blobs through the Workers Cache API."
+  type        = bool
+  default     = true
+}
+
+variable "presign_access_key_id" {
+  description = "Access key id of an R2 API token (Object Read & Write on the bucket). With presign_secret_access_key, blob GETs are answered with 307 redirects to presigned R2 URLs; null streams blobs through the Worker."
+  type        = string
+  default     = null
+}
+
+variable "presign_secret_access_key" {
+  description = "Secret access key of that R2 API token (pass it as TF_VAR_presign_secret_access_key)."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "presign_expiry_seconds" {
+  description = "PRESIGN_SECS: lifetime of presigned R2 URLs."
+  type        = number
+  default     = 600
+}
+
+variable "auth_config" {
+  description = "The auth config with its keys inline, as `berth auth export` prints it (docs/auth.md); null leaves the registry open. Pass it as TF_VAR_auth_config and keep the state encrypted: it holds the signing keys."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "workers_dev" {
+  description = "Serve the Worker on <name>.<account subdomain>.workers.dev as well."
+  type        = bool
+  default     = true
+}
+
+variable "workers_dev_subdomain" {
+  description = "The account's workers.dev subdomain (dashboard: Workers & Pages), only to print the workers.dev URL."
+  type        = string
+  default     = null
+}
+
+variable "custom_domain" {
+  description = "Serve the registry on its own host name: a Workers custom domain (Cloudflare creates the DNS record and certificate). zone_id is the zone that holds hostname."
+  type = object({
+    zone_id  = string
+    hostname = string
+  })
+  default = null
+}
+
+variable "route" {
+  description = "Or a route on a proxied zone, e.g. { zone_id = \"…\", pattern = \"registry.example.com/*\" }."
+  type = object({
+    zone_id = string
+    pattern = string
+  })
+  default = null
+}
