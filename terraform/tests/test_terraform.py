@@ -381,9 +381,13 @@ class IamTest(unittest.TestCase):
 
     def test_roles_can_only_be_assumed_by_their_service_in_this_account(self):
         for mod, doc, service in (("aws-region", "assume", "lambda.amazonaws.com"), ("aws-global", "replication_assume", "s3.amazonaws.com")):
-            statement = module(mod).data[("aws_iam_policy_document", doc)]["statement"][0]
-            self.assertEqual([unq(i) for i in statement["principals"][0]["identifiers"]], [service])
-            self.assertEqual(unq(statement["condition"][0]["variable"]), "aws:SourceAccount")
+            statements = module(mod).data[("aws_iam_policy_document", doc)]["statement"]
+            self.assertEqual(len(statements), 1)
+            self.assertEqual([unq(i) for i in statements[0]["principals"][0]["identifiers"]], [service])
+            self.assertEqual([unq(a) for a in statements[0]["actions"]], ["sts:AssumeRole"])
+        # S3 passes the source account: replication can only be for this account's buckets.
+        replication = module("aws-global").data[("aws_iam_policy_document", "replication_assume")]["statement"][0]
+        self.assertEqual(unq(replication["condition"][0]["variable"]), "aws:SourceAccount")
 
     def test_key_policy_lists_actions(self):
         key = module("aws-region").one("aws_kms_key")

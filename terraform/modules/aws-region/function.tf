@@ -7,17 +7,13 @@ resource "aws_cloudwatch_log_group" "function" {
   tags              = local.tags
 }
 
+# Lambda assumes the role itself (it passes no source account to condition on).
 data "aws_iam_policy_document" "assume" {
   statement {
     actions = ["sts:AssumeRole"]
     principals {
       type        = "Service"
       identifiers = ["lambda.amazonaws.com"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account]
     }
   }
 }
