@@ -269,7 +269,7 @@ class AwsRegionTest(unittest.TestCase):
         self.assertEqual(len(abort), 1)
         self.assertEqual(abort[0]["filter"][0].get("prefix"), None, "aborts must cover the whole bucket")
         expiring = {unq(x["filter"][0].get("prefix", '""')) for x in rules.values() if "expiration" in x and "days" in x["expiration"][0]}
-        self.assertEqual(expiring, {"uploads/"}, "only upload staging may expire")
+        self.assertEqual(expiring, {"uploads/", "meta/uploads/"}, "only upload staging and sessions may expire")
 
     def test_lifecycle_never_touches_published_content(self):
         """The runtimes keep published content under data/ and blobs/, staging under uploads/:
@@ -283,6 +283,10 @@ class AwsRegionTest(unittest.TestCase):
         r2 = read(os.path.join(ROOT, "edge/src/r2_upload.rs"))
         self.assertIn('format!("data/{id}")', r2)
         self.assertIn('format!("uploads/{id}/")', r2)
+        # Upload sessions are metadata records under uploads/, stored under meta/ by both.
+        self.assertIn('pub(crate) const UPLOADS: &str = "uploads/";', read(os.path.join(ROOT, "shared/src/records.rs")))
+        for meta in ("lambda/src/s3/meta.rs", "edge/src/r2_meta.rs"):
+            self.assertIn('const PREFIX: &str = "meta/";', read(os.path.join(ROOT, meta)), meta)
 
     def test_function_gets_every_setting_the_runtime_reads(self):
         config_rs = read(os.path.join(ROOT, "lambda/src/config.rs"))
@@ -637,7 +641,7 @@ class CloudflareTest(unittest.TestCase):
     def test_lifecycle_expires_only_staging(self):
         rules = self.mod.resources[("cloudflare_r2_bucket_lifecycle", "blobs")]["rules"]
         deleting = {unq(r["conditions"]["prefix"]) for r in rules if "delete_objects_transition" in r}
-        self.assertEqual(deleting, {"uploads/"})
+        self.assertEqual(deleting, {"uploads/", "meta/uploads/"})
         self.assertTrue(any("abort_multipart_uploads_transition" in r and unq(r["conditions"]["prefix"]) == "" for r in rules))
 
     def test_example_and_readme(self):

@@ -118,6 +118,19 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
     }
   }
 
+  # Sessions of those uploads (home bucket): every chunk rewrites its session, so only sessions
+  # idle that long expire, together with their staging.
+  rule {
+    id     = "expire-idle-upload-sessions"
+    status = "Enabled"
+    filter {
+      prefix = "meta/uploads/"
+    }
+    expiration {
+      days = var.stale_upload_days
+    }
+  }
+
   rule {
     id     = "expire-old-versions"
     status = "Enabled"

@@ -69,6 +69,15 @@ resource "cloudflare_r2_bucket_lifecycle" "blobs" {
         condition = { type = "Age", max_age = var.stale_upload_days * 86400 }
       }
     },
+    # Their sessions: every chunk rewrites a session, so only idle ones expire.
+    {
+      id         = "expire-idle-upload-sessions"
+      enabled    = true
+      conditions = { prefix = "meta/uploads/" }
+      delete_objects_transition = {
+        condition = { type = "Age", max_age = var.stale_upload_days * 86400 }
+      }
+    },
   ]
 }
 
