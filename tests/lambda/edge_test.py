@@ -2,7 +2,8 @@
 
 - the 6 MB event cap: 413 SIZE_INVALID naming `berth push`, also for bodies without a length;
 - pulls: 307 to a presigned S3 URL that S3 serves, and refuses once tampered with or expired;
-- chunked PATCHes under the cap accumulate across S3's 5 MiB part minimum;
+- chunked PATCHes under the cap accumulate across S3's 5 MiB part minimum, leave no staging
+  behind and keep their content at data/<id>; a cancelled upload leaves nothing;
 - the direct-upload extension: discovery, presigned part URLs, completion with read-back
   verification, and its bad inputs;
 - a manifest of exactly 4 MiB (the core's limit) comes back whole through the emulator.
@@ -143,6 +144,40 @@ def test_chunks_accumulate():
     s, h, b = request("PUT", f"{loc}{sep}digest={digest(data)}")
     check(s == 201, "PUT completes the chunked upload", f"{s} {b[:300]!r}")
     pull_via_redirect(repo, data, "chunked blob")
+    upload = upload_id(loc)
+    check(s3_keys(f"uploads/{upload}/") == [], "no staging objects are left under uploads/<id>/")
+    check(s3_keys(f"data/{upload}") == [f"data/{upload}"],
+          "the content stays at data/<id>, outside the staging prefix a lifecycle rule expires")
+
+
+def test_cancel_removes_everything():
+    print("a cancelled multipart upload leaves nothing behind")
+    repo = f"lambda-edge-{RUN}/cancel"
+    s, h, b = request("POST", f"/v2/{repo}/blobs/uploads/")
+    loc = h["location"]
+    piece = os.urandom(4 * MIB)
+    for start in (0, len(piece)):
+        s, h, b = request("PATCH", loc, piece, {
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{start}-{start + len(piece) - 1}"})
+        check(s == 202, f"PATCH {start}", f"{s} {b[:300]!r}")
+        loc = h["location"]
+    upload = upload_id(loc)
+    check(s3_keys(f"uploads/{upload}/") != [], "a tail is staged under uploads/<id>/")
+    s, h, b = request("DELETE", loc)
+    check(s == 204, "DELETE cancels the upload", f"{s} {b[:300]!r}")
+    check(s3_keys(f"uploads/{upload}/") == [] and s3_keys(f"data/{upload}") == [],
+          "neither staging nor a data object is left")
+
+
+def upload_id(location):
+    return urllib.parse.urlsplit(location).path.rsplit("/", 1)[1]
+
+
+def s3_keys(prefix):
+    import boto3  # only here: the rest of this file talks HTTP
+    s3 = boto3.client("s3", endpoint_url=S3)
+    return [o["Key"] for o in s3.list_objects_v2(Bucket="berth", Prefix=prefix).get("Contents", [])]
 
 
 def test_presigned_urls():
@@ -315,6 +350,7 @@ def answers_logged(uri):
 test_cap()
 test_largest_manifest()
 test_chunks_accumulate()
+test_cancel_removes_everything()
 test_direct()
 test_presigned_urls()
 print("edge tests passed")

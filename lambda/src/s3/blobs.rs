@@ -120,8 +120,9 @@ impl S3BlobStore {
         }
     }
 
-    /// Removes every staging object of an upload (tails), and its data object if asked.
-    pub(super) async fn delete_upload_objects(&self, id: &str, keep_data: bool) -> StorageResult<()> {
+    /// Removes every staging object of an upload (tails), and its data object (`data/<id>`,
+    /// outside the staging prefix) when `with_data`.
+    pub(super) async fn delete_upload_objects(&self, id: &str, with_data: bool) -> StorageResult<()> {
         let prefix = upload_prefix(id);
         let out = self
             .bucket
@@ -135,7 +136,7 @@ impl S3BlobStore {
         for key in out.contents().iter().filter_map(|o| o.key()) {
             self.delete_key(key).await?;
         }
-        if !keep_data {
+        if with_data {
             self.delete_key(&data_key(id)).await?;
         }
         Ok(())
@@ -287,13 +288,15 @@ impl BlobStore for S3BlobStore {
                     .await
                     .map_err(|e| storage_error("COPY tail into place", e))?;
             }
+            // Never reached a multipart upload: there is no data object.
             return self.delete_upload_objects(id, false).await;
         }
         if !state.direct {
             complete_multipart(&self.bucket, id, &mut state).await?;
         }
         self.publish_pointer(id, digest, size).await?;
-        self.delete_upload_objects(id, true).await
+        // The data object is the published content now.
+        self.delete_upload_objects(id, false).await
     }
 
     async fn upload_abort(&self, id: &str, backend: &str) -> StorageResult<()> {
@@ -314,7 +317,7 @@ impl BlobStore for S3BlobStore {
                 }
             }
         }
-        self.delete_upload_objects(id, false).await
+        self.delete_upload_objects(id, true).await
     }
 
     fn direct_limits(&self) -> Option<DirectLimits> {
