@@ -476,7 +476,6 @@ class CloudFrontTest(unittest.TestCase):
             ("GET", "/token", "disabled", home, True),
             ("POST", "/token", "disabled", home, True),
         ]
-        own_names = {"blobs": "blobs", "manifests": "manifests"}
         for method, path, policy, origin, allowed in table:
             b = self.behaviour_for(path)
             where = f"{method} {path}"
@@ -484,7 +483,7 @@ class CloudFrontTest(unittest.TestCase):
             if policy == "disabled":
                 self.assertEqual((kind, p), ("managed", "Managed-CachingDisabled"), where)
             else:
-                self.assertEqual(b["cache_policy_id"], f'${{aws_cloudfront_cache_policy.digest["{own_names[policy]}"].id}}', where)
+                self.assertEqual(b["cache_policy_id"], f'${{aws_cloudfront_cache_policy.digest["{policy}"].id}}', where)
             self.assertEqual(b["target_origin_id"], origin, where)
             self.assertEqual(method in {unq(m) for m in b["allowed_methods"]}, allowed, where)
 
@@ -714,13 +713,12 @@ class ConventionsTest(unittest.TestCase):
 
 def scan(line):
     """Splits one line the way hclwrite's formatter does: the text before the first `=`
-    ("lead"), whether what follows is a whole expression (an "assign" cell), a trailing comment,
-    and the line's net bracket change. Quoted strings are skipped except for their `${`/`%{`
-    interpolations, which count as brackets."""
+    ("lead"), whether what follows is a whole expression (an "assign" cell), and the
+    line's net bracket change. Quoted strings are skipped except for their `${`/`%{`
+    interpolations, which count as brackets; a `#` or `//` comment ends the line."""
     net = 0
     eq_at = None
     eq_net = 0
-    comment_at = None
     i, n = 0, len(line)
     stack = []  # "s": inside a string; "{": inside an interpolation or a brace
     while i < n:
@@ -742,7 +740,6 @@ def scan(line):
         if c == '"':
             stack.append("s")
         elif c == "#" or line.startswith("//", i):
-            comment_at = i
             break
         elif c in "{[(":
             stack.append("{")
@@ -755,7 +752,7 @@ def scan(line):
             eq_at, eq_net = i, net
         i += 1
     assign = eq_at is not None and line[:eq_at].strip() != "" and net - eq_net == 0
-    return {"lead": line[:eq_at] if assign else None, "assign_at": eq_at if assign else None, "net": net, "comment_at": comment_at}
+    return {"lead": line[:eq_at] if assign else None, "assign_at": eq_at if assign else None, "net": net}
 
 
 def fmt_problems(text):

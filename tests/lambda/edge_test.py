@@ -14,52 +14,23 @@ Exits non-zero on the first failed check.
 """
 
 import hashlib
-import http.client
 import json
 import os
-import sys
 import time
 import urllib.parse
+
+import boto3
+from http_check import check, digest, request
 
 BERTH = urllib.parse.urlsplit(os.environ["BERTH_URL"])
 MAX_BODY = int(os.environ["BERTH_MAX_BODY"])
 S3 = os.environ["S3_ENDPOINT"]
+S3_CLIENT = boto3.client("s3", endpoint_url=S3)
 S3_LOG = os.environ["S3_LOG"]
 FUNCTION_LOG = os.environ["FUNCTION_LOG"]
 EXPIRY = int(os.environ.get("BERTH_REDIRECT_EXPIRY_SECS", "5"))
 RUN = os.urandom(4).hex()
 MIB = 1024 * 1024
-
-
-def request(method, url, body=None, headers=None, chunked=False, timeout=120):
-    """One request; returns (status, headers dict (lower-case), body bytes). Never follows."""
-    parts = urllib.parse.urlsplit(url if "://" in url else os.environ["BERTH_URL"] + url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    target = parts.path + ("?" + parts.query if parts.query else "")
-    headers = dict(headers or {})
-    if chunked:
-        conn.putrequest(method, target)
-        for k, v in headers.items():
-            conn.putheader(k, v)
-        conn.putheader("Transfer-Encoding", "chunked")
-        conn.endheaders()
-        for i in range(0, len(body), 1 << 20):
-            piece = body[i : i + (1 << 20)]
-            conn.send(b"%x\r\n" % len(piece) + piece + b"\r\n")
-        conn.send(b"0\r\n\r\n")
-    else:
-        conn.request(method, target, body=body, headers=headers)
-    resp = conn.getresponse()
-    data = resp.read()
-    conn.close()
-    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-
-
-def check(cond, what, detail=""):
-    if not cond:
-        print(f"FAIL: {what}\n{detail}", file=sys.stderr)
-        sys.exit(1)
-    print(f"  ok: {what}")
 
 
 def oci_error(status, body, want_status, want_code):
@@ -70,10 +41,6 @@ def oci_error(status, body, want_status, want_code):
     check(status == want_status and code == want_code,
           f"{want_status} {want_code}", f"got {status} {body[:400]!r}")
     return json.loads(body)["errors"][0]["message"]
-
-
-def digest(data):
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def push_monolithic(repo, data):
@@ -175,9 +142,9 @@ def upload_id(location):
 
 
 def s3_keys(prefix):
-    import boto3  # only here: the rest of this file talks HTTP
-    s3 = boto3.client("s3", endpoint_url=S3)
-    return [o["Key"] for o in s3.list_objects_v2(Bucket="berth", Prefix=prefix).get("Contents", [])]
+    """Keys under prefix in the function's bucket, as S3 lists them."""
+    listed = S3_CLIENT.list_objects_v2(Bucket="berth", Prefix=prefix)
+    return [o["Key"] for o in listed.get("Contents", [])]
 
 
 def test_presigned_urls():

@@ -12,14 +12,12 @@ region's metadata bucket, BERTH_HOME_BUCKET=berth), as terraform/modules/aws-reg
 Environment: BERTH_URL, REPLICA_URL, S3_ENDPOINT, AWS credentials. Exits non-zero on failure.
 """
 
-import hashlib
-import http.client
 import json
 import os
-import sys
 import urllib.parse
 
 import boto3
+from http_check import check, digest, request
 
 HOME = os.environ["BERTH_URL"]
 REPLICA = os.environ["REPLICA_URL"]
@@ -28,33 +26,16 @@ RUN = os.urandom(4).hex()
 REPO = f"replica/app-{RUN}"
 
 
-def request(method, url, body=None, headers=None):
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    conn.request(method, parts.path + ("?" + parts.query if parts.query else ""), body=body, headers=headers or {})
-    resp = conn.getresponse()
-    data = resp.read()
-    conn.close()
-    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-
-
-def check(condition, what):
-    if not condition:
-        print(f"FAILED: {what}", file=sys.stderr)
-        sys.exit(1)
-    print(f"ok: {what}")
-
-
 def push_blob(content):
-    digest = "sha256:" + hashlib.sha256(content).hexdigest()
-    status, headers, _ = request("POST", f"{HOME}/v2/{REPO}/blobs/uploads/?digest={digest}", content,
+    blob = digest(content)
+    status, headers, _ = request("POST", f"{HOME}/v2/{REPO}/blobs/uploads/?digest={blob}", content,
                                  {"Content-Type": "application/octet-stream", "Content-Length": str(len(content))})
     check(status == 201, f"monolithic push of {len(content)} bytes through the home function ({status})")
-    return digest
+    return blob
 
 
-def blob_key(digest):
-    return "blobs/" + digest.replace(":", "/", 1)
+def blob_key(blob):
+    return "blobs/" + blob.replace(":", "/", 1)
 
 
 layer = os.urandom(3000)
@@ -66,7 +47,7 @@ manifest = json.dumps({
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)},
     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}],
 }).encode()
-manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+manifest_digest = digest(manifest)
 status, _, _ = request("PUT", f"{HOME}/v2/{REPO}/manifests/v1", manifest,
                        {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
 check(status == 201, f"manifest pushed by tag through the home function ({status})")
@@ -95,13 +76,13 @@ status, headers, _ = request("HEAD", f"{REPLICA}/v2/{REPO}/blobs/{config_digest}
 check(status == 200 and headers.get("content-length") == str(len(config)), f"blob HEAD answers from the home bucket ({status})")
 
 # What S3 replication does: the same objects, with their metadata, in the replica's bucket.
-for digest in (layer_digest, config_digest, manifest_digest):
-    s3.copy_object(Bucket="berth-replica", Key=blob_key(digest), CopySource={"Bucket": "berth", "Key": blob_key(digest)})
+for blob in (layer_digest, config_digest, manifest_digest):
+    s3.copy_object(Bucket="berth-replica", Key=blob_key(blob), CopySource={"Bucket": "berth", "Key": blob_key(blob)})
 pull_layer_from("berth-replica", "after replication: the region's own bucket")
 status, _, body = request("GET", f"{REPLICA}/v2/{REPO}/manifests/{manifest_digest}")
 check(status == 200 and body == manifest, "the manifest by digest comes from the replica")
 
-unknown = "sha256:" + hashlib.sha256(os.urandom(16)).hexdigest()
+unknown = digest(os.urandom(16))
 status, _, body = request("GET", f"{REPLICA}/v2/{REPO}/blobs/{unknown}")
 check(status == 404 and b"BLOB_UNKNOWN" in body, f"a blob neither bucket has is BLOB_UNKNOWN ({status})")
 print("replica tests passed")

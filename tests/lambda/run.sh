@@ -109,22 +109,31 @@ sm.create_secret(Name='berth/upload-key', SecretString='local-test-secret-012345
 sm.create_secret(Name='berth/short-key', SecretString='too-short')"
 
 # --- the Lambda emulator and the function ------------------------------------------------------
-(cd lambda && exec cargo lambda watch --only-lambda-apis --disable-cors -A 127.0.0.1 -P "$EMULATOR_PORT") >"$WORK/watch.log" 2>&1 &
-pids+=($!)
-wait_port "$EMULATOR_PORT" "cargo lambda watch"
-python3 tests/lambda/content_type_shim.py "$LAMBDA_PORT" "$EMULATOR_PORT" >"$WORK/shim.log" 2>&1 &
-pids+=($!)
-wait_port "$LAMBDA_PORT" "the shim"
+# start_front LOG-PREFIX PORT EMULATOR-PORT: the emulator, and the shim clients reach it through.
+start_front() {
+  (cd lambda && exec cargo lambda watch --only-lambda-apis --disable-cors -A 127.0.0.1 -P "$3") >"$WORK/${1}watch.log" 2>&1 &
+  pids+=($!)
+  wait_port "$3" "cargo lambda watch on $3"
+  python3 tests/lambda/content_type_shim.py "$2" "$3" >"$WORK/${1}shim.log" 2>&1 &
+  pids+=($!)
+  wait_port "$2" "the shim on $2"
+}
+# start_function LOG-PREFIX EMULATOR-PORT ENV=VALUE...: the function binary polling that
+# emulator, on the local S3 stand-ins, metadata in berth-meta, the upload key from Secrets Manager.
+start_function() {
+  local prefix=$1 emulator=$2; shift 2
+  env AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024 AWS_LAMBDA_FUNCTION_NAME=_ \
+    AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$emulator/.rt" BERTH_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" \
+    BERTH_META_BUCKET=berth-meta BERTH_META_S3_ENDPOINT="http://127.0.0.1:$META_PORT" \
+    BERTH_UPLOAD_SECRET_ID=berth/upload-key BERTH_SECRETS_ENDPOINT="http://127.0.0.1:$META_PORT" RUST_LOG=info \
+    "$@" "$FUNCTION" >"$WORK/${prefix}function.log" 2>&1 &
+  pids+=($!)
+}
+start_front "" "$LAMBDA_PORT" "$EMULATOR_PORT"
 export BERTH_REDIRECT_EXPIRY_SECS=${BERTH_REDIRECT_EXPIRY_SECS:-5}
 export BERTH_URL="http://127.0.0.1:$LAMBDA_PORT"
 launched=$(date +%s%N)
-AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024 AWS_LAMBDA_FUNCTION_NAME=_ \
-  AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$EMULATOR_PORT/.rt" \
-  BERTH_BUCKET=berth BERTH_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" \
-  BERTH_META_BUCKET=berth-meta BERTH_META_S3_ENDPOINT="http://127.0.0.1:$META_PORT" \
-  BERTH_UPLOAD_SECRET_ID=berth/upload-key BERTH_SECRETS_ENDPOINT="http://127.0.0.1:$META_PORT" RUST_LOG=info \
-  "$FUNCTION" >"$WORK/function.log" 2>&1 &
-pids+=($!)
+start_function "" "$EMULATOR_PORT" BERTH_BUCKET=berth
 # Cold start as a client sees it: process start to the first response through the emulator.
 for _ in $(seq 1 1000); do
   curl -sf -o /dev/null "$BERTH_URL/v2/" && break
@@ -193,20 +202,8 @@ for t in "${tests[@]}"; do
       # A second region's function: its own (empty) bucket, metadata and reads of content not yet
       # replicated from the home region's, as terraform/modules/aws-region configures it.
       mkdir -p "$WORK/s3/berth-replica"
-      (cd lambda && exec cargo lambda watch --only-lambda-apis --disable-cors -A 127.0.0.1 -P "$REPLICA_EMULATOR_PORT") \
-        >"$WORK/replica-watch.log" 2>&1 &
-      pids+=($!)
-      wait_port "$REPLICA_EMULATOR_PORT" "cargo lambda watch (replica)"
-      python3 tests/lambda/content_type_shim.py "$REPLICA_PORT" "$REPLICA_EMULATOR_PORT" >"$WORK/replica-shim.log" 2>&1 &
-      pids+=($!)
-      wait_port "$REPLICA_PORT" "the shim (replica)"
-      AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024 AWS_LAMBDA_FUNCTION_NAME=_ \
-        AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$REPLICA_EMULATOR_PORT/.rt" \
-        BERTH_BUCKET=berth-replica BERTH_HOME_BUCKET=berth BERTH_S3_ENDPOINT="$LAMBDA_S3_ENDPOINT" \
-        BERTH_META_BUCKET=berth-meta BERTH_META_S3_ENDPOINT="$LAMBDA_META_ENDPOINT" \
-        BERTH_UPLOAD_SECRET_ID=berth/upload-key BERTH_SECRETS_ENDPOINT="$LAMBDA_META_ENDPOINT" RUST_LOG=info \
-        "$FUNCTION" >"$WORK/replica-function.log" 2>&1 &
-      pids+=($!)
+      start_front replica- "$REPLICA_PORT" "$REPLICA_EMULATOR_PORT"
+      start_function replica- "$REPLICA_EMULATOR_PORT" BERTH_BUCKET=berth-replica BERTH_HOME_BUCKET=berth
       REPLICA_URL="http://127.0.0.1:$REPLICA_PORT" python3 tests/lambda/replica_test.py || failed+=(replica) ;;
     auth)
       # A bad auth config stops the function at init with the reason: it never serves with
