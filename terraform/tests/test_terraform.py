@@ -601,6 +601,11 @@ class AwsExampleTest(unittest.TestCase):
             info = z.getinfo("bootstrap")
             self.assertGreater(info.file_size, 1_000_000)
             self.assertTrue((info.external_attr >> 16) & 0o111, "bootstrap must be executable")
+            binary = z.read("bootstrap")
+        # Built against this machine's glibc, it must not need a newer one than the
+        # provided.al2023 runtime has (2.34).
+        needed = max(int(v) for v in re.findall(rb"GLIBC_2\.(\d+)", binary))
+        self.assertLessEqual(needed, 34, f"bootstrap needs GLIBC_2.{needed}; provided.al2023 has 2.34")
 
 
 class CloudflareTest(unittest.TestCase):
