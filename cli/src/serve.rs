@@ -1,16 +1,16 @@
 //! `berth serve`: the core registry behind axum, on local storage. This file only translates
 //! HTTP in and out; every protocol rule lives in berth-core.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, State};
 use axum::response::IntoResponse;
-use axum::serve::ListenerExt;
 use berth_core::{Body, Config, Registry, StorageError};
 use futures_util::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::local::{FsBlobStore, RedbMeta};
 
@@ -31,14 +31,37 @@ pub struct ServeArgs {
     /// registry is open to anyone who can reach it.
     #[arg(long, env = "BERTH_AUTH_CONFIG")]
     auth_config: Option<PathBuf>,
+    /// Most client connections open at once; more wait in the listen queue. Every connection
+    /// costs a file descriptor, and the registry needs some for its own files.
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a connection may take to send a request's headers, and may sit idle between
+    /// requests, before it is closed (slow or idle clients cannot hold connections for ever).
+    #[arg(long, env = "BERTH_HEADER_TIMEOUT", default_value_t = 30)]
+    header_timeout: u64,
+    /// Seconds a request body may send nothing before the request fails. Well under the
+    /// upload claim's lease (900 s): a stalled upload lets go of its session long before then.
+    #[arg(long, env = "BERTH_BODY_TIMEOUT", default_value_t = 60)]
+    body_timeout: u64,
 }
 
 type LocalRegistry = Registry<FsBlobStore, RedbMeta>;
 
 pub async fn run(args: ServeArgs) -> Result<(), String> {
+    keep_files_private();
+    raise_open_file_limit(args.max_connections);
     tokio::fs::create_dir_all(&args.data_dir)
         .await
         .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
+    // Private content and the upload key live here: only berth's own user may enter it (this
+    // also closes files an older version created readable by everyone).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))
+            .await
+            .map_err(|e| format!("cannot make {} private: {e}", args.data_dir.display()))?;
+    }
     let secret = load_or_create_secret(&args.data_dir).await?;
     let blobs = FsBlobStore::open(&args.data_dir, args.fsync).await.map_err(|e| e.to_string())?;
     let meta = RedbMeta::open(&args.data_dir.join("meta.redb")).map_err(|e| e.to_string())?;
@@ -56,30 +79,86 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         Err(e) => return Err(format!("cannot read upload sessions: {e:?}")),
     }
 
-    let app = axum::Router::new().fallback(handle).with_state(registry);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?
-        // Headers and body go out as separate writes; without NODELAY, Nagle plus delayed ACKs
-        // hold the body back ~40 ms on every small response.
-        .tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!("cannot set TCP_NODELAY: {e}");
-            }
-        });
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     tracing::info!(addr = %args.addr, data_dir = %args.data_dir.display(), "berth is serving the OCI distribution API");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server failed: {e}"))?;
+    let limits = Limits {
+        max_connections: args.max_connections.max(1),
+        header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+    };
+    serve_connections(listener, registry, limits).await;
     tracing::info!("stopped");
     Ok(())
 }
 
+#[derive(Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    header_timeout: Duration,
+    body_timeout: Duration,
+}
+
+/// The accept loop: at most `max_connections` at once (the rest wait in the kernel's listen
+/// queue), each with a header-read and idle timeout; on SIGTERM, stop accepting and let the
+/// requests in flight finish.
+async fn serve_connections(listener: tokio::net::TcpListener, registry: Arc<LocalRegistry>, limits: Limits) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper's header-read timeout runs from the moment a connection waits for a request's
+    // first byte, so it also closes keep-alive connections left idle.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(limits.header_timeout);
+    let builder = Arc::new(builder);
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => break },
+            _ = &mut shutdown => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: keep serving the connections we have.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        // Headers and body go out as separate writes; without NODELAY, Nagle plus delayed
+        // ACKs hold the body back ~40 ms on every small response.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY: {e}");
+        }
+        let registry = registry.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let registry = registry.clone();
+            async move { Ok::<_, Infallible>(handle(registry, peer, req.map(axum::body::Body::new), limits).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(tcp), service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing requests in flight");
+    graceful.shutdown().await;
+}
+
 async fn handle(
-    State(registry): State<Arc<LocalRegistry>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: axum::extract::Request,
+    registry: Arc<LocalRegistry>,
+    peer: SocketAddr,
+    req: http::Request<axum::body::Body>,
+    limits: Limits,
 ) -> axum::response::Response {
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
@@ -87,7 +166,7 @@ async fn handle(
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     // The body is read on this (the connection's) task and handed over through a short queue,
     // so receiving the next chunk overlaps with hashing and writing this one.
-    let (stream, pump) = pump_body(body);
+    let (stream, pump) = pump_body(body, limits.body_timeout);
     let req = http::Request::from_parts(parts, stream);
     // Run the protocol on its own task: when a client hangs up, hyper drops this handler's
     // future, and a request cut off between two storage steps (or holding an upload claim)
@@ -118,8 +197,9 @@ async fn handle(
     })
 }
 
-/// Chunks queued between the connection and the request's task.
-const PUMP_DEPTH: usize = 8;
+/// Chunks queued between the connection and the request's task (each at most hyper's read
+/// buffer, ~400 KiB): bounds what a request holds in memory.
+const PUMP_DEPTH: usize = 4;
 
 enum Frame {
     Data(bytes::Bytes),
@@ -132,6 +212,7 @@ enum Frame {
 /// core sees an error, never a silently shortened body.
 fn pump_body(
     body: axum::body::Body,
+    idle: Duration,
 ) -> (berth_core::ByteStream, impl std::future::Future<Output = ()> + Send) {
     use http_body::Body as _;
     let empty = body.is_end_stream();
@@ -142,10 +223,12 @@ fn pump_body(
         }
         let mut data = body.into_data_stream();
         loop {
-            let frame = match data.next().await {
-                Some(Ok(chunk)) => Frame::Data(chunk),
-                Some(Err(e)) => Frame::Failed(format!("client body: {e}")),
-                None => Frame::End,
+            let frame = match tokio::time::timeout(idle, data.next()).await {
+                Ok(Some(Ok(chunk))) => Frame::Data(chunk),
+                Ok(Some(Err(e))) => Frame::Failed(format!("client body: {e}")),
+                Ok(None) => Frame::End,
+                // A stalled client must not hold its upload (and its buffers) for ever.
+                Err(_) => Frame::Failed(format!("client body: nothing received for {} s", idle.as_secs())),
             };
             let last = !matches!(frame, Frame::Data(_));
             // A closed queue: the core answered without reading the rest.
@@ -205,6 +288,45 @@ async fn write_private(path: &Path, content: &[u8]) -> std::io::Result<()> {
     file.sync_all().await
 }
 
+/// Everything berth serve creates (blobs, uploads, the database, keys) is readable by its own
+/// user only: a blob of a private repository is as secret as the repository.
+fn keep_files_private() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Each connection and each open blob costs a file descriptor; the default soft limit (often
+/// 1024) would be exhausted by the connection cap alone. Raise the soft limit to the hard one.
+fn raise_open_file_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit read and write the struct we pass, nothing else.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                    limit = wanted;
+                }
+            }
+        }
+        // Room for the connections plus two descriptors per request (blob, upload) and the rest.
+        let needed = (max_connections as u64).saturating_mul(3).saturating_add(64);
+        if (limit.rlim_cur as u64) < needed {
+            tracing::warn!(
+                open_files = limit.rlim_cur as u64, max_connections,
+                "the open-file limit is low for --max-connections; lower it or raise `ulimit -n`"
+            );
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -221,5 +343,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down: finishing requests in flight");
 }

@@ -119,34 +119,53 @@ impl RegistryError {
 
 impl From<StorageError> for RegistryError {
     fn from(err: StorageError) -> Self {
-        if let Some(code) = err.1 {
-            return RegistryError::new(code, err.0);
+        if let Some(code) = err.client {
+            return RegistryError::new(code, err.message);
         }
-        tracing::error!(error = %err.0, "storage error");
-        RegistryError::new(ErrorCode::Unknown, format!("storage backend failed: {}", err.0))
+        if err.full {
+            // 507 rather than a bare 500: the operator's problem, named as such, and clients
+            // retry a 5xx later, when space may be free again. Nothing was made visible.
+            tracing::error!(error = %err.message, "storage is full");
+            return RegistryError::new(
+                ErrorCode::Unknown,
+                format!("the registry's storage is full; nothing was stored, try again later: {}", err.message),
+            )
+            .with_status(StatusCode::INSUFFICIENT_STORAGE);
+        }
+        tracing::error!(error = %err.message, "storage error");
+        RegistryError::new(ErrorCode::Unknown, format!("storage backend failed: {}", err.message))
     }
 }
 
-/// A failure of the storage backend (I/O, network, outage): a 500. The second field is set only
-/// when the backend refused what the client sent (a part S3 finds too small, say): then it is the
-/// client's fault, answered with that OCI code and its 4xx status.
+/// A failure of the storage backend (I/O, network, outage): a 500. `client` is set only when
+/// the backend refused what the client sent (a part S3 finds too small, say): then it is the
+/// client's fault, answered with that OCI code and its 4xx status. `full`: out of space, a 507.
 #[derive(Debug, Clone)]
-pub struct StorageError(pub String, pub Option<ErrorCode>);
+pub struct StorageError {
+    pub message: String,
+    pub client: Option<ErrorCode>,
+    pub full: bool,
+}
 
 impl StorageError {
     pub fn new(message: impl std::fmt::Display) -> Self {
-        StorageError(message.to_string(), None)
+        StorageError { message: message.to_string(), client: None, full: false }
     }
 
     /// The backend refused the client's data; `message` must say what to do instead.
     pub fn client(code: ErrorCode, message: impl std::fmt::Display) -> Self {
-        StorageError(message.to_string(), Some(code))
+        StorageError { message: message.to_string(), client: Some(code), full: false }
+    }
+
+    /// The backend is out of space (a local disk, a quota).
+    pub fn full(message: impl std::fmt::Display) -> Self {
+        StorageError { message: message.to_string(), client: None, full: true }
     }
 }
 
 impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 

@@ -27,7 +27,7 @@ use http::{Method, StatusCode};
 
 pub use body::Body;
 pub use error::{ErrorCode, RegistryError, StorageError};
-pub use routes::Route;
+pub use routes::{Access, Action, Endpoint, Route, Unrouted};
 pub use storage::{
     BlobStore, ByteRange, ByteStream, DirectLimits, MetaStore, Precondition, PutOutcome, UploadWriter,
     Versioned,
@@ -119,17 +119,25 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// Answers one request. Never panics on input; every client fault is an OCI error.
     pub async fn handle(&self, req: Request, ctx: RequestContext) -> Response {
         let head = req.method() == Method::HEAD;
+        if let Some(auth) = self.auth.as_deref().filter(|_| req.uri().path() == auth::TOKEN_PATH) {
+            return auth.token_endpoint(req, &ctx).await.into_response(head);
+        }
+        // The path and method are parsed once; the gate and dispatch match on the same value.
+        let endpoint = match Endpoint::of(req.method(), req.uri().path()) {
+            Ok(endpoint) => endpoint,
+            Err(unrouted) => return Reply::error(unrouted_error(unrouted, req.method())).into_response(head),
+        };
         // Auth first: nothing is dispatched, stored or read from a cache before it passes.
-        let (req, audit, private) = match self.gate(req, &ctx).await {
-            auth::Gate::Pass(req, audit, private) => (req, audit, private),
+        let (req, audit, grant) = match self.gate(req, &endpoint, &ctx).await {
+            auth::Gate::Pass(req, audit, grant) => (req, audit, grant),
             auth::Gate::Answer(reply) => return reply.into_response(head),
         };
-        let reply = match self.dispatch(req, &ctx).await {
+        let reply = match self.dispatch(endpoint, req, &grant, &ctx).await {
             Ok(reply) => reply,
             Err(err) => Reply::error(err),
         };
         let mut response = reply.into_response(head);
-        if private {
+        if grant.private {
             auth::mark_private(&mut response);
         }
         if let Some(audit) = audit {
@@ -138,47 +146,47 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         response
     }
 
-    async fn dispatch(&self, req: Request, ctx: &RequestContext) -> error::Result<Reply> {
+    async fn dispatch(
+        &self,
+        endpoint: Endpoint,
+        req: Request,
+        grant: &auth::Grant,
+        ctx: &RequestContext,
+    ) -> error::Result<Reply> {
         // The body stream is Send but not Sync: handlers borrow the head and own the body.
         let (req, body) = req.into_parts();
-        let Some(route) = Route::parse(req.uri.path()) else {
-            return Err(error::oci(ErrorCode::Unsupported, "no such endpoint")
-                .with_status(StatusCode::NOT_FOUND));
-        };
-        let method = req.method.clone();
-        let get_or_head = method == Method::GET || method == Method::HEAD;
-        match (&route, &method) {
-            (Route::Base, _) if get_or_head => Ok(Reply::json(StatusCode::OK, b"{}".to_vec())),
-            (Route::Catalog, &Method::GET) => self.catalog(&req).await,
-            (Route::Tags { name }, &Method::GET) => self.tags_list(name, &req).await,
-            (Route::Manifest { name, reference }, _) if get_or_head => {
-                self.get_manifest(name, reference, &req, method == Method::HEAD).await
-            }
-            (Route::Manifest { name, reference }, &Method::PUT) => {
-                self.put_manifest(name, reference, &req, body).await
-            }
-            (Route::Manifest { name, reference }, &Method::DELETE) => {
-                self.delete_manifest(name, reference).await
-            }
-            (Route::Blob { name, digest }, _) if get_or_head => {
-                self.get_blob(name, digest, &req, method == Method::HEAD, ctx).await
-            }
-            (Route::Blob { name, digest }, &Method::DELETE) => self.delete_blob(name, digest).await,
-            (Route::UploadStart { name }, &Method::POST) => self.start_upload(name, &req, body, ctx).await,
-            (Route::Upload { name, id }, &Method::PATCH) => self.patch_upload(name, id, &req, body, ctx).await,
-            (Route::Upload { name, id }, &Method::PUT) => self.put_upload(name, id, &req, body, ctx).await,
-            (Route::Upload { name, id }, _) if get_or_head => self.upload_status(name, id).await,
-            (Route::Upload { name, id }, &Method::DELETE) => self.cancel_upload(name, id).await,
-            (Route::UploadParts { name, id }, &Method::POST) => self.direct_parts(name, id, &req, ctx).await,
-            (Route::Referrers { name, digest }, &Method::GET) => {
-                self.referrers(name, digest, &req).await
-            }
-            _ => Err(error::oci(
-                ErrorCode::Unsupported,
-                format!("method {method} is not allowed on this endpoint"),
-            )
-            .with_status(StatusCode::METHOD_NOT_ALLOWED)),
+        let head = req.method == Method::HEAD;
+        match &endpoint {
+            Endpoint::Base => Ok(Reply::json(StatusCode::OK, b"{}".to_vec())),
+            Endpoint::Catalog => self.catalog(&req).await,
+            Endpoint::TagsList { name } => self.tags_list(name, &req).await,
+            Endpoint::ManifestGet { name, reference } => self.get_manifest(name, reference, &req, head).await,
+            Endpoint::ManifestPut { name, reference } => self.put_manifest(name, reference, &req, body).await,
+            Endpoint::ManifestDelete { name, reference } => self.delete_manifest(name, reference).await,
+            Endpoint::BlobGet { name, digest } => self.get_blob(name, digest, &req, false, ctx).await,
+            Endpoint::BlobHead { name, digest } => self.get_blob(name, digest, &req, true, ctx).await,
+            Endpoint::BlobDelete { name, digest } => self.delete_blob(name, digest).await,
+            Endpoint::UploadStart { name } => self.start_upload(name, &req, body, grant, ctx).await,
+            Endpoint::UploadPatch { name, id } => self.patch_upload(name, id, &req, body, ctx).await,
+            Endpoint::UploadPut { name, id } => self.put_upload(name, id, &req, body, ctx).await,
+            Endpoint::UploadStatus { name, id } => self.upload_status(name, id).await,
+            Endpoint::UploadCancel { name, id } => self.cancel_upload(name, id, ctx).await,
+            Endpoint::UploadParts { name, id } => self.direct_parts(name, id, &req, ctx).await,
+            Endpoint::Referrers { name, digest } => self.referrers(name, digest, &req).await,
         }
+    }
+}
+
+fn unrouted_error(unrouted: Unrouted, method: &Method) -> RegistryError {
+    match unrouted {
+        Unrouted::NoSuchPath => {
+            error::oci(ErrorCode::Unsupported, "no such endpoint").with_status(StatusCode::NOT_FOUND)
+        }
+        Unrouted::MethodNotAllowed => error::oci(
+            ErrorCode::Unsupported,
+            format!("method {method} is not allowed on this endpoint"),
+        )
+        .with_status(StatusCode::METHOD_NOT_ALLOWED),
     }
 }
 

@@ -1,5 +1,8 @@
 //! Maps a `/v2/...` path to the endpoint it names. Repository names contain slashes, so the
-//! endpoint keyword is found from the right-hand end of the path.
+//! endpoint keyword is found from the right-hand end of the path. [`Endpoint`] adds the method:
+//! it is the one list of operations that dispatch and the auth gate both match on.
+
+use http::Method;
 
 /// An endpoint of the distribution API, with the raw (not yet validated) path parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +59,144 @@ impl Route {
             return Some(Route::Referrers { name: name(2), digest: segs[n - 1].to_owned() });
         }
         None
+    }
+}
+
+/// What a caller must hold to use an endpoint. Derived from [`Endpoint::access`] only, so the
+/// auth gate cannot drift from dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// `/v2/`: any valid token (anonymous callers are told where to log in).
+    Login,
+    /// `/v2/_catalog`: the registry-wide catalog right.
+    Catalog,
+    Repository { name: &'a str, action: Action },
+    /// A blob HEAD: pull, but what every client sends first when it pushes, so its challenge
+    /// offers push too (see the auth gate).
+    BlobProbe { name: &'a str },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pull,
+    Push,
+    Delete,
+}
+
+impl Action {
+    /// The action's name in token scopes (`repository:<name>:pull`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// Every operation the registry serves, with its (not yet validated) path parts. Dispatch, the
+/// access an operation needs, the audit action and metric labels all come from matching on this
+/// enum without a catch-all: a new endpoint does not compile until each says what it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Base,
+    Catalog,
+    TagsList { name: String },
+    /// GET and HEAD.
+    ManifestGet { name: String, reference: String },
+    ManifestPut { name: String, reference: String },
+    ManifestDelete { name: String, reference: String },
+    BlobGet { name: String, digest: String },
+    BlobHead { name: String, digest: String },
+    BlobDelete { name: String, digest: String },
+    UploadStart { name: String },
+    UploadPatch { name: String, id: String },
+    UploadPut { name: String, id: String },
+    /// GET and HEAD of an upload session.
+    UploadStatus { name: String, id: String },
+    UploadCancel { name: String, id: String },
+    /// Berth's direct-upload extension: presigned part URLs for an upload session.
+    UploadParts { name: String, id: String },
+    Referrers { name: String, digest: String },
+}
+
+/// Why a request names no endpoint: answered 404 or 405 before anything is read or stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unrouted {
+    NoSuchPath,
+    MethodNotAllowed,
+}
+
+impl Endpoint {
+    pub fn of(method: &Method, path: &str) -> Result<Endpoint, Unrouted> {
+        let route = Route::parse(path).ok_or(Unrouted::NoSuchPath)?;
+        let m = method.clone();
+        let read = m == Method::GET || m == Method::HEAD;
+        let endpoint = match route {
+            Route::Base if read => Endpoint::Base,
+            Route::Catalog if m == Method::GET => Endpoint::Catalog,
+            Route::Tags { name } if m == Method::GET => Endpoint::TagsList { name },
+            Route::Manifest { name, reference } if read => Endpoint::ManifestGet { name, reference },
+            Route::Manifest { name, reference } if m == Method::PUT => Endpoint::ManifestPut { name, reference },
+            Route::Manifest { name, reference } if m == Method::DELETE => {
+                Endpoint::ManifestDelete { name, reference }
+            }
+            Route::Blob { name, digest } if m == Method::GET => Endpoint::BlobGet { name, digest },
+            Route::Blob { name, digest } if m == Method::HEAD => Endpoint::BlobHead { name, digest },
+            Route::Blob { name, digest } if m == Method::DELETE => Endpoint::BlobDelete { name, digest },
+            Route::UploadStart { name } if m == Method::POST => Endpoint::UploadStart { name },
+            Route::Upload { name, id } if m == Method::PATCH => Endpoint::UploadPatch { name, id },
+            Route::Upload { name, id } if m == Method::PUT => Endpoint::UploadPut { name, id },
+            Route::Upload { name, id } if read => Endpoint::UploadStatus { name, id },
+            Route::Upload { name, id } if m == Method::DELETE => Endpoint::UploadCancel { name, id },
+            Route::UploadParts { name, id } if m == Method::POST => Endpoint::UploadParts { name, id },
+            Route::Referrers { name, digest } if m == Method::GET => Endpoint::Referrers { name, digest },
+            _ => return Err(Unrouted::MethodNotAllowed),
+        };
+        Ok(endpoint)
+    }
+
+    /// What the caller must hold. No catch-all: every endpoint states its access.
+    pub fn access(&self) -> Access<'_> {
+        match self {
+            Endpoint::Base => Access::Login,
+            Endpoint::Catalog => Access::Catalog,
+            Endpoint::TagsList { name }
+            | Endpoint::ManifestGet { name, .. }
+            | Endpoint::BlobGet { name, .. }
+            | Endpoint::Referrers { name, .. } => Access::Repository { name, action: Action::Pull },
+            Endpoint::BlobHead { name, .. } => Access::BlobProbe { name },
+            Endpoint::ManifestPut { name, .. }
+            | Endpoint::UploadStart { name }
+            | Endpoint::UploadPatch { name, .. }
+            | Endpoint::UploadPut { name, .. }
+            | Endpoint::UploadStatus { name, .. }
+            | Endpoint::UploadCancel { name, .. }
+            | Endpoint::UploadParts { name, .. } => Access::Repository { name, action: Action::Push },
+            Endpoint::ManifestDelete { name, .. } | Endpoint::BlobDelete { name, .. } => Access::Repository { name, action: Action::Delete },
+        }
+    }
+
+    /// A stable label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Endpoint::Base => "base",
+            Endpoint::Catalog => "catalog",
+            Endpoint::TagsList { .. } => "tags_list",
+            Endpoint::ManifestGet { .. } => "manifest_get",
+            Endpoint::ManifestPut { .. } => "manifest_put",
+            Endpoint::ManifestDelete { .. } => "manifest_delete",
+            Endpoint::BlobGet { .. } => "blob_get",
+            Endpoint::BlobHead { .. } => "blob_head",
+            Endpoint::BlobDelete { .. } => "blob_delete",
+            Endpoint::UploadStart { .. } => "upload_start",
+            Endpoint::UploadPatch { .. } => "upload_patch",
+            Endpoint::UploadPut { .. } => "upload_put",
+            Endpoint::UploadStatus { .. } => "upload_status",
+            Endpoint::UploadCancel { .. } => "upload_cancel",
+            Endpoint::UploadParts { .. } => "upload_parts",
+            Endpoint::Referrers { .. } => "referrers",
+        }
     }
 }
 

@@ -192,20 +192,24 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         name: &str,
         parts: &crate::Parts,
         body: ByteStream,
+        grant: &crate::auth::Grant,
         ctx: &RequestContext,
     ) -> Result<Reply> {
         let name = RepoName::parse(name)?;
         let query = query_of(parts.uri.query());
         if let Some(mount) = query_param(&query, "mount") {
             let digest = parse_digest(mount)?;
-            if let Some(from) = query_param(&query, "from") {
+            // Only the source the gate authorized (the same parse of the same query), and only
+            // when it did: without pull on the source, nothing about it is revealed.
+            let from = crate::auth::mount_source(&query).filter(|_| grant.mount_source_readable);
+            if let Some(from) = from {
                 let from = RepoName::parse(from)?;
                 if let Some(size) = self.blob_link(&from, &digest).await? {
                     self.link_blob(&name, &digest, size).await?;
                     return Ok(Self::created_reply(&name, &digest));
                 }
             }
-            // Not mountable: the client uploads instead, as the spec says.
+            // Not mountable (or not allowed): the client uploads instead, as the spec says.
         } else if let Some(digest) = query_param(&query, "digest") {
             let digest = parse_digest(digest)?;
             return self.monolithic(&name, digest, &parts.headers, body, ctx).await;
@@ -450,9 +454,22 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         Ok(self.upload_reply(StatusCode::NO_CONTENT, &name, id, session.offset))
     }
 
-    pub(crate) async fn cancel_upload(&self, name: &str, id: &str) -> Result<Reply> {
+    /// Cancels under a claim like any writer: a cancel racing a completing PUT or a PATCH
+    /// waits its turn (409) instead of pulling the data from under it.
+    pub(crate) async fn cancel_upload(&self, name: &str, id: &str, ctx: &RequestContext) -> Result<Reply> {
         let name = RepoName::parse(name)?;
-        let (session, _) = self.load_session(&name, id).await?;
+        let (session, version) = self.load_session(&name, id).await?;
+        let (session, _) = match self.claim(&name, id, session, version, ctx).await {
+            Ok(claimed) => claimed,
+            Err(e) if e.code == ErrorCode::BlobUploadUnknown => return Err(e),
+            Err(_) => {
+                return Err(oci(
+                    ErrorCode::BlobUploadInvalid,
+                    "another request is writing this upload; cancel it again once that request has finished",
+                )
+                .with_status(StatusCode::CONFLICT))
+            }
+        };
         self.meta.delete(&upload_key(id)).await?;
         self.blobs.upload_abort(id, &session.backend).await?;
         Ok(Reply::new(StatusCode::NO_CONTENT))

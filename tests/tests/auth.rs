@@ -17,6 +17,8 @@
 //! of the core's code.
 
 mod common;
+#[path = "auth/endpoints.rs"]
+mod endpoints;
 
 use std::convert::Infallible;
 use std::io::Write as _;

@@ -13,6 +13,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use berth_core::storage::StorageResult;
 use berth_core::{StorageError, UploadWriter};
@@ -26,6 +28,38 @@ const ALIGN: usize = 4096;
 const BLOCK_BUF: usize = 4 * 1024 * 1024;
 /// Buffers per upload: one filling, the rest queued or being written. Bounds memory per upload.
 const POOL: usize = 3;
+/// Aligned buffers in the whole process (24 MiB): many concurrent (or stalled) uploads must not
+/// add up past the memory target. An upload that finds none free writes through the page cache
+/// instead of waiting, so one stalled client can never hold up another.
+const GLOBAL_BUFFERS: usize = 6;
+static BUFFERS_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// Fences the writers of one upload file. Every write happens under the fence's lock, and a
+/// writer whose fence is revoked fails instead of writing: the store revokes it before a new
+/// writer truncates the file, and before the file is published or removed. So a request whose
+/// claim lapsed while its body stalled can never write into a later writer's bytes or into a
+/// published blob (the rename keeps the inode its descriptors point at).
+#[derive(Default)]
+pub(super) struct Fence {
+    revoked: Mutex<bool>,
+}
+
+impl Fence {
+    /// Waits for a write in progress to end, then refuses every later one.
+    pub(super) fn revoke(&self) {
+        *self.revoked.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    fn write(&self, f: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        if *revoked {
+            return Err(io::Error::other(
+                "this request's claim on the upload lapsed and another request took it over",
+            ));
+        }
+        f()
+    }
+}
 
 enum Job {
     /// Bytes at an unaligned position (or everything, without direct I/O).
@@ -48,14 +82,14 @@ pub(super) struct FileAppender {
 impl FileAppender {
     /// `file` is the upload, open for writing and already cut to `pos`; `path` is opened a
     /// second time with O_DIRECT when the filesystem allows it.
-    pub(super) fn spawn(file: File, path: &Path, pos: u64, fsync: bool) -> Self {
+    pub(super) fn spawn(file: File, path: &Path, pos: u64, fsync: bool, fence: Arc<Fence>) -> Self {
         // `align_offset` may in theory decline to align a buffer; then we stay buffered.
-        let direct = open_direct(path).ok().filter(|_| AlignedBuf::new().is_aligned());
+        let direct = open_direct(path).ok().filter(|_| AlignedBuf::aligned_here());
         let use_direct = direct.is_some();
         let (jobs, rx) = mpsc::channel(POOL);
         let (free_tx, free) = mpsc::unbounded_channel();
         let done = tokio::task::spawn_blocking(move || {
-            let mut disk = Disk { buffered: file, direct };
+            let mut disk = Disk { buffered: file, direct, fence };
             disk.run(rx, free_tx)?;
             // With fsync on, acknowledged bytes survive power loss, not just a process crash.
             if fsync { disk.buffered.sync_data() } else { Ok(()) }
@@ -68,16 +102,23 @@ impl FileAppender {
         self.jobs.send(job).await.map_err(|_| StorageError::new("upload writer failed; see finish"))
     }
 
-    /// A buffer to fill: a returned one, a new one while the pool is not full, else wait.
-    async fn empty_buffer(&mut self) -> StorageResult<AlignedBuf> {
+    /// A buffer to fill: a returned one, a new one while this upload's pool and the process's
+    /// budget allow, else wait for one of ours; None when we have none and the budget is spent.
+    async fn empty_buffer(&mut self) -> StorageResult<Option<AlignedBuf>> {
         if let Ok(buf) = self.free.try_recv() {
-            return Ok(buf);
+            return Ok(Some(buf));
         }
         if self.allocated < POOL {
-            self.allocated += 1;
-            return Ok(AlignedBuf::new());
+            if let Some(buf) = AlignedBuf::from_budget() {
+                self.allocated += 1;
+                return Ok(Some(buf));
+            }
         }
-        self.free.recv().await.ok_or_else(|| StorageError::new("upload writer failed; see finish"))
+        if self.allocated == 0 {
+            return Ok(None);
+        }
+        let buf = self.free.recv().await.ok_or_else(|| StorageError::new("upload writer failed; see finish"))?;
+        Ok(Some(buf))
     }
 
     async fn ship_filling(&mut self) -> StorageResult<()> {
@@ -108,7 +149,15 @@ impl UploadWriter for FileAppender {
         while !chunk.is_empty() {
             let mut buf = match self.filling.take() {
                 Some(buf) => buf,
-                None => self.empty_buffer().await?,
+                None => match self.empty_buffer().await? {
+                    Some(buf) => buf,
+                    None => {
+                        // The process's buffer budget is spent: this chunk takes the page cache.
+                        let at = self.pos;
+                        self.pos += chunk.len() as u64;
+                        return self.send(Job::Buffered { at, bytes: chunk }).await;
+                    }
+                },
             };
             let taken = buf.fill_from(&chunk);
             let _ = chunk.split_to(taken);
@@ -128,7 +177,7 @@ impl UploadWriter for FileAppender {
         drop(jobs);
         match done.await {
             Ok(Ok(())) => Ok(String::new()),
-            Ok(Err(e)) => Err(StorageError::new(format!("write upload: {e}"))),
+            Ok(Err(e)) => Err(super::io_error("write upload", e)),
             Err(e) => Err(StorageError::new(format!("upload writer: {e}"))),
         }
     }
@@ -138,18 +187,22 @@ impl UploadWriter for FileAppender {
 struct Disk {
     buffered: File,
     direct: Option<File>,
+    fence: Arc<Fence>,
 }
 
 impl Disk {
     fn run(&mut self, mut jobs: mpsc::Receiver<Job>, free: mpsc::UnboundedSender<AlignedBuf>) -> io::Result<()> {
         while let Some(job) = jobs.blocking_recv() {
+            let fence = self.fence.clone();
             match job {
-                Job::Buffered { at, bytes } => self.buffered.write_all_at(&bytes, at)?,
+                Job::Buffered { at, bytes } => fence.write(|| self.buffered.write_all_at(&bytes, at))?,
                 Job::Aligned { at, buf } => {
                     let data = buf.filled();
                     let whole = data.len() / ALIGN * ALIGN;
-                    self.write_blocks(&data[..whole], at)?;
-                    self.buffered.write_all_at(&data[whole..], at + whole as u64)?;
+                    fence.write(|| {
+                        self.write_blocks(&data[..whole], at)?;
+                        self.buffered.write_all_at(&data[whole..], at + whole as u64)
+                    })?;
                     // The appender may have finished already; then the buffer is just freed.
                     let _ = free.send(buf.emptied());
                 }
@@ -195,14 +248,21 @@ struct AlignedBuf {
 }
 
 impl AlignedBuf {
-    fn new() -> Self {
+    /// A buffer counted against the process's budget, or None when it is spent.
+    fn from_budget() -> Option<Self> {
+        let taken = BUFFERS_IN_USE.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < GLOBAL_BUFFERS).then_some(n + 1)
+        });
+        taken.ok()?;
         let raw = vec![0u8; BLOCK_BUF + ALIGN];
         let start = raw.as_ptr().align_offset(ALIGN);
-        AlignedBuf { raw, start, len: 0 }
+        Some(AlignedBuf { raw, start, len: 0 })
     }
 
-    fn is_aligned(&self) -> bool {
-        self.start < ALIGN
+    /// Whether `align_offset` aligns buffers on this platform (it may in theory decline).
+    fn aligned_here() -> bool {
+        let raw = [0u8; 2 * ALIGN];
+        raw.as_ptr().align_offset(ALIGN) < ALIGN
     }
 
     fn is_empty(&self) -> bool {
@@ -231,6 +291,12 @@ impl AlignedBuf {
     }
 }
 
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        BUFFERS_IN_USE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,13 +314,61 @@ mod tests {
             for (from, to) in [(start, middle), (middle, data.len())] {
                 let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
                 let mut appender: Box<dyn UploadWriter> =
-                    Box::new(FileAppender::spawn(file, &path, from as u64, true));
+                    Box::new(FileAppender::spawn(file, &path, from as u64, true, Arc::default()));
                 for chunk in data[from..to].chunks(piece) {
                     appender.write(Bytes::copy_from_slice(chunk)).await.unwrap();
                 }
                 appender.finish().await.unwrap();
             }
             assert!(std::fs::read(&path).unwrap() == data, "start {start}, pieces of {piece}");
+        }
+    }
+
+    /// A writer whose fence was revoked (its claim lapsed and the store moved on) writes nothing
+    /// more, and its request fails.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revoked_writer_writes_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upload");
+        std::fs::write(&path, b"").unwrap();
+        let fence = Arc::new(Fence::default());
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut appender: Box<dyn UploadWriter> = Box::new(FileAppender::spawn(file, &path, 0, false, fence.clone()));
+        appender.write(Bytes::from(vec![1u8; 10_000])).await.unwrap();
+        // Let the disk thread catch up, then take the writer's right away, as a new claim would.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        fence.revoke();
+        let before = std::fs::read(&path).unwrap();
+        let _ = appender.write(Bytes::from(vec![2u8; 5 * BLOCK_BUF])).await;
+        let finished = appender.finish().await;
+        assert!(finished.is_err(), "a fenced writer must fail");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "a fenced writer changed the file");
+        assert!(before.iter().all(|b| *b == 1));
+    }
+
+    /// However many uploads write at once, the aligned buffers they hold stay within the
+    /// process's budget, and every file still gets exactly its bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn buffers_stay_within_the_process_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(2 * BLOCK_BUF + 999)).map(|i| (i % 251) as u8).collect();
+        let mut open = Vec::new();
+        for n in 0..(GLOBAL_BUFFERS + 4) {
+            let path = dir.path().join(format!("u{n}"));
+            std::fs::write(&path, b"").unwrap();
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let mut appender: Box<dyn UploadWriter> =
+                Box::new(FileAppender::spawn(file, &path, 0, false, Arc::default()));
+            // Half a buffer each, then "stall": every upload holds what it took.
+            appender.write(Bytes::copy_from_slice(&data[..BLOCK_BUF / 2])).await.unwrap();
+            assert!(BUFFERS_IN_USE.load(Ordering::Acquire) <= GLOBAL_BUFFERS);
+            open.push((path, appender));
+        }
+        for (path, mut appender) in open {
+            appender.write(Bytes::copy_from_slice(&data[BLOCK_BUF / 2..])).await.unwrap();
+            assert!(BUFFERS_IN_USE.load(Ordering::Acquire) <= GLOBAL_BUFFERS);
+            appender.finish().await.unwrap();
+            assert!(std::fs::read(&path).unwrap() == data, "{}", path.display());
         }
     }
 }

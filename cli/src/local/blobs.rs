@@ -2,9 +2,11 @@
 //! `uploads/` and renamed into place after the core has verified the digest, so a crash or a
 //! killed client never leaves a partial blob visible.
 
+use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use berth_core::names::Digest;
 use berth_core::storage::StorageResult;
@@ -12,10 +14,11 @@ use berth_core::{BlobStore, ByteRange, ByteStream, StorageError, UploadWriter};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use tokio::fs::{self, File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::append::FileAppender;
+use super::append::{Fence, FileAppender};
+use super::io_error;
 
 /// Read and write in pieces this size: large enough for throughput, small enough that memory
 /// stays flat however big the blob is.
@@ -25,10 +28,13 @@ pub struct FsBlobStore {
     root: PathBuf,
     /// fsync blob data before acknowledging it (survives power loss, costs disk bandwidth).
     fsync: bool,
+    /// The fence of each upload's current writer (see `append::Fence`). Weak: an entry dies
+    /// with its writer, and dead ones are pruned as new writers come.
+    fences: Mutex<HashMap<String, Weak<Fence>>>,
 }
 
-fn err(context: &str, e: impl std::fmt::Display) -> StorageError {
-    StorageError::new(format!("{context}: {e}"))
+fn err(context: &str, e: std::io::Error) -> StorageError {
+    io_error(context, e)
 }
 
 impl FsBlobStore {
@@ -36,7 +42,26 @@ impl FsBlobStore {
         for dir in ["blobs", "uploads"] {
             fs::create_dir_all(root.join(dir)).await.map_err(|e| err("create data directory", e))?;
         }
-        Ok(FsBlobStore { root: root.to_owned(), fsync })
+        Ok(FsBlobStore { root: root.to_owned(), fsync, fences: Mutex::default() })
+    }
+
+    /// Stops whoever still writes upload `id` (a request whose claim lapsed) before the file
+    /// is cut, published or removed; returns once no write of theirs is in progress.
+    fn fence_off(&self, id: &str) {
+        let old = self.fences.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        if let Some(fence) = old.and_then(|weak| weak.upgrade()) {
+            fence.revoke();
+        }
+    }
+
+    /// A fence for a new writer of upload `id`, after fencing off the previous one.
+    fn new_fence(&self, id: &str) -> Arc<Fence> {
+        self.fence_off(id);
+        let fence = Arc::new(Fence::default());
+        let mut fences = self.fences.lock().unwrap_or_else(|e| e.into_inner());
+        fences.retain(|_, weak| weak.strong_count() > 0);
+        fences.insert(id.to_owned(), Arc::downgrade(&fence));
+        fence
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -96,19 +121,40 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn put_verified(&self, digest: &Digest, content: Bytes) -> StorageResult<()> {
-        if self.stat(digest).await?.is_some() {
+        // A file already there is trusted only when it holds exactly these bytes: one left
+        // empty or short by a full disk (or changed on disk) is replaced, not kept for ever.
+        let path = self.blob_path(digest);
+        if fs::metadata(&path).await.is_ok_and(|m| m.len() == content.len() as u64)
+            && fs::read(&path).await.is_ok_and(|existing| existing == content)
+        {
             return Ok(());
         }
         // Unique per write, so two requests storing the same manifest never share a file.
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tmp = self.root.join("uploads").join(format!("put-{}-{}-{n}", digest.digest(), std::process::id()));
-        let mut file = File::create(&tmp).await.map_err(|e| err("write blob", e))?;
-        file.write_all(&content).await.map_err(|e| err("write blob", e))?;
-        if self.fsync {
-            file.sync_all().await.map_err(|e| err("sync blob", e))?;
+        // Plain blocking writes: every error (a full disk above all) is seen here, and the
+        // bytes are on disk before the rename makes them visible.
+        let (file_path, written) = (tmp.clone(), content.clone());
+        let wrote = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&file_path)?;
+            file.write_all(&written)?;
+            file.sync_all()
+        })
+        .await
+        .map_err(|e| StorageError::new(format!("write blob: {e}")))?;
+        if let Err(e) = wrote.map_err(|e| err("write blob", e)) {
+            let _ = fs::remove_file(&tmp).await;
+            return Err(e);
         }
-        self.publish(&tmp, digest).await
+        match self.publish(&tmp, digest).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
     }
 
     async fn delete(&self, digest: &Digest) -> StorageResult<()> {
@@ -125,11 +171,13 @@ impl BlobStore for FsBlobStore {
 
     async fn upload_writer(&self, id: &str, _backend: &str, offset: u64) -> StorageResult<Box<dyn UploadWriter>> {
         let path = self.upload_path(id)?;
+        // Before cutting the file: an earlier writer whose claim lapsed must not write again.
+        let fence = self.new_fence(id);
         let mut file = OpenOptions::new().write(true).open(&path).await.map_err(|e| err("open upload", e))?;
         // Drop whatever an interrupted request wrote past the acknowledged length.
         file.set_len(offset).await.map_err(|e| err("truncate upload", e))?;
         file.seek(SeekFrom::Start(offset)).await.map_err(|e| err("seek upload", e))?;
-        Ok(Box::new(FileAppender::spawn(file.into_std().await, &path, offset, self.fsync)))
+        Ok(Box::new(FileAppender::spawn(file.into_std().await, &path, offset, self.fsync, fence)))
     }
 
     async fn upload_read(&self, id: &str, _backend: &str) -> StorageResult<ByteStream> {
@@ -138,11 +186,20 @@ impl BlobStore for FsBlobStore {
         Ok(stream_file(file, len))
     }
 
-    async fn upload_commit(&self, id: &str, _backend: &str, digest: &Digest, _size: u64) -> StorageResult<()> {
-        self.publish(&self.upload_path(id)?, digest).await
+    async fn upload_commit(&self, id: &str, _backend: &str, digest: &Digest, size: u64) -> StorageResult<()> {
+        let path = self.upload_path(id)?;
+        // Published content is immutable: nobody writes this file once it is renamed.
+        self.fence_off(id);
+        // The verified hash covers `size` bytes; a file of any other length is not that blob.
+        let on_disk = fs::metadata(&path).await.map_err(|e| err("stat upload", e))?.len();
+        if on_disk != size {
+            return Err(StorageError::new(format!("upload {id} holds {on_disk} bytes, not the {size} that were verified")));
+        }
+        self.publish(&path, digest).await
     }
 
     async fn upload_abort(&self, id: &str, _backend: &str) -> StorageResult<()> {
+        self.fence_off(id);
         match fs::remove_file(self.upload_path(id)?).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err("remove upload", e)),
             _ => Ok(()),

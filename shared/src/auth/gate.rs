@@ -3,54 +3,59 @@
 //! 401 challenge or 403 when not.
 
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use http::{Method, StatusCode};
+use http::StatusCode;
 
 use super::audit::Pending;
 use super::policy::Principal;
-use super::scope::{AccessEntry, CATALOG, DELETE, PULL, PUSH, REGISTRY, REPOSITORY};
-use super::token::{BerthClaims, USE_ACCESS};
+use super::scope::{AccessEntry, CATALOG, PULL, PUSH, REGISTRY, REPOSITORY};
+use super::token::USE_ACCESS;
 use super::{Auth, TOKEN_PATH};
 use crate::error::{oci, ErrorCode, RegistryError};
 use crate::reply::Reply;
-use crate::routes::Route;
+use crate::routes::{Access, Action, Endpoint};
 use crate::storage::{BlobStore, MetaStore};
 use crate::{header_str, query_of, query_param, Parts, Registry, Request, RequestContext};
 
 pub(crate) enum Gate {
-    /// Go on to dispatch; record the audit event (a push or delete) once answered. The flag
-    /// says the content is not public: shared caches must not keep it (see [`mark_private`]).
-    Pass(Request, Option<Pending>, bool),
-    /// Answered here: a refusal, or the token endpoint.
+    /// Go on to dispatch; record the audit event (a push or delete) once answered.
+    Pass(Request, Option<Pending>, Grant),
+    /// Answered here: a refusal.
     Answer(Reply),
 }
 
-/// What a request needs to be allowed.
-enum Need {
-    /// Unknown endpoint or method: dispatch answers 404/405 and touches nothing.
-    Nothing,
-    /// `/v2/`: any valid token, so that clients learn where to log in.
-    Login,
-    Resource { kind: &'static str, name: String, action: &'static str },
-    /// A blob HEAD: what every client sends first when it pushes (does the layer exist?). Its
-    /// challenge offers `pull,push` so that clients which reuse the first token for the whole
-    /// push (oras-py) get push too when the policy allows it; the token endpoint still grants
-    /// only what the policy allows.
-    BlobProbe { name: String },
+/// What the gate decided beyond "go on", handed to dispatch as a value (never by editing the
+/// request): dispatch acts on exactly what was authorized.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grant {
+    /// The content is not public: shared caches must not keep it (see [`mark_private`]).
+    pub private: bool,
+    /// A cross-repository mount may read its `from` repository. When false the mount is not
+    /// attempted and the request is a plain upload start (the spec's fallback), leaking nothing.
+    pub mount_source_readable: bool,
+}
+
+impl Grant {
+    /// No auth configured: everything is open.
+    const OPEN: Grant = Grant { private: false, mount_source_readable: true };
+}
+
+/// The `?mount=<digest>&from=<repo>` of an upload start, as dispatch reads it: the gate
+/// authorizes the very string that dispatch will mount from.
+pub(crate) fn mount_source(query: &[(String, String)]) -> Option<&str> {
+    query_param(query, "mount")?;
+    query_param(query, "from")
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
-    pub(crate) async fn gate(&self, req: Request, ctx: &RequestContext) -> Gate {
+    pub(crate) async fn gate(&self, req: Request, endpoint: &Endpoint, ctx: &RequestContext) -> Gate {
         let pending = Pending::for_request(&req);
         let Some(auth) = self.auth.as_deref() else {
-            return Gate::Pass(req, pending.map(|p| p.by("-")), false);
+            return Gate::Pass(req, pending.map(|p| p.by("-")), Grant::OPEN);
         };
-        if req.uri().path() == TOKEN_PATH {
-            return Gate::Answer(auth.token_endpoint(req, ctx).await);
-        }
-        let (mut parts, body) = req.into_parts();
-        match auth.authorize(&mut parts, ctx.now) {
-            Ok((subject, private)) => {
-                Gate::Pass(Request::from_parts(parts, body), pending.map(|p| p.by(&subject)), private)
+        let (parts, body) = req.into_parts();
+        match auth.authorize(&parts, endpoint, ctx.now) {
+            Ok((subject, grant)) => {
+                Gate::Pass(Request::from_parts(parts, body), pending.map(|p| p.by(&subject)), grant)
             }
             Err((err, subject)) => {
                 if let Some(p) = pending {
@@ -63,49 +68,58 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
 }
 
 impl Auth {
-    /// The subject allowed to go on and whether the resource is private (not anonymously
-    /// pullable), or the refusal (and who was refused, for the audit log).
-    fn authorize(&self, parts: &mut Parts, now: u64) -> Result<(String, bool), (RegistryError, String)> {
-        let need = need_of(parts);
+    /// The subject allowed to go on and what it was granted, or the refusal (and who was
+    /// refused, for the audit log).
+    fn authorize(&self, parts: &Parts, endpoint: &Endpoint, now: u64) -> Result<(String, Grant), (RegistryError, String)> {
+        let access = endpoint.access();
+        let query = query_of(parts.uri.query());
+        let mount_from = match endpoint {
+            Endpoint::UploadStart { .. } => mount_source(&query),
+            _ => None,
+        };
         let claims = match bearer(parts) {
             Some(token) => Some(
                 self.keys
                     .verify(token, now, &self.issuer, &self.service, USE_ACCESS)
-                    .map_err(|reason| (self.challenge(parts, &need, Some("invalid_token"), reason), "-".to_owned()))?,
+                    .map_err(|reason| (self.challenge(parts, access, mount_from, Some("invalid_token"), reason), "-".to_owned()))?,
             ),
             None => None,
         };
         let subject = claims.as_ref().map_or(super::policy::ANONYMOUS.to_owned(), |c| c.sub.clone());
-        let (kind, name, action) = match &need {
-            Need::Nothing => return Ok((subject, true)),
-            Need::Login if claims.is_some() => return Ok((subject, true)),
-            Need::Login => {
-                let err = self.challenge(parts, &need, None, "authentication required".into());
+        let (kind, name, action) = match access {
+            Access::Login if claims.is_some() => {
+                return Ok((subject, Grant { private: true, mount_source_readable: false }));
+            }
+            Access::Login => {
+                let err = self.challenge(parts, access, None, None, "authentication required".into());
                 return Err((err, subject));
             }
-            Need::Resource { kind, name, action } => (*kind, name.as_str(), *action),
-            Need::BlobProbe { name } => (REPOSITORY, name.as_str(), PULL),
+            Access::Catalog => (REGISTRY, CATALOG, "*"),
+            Access::Repository { name, action } => (REPOSITORY, name, action.as_str()),
+            Access::BlobProbe { name } => (REPOSITORY, name, PULL),
         };
         let principal = claims.as_ref().map_or_else(Principal::anonymous, |c| self.principal(&c.sub));
-        let granted = match &claims {
+        let allows = |kind: &str, name: &str, action: &str| match &claims {
             Some(c) => c.access.iter().any(|e| e.allows(kind, name, action)),
             // No token at all: what anonymous callers may do needs none (public pull).
             None => self.policy_allows(&principal, kind, name, action),
         };
-        if !granted {
+        if !allows(kind, name, action) {
             let err = if claims.is_some() && !principal.is_anonymous() && !self.policy_allows(&principal, kind, name, action) {
                 // Logged in, and no token would allow it: asking again is pointless.
                 oci(ErrorCode::Denied, format!("{} may not {action} {kind} {name}", principal.subject))
                     .with_detail(detail(kind, name, action))
             } else {
                 let error = claims.is_some().then_some("insufficient_scope");
-                self.challenge(parts, &need, error, format!("authentication required to {action} {kind} {name}"))
+                let message = format!("authentication required to {action} {kind} {name}");
+                self.challenge(parts, access, mount_from, error, message)
             };
             return Err((err, subject));
         }
-        self.check_mount_source(parts, claims.as_ref(), &principal);
+        // Fail closed: a mount reads its source, so it needs pull there, decided here once.
+        let mount_source_readable = mount_from.is_some_and(|from| allows(REPOSITORY, from, PULL));
         let private = !self.policy_allows(&Principal::anonymous(), kind, name, PULL);
-        Ok((subject, private))
+        Ok((subject, Grant { private, mount_source_readable }))
     }
 
     fn policy_allows(&self, who: &Principal, kind: &str, name: &str, action: &str) -> bool {
@@ -115,47 +129,36 @@ impl Auth {
         }
     }
 
-    /// A cross-repository mount reads the source repository: without pull there, drop the
-    /// mount so the request becomes a plain upload start (the spec's fallback), leaking nothing.
-    fn check_mount_source(&self, parts: &mut Parts, claims: Option<&BerthClaims>, who: &Principal) {
-        let query = query_of(parts.uri.query());
-        let (Some(_), Some(from)) = (query_param(&query, "mount"), query_param(&query, "from")) else {
-            return;
-        };
-        let allowed = match claims {
-            Some(c) => c.access.iter().any(|e| e.allows(REPOSITORY, from, PULL)),
-            None => self.policy_allows(who, REPOSITORY, from, PULL),
-        };
-        if allowed {
-            return;
-        }
-        let kept: Vec<(String, String)> =
-            query.into_iter().filter(|(k, _)| k != "mount" && k != "from").collect();
-        let mut path_and_query = parts.uri.path().to_owned();
-        if !kept.is_empty() {
-            path_and_query.push('?');
-            path_and_query.push_str(&form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish());
-        }
-        if let Ok(uri) = path_and_query.parse() {
-            parts.uri = uri;
-        }
-    }
-
     /// 401 with `WWW-Authenticate: Bearer realm=…,service=…,scope=…` telling the client where
-    /// to get a token for exactly what this request needs.
-    fn challenge(&self, parts: &Parts, need: &Need, error: Option<&str>, message: String) -> RegistryError {
+    /// to get a token for exactly what this request needs; for a mount, pull on its source too
+    /// (as Distribution does), so a client that asks for what the challenge lists can mount.
+    fn challenge(
+        &self,
+        parts: &Parts,
+        access: Access<'_>,
+        mount_from: Option<&str>,
+        error: Option<&str>,
+        message: String,
+    ) -> RegistryError {
         let mut value = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm_for(parts), self.service);
         let mut err = oci(ErrorCode::Unauthorized, message);
-        let resource = match need {
-            Need::Resource { kind, name, action } => Some((*kind, name.as_str(), *action, *action == PUSH)),
-            Need::BlobProbe { name } => Some((REPOSITORY, name.as_str(), PULL, true)),
-            _ => None,
+        let resource = match access {
+            Access::Catalog => Some((REGISTRY, CATALOG, "*", false)),
+            Access::Repository { name, action } => Some((REPOSITORY, name, action.as_str(), action == Action::Push)),
+            Access::BlobProbe { name } => Some((REPOSITORY, name, PULL, true)),
+            Access::Login => None,
         };
         if let Some((kind, name, action, with_push)) = resource {
             let actions: &[&str] = if with_push { &[PULL, PUSH] } else { &[action] };
             // Names in a challenge are validated repository names; anything else is not echoed.
-            if kind == REGISTRY || crate::names::RepoName::parse(name).is_ok() {
-                value.push_str(&format!(",scope=\"{}\"", AccessEntry::new(kind, name, actions).to_scope()));
+            let valid = |name: &str| crate::names::RepoName::parse(name).is_ok();
+            if kind == REGISTRY || valid(name) {
+                let mut scopes = AccessEntry::new(kind, name, actions).to_scope();
+                if let Some(from) = mount_from.filter(|from| valid(from) && *from != name) {
+                    scopes.push(' ');
+                    scopes.push_str(&AccessEntry::new(REPOSITORY, from, &[PULL]).to_scope());
+                }
+                value.push_str(&format!(",scope=\"{scopes}\""));
             }
             err = err.with_detail(detail(kind, name, action));
         }
@@ -210,27 +213,6 @@ fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn need_of(parts: &Parts) -> Need {
-    let Some(route) = Route::parse(parts.uri.path()) else {
-        return Need::Nothing;
-    };
-    let method = &parts.method;
-    let read = method == Method::GET || method == Method::HEAD;
-    let repo = |name: &str, action| Need::Resource { kind: REPOSITORY, name: name.to_owned(), action };
-    match route {
-        Route::Base if read => Need::Login,
-        Route::Catalog if method == Method::GET => Need::Resource { kind: REGISTRY, name: CATALOG.to_owned(), action: "*" },
-        Route::Tags { name } | Route::Referrers { name, .. } if method == Method::GET => repo(&name, PULL),
-        Route::Blob { name, .. } if method == Method::HEAD => Need::BlobProbe { name },
-        Route::Manifest { name, .. } | Route::Blob { name, .. } if read => repo(&name, PULL),
-        Route::Manifest { name, .. } if method == Method::PUT => repo(&name, PUSH),
-        Route::Manifest { name, .. } | Route::Blob { name, .. } if method == Method::DELETE => repo(&name, DELETE),
-        Route::UploadStart { name } if method == Method::POST => repo(&name, PUSH),
-        Route::Upload { name, .. } => repo(&name, PUSH),
-        _ => Need::Nothing,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,16 +248,23 @@ mod tests {
         assert_eq!(fixed.realm_for(&parts("GET", "/v2/", &[("host", "x")])), "https://auth.example/token");
     }
 
+    fn access_of(method: &str, uri: &str) -> String {
+        match Endpoint::of(&method.parse().unwrap(), uri) {
+            Ok(endpoint) => match endpoint.access() {
+                Access::Repository { name, action } => format!("repository:{name}:{}", action.as_str()),
+                Access::BlobProbe { name } => format!("probe:{name}"),
+                Access::Catalog => "catalog".into(),
+                Access::Login => "login".into(),
+            },
+            Err(unrouted) => format!("{unrouted:?}"),
+        }
+    }
+
     #[test]
     fn every_endpoint_needs_its_action() {
-        let action = |method: &str, uri: &str| match need_of(&parts(method, uri, &[])) {
-            Need::Resource { kind, name, action } => format!("{kind}:{name}:{action}"),
-            Need::BlobProbe { name } => format!("probe:{name}"),
-            Need::Login => "login".into(),
-            Need::Nothing => "nothing".into(),
-        };
+        let action = access_of;
         assert_eq!(action("GET", "/v2/"), "login");
-        assert_eq!(action("GET", "/v2/_catalog"), "registry:catalog:*");
+        assert_eq!(action("GET", "/v2/_catalog"), "catalog");
         assert_eq!(action("GET", "/v2/a/b/tags/list"), "repository:a/b:pull");
         assert_eq!(action("HEAD", "/v2/a/manifests/v1"), "repository:a:pull");
         assert_eq!(action("PUT", "/v2/a/manifests/v1"), "repository:a:push");
@@ -286,19 +275,58 @@ mod tests {
         assert_eq!(action("POST", "/v2/a/blobs/uploads/"), "repository:a:push");
         assert_eq!(action("GET", "/v2/a/blobs/uploads/id"), "repository:a:push");
         assert_eq!(action("PATCH", "/v2/a/blobs/uploads/id"), "repository:a:push");
+        assert_eq!(action("PUT", "/v2/a/blobs/uploads/id"), "repository:a:push");
+        assert_eq!(action("DELETE", "/v2/a/blobs/uploads/id"), "repository:a:push");
+        // The direct-upload parts endpoint hands out write URLs into storage: push, like any upload.
+        assert_eq!(action("POST", "/v2/a/b/blobs/uploads/id/parts"), "repository:a/b:push");
         assert_eq!(action("GET", "/v2/a/referrers/sha256:x"), "repository:a:pull");
-        assert_eq!(action("GET", "/elsewhere"), "nothing");
+        assert_eq!(action("GET", "/elsewhere"), "NoSuchPath");
+        assert_eq!(action("POST", "/v2/a/manifests/v1"), "MethodNotAllowed");
+        assert_eq!(action("GET", "/v2/a/blobs/uploads/id/parts"), "MethodNotAllowed");
+    }
+
+    /// Whatever the method and path, a request either names no endpoint (answered 404/405 with
+    /// nothing touched) or needs a login or a right: nothing passes by default.
+    #[test]
+    fn no_endpoint_is_open_by_default() {
+        let methods = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"];
+        let paths = [
+            "/v2/", "/v2/_catalog", "/v2/a/tags/list", "/v2/a/manifests/x", "/v2/a/blobs/sha256:x",
+            "/v2/a/blobs/uploads/", "/v2/a/blobs/uploads/i", "/v2/a/blobs/uploads/i/parts",
+            "/v2/a/referrers/sha256:x", "/v2/a/blobs/uploads/i/parts/x",
+        ];
+        for method in methods {
+            for path in paths {
+                let a = access_of(method, path);
+                assert!(a != "login" || path == "/v2/", "{method} {path}: {a}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_mount_challenge_names_its_source() {
+        let a = auth("");
+        let uri = "/v2/team/app/blobs/uploads/?mount=sha256:00&from=other/repo";
+        let endpoint = Endpoint::of(&http::Method::POST, uri.split('?').next().unwrap()).unwrap();
+        let (err, _) = a.authorize(&parts("POST", uri, &[("host", "h")]), &endpoint, 1000).unwrap_err();
+        let challenge = &err.headers.iter().find(|(n, _)| n == WWW_AUTHENTICATE).unwrap().1;
+        assert_eq!(
+            challenge,
+            "Bearer realm=\"https://h/token\",service=\"berth\",scope=\"repository:team/app:pull,push repository:other/repo:pull\""
+        );
     }
 
     #[test]
     fn anonymous_access_and_challenges() {
         let a = auth("");
-        assert_eq!(a.authorize(&mut parts("GET", "/v2/pub/x/manifests/v1", &[]), 1000).unwrap(), ("anonymous".to_string(), false));
-        let (err, who) = a.authorize(&mut parts("GET", "/v2/priv/manifests/v1", &[("host", "h")]), 1000).unwrap_err();
+        let authorize = |p: &Parts| a.authorize(p, &Endpoint::of(&p.method, p.uri.path()).unwrap(), 1000);
+        let (who, grant) = authorize(&parts("GET", "/v2/pub/x/manifests/v1", &[])).unwrap();
+        assert_eq!((who.as_str(), grant.private), ("anonymous", false));
+        let (err, who) = authorize(&parts("GET", "/v2/priv/manifests/v1", &[("host", "h")])).unwrap_err();
         assert_eq!((err.status, who.as_str()), (StatusCode::UNAUTHORIZED, "anonymous"));
         let challenge = &err.headers.iter().find(|(n, _)| n == WWW_AUTHENTICATE).unwrap().1;
         assert_eq!(challenge, "Bearer realm=\"https://h/token\",service=\"berth\",scope=\"repository:priv:pull\"");
-        let (err, _) = a.authorize(&mut parts("GET", "/v2/pub/x/tags/list", &[("authorization", "Bearer nope")]), 1000).unwrap_err();
+        let (err, _) = authorize(&parts("GET", "/v2/pub/x/tags/list", &[("authorization", "Bearer nope")])).unwrap_err();
         assert!(err.headers.iter().any(|(_, v)| v.contains("error=\"invalid_token\"")));
     }
 }

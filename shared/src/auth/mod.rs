@@ -26,7 +26,7 @@ pub use principals::{hash_password, robot_secret_hash, validate_name, OIDC_USERN
 pub use rs256::Rs256;
 pub use token::key_pair_from_seed;
 
-pub(crate) use gate::{mark_private, Gate};
+pub(crate) use gate::{mark_private, mount_source, Gate, Grant};
 
 /// Where the token endpoint is served (the realm's path unless the config names another URL).
 pub const TOKEN_PATH: &str = "/token";
