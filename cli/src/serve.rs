@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// upload claim's lease (900 s): a stalled upload lets go of its session long before then.
     #[arg(long, env = "BERTH_BODY_TIMEOUT", default_value_t = 60)]
     body_timeout: u64,
+    /// Seconds a request may hold an upload session while it writes (the claim's lease).
+    #[arg(long, env = "BERTH_UPLOAD_LEASE", default_value_t = berth_core::DEFAULT_UPLOAD_LEASE_SECS, hide = true)]
+    upload_lease: u64,
 }
 
 type LocalRegistry = Registry<FsBlobStore, RedbMeta>;
@@ -65,7 +68,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let secret = load_or_create_secret(&args.data_dir).await?;
     let blobs = FsBlobStore::open(&args.data_dir, args.fsync).await.map_err(|e| e.to_string())?;
     let meta = RedbMeta::open(&args.data_dir.join("meta.redb")).map_err(|e| e.to_string())?;
-    let mut registry = Registry::new(blobs, meta, Config::new(secret));
+    let mut config = Config::new(secret);
+    config.upload_lease_secs = args.upload_lease.max(1);
+    let mut registry = Registry::new(blobs, meta, config);
     if let Some(path) = &args.auth_config {
         registry = registry.with_auth(crate::auth::load(path)?);
         tracing::info!(config = %path.display(), "token auth is on");
@@ -109,7 +114,13 @@ async fn serve_connections(listener: tokio::net::TcpListener, registry: Arc<Loca
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // hyper's header-read timeout runs from the moment a connection waits for a request's
     // first byte, so it also closes keep-alive connections left idle.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // The read buffer per connection (hyper's default grows to ~400 KiB): bounds memory per
+        // connection, and still holds the longest URI `http` parses (64 KiB) with its headers.
+        .max_buf_size(MAX_HEAD_BYTES);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(limits.header_timeout);
     let builder = Arc::new(builder);
     let mut shutdown = std::pin::pin!(shutdown_signal());
@@ -136,14 +147,21 @@ async fn serve_connections(listener: tokio::net::TcpListener, registry: Arc<Loca
             tracing::warn!("cannot set TCP_NODELAY: {e}");
         }
         let registry = registry.clone();
+        let header_timeout = limits.header_timeout;
         let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let registry = registry.clone();
             async move { Ok::<_, Infallible>(handle(registry, peer, req.map(axum::body::Body::new), limits).await) }
         });
-        let connection = builder.serve_connection(TokioIo::new(tcp), service).into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let graceful = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // hyper-util first reads bytes to tell HTTP/1 from HTTP/2, with no timeout of its
+            // own: a client that connects and sends nothing would hold its slot for ever.
+            if !sends_a_request_head(&tcp, header_timeout).await {
+                return;
+            }
+            let connection = builder.serve_connection(TokioIo::new(tcp), service);
+            if let Err(e) = graceful.watch(connection).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
             drop(slot);
@@ -195,6 +213,33 @@ async fn handle(
         Body::Full(bytes) => axum::body::Body::from(bytes),
         Body::Stream(stream) => axum::body::Body::from_stream(stream),
     })
+}
+
+/// hyper's read buffer per connection, and so the longest request head it takes.
+const MAX_HEAD_BYTES: usize = 128 * 1024;
+
+/// Waits until the client has sent enough to tell its protocol (a byte that rules out the
+/// HTTP/2 preface, or the whole preface), at most `timeout`; false if it sent nothing in time
+/// or closed.
+async fn sends_a_request_head(tcp: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 24];
+    loop {
+        let Ok(peeked) = tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await else {
+            return false;
+        };
+        match peeked {
+            Ok(0) | Err(_) => return false,
+            Ok(n) if n == H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] => return true,
+            // A prefix of the HTTP/2 preface: wait for the rest (peek does not consume).
+            Ok(_) => {
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(20))).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 /// Chunks queued between the connection and the request's task (each at most hyper's read

@@ -28,10 +28,10 @@ const ALIGN: usize = 4096;
 const BLOCK_BUF: usize = 4 * 1024 * 1024;
 /// Buffers per upload: one filling, the rest queued or being written. Bounds memory per upload.
 const POOL: usize = 3;
-/// Aligned buffers in the whole process (24 MiB): many concurrent (or stalled) uploads must not
+/// Aligned buffers in the whole process (16 MiB): many concurrent (or stalled) uploads must not
 /// add up past the memory target. An upload that finds none free writes through the page cache
 /// instead of waiting, so one stalled client can never hold up another.
-const GLOBAL_BUFFERS: usize = 6;
+const GLOBAL_BUFFERS: usize = 4;
 static BUFFERS_IN_USE: AtomicUsize = AtomicUsize::new(0);
 
 /// Fences the writers of one upload file. Every write happens under the fence's lock, and a
