@@ -10,12 +10,18 @@ use crate::blobs::IMMUTABLE;
 use crate::body::{read_limited, Body};
 use crate::error::{oci, ErrorCode, RegistryError, Result};
 use crate::hash;
-use crate::names::{parse_digest, Digest, Reference, RepoName};
-use crate::records::{manifest_key, tag_key, tag_prefix, ManifestRecord, TagRecord};
+use crate::names::{is_valid_tag, parse_digest, Digest, Reference, RepoName};
+use crate::records::{manifest_key, referrer_key, tag_key, tag_prefix, ManifestRecord, TagRecord};
 use crate::reply::names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use crate::reply::Reply;
-use crate::storage::{BlobStore, MetaStore, Precondition, PutOutcome};
-use crate::{header_str, Registry};
+use crate::storage::{BatchOp, BlobStore, MetaStore, Precondition, PutOutcome};
+use crate::{header_str, query_of, Registry};
+
+/// `OCI-Tag`: one per tag a push by digest applied from its `tag` query parameters.
+const OCI_TAG: http::HeaderName = http::HeaderName::from_static("oci-tag");
+
+/// How often a write retries after losing a race on one record before answering 429.
+const ATTEMPTS: usize = 8;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -118,9 +124,39 @@ impl Parsed {
     }
 }
 
-fn manifest_unknown(reference: &Reference) -> RegistryError {
+fn manifest_unknown(reference: impl std::fmt::Display) -> RegistryError {
     oci(ErrorCode::ManifestUnknown, format!("manifest {reference} is not in this repository"))
         .with_detail(serde_json::json!({ "reference": reference.to_string() }))
+}
+
+fn busy(what: impl std::fmt::Display) -> RegistryError {
+    oci(ErrorCode::TooManyRequests, format!("{what} is being changed by many requests at once; retry"))
+}
+
+/// The tags a push applies: the reference when it is a tag, then each `tag` query parameter
+/// (OCI distribution-spec, push by digest). All are checked before any is applied.
+fn push_tags(reference: &Reference, query: Option<&str>) -> Result<(Vec<String>, Vec<String>)> {
+    let mut from_query = Vec::new();
+    for (key, tag) in query_of(query) {
+        if key != "tag" {
+            continue;
+        }
+        if !is_valid_tag(&tag) {
+            return Err(oci(
+                ErrorCode::TagInvalid,
+                format!("invalid tag {tag:?}: tags match [A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}; no tag was applied"),
+            ));
+        }
+        if !from_query.contains(&tag) {
+            from_query.push(tag);
+        }
+    }
+    let mut all = Vec::new();
+    if let Reference::Tag(tag) = reference {
+        all.push(tag.clone());
+    }
+    all.extend(from_query.iter().filter(|t| !all.contains(t)).cloned().collect::<Vec<_>>());
+    Ok((all, from_query))
 }
 
 /// Whether an Accept header admits `media_type`. No Accept header admits everything.
@@ -144,9 +180,15 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             }
         };
         match self.get_record::<ManifestRecord>(&manifest_key(name, &digest)).await? {
-            Some(record) => Ok((digest, record)),
-            None => Err(manifest_unknown(reference)),
+            Some(record) if !record.deleted => Ok((digest, record)),
+            _ => Err(manifest_unknown(reference)),
         }
+    }
+
+    /// Whether a manifest is in the repository (a tombstone is not).
+    async fn manifest_exists(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+        let record = self.get_record::<ManifestRecord>(&manifest_key(name, digest)).await?;
+        Ok(record.is_some_and(|r| !r.deleted))
     }
 
     pub(crate) async fn get_manifest(
@@ -157,7 +199,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         head: bool,
     ) -> Result<Reply> {
         let name = RepoName::parse(name)?;
-        let reference = Reference::parse(reference)?;
+        // A tag that could never have been pushed names no manifest: 404, as the conformance
+        // suite and other registries answer (a PUT of it is still 400 TAG_INVALID).
+        let reference = Reference::parse(reference).map_err(|e| match e.code {
+            ErrorCode::TagInvalid => manifest_unknown(reference),
+            _ => e,
+        })?;
         let (digest, record) = self.resolve(&name, &reference).await?;
         let by_tag = matches!(reference, Reference::Tag(_));
         if by_tag {
@@ -221,19 +268,20 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Reference::Tag(_) => parse_digest(&hash::sha256_of(&bytes))?,
         };
         let (media_type, parsed) = parse_manifest(header_str(&parts.headers, "content-type"), &bytes)?;
+        let (tags, query_tags) = push_tags(&reference, parts.uri.query())?;
         self.check_references(&name, &parsed).await?;
 
-        // Content first, then the record that makes it visible, then the tag.
+        // Content first, then the record that makes it visible, then what points at it.
         self.blobs.put_verified(&digest, bytes.clone()).await?;
         let subject = parsed.subject().map(|s| s.digest().to_string());
-        let record = ManifestRecord { media_type: media_type.clone(), size: bytes.len() as u64, subject: subject.clone() };
-        self.put_record(&manifest_key(&name, &digest), &record, Precondition::None).await?;
-        if let Some(subject) = &subject {
-            self.add_referrer(&name, subject, &digest, &media_type, bytes.len() as u64, &parsed).await?;
-        }
-        if let Reference::Tag(tag) = &reference {
-            self.set_tag(&name, tag, &digest).await?;
-        }
+        let record = ManifestRecord {
+            media_type: media_type.clone(),
+            size: bytes.len() as u64,
+            subject: subject.clone(),
+            generation: 0,
+            deleted: false,
+        };
+        self.publish(&name, &digest, &record, &tags, &parsed).await?;
         self.ensure_repo(&name).await?;
 
         let mut reply = Reply::new(StatusCode::CREATED)
@@ -242,7 +290,64 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         if let Some(subject) = subject {
             reply = reply.header(OCI_SUBJECT, subject);
         }
+        for tag in query_tags {
+            reply = reply.header(OCI_TAG, tag);
+        }
         Ok(reply)
+    }
+
+    /// Makes a manifest visible with its tags and referrer entry, so that a delete of the same
+    /// manifest running at the same time ends with both or neither: never a tag or referrer
+    /// entry left pointing at a deleted manifest.
+    ///
+    /// 1. Write the record (live). 2. Write the referrer entry and the tags. 3. Write the record
+    ///    again, on condition that it is unchanged since step 1.
+    ///
+    /// A delete (see `delete_manifest`) reads the record, removes the tags and referrer entry it
+    /// finds, and last replaces the record by a tombstone on condition that it is unchanged since
+    /// its read. Whichever of the two conditional writes comes second fails: if step 3 came
+    /// first, the delete's read came after step 2 or its condition fails, so its scan saw our
+    /// tags (or it retries and sees them); if the tombstone came first, step 3 fails and we go
+    /// round again, which brings the manifest back with our tags.
+    async fn publish(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        record: &ManifestRecord,
+        tags: &[String],
+        parsed: &Parsed,
+    ) -> Result<()> {
+        let key = manifest_key(name, digest);
+        for _ in 0..ATTEMPTS {
+            let (version, generation) = self.write_live_record(&key, record).await?;
+            if let Some(subject) = &record.subject {
+                self.add_referrer(name, subject, digest, &record.media_type, record.size, parsed).await?;
+            }
+            for tag in tags {
+                self.set_tag(name, tag, digest).await?;
+            }
+            let again = ManifestRecord { generation: generation + 1, deleted: false, ..record.clone() };
+            if let PutOutcome::Written { .. } = self.put_record(&key, &again, Precondition::Version(version)).await? {
+                return Ok(());
+            }
+        }
+        Err(busy(format!("manifest {digest}")))
+    }
+
+    /// Writes `record` as the live manifest record, one generation above whatever is there.
+    /// Returns the new version and generation.
+    async fn write_live_record(&self, key: &str, record: &ManifestRecord) -> Result<(String, u64)> {
+        for _ in 0..ATTEMPTS {
+            let (cond, generation) = match self.get_versioned::<ManifestRecord>(key).await? {
+                Some((current, version)) => (Precondition::Version(version), current.generation + 1),
+                None => (Precondition::Absent, 1),
+            };
+            let record = ManifestRecord { generation, deleted: false, ..record.clone() };
+            if let PutOutcome::Written { version } = self.put_record(key, &record, cond).await? {
+                return Ok((version, generation));
+            }
+        }
+        Err(busy(key))
     }
 
     /// A manifest may only name blobs (image) or manifests (index) this repository holds.
@@ -269,9 +374,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Parsed::Index(index) => {
                 let checks = index.manifests().iter().map(|d| async move {
                     let digest = parse_digest(d.digest().as_ref())?;
-                    match self.meta.get(&manifest_key(name, &digest)).await? {
-                        Some(_) => Ok(()),
-                        None => Err(missing(&digest, "manifest")),
+                    match self.manifest_exists(name, &digest).await? {
+                        true => Ok(()),
+                        false => Err(missing(&digest, "manifest")),
                     }
                 });
                 try_join_all(checks).await?;
@@ -294,7 +399,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 return Ok(());
             }
         }
-        Err(oci(ErrorCode::TooManyRequests, format!("tag {tag} is being changed by many pushes at once; retry")))
+        Err(busy(format!("tag {tag}")))
     }
 
     pub(crate) async fn delete_manifest(&self, name: &str, reference: &str) -> Result<Reply> {
@@ -308,24 +413,60 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 }
                 self.meta.delete(&key).await?;
             }
-            Reference::Digest(digest) => {
-                let (_, record) = self.resolve(&name, &reference).await?;
-                // Tags first, so no tag is left pointing at a deleted manifest.
-                let prefix = tag_prefix(&name);
-                for key in self.list_all(&prefix).await? {
-                    if let Some(tag) = self.get_record::<TagRecord>(&key).await? {
-                        if tag.digest == digest.to_string() {
-                            self.meta.delete(&key).await?;
-                        }
-                    }
-                }
-                if let Some(subject) = &record.subject {
-                    self.remove_referrer(&name, subject, digest).await?;
-                }
-                self.meta.delete(&manifest_key(&name, digest)).await?;
-            }
+            Reference::Digest(digest) => self.delete_by_digest(&name, digest).await?,
         }
         Ok(Reply::new(StatusCode::ACCEPTED))
+    }
+
+    /// Deletes a manifest, its tags and its referrer entry, in one batch: the tags and the entry
+    /// first, then the record becomes a tombstone on condition that it is unchanged since it was
+    /// read (see `publish` for why that ordering wins every race with a push). On a store with
+    /// transactions the batch is one commit; elsewhere a crash part-way leaves the manifest with
+    /// some of its tags, all of which still resolve, and the next delete finishes the job.
+    async fn delete_by_digest(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        let key = manifest_key(name, digest);
+        for _ in 0..ATTEMPTS {
+            let Some((record, version)) = self.get_versioned::<ManifestRecord>(&key).await? else {
+                return Err(manifest_unknown(digest));
+            };
+            let mut ops = self.tags_pointing_at(name, digest).await?;
+            if let Some(subject) = &record.subject {
+                let key = referrer_key(name, subject, digest);
+                ops.push(BatchOp::Delete { key, cond: Precondition::None });
+            }
+            if record.deleted {
+                // Already deleted. A push that died between its tags and its final write can
+                // have left a tag behind a concurrent delete; sweep it, and answer as for any
+                // unknown manifest.
+                if !ops.is_empty() {
+                    self.meta.apply(ops).await?;
+                }
+                return Err(manifest_unknown(digest));
+            }
+            let tombstone = ManifestRecord { generation: record.generation + 1, deleted: true, ..record };
+            let value = Self::encode(&key, &tombstone)?;
+            ops.push(BatchOp::Put { key: key.clone(), value, cond: Precondition::Version(version) });
+            if self.meta.apply(ops).await?.last() == Some(&true) {
+                return Ok(());
+            }
+            // A push wrote the record meanwhile: read it again and delete what it added too.
+        }
+        Err(busy(format!("manifest {digest}")))
+    }
+
+    /// Conditional deletes of the tags that point at `digest`, each on the version read, so a
+    /// tag moved to another manifest meanwhile stays.
+    async fn tags_pointing_at(&self, name: &RepoName, digest: &Digest) -> Result<Vec<BatchOp>> {
+        let wanted = digest.to_string();
+        let mut ops = Vec::new();
+        for key in self.list_all(&tag_prefix(name)).await? {
+            if let Some((tag, version)) = self.get_versioned::<TagRecord>(&key).await? {
+                if tag.digest == wanted {
+                    ops.push(BatchOp::Delete { key, cond: Precondition::Version(version) });
+                }
+            }
+        }
+        Ok(ops)
     }
 }
 

@@ -30,6 +30,9 @@ pub(crate) fn tag_key(name: &RepoName, tag: &str) -> String {
 pub(crate) fn referrer_prefix(name: &RepoName, subject: &str) -> String {
     format!("referrers/{name}@{subject}@")
 }
+pub(crate) fn referrer_key(name: &RepoName, subject: &str, digest: &Digest) -> String {
+    format!("{}{digest}", referrer_prefix(name, subject))
+}
 pub(crate) const UPLOADS: &str = "uploads/";
 pub(crate) fn upload_key(id: &str) -> String {
     format!("{UPLOADS}{id}")
@@ -42,12 +45,25 @@ pub(crate) struct BlobLink {
 }
 
 /// A manifest stored in a repository; its bytes live in the blob store under its digest.
+///
+/// A deleted manifest keeps its record as a tombstone (`deleted`), and every write of the record
+/// raises `generation`: the record is how a push and a delete of one manifest find out about each
+/// other (see `manifests.rs`), and on stores whose version is a hash of the value (R2 and S3
+/// etags) only a value that never repeats makes "unchanged since I read it" mean what it says.
 #[derive(Serialize, Deserialize, Clone)]
 pub(crate) struct ManifestRecord {
     pub media_type: String,
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize)]
@@ -73,15 +89,20 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         Ok(Some((record, found.version)))
     }
 
+    pub(crate) fn encode<T: Serialize>(key: &str, record: &T) -> Result<Bytes> {
+        serde_json::to_vec(record)
+            .map(Bytes::from)
+            .map_err(|e| crate::StorageError::new(format!("cannot encode {key}: {e}")).into())
+    }
+
     pub(crate) async fn put_record<T: Serialize>(
         &self,
         key: &str,
         record: &T,
         cond: Precondition,
     ) -> Result<PutOutcome> {
-        let value = serde_json::to_vec(record)
-            .map_err(|e| crate::StorageError::new(format!("cannot encode {key}: {e}")))?;
-        Ok(self.meta.put(key, Bytes::from(value), cond).await?)
+        let value = Self::encode(key, record)?;
+        Ok(self.meta.put(key, value, cond).await?)
     }
 
     /// Makes a verified blob part of a repository (and the repository part of the catalog).

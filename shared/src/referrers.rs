@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::error::Result;
 use crate::manifests::{Parsed, OCI_INDEX};
 use crate::names::{parse_digest, Digest, RepoName};
-use crate::records::referrer_prefix;
+use crate::records::{referrer_key, referrer_prefix};
 use crate::reply::names::OCI_FILTERS_APPLIED;
 use crate::reply::Reply;
 use crate::storage::{BlobStore, MetaStore, Precondition};
@@ -31,13 +31,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         if let Some(a) = parsed.annotations().filter(|a| !a.is_empty()) {
             descriptor["annotations"] = json!(a);
         }
-        let key = format!("{}{digest}", referrer_prefix(name, subject));
+        let key = referrer_key(name, subject, digest);
         self.put_record(&key, &descriptor, Precondition::None).await?;
         Ok(())
-    }
-
-    pub(crate) async fn remove_referrer(&self, name: &RepoName, subject: &str, digest: &Digest) -> Result<()> {
-        Ok(self.meta.delete(&format!("{}{digest}", referrer_prefix(name, subject))).await?)
     }
 
     pub(crate) async fn referrers(&self, name: &str, subject: &str, req: &crate::Parts) -> Result<Reply> {

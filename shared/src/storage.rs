@@ -161,6 +161,32 @@ pub struct Versioned {
     pub version: String,
 }
 
+/// One write of a [`MetaStore::apply`] batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    Put { key: String, value: Bytes, cond: Precondition },
+    /// Removes `key` if `cond` holds (`Absent`: there is nothing to remove, which holds trivially).
+    Delete { key: String, cond: Precondition },
+}
+
+impl BatchOp {
+    pub fn key(&self) -> &str {
+        match self {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// Whether `cond` holds for a key whose current version is `current`.
+pub fn precondition_holds(cond: &Precondition, current: Option<&str>) -> bool {
+    match (cond, current) {
+        (Precondition::None, _) => true,
+        (Precondition::Absent, current) => current.is_none(),
+        (Precondition::Version(v), Some(current)) => v == current,
+        (Precondition::Version(_), None) => false,
+    }
+}
+
 /// A strongly consistent key-value store for small records (tags, links, upload sessions).
 /// Keys are ASCII; listing is in byte order.
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
@@ -173,4 +199,37 @@ pub trait MetaStore: MaybeSendSync {
     /// Up to `limit` keys starting with `prefix` and sorting after `after`, in byte order.
     async fn list(&self, prefix: &str, after: Option<&str>, limit: usize)
         -> StorageResult<Vec<String>>;
+
+    /// Applies `ops` and reports, op by op, whether each was applied (its condition held).
+    ///
+    /// A store with transactions overrides this to apply all of them or none (a failed
+    /// condition anywhere: every entry false), in one commit. This default, for stores without
+    /// multi-key transactions (R2, S3), applies them one by one in order, each only if its own
+    /// condition holds; a conditional delete is a read then a delete, so it can remove a value
+    /// written in between. Callers order the ops so that a crash part-way leaves a consistent
+    /// state (see `manifests::delete_manifest`).
+    async fn apply(&self, ops: Vec<BatchOp>) -> StorageResult<Vec<bool>> {
+        let mut applied = Vec::with_capacity(ops.len());
+        for op in ops {
+            let done = match op {
+                BatchOp::Put { key, value, cond } => {
+                    matches!(self.put(&key, value, cond).await?, PutOutcome::Written { .. })
+                }
+                BatchOp::Delete { key, cond: Precondition::None } => {
+                    self.delete(&key).await?;
+                    true
+                }
+                BatchOp::Delete { key, cond } => {
+                    let current = self.get(&key).await?;
+                    let holds = precondition_holds(&cond, current.as_ref().map(|c| c.version.as_str()));
+                    if holds && current.is_some() {
+                        self.delete(&key).await?;
+                    }
+                    holds
+                }
+            };
+            applied.push(done);
+        }
+        Ok(applied)
+    }
 }

@@ -677,6 +677,8 @@ async fn unsupported_media_types_are_manifest_invalid() {
     assert_status(&get(format!("/v2/{repo}/manifests/odd")).send().await, 404);
 }
 
+/// A PUT of an invalid tag is 400 TAG_INVALID; a GET or HEAD of one is 404 MANIFEST_UNKNOWN (no
+/// such manifest can exist), as the OCI conformance suite and other registries answer.
 #[tokio::test]
 async fn invalid_tag_is_tag_invalid() {
     let repo = repo("man-bad-tag");
@@ -691,8 +693,8 @@ async fn invalid_tag_is_tag_invalid() {
         long.as_str(),
     ] {
         let url = format!("/v2/{repo}/manifests/{tag}");
-        assert_oci_error(&get(url.as_str()).send().await, 400, "TAG_INVALID");
-        assert_status(&head(url.as_str()).send().await, 400);
+        assert_oci_error(&get(url.as_str()).send().await, 404, "MANIFEST_UNKNOWN");
+        assert_status(&head(url.as_str()).send().await, 404);
         assert_oci_error(
             &put_manifest(&repo, tag, OCI_MANIFEST, &p.bytes).await,
             400,
@@ -960,4 +962,75 @@ async fn push_and_check(repo: &str, tag: &str, media_type: &str, bytes: &[u8]) {
     let r = put_manifest(repo, tag, media_type, bytes).await;
     assert_manifest_created(&r, repo, bytes);
     assert_manifest(repo, Some(tag), media_type, bytes).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tags on push by digest (`?tag=`), and DELETE racing PUT
+
+#[tokio::test]
+async fn push_by_digest_with_tag_parameters_applies_each_tag() {
+    let repo = repo("man-tag-param");
+    let p = push_image(&repo, "").await;
+    let r = put(format!("/v2/{repo}/manifests/{}?tag=a&tag=b.1", p.digest))
+        .header("content-type", OCI_MANIFEST)
+        .body(p.bytes.clone())
+        .send()
+        .await;
+    assert_manifest_created(&r, &repo, &p.bytes);
+    let mut applied: Vec<String> = r
+        .headers
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .collect();
+    applied.sort();
+    assert_eq!(applied, ["a", "b.1"], "one OCI-Tag header per tag:\n{}", r.describe());
+    for tag in ["a", "b.1"] {
+        let g = get(format!("/v2/{repo}/manifests/{tag}")).send().await;
+        assert_manifest_headers(&g, OCI_MANIFEST, &p.bytes, true);
+    }
+    let t = get(format!("/v2/{repo}/tags/list")).send().await;
+    assert_eq!(t.json()["tags"], json!(["a", "b.1"]), "{}", t.describe());
+}
+
+#[tokio::test]
+async fn one_invalid_tag_parameter_applies_none() {
+    let repo = repo("man-tag-param-bad");
+    let p = push_image(&repo, "").await;
+    let r = put(format!("/v2/{repo}/manifests/{}?tag=good&tag=-bad", p.digest))
+        .header("content-type", OCI_MANIFEST)
+        .body(p.bytes.clone())
+        .send()
+        .await;
+    assert_oci_error(&r, 400, "TAG_INVALID");
+    assert_status(&get(format!("/v2/{repo}/manifests/good")).send().await, 404);
+    let t = get(format!("/v2/{repo}/tags/list")).send().await;
+    assert_eq!(t.json()["tags"], json!([]), "{}", t.describe());
+}
+
+/// DELETE by digest racing a PUT by tag of the same manifest: whatever the interleaving, every
+/// tag listed afterwards resolves (GET 200); none is left pointing at a deleted manifest.
+#[tokio::test]
+async fn delete_racing_tag_push_leaves_no_dangling_tag() {
+    let repo = repo("man-delete-race");
+    let p = push_image(&repo, "").await;
+    const ROUNDS: usize = 50;
+    for round in 0..ROUNDS {
+        let tag = format!("t{round}");
+        let (d, t) = tokio::join!(
+            delete(format!("/v2/{repo}/manifests/{}", p.digest)).send(),
+            put_manifest(&repo, &tag, OCI_MANIFEST, &p.bytes),
+        );
+        assert!(matches!(d.status, 202 | 404), "DELETE:\n{}", d.describe());
+        assert_status(&t, 201);
+        let tags = get(format!("/v2/{repo}/tags/list")).send().await;
+        assert_status(&tags, 200);
+        for listed in tags.json()["tags"].as_array().cloned().unwrap_or_default() {
+            let listed = listed.as_str().unwrap_or_default().to_owned();
+            let g = get(format!("/v2/{repo}/manifests/{listed}")).send().await;
+            assert_eq!(g.status, 200, "round {round}: tag {listed} is listed but does not resolve:\n{}", g.describe());
+        }
+        // Next round starts from a pushed manifest again.
+        push_manifest(&repo, &p.digest, OCI_MANIFEST, &p.bytes).await;
+    }
 }

@@ -1,13 +1,18 @@
 //! Metadata in an embedded database (redb): ACID transactions give the conditional writes the
 //! core needs, and a committed write survives a crash.
+//!
+//! After a failed write (a full disk, say) redb refuses everything with `PreviousIo` until the
+//! database is closed and opened again. So on that error the store reopens the database (redb
+//! repairs it on open) and tries the operation once more; if the reopen fails too (the disk is
+//! still full) the request gets the error and the next operation tries again. No restart needed.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use berth_core::storage::StorageResult;
+use berth_core::storage::{precondition_holds, BatchOp, StorageResult};
 use berth_core::{MetaStore, Precondition, PutOutcome, StorageError, Versioned};
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 
 /// key -> (version, value). Versions come from one counter, so a key deleted and created again
 /// never repeats a version a client may still hold.
@@ -16,52 +21,151 @@ const COUNTER: TableDefinition<&str, u64> = TableDefinition::new("counter");
 
 #[derive(Clone)]
 pub struct RedbMeta {
-    db: Arc<Database>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// Operations hold the read lock; a reopen takes the write lock, so the old handle is
+    /// dropped only once no transaction uses it. None: the last reopen failed.
+    handle: RwLock<Handle>,
+}
+
+struct Handle {
+    db: Option<Database>,
+    /// Counts reopens, so that several operations failing on one broken handle reopen it once.
+    generation: u64,
 }
 
 fn err(e: impl std::fmt::Display) -> StorageError {
     StorageError::new(format!("metadata database: {e}"))
 }
 
+fn open_db(path: &Path) -> Result<Database, redb::Error> {
+    let db = Database::create(path)?;
+    let txn = db.begin_write()?;
+    txn.open_table(RECORDS)?;
+    txn.open_table(COUNTER)?;
+    txn.commit()?;
+    Ok(db)
+}
+
 impl RedbMeta {
     pub fn open(path: &Path) -> StorageResult<Self> {
-        let db = Database::create(path).map_err(err)?;
-        let txn = db.begin_write().map_err(err)?;
-        txn.open_table(RECORDS).map_err(err)?;
-        txn.open_table(COUNTER).map_err(err)?;
-        txn.commit().map_err(err)?;
-        Ok(RedbMeta { db: Arc::new(db) })
+        let db = open_db(path).map_err(err)?;
+        let handle = RwLock::new(Handle { db: Some(db), generation: 0 });
+        Ok(RedbMeta { inner: Arc::new(Inner { path: path.to_owned(), handle }) })
     }
 
-    fn put_blocking(&self, key: &str, value: &[u8], cond: Precondition) -> StorageResult<PutOutcome> {
-        let txn = self.db.begin_write().map_err(err)?;
-        let outcome = {
-            let mut records = txn.open_table(RECORDS).map_err(err)?;
-            let current = records.get(key).map_err(err)?.map(|v| v.value().0);
-            let allowed = match (&cond, current) {
-                (Precondition::None, _) => true,
-                (Precondition::Absent, current) => current.is_none(),
-                (Precondition::Version(v), Some(current)) => *v == current.to_string(),
-                (Precondition::Version(_), None) => false,
-            };
-            if !allowed {
-                return Ok(PutOutcome::Conflict);
+    /// Runs `op` on the database, reopening it once if an earlier failed write has left the
+    /// handle unusable.
+    fn with_db<T>(&self, op: impl Fn(&Database) -> Result<T, redb::Error>) -> StorageResult<T> {
+        let (result, generation) = self.run(&op);
+        match result {
+            Err(redb::Error::PreviousIo) => {
+                self.reopen(generation)?;
+                self.run(&op).0.map_err(err)
             }
-            let mut counter = txn.open_table(COUNTER).map_err(err)?;
-            let version = counter.get("version").map_err(err)?.map(|v| v.value()).unwrap_or(0) + 1;
-            counter.insert("version", version).map_err(err)?;
-            records.insert(key, (version, value)).map_err(err)?;
-            PutOutcome::Written { version: version.to_string() }
+            other => other.map_err(err),
+        }
+    }
+
+    fn run<T>(&self, op: &impl Fn(&Database) -> Result<T, redb::Error>) -> (Result<T, redb::Error>, u64) {
+        let handle = self.inner.handle.read().unwrap_or_else(PoisonError::into_inner);
+        let result = match &handle.db {
+            Some(db) => op(db),
+            None => Err(redb::Error::PreviousIo),
         };
-        txn.commit().map_err(err)?;
-        Ok(outcome)
+        (result, handle.generation)
+    }
+
+    /// Closes and reopens the database, unless another operation already did since `seen`.
+    fn reopen(&self, seen: u64) -> StorageResult<()> {
+        let mut handle = self.inner.handle.write().unwrap_or_else(PoisonError::into_inner);
+        if handle.generation != seen && handle.db.is_some() {
+            return Ok(());
+        }
+        // The old handle holds the file lock: drop it before opening again.
+        handle.db = None;
+        handle.generation += 1;
+        let db = open_db(&self.inner.path).map_err(|e| err(format!("reopening after a failed write: {e}")))?;
+        tracing::warn!(path = %self.inner.path.display(), "metadata database reopened after a failed write");
+        handle.db = Some(db);
+        Ok(())
+    }
+
+    fn put_blocking(&self, key: &str, value: &[u8], cond: &Precondition) -> StorageResult<PutOutcome> {
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            let outcome = {
+                let mut records = txn.open_table(RECORDS)?;
+                let mut counter = txn.open_table(COUNTER)?;
+                if !holds(&records, key, cond)? {
+                    return Ok(PutOutcome::Conflict);
+                }
+                let version = insert(&mut records, &mut counter, key, value)?;
+                PutOutcome::Written { version: version.to_string() }
+            };
+            txn.commit()?;
+            Ok(outcome)
+        })
     }
 
     fn delete_blocking(&self, key: &str) -> StorageResult<()> {
-        let txn = self.db.begin_write().map_err(err)?;
-        txn.open_table(RECORDS).map_err(err)?.remove(key).map_err(err)?;
-        txn.commit().map_err(err)
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            txn.open_table(RECORDS)?.remove(key)?;
+            txn.commit()?;
+            Ok(())
+        })
     }
+
+    /// All or nothing, in one commit.
+    fn apply_blocking(&self, ops: &[BatchOp]) -> StorageResult<Vec<bool>> {
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut records = txn.open_table(RECORDS)?;
+                let mut counter = txn.open_table(COUNTER)?;
+                for op in ops {
+                    let cond = match op {
+                        BatchOp::Put { cond, .. } | BatchOp::Delete { cond, .. } => cond,
+                    };
+                    // Dropping the transaction uncommitted discards the ops already applied.
+                    if !holds(&records, op.key(), cond)? {
+                        return Ok(vec![false; ops.len()]);
+                    }
+                    match op {
+                        BatchOp::Put { key, value, .. } => {
+                            insert(&mut records, &mut counter, key, value)?;
+                        }
+                        BatchOp::Delete { key, .. } => {
+                            records.remove(key.as_str())?;
+                        }
+                    }
+                }
+            }
+            txn.commit()?;
+            Ok(vec![true; ops.len()])
+        })
+    }
+}
+
+fn holds(records: &Table<&str, (u64, &[u8])>, key: &str, cond: &Precondition) -> Result<bool, redb::Error> {
+    let current = records.get(key)?.map(|v| v.value().0.to_string());
+    Ok(precondition_holds(cond, current.as_deref()))
+}
+
+fn insert(
+    records: &mut Table<&str, (u64, &[u8])>,
+    counter: &mut Table<&str, u64>,
+    key: &str,
+    value: &[u8],
+) -> Result<u64, redb::Error> {
+    let version = counter.get("version")?.map(|v| v.value()).unwrap_or(0) + 1;
+    counter.insert("version", version)?;
+    records.insert(key, (version, value))?;
+    Ok(version)
 }
 
 /// Writes wait for fsync: they run on the blocking pool, away from the request threads.
@@ -73,17 +177,19 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StorageResult<T> + Send
 impl MetaStore for RedbMeta {
     async fn get(&self, key: &str) -> StorageResult<Option<Versioned>> {
         // Reads are served from redb's page cache: fast enough to run in place.
-        let txn = self.db.begin_read().map_err(err)?;
-        let records = txn.open_table(RECORDS).map_err(err)?;
-        Ok(records.get(key).map_err(err)?.map(|guard| {
-            let (version, value) = guard.value();
-            Versioned { value: Bytes::copy_from_slice(value), version: version.to_string() }
-        }))
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let records = txn.open_table(RECORDS)?;
+            Ok(records.get(key)?.map(|guard| {
+                let (version, value) = guard.value();
+                Versioned { value: Bytes::copy_from_slice(value), version: version.to_string() }
+            }))
+        })
     }
 
     async fn put(&self, key: &str, value: Bytes, cond: Precondition) -> StorageResult<PutOutcome> {
         let (this, key) = (self.clone(), key.to_owned());
-        blocking(move || this.put_blocking(&key, &value, cond)).await
+        blocking(move || this.put_blocking(&key, &value, &cond)).await
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
@@ -92,20 +198,137 @@ impl MetaStore for RedbMeta {
     }
 
     async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StorageResult<Vec<String>> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let records = txn.open_table(RECORDS).map_err(err)?;
-        let start = after.filter(|a| *a >= prefix).unwrap_or(prefix);
-        let mut keys = Vec::new();
-        for entry in records.range(start..).map_err(err)? {
-            let (key, _) = entry.map_err(err)?;
-            let key = key.value();
-            if !key.starts_with(prefix) || keys.len() >= limit {
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let records = txn.open_table(RECORDS)?;
+            let start = after.filter(|a| *a >= prefix).unwrap_or(prefix);
+            let mut keys = Vec::new();
+            for entry in records.range(start..)? {
+                let (key, _) = entry?;
+                let key = key.value();
+                if !key.starts_with(prefix) || keys.len() >= limit {
+                    break;
+                }
+                if Some(key) != after {
+                    keys.push(key.to_owned());
+                }
+            }
+            Ok(keys)
+        })
+    }
+
+    async fn apply(&self, ops: Vec<BatchOp>) -> StorageResult<Vec<bool>> {
+        let this = self.clone();
+        blocking(move || this.apply_blocking(&ops)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn put_op(key: &str, value: &'static [u8], cond: Precondition) -> BatchOp {
+        BatchOp::Put { key: key.into(), value: Bytes::from_static(value), cond }
+    }
+
+    #[tokio::test]
+    async fn a_batch_applies_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = RedbMeta::open(&dir.path().join("meta.redb")).unwrap();
+        let PutOutcome::Written { version: va } = meta.put("a", Bytes::from_static(b"1"), Precondition::None).await.unwrap() else {
+            panic!("unconditional put conflicted")
+        };
+        meta.put("b", Bytes::from_static(b"2"), Precondition::None).await.unwrap();
+        let failing = vec![
+            BatchOp::Delete { key: "a".into(), cond: Precondition::Version(va.clone()) },
+            put_op("c", b"3", Precondition::Absent),
+            BatchOp::Delete { key: "b".into(), cond: Precondition::Version("no such version".into()) },
+        ];
+        assert_eq!(meta.apply(failing).await.unwrap(), [false, false, false]);
+        assert!(meta.get("a").await.unwrap().is_some(), "a failed batch removed a record");
+        assert!(meta.get("c").await.unwrap().is_none(), "a failed batch wrote a record");
+        let good = vec![
+            BatchOp::Delete { key: "a".into(), cond: Precondition::Version(va) },
+            put_op("c", b"3", Precondition::Absent),
+            BatchOp::Delete { key: "b".into(), cond: Precondition::None },
+        ];
+        assert_eq!(meta.apply(good).await.unwrap(), [true, true, true]);
+        assert_eq!(meta.list("", None, 10).await.unwrap(), ["c"]);
+    }
+
+    /// A small tmpfs mounted on a fresh directory, unmounted on drop.
+    struct SmallFs {
+        dir: tempfile::TempDir,
+    }
+
+    impl SmallFs {
+        fn mount(size: &str) -> Result<SmallFs, String> {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .output()
+                .map_err(|e| format!("cannot run mount: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+            Ok(SmallFs { dir })
+        }
+    }
+
+    impl Drop for SmallFs {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.dir.path()).status();
+        }
+    }
+
+    /// Writes a file until the filesystem is full.
+    fn fill(path: &Path) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..10_000 {
+            if file.write_all(&chunk).is_err() {
                 break;
             }
-            if Some(key) != after {
-                keys.push(key.to_owned());
+        }
+        let _ = file.sync_all();
+    }
+
+    /// After a write fails on a full disk, writes work again once space is freed, without
+    /// reopening the store by hand (redb alone answers PreviousIo until it is reopened).
+    #[tokio::test]
+    async fn writes_recover_after_the_disk_was_full() {
+        let fs = match SmallFs::mount("4m") {
+            Ok(fs) => fs,
+            Err(reason) => {
+                eprintln!("SKIPPED writes_recover_after_the_disk_was_full: no small filesystem: {reason}");
+                return;
+            }
+        };
+        let meta = RedbMeta::open(&fs.dir.path().join("meta.redb")).unwrap();
+        meta.put("before", Bytes::from_static(b"kept"), Precondition::None).await.unwrap();
+        let filler = fs.dir.path().join("filler");
+        fill(&filler);
+        let value = Bytes::from(vec![7u8; 32 * 1024]);
+        let mut failed = false;
+        for i in 0..200 {
+            if meta.put(&format!("fill-{i:04}"), value.clone(), Precondition::None).await.is_err() {
+                failed = true;
+                break;
             }
         }
-        Ok(keys)
+        assert!(failed, "no write failed on a full filesystem");
+        std::fs::remove_file(&filler).unwrap();
+        let outcome = meta.put("after", Bytes::from_static(b"new"), Precondition::Absent).await;
+        assert!(
+            matches!(outcome, Ok(PutOutcome::Written { .. })),
+            "a write after space was freed: {outcome:?}"
+        );
+        assert_eq!(meta.get("after").await.unwrap().unwrap().value, Bytes::from_static(b"new"));
+        assert_eq!(meta.get("before").await.unwrap().unwrap().value, Bytes::from_static(b"kept"));
+        meta.delete("after").await.unwrap();
+        assert!(meta.get("after").await.unwrap().is_none());
     }
 }
