@@ -3,18 +3,44 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_core::auth::{Auth, AuthConfig};
+use std::sync::Arc;
+
+use berth_core::auth::{Auth, AuthConfig, CpuJob, CpuPool};
 use berth_core::native::ReqwestFetch;
 
 /// Loads and checks the auth config; a bad file stops start-up with the reason.
 pub fn load(path: &Path) -> Result<Auth, String> {
     let config = read_config(path)?;
-    let auth = Auth::new(&config)?.with_default_scheme("http");
+    let auth = Auth::new(&config)?.with_default_scheme("http").with_cpu_pool(Box::new(BlockingPool::new()));
     // Only OIDC trust needs outbound HTTPS (and the system's CA certificates).
     if config.oidc.is_empty() {
         return Ok(auth);
     }
     Ok(auth.with_fetcher(Box::new(ReqwestFetch::new()?)))
+}
+
+/// Password checks (Argon2, tens of ms each) on tokio's blocking threads, at most one per core
+/// at a time: a burst of logins waits its turn there instead of stalling the async workers
+/// that serve every other request.
+pub struct BlockingPool {
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl BlockingPool {
+    pub fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        BlockingPool { permits: Arc::new(tokio::sync::Semaphore::new(cores)) }
+    }
+}
+
+#[async_trait::async_trait]
+impl CpuPool for BlockingPool {
+    async fn run(&self, job: CpuJob) -> bool {
+        let Ok(_permit) = self.permits.clone().acquire_owned().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(job).await.unwrap_or(false)
+    }
 }
 
 /// The config with `private_key_file` entries read (paths relative to the config file).
@@ -38,4 +64,35 @@ pub fn relative_to(config: &Path, file: &str) -> PathBuf {
         return file.to_path_buf();
     }
     config.parent().unwrap_or(Path::new(".")).join(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// With one async worker, a password check on the pool must not stop other tasks: before
+    /// the pool, Argon2 ran on the worker and everything else waited for it.
+    #[test]
+    fn password_checks_leave_the_async_workers_free() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            let pool = BlockingPool::new();
+            let start = Instant::now();
+            let slow = tokio::spawn(async move {
+                pool.run(Box::new(|| {
+                    std::thread::sleep(Duration::from_millis(400));
+                    true
+                }))
+                .await
+            });
+            let quick = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                start.elapsed()
+            });
+            let quick = quick.await.unwrap();
+            assert!(slow.await.unwrap());
+            assert!(quick < Duration::from_millis(300), "a 10 ms task took {quick:?}");
+        });
+    }
 }

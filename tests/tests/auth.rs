@@ -146,6 +146,12 @@ repositories = ["ci/**"]
 principals = ["oidc:gh-main", "oidc:gl", "robot:builder"]
 actions = ["pull", "push"]
 
+[login]
+# Per account only, in practice: every test here logs in from 127.0.0.1.
+max_failures_per_client = 1000
+max_failures_per_account = 5
+window_secs = 600
+
 [[oidc]]
 name = "gh-main"
 issuer = "http://127.0.0.1:{issuer_port}/gh"
@@ -840,4 +846,151 @@ async fn audit_log_records_tokens_pushes_and_deletes() {
         assert!(Instant::now() < deadline, "audit lines missing (token {token}, push {push}, blob {blob}, denied delete {denied}):\n{}", lines.join("\n"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Lines of the server log with `audit` and every one of `needles`, waited for (log lines are
+/// written asynchronously). Panics with the audit lines seen when they do not come.
+async fn wait_for_audit(what: &[(&str, Vec<String>)], about: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(&env().log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("audit") && l.contains(about)).collect();
+        let missing: Vec<&str> = what
+            .iter()
+            .filter(|(_, needles)| !lines.iter().any(|l| needles.iter().all(|n| l.contains(n.as_str()))))
+            .map(|(label, _)| *label)
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "audit lines missing: {missing:?}\n{}", lines.join("\n"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn needles(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// A username, a scope and a mount source with newlines and control characters used to start
+/// forged lines in the text log. Every occurrence of the marker must stay inside an escaped
+/// value: right after a literal backslash-n (or `%0A` in a logged URI), never at the start of
+/// a line.
+#[tokio::test]
+async fn audit_log_values_cannot_forge_lines() {
+    let marker = format!("FORGED-{}", name("x", "m").replace('/', "-"));
+    let forged = format!("\r\n{marker} audit event=\"push\" subject=user:root outcome=\"ok\"\u{7}");
+    let r = token_get(Some((&format!("mallory{forged}"), "pw")), &[]).await;
+    assert_oci_error(&r, 401, "UNAUTHORIZED");
+    // Scopes are split at spaces: this one has none.
+    let r = token_get(None, &[&format!("repository:team/a\r\n{marker}\u{7}:pull")]).await;
+    assert_status(&r, 200);
+    let r = post(format!("/v2/team/x/blobs/uploads/?mount={}&from={}", unknown_digest(), percent_encode(&format!("team/b{forged}")))).send().await;
+    assert_challenge(&r);
+    let expect = |label| (label, needles(&["audit"]));
+    wait_for_audit(&[expect("login"), expect("scope"), expect("mount")], &marker).await;
+    // Three records written: each holds the marker once, escaped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(&env().log).unwrap_or_default();
+        let at: Vec<usize> = log.match_indices(&marker).map(|(i, _)| i).collect();
+        for &i in &at {
+            let line_start = log[..i].rfind('\n').map_or(0, |n| n + 1);
+            assert!(log[..i].ends_with("\\n") || log[..i].ends_with("%0A"), "marker not escaped in:\n{}", &log[line_start..(i + marker.len()).min(log.len())]);
+        }
+        assert!(!log.contains('\u{7}'), "a raw control character reached the log");
+        let audited = log.lines().filter(|l| l.contains("audit:") && l.contains(&marker)).count();
+        if audited >= 3 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "expected 3 audit records with the marker, found {audited}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Refused reads, refused upload starts and chunks, cancels, the parts endpoint and mounts
+/// (with their source, and the 202 fallback as not mounted) were not in the audit log.
+#[tokio::test]
+async fn audit_log_records_refusals_mounts_cancels_and_parts() {
+    let repo = name("team", "audit-gaps");
+    let secret = name("other", "audit-src");
+    let scope = format!("repository:{repo}:pull,push");
+    let alice = login("alice", ALICE_PW, &[&scope]).await;
+    let bob = login("bob", BOB_PW, &[&scope]).await;
+    // bob may only read team/**: his upload start, his chunk and his read elsewhere are refused.
+    assert_oci_error(&auth(post(format!("/v2/{repo}/blobs/uploads/")), &bob).send().await, 403, "DENIED");
+    let r = auth(post(format!("/v2/{repo}/blobs/uploads/")), &alice).send().await;
+    assert_status(&r, 202);
+    let upload = location_path(&r.location());
+    let r = auth(patch(upload.clone()), &bob).header("content-type", "application/octet-stream").body(vec![1u8; 10]).send().await;
+    assert_oci_error(&r, 403, "DENIED");
+    assert_challenge(&get(format!("/v2/{repo}/manifests/v1")).send().await);
+    // The parts endpoint (direct uploads): audited whatever this runtime answers.
+    let (path, query) = upload.split_once('?').unwrap_or((upload.as_str(), ""));
+    let parts = if query.is_empty() { format!("{path}/parts") } else { format!("{path}/parts?{query}") };
+    let r = auth(post(parts), &alice).send().await;
+    assert_below_500(&r);
+    assert!(auth(delete(upload.clone()), &alice).send().await.status < 300, "cancel");
+    // Mounts: refused source (alice cannot read other/**) falls back to 202; root's mounts.
+    let root = login("root", ROOT_PW, &[&format!("repository:{secret}:push,pull")]).await;
+    let blob = random_bytes(50);
+    let digest = sha256(&blob);
+    let r = auth(post(format!("/v2/{secret}/blobs/uploads/?digest={digest}")), &root).body(blob).send().await;
+    assert_status(&r, 201);
+    let alice2 = login("alice", ALICE_PW, &[&scope, &format!("repository:{secret}:pull")]).await;
+    let r = auth(post(format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={secret}")), &alice2).send().await;
+    assert_status(&r, 202);
+    let root2 = login("root", ROOT_PW, &[&scope, &format!("repository:{secret}:pull")]).await;
+    let r = auth(post(format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={secret}")), &root2).send().await;
+    assert_status(&r, 201);
+
+    let from = format!("from={secret}");
+    wait_for_audit(
+        &[
+            ("refused start", needles(&["event=\"upload-start\"", "subject=user:bob", "status=403", "outcome=\"refused\""])),
+            ("refused chunk", needles(&["event=\"upload-chunk\"", "subject=user:bob", "status=403"])),
+            ("refused read", needles(&["event=\"pull\"", "subject=anonymous", "reference=v1", "status=401"])),
+            ("parts", needles(&["event=\"upload-parts\"", "subject=user:alice"])),
+            ("cancel", needles(&["event=\"cancel\"", "subject=user:alice", "outcome=\"ok\""])),
+            ("not mounted", needles(&["event=\"mount\"", "subject=user:alice", &from, "status=202", "outcome=\"not-mounted\""])),
+            ("mounted", needles(&["event=\"mount\"", "subject=user:root", &from, "status=201", "outcome=\"ok\""])),
+        ],
+        &repo,
+    )
+    .await;
+    // Successful reads stay out of the log.
+    let log = std::fs::read_to_string(&env().log).unwrap_or_default();
+    assert!(!log.lines().any(|l| l.contains(&repo) && l.contains("event=\"pull\"") && l.contains("outcome=\"ok\"")));
+}
+
+/// Password guessing had no limit. Five failures on one account (this suite's config), then
+/// 429 with Retry-After for that account, decided before any password work.
+#[tokio::test]
+async fn failed_logins_are_limited_per_account() {
+    let account = name("x", "guessed").replace('/', "-");
+    for i in 0..5 {
+        assert_oci_error(&token_get(Some((&account, &format!("guess-{i}"))), &[]).await, 401, "UNAUTHORIZED");
+    }
+    let r = token_get(Some((&account, "guess-5")), &[]).await;
+    assert_oci_error(&r, 429, "TOOMANYREQUESTS");
+    let wait: u64 = r.header("retry-after").expect("Retry-After").parse().expect("Retry-After in seconds");
+    assert!((1..=600).contains(&wait), "Retry-After {wait}");
+    // Other accounts are not locked out by it.
+    assert_status(&token_get(Some(("alice", ALICE_PW)), &[]).await, 200);
+}
+
+/// Thousands of scopes per request were accepted (CPU, log volume), and tokens larger than the
+/// registry accepts were issued.
+#[tokio::test]
+async fn token_requests_are_bounded() {
+    env();
+    let many: Vec<String> = (0..65).map(|i| format!("repository:public/r{i}:pull")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let r = token_get(None, &many).await;
+    assert!(assert_oci_error(&r, 400, "UNSUPPORTED")["message"].as_str().unwrap().contains("at most 64"));
+    assert_status(&token_get(None, &many[..64]).await, 200);
+    let long: Vec<String> = (0..60).map(|i| format!("repository:team/{}{i}:pull,push", "n".repeat(200))).collect();
+    let long: Vec<&str> = long.iter().map(String::as_str).collect();
+    let r = token_get(Some(("alice", ALICE_PW)), &long).await;
+    assert!(assert_oci_error(&r, 400, "UNSUPPORTED")["message"].as_str().unwrap().contains("fewer repositories"));
 }

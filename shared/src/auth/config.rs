@@ -27,6 +27,8 @@ pub struct AuthConfig {
     pub catalog: CatalogConfig,
     #[serde(default)]
     pub oidc: Vec<TrustPolicy>,
+    #[serde(default)]
+    pub login: LoginConfig,
 }
 
 impl AuthConfig {
@@ -78,6 +80,41 @@ fn default_ttl() -> u64 {
 }
 fn default_refresh_ttl() -> u64 {
     DEFAULT_REFRESH_TTL_SECS
+}
+
+/// Limits on failed password logins (users and robots), per instance: see auth/limits.rs.
+/// 0 turns a limit off.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Failed logins one client address may make per window, whatever accounts it tries.
+    #[serde(default = "default_per_client")]
+    pub max_failures_per_client: u32,
+    /// Failed logins one account may see per window, from all clients together.
+    #[serde(default = "default_per_account")]
+    pub max_failures_per_account: u32,
+    #[serde(default = "default_window")]
+    pub window_secs: u64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            max_failures_per_client: default_per_client(),
+            max_failures_per_account: default_per_account(),
+            window_secs: default_window(),
+        }
+    }
+}
+
+fn default_per_client() -> u32 {
+    30
+}
+fn default_per_account() -> u32 {
+    10
+}
+fn default_window() -> u64 {
+    300
 }
 
 /// A P-256 key (ES256). Keys are base64url, unpadded: the private scalar (32 bytes) or the

@@ -5,16 +5,16 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use http::header::{AUTHORIZATION, CACHE_CONTROL};
+use http::header::{AUTHORIZATION, CACHE_CONTROL, RETRY_AFTER};
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use super::audit::{client_of, refused_login, TokenEvent};
+use super::audit::{client_of, refused_login, Safe, TokenEvent};
 use super::oidc::OidcError;
 use super::policy::Principal;
 use super::principals::OIDC_USERNAME;
 use super::scope::{parse_scopes, AccessEntry};
-use super::token::{BerthClaims, USE_ACCESS, USE_REFRESH};
+use super::token::{BerthClaims, MAX_TOKEN_BYTES, USE_ACCESS, USE_REFRESH};
 use super::Auth;
 use crate::error::{oci, ErrorCode, RegistryError, Result};
 use crate::reply::Reply;
@@ -101,6 +101,25 @@ impl Auth {
             basic_credentials(&parts.headers)?
         };
         let grant_name = grant.name();
+        // Cheap refusals first: nothing below costs Argon2 for a request that asks too much.
+        let requested = parse_scopes(params.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()))
+            .map_err(bad_request)?;
+        // Password logins (users, robots) are limited per client and per account, before any
+        // password work; OIDC tokens and refresh tokens are signed, not guessable.
+        let account = match &grant {
+            Grant::Password { username, .. } if username != OIDC_USERNAME => Some(username.clone()),
+            _ => None,
+        };
+        if let Some(account) = &account {
+            if let Err(wait) = self.limits.attempt(&client, account, ctx.now) {
+                refused_login(account, grant_name, &client, "too many failed logins", ctx.now);
+                return Err(oci(
+                    ErrorCode::TooManyRequests,
+                    format!("too many failed logins from this address or for this account; retry in {wait} s"),
+                )
+                .with_header(RETRY_AFTER, wait.to_string()));
+            }
+        }
         let who = match self.authenticate(grant, ctx.now).await {
             Ok(who) => who,
             Err((err, subject)) => {
@@ -108,22 +127,36 @@ impl Auth {
                 return Err(err);
             }
         };
+        if let Some(account) = &account {
+            self.limits.succeeded(&client, account);
+        }
 
-        let requested = parse_scopes(params.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()));
         let granted = self.policy.grant(&who.principal, &requested);
         let jti = hex::encode(ctx.random);
-        let claims = |token_use: &str, jti: String, access: Vec<AccessEntry>| BerthClaims {
+        let claims = |token_use: &str, jti: String, access: Vec<AccessEntry>, cred: Option<String>| BerthClaims {
             iss: self.issuer.clone(),
             sub: who.principal.subject.clone(),
             aud: self.service.clone(),
             jti,
             token_use: token_use.to_owned(),
             access,
+            cred,
         };
         let token = self
             .keys
-            .sign(claims(USE_ACCESS, jti.clone(), granted.clone()), ctx.now, who.ttl_secs)
+            .sign(claims(USE_ACCESS, jti.clone(), granted.clone(), None), ctx.now, who.ttl_secs)
             .map_err(|e| oci(ErrorCode::Unknown, e))?;
+        // The gate refuses larger tokens unread: issuing one would only fail later, obscurely.
+        if token.len() > MAX_TOKEN_BYTES {
+            let message = format!(
+                "the access granted for these {} scopes makes a {}-byte token, over the {MAX_TOKEN_BYTES} bytes \
+                 this registry accepts; ask for fewer repositories per token",
+                granted.len(),
+                token.len()
+            );
+            refused_login(&who.principal.subject, grant_name, &client, &message, ctx.now);
+            return Err(bad_request(message));
+        }
         let offline = (post && param("access_type") == Some("offline")) || (!post && param("offline_token") == Some("true"));
         let mut body = json!({
             "token": token,
@@ -132,9 +165,10 @@ impl Auth {
             "issued_at": super::token::timestamp(ctx.now).to_rfc3339(),
         });
         if offline && who.refreshable {
+            let cred = self.directory.credential_fingerprint(&who.principal.subject);
             let refresh = self
                 .keys
-                .sign(claims(USE_REFRESH, format!("{jti}-r"), Vec::new()), ctx.now, self.refresh_ttl_secs)
+                .sign(claims(USE_REFRESH, format!("{jti}-r"), Vec::new(), cred), ctx.now, self.refresh_ttl_secs)
                 .map_err(|e| oci(ErrorCode::Unknown, e))?;
             body["refresh_token"] = json!(refresh);
         }
@@ -168,17 +202,26 @@ impl Auth {
                     Err(e) => Err((oidc_refusal(e), OIDC_USERNAME.to_owned())),
                 }
             }
-            Grant::Password { username, password } => match self.directory.authenticate(&username, &password) {
-                Some(principal) => Ok(user(principal)),
-                None => Err((unauthorized("invalid username or password"), username)),
-            },
+            Grant::Password { username, password } => {
+                match self.directory.check(&username, &password).finish(self.cpu.as_deref()).await {
+                    Some(principal) => Ok(user(principal)),
+                    None => Err((unauthorized("invalid username or password"), username)),
+                }
+            }
             Grant::Refresh(token) => {
                 let claims = self
                     .keys
                     .verify(&token, now, &self.issuer, &self.service, USE_REFRESH)
                     .map_err(|e| (unauthorized(&format!("refresh token refused: {e}")), "-".to_owned()))?;
-                if !self.directory.exists(&claims.sub) {
-                    return Err((unauthorized("refresh token refused: the account no longer exists"), claims.sub));
+                // A reset password, a new robot secret or a removed (or re-created) account
+                // revokes the refresh tokens issued before.
+                match self.directory.credential_fingerprint(&claims.sub) {
+                    None => return Err((unauthorized("refresh token refused: the account no longer exists"), claims.sub)),
+                    Some(current) if claims.cred.as_deref() != Some(current.as_str()) => {
+                        let message = "refresh token refused: the account's password or secret changed since; log in again";
+                        return Err((unauthorized(message), claims.sub));
+                    }
+                    Some(_) => {}
                 }
                 Ok(user(self.principal(&claims.sub)))
             }
@@ -209,7 +252,8 @@ fn oidc_refusal(e: OidcError) -> RegistryError {
         OidcError::Invalid(m) => unauthorized(&m),
         OidcError::Denied(m) => oci(ErrorCode::Denied, m),
         OidcError::Unavailable(m) => {
-            tracing::warn!("{m}");
+            // The message quotes what the issuer sent: escaped like every untrusted log value.
+            tracing::warn!(reason = %Safe(&m), "OIDC issuer keys unavailable");
             oci(ErrorCode::Unknown, m).with_status(StatusCode::SERVICE_UNAVAILABLE)
         }
     }
@@ -225,4 +269,134 @@ fn bad_request(message: String) -> RegistryError {
 
 fn scopes_text(entries: &[AccessEntry]) -> String {
     entries.iter().map(AccessEntry::to_scope).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::auth::{hash_password, key_pair_from_seed, AuthConfig, ClientAddr, CpuJob, CpuPool};
+    use crate::body::Body;
+
+    const PW: &str = "alice-password";
+    const NOW: u64 = 1_700_000_000;
+
+    /// Counts the Argon2 checks that reach the adapter's pool.
+    struct Counting(Arc<AtomicUsize>);
+
+    #[async_trait::async_trait]
+    impl CpuPool for Counting {
+        async fn run(&self, job: CpuJob) -> bool {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            job()
+        }
+    }
+
+    /// Alice may do anything; `salt` stands for her password hash (a reset re-hashes it).
+    fn auth(salt: u8, extra: &str) -> Auth {
+        let (private, _) = key_pair_from_seed(&[3; 32]).unwrap();
+        let hash = hash_password(PW, &[salt; 16]).unwrap();
+        let config = AuthConfig::from_toml(&format!(
+            "{extra}\n[[token.keys]]\nkid = \"k\"\nprivate_key = \"{private}\"\n\
+             [[users]]\nname = \"alice\"\npassword_hash = '{hash}'\n\
+             [[access]]\nrepositories = [\"**\"]\nprincipals = [\"user:alice\"]\nactions = [\"*\"]\n"
+        ))
+        .unwrap();
+        Auth::new(&config).unwrap()
+    }
+
+    fn get(uri: &str, credentials: Option<(&str, &str)>, client: &str) -> Request {
+        let mut b = http::Request::builder().uri(uri).extension(ClientAddr(client.to_owned()));
+        if let Some((u, p)) = credentials {
+            b = b.header(AUTHORIZATION, format!("Basic {}", STANDARD.encode(format!("{u}:{p}"))));
+        }
+        b.body(crate::body::empty_stream()).unwrap()
+    }
+
+    fn post(form: String) -> Request {
+        let body: crate::storage::ByteStream =
+            Box::pin(futures_util::stream::once(async move { Ok(bytes::Bytes::from(form)) }));
+        http::Request::builder().method("POST").uri("/token").body(body).unwrap()
+    }
+
+    async fn call(auth: &Auth, req: Request, now: u64) -> (StatusCode, http::HeaderMap, serde_json::Value) {
+        let ctx = RequestContext { now, random: [7; 16] };
+        let response = auth.token_endpoint(req, &ctx).await.into_response(false);
+        let (parts, body) = response.into_parts();
+        let Body::Full(bytes) = body else { panic!("token endpoint answered without a body") };
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// Refresh tokens (30 days) used to survive a password reset or a re-created account.
+    #[tokio::test]
+    async fn a_password_reset_revokes_refresh_tokens() {
+        let before = auth(1, "");
+        let (status, _, body) = call(&before, get("/token?offline_token=true", Some(("alice", PW)), "c"), NOW).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+        let form = || post(format!("grant_type=refresh_token&refresh_token={refresh}"));
+        // The same credential (a restart, another instance): still good.
+        assert_eq!(call(&before, form(), NOW + 60).await.0, StatusCode::OK);
+        assert_eq!(call(&auth(1, ""), form(), NOW + 60).await.0, StatusCode::OK);
+        // Reset: the new hash has a new salt.
+        let (status, _, body) = call(&auth(2, ""), form(), NOW + 60).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.to_string().contains("changed"), "{body}");
+    }
+
+    /// Guessing ran at ~50/s with no limit. Now 429 with Retry-After, decided before Argon2.
+    #[tokio::test]
+    async fn failed_logins_are_limited_before_any_argon2() {
+        let checks = Arc::new(AtomicUsize::new(0));
+        let limits = "[login]\nmax_failures_per_client = 3\nmax_failures_per_account = 5\nwindow_secs = 60";
+        let a = auth(1, limits).with_cpu_pool(Box::new(Counting(checks.clone())));
+        let login = |user: &'static str, pw: &'static str, client: &'static str, now: u64| {
+            let a = &a;
+            async move { call(a, get("/token", Some((user, pw)), client), now).await }
+        };
+        for _ in 0..3 {
+            assert_eq!(login("alice", "guess", "10.0.0.1", NOW).await.0, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(checks.load(Ordering::SeqCst), 3, "password checks run on the adapter's pool");
+        // The client is over its limit: refused even with the right password, without Argon2.
+        let (status, headers, body) = login("alice", PW, "10.0.0.1", NOW + 20).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
+        assert_eq!(headers.get(RETRY_AFTER).unwrap(), "40");
+        assert_eq!(login("mallory", "x", "10.0.0.1", NOW + 20).await.0, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(checks.load(Ordering::SeqCst), 3);
+        // Another client: a right password works (and does not count); two more failures put
+        // alice's account at its limit of 5 for every client.
+        assert_eq!(login("alice", PW, "10.0.0.2", NOW + 20).await.0, StatusCode::OK);
+        for _ in 0..2 {
+            assert_eq!(login("alice", "guess", "10.0.0.2", NOW + 20).await.0, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(login("alice", PW, "10.0.0.3", NOW + 30).await.0, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(login("bob", "x", "10.0.0.3", NOW + 30).await.0, StatusCode::UNAUTHORIZED);
+        // The window closes.
+        assert_eq!(login("alice", PW, "10.0.0.1", NOW + 60).await.0, StatusCode::OK);
+    }
+
+    /// Thousands of scopes cost CPU and log; tokens over the gate's size limit were issued.
+    #[tokio::test]
+    async fn scope_count_and_token_size_are_bounded() {
+        let a = auth(1, "[login]\nmax_failures_per_client = 0\nmax_failures_per_account = 0");
+        let scopes = |n: usize, len: usize| -> String {
+            (0..n).map(|i| format!("&scope=repository:{}{i}:pull", "r".repeat(len))).collect()
+        };
+        let (status, _, body) = call(&a, get(&format!("/token?{}", scopes(65, 1)), None, "c"), NOW).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.to_string().contains("at most 64 scopes"), "{body}");
+        let (status, _, _) = call(&a, get(&format!("/token?{}", scopes(64, 1)), None, "c"), NOW).await;
+        assert_eq!(status, StatusCode::OK);
+        // 60 long names granted: the token would be far over MAX_TOKEN_BYTES.
+        let (status, _, body) = call(&a, get(&format!("/token?{}", scopes(60, 200)), Some(("alice", PW)), "c"), NOW).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.to_string().contains("fewer repositories"), "{body}");
+        let (status, _, body) = call(&a, get(&format!("/token?{}", scopes(20, 100)), Some(("alice", PW)), "c"), NOW).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body["token"].as_str().unwrap().len() <= MAX_TOKEN_BYTES);
+    }
 }

@@ -8,9 +8,11 @@
 
 mod audit;
 pub mod config;
+mod cpu;
 mod endpoint;
 mod gate;
 pub mod glob;
+mod limits;
 mod oidc;
 mod policy;
 mod principals;
@@ -20,6 +22,7 @@ pub mod token;
 
 pub use audit::ClientAddr;
 pub use config::AuthConfig;
+pub use cpu::{CpuJob, CpuPool};
 pub use oidc::{HttpFetch, MAX_JWKS_BYTES};
 pub use policy::Principal;
 pub use principals::{hash_password, robot_secret_hash, validate_name, OIDC_USERNAME, ROBOT_SECRET_PREFIX};
@@ -42,6 +45,10 @@ pub struct Auth {
     directory: principals::Directory,
     policy: policy::Policy,
     oidc: oidc::Trust,
+    /// Failed-login limits, per client address and per account (in memory, per instance).
+    limits: limits::LoginLimits,
+    /// Where Argon2 runs: the adapter's pool (berth serve), else inline.
+    cpu: Option<Box<dyn CpuPool>>,
     /// Scheme of the derived realm when the request does not say (`X-Forwarded-Proto`).
     default_scheme: &'static str,
 }
@@ -73,6 +80,8 @@ impl Auth {
             directory: principals::Directory::new(config)?,
             policy: policy::Policy::new(config)?,
             oidc: oidc::Trust::new(&config.oidc)?,
+            limits: limits::LoginLimits::new(&config.login),
+            cpu: None,
             default_scheme: "https",
         })
     }
@@ -100,6 +109,13 @@ impl Auth {
     /// The adapter's HTTP client, for fetching OIDC issuers' keys.
     pub fn with_fetcher(mut self, fetcher: Box<dyn HttpFetch>) -> Self {
         self.oidc.set_fetcher(fetcher);
+        self
+    }
+
+    /// The adapter's pool for CPU-heavy work (password hashing), so it does not run on the
+    /// async workers. Runtimes that serve one request per isolate or instance need none.
+    pub fn with_cpu_pool(mut self, pool: Box<dyn CpuPool>) -> Self {
+        self.cpu = Some(pool);
         self
     }
 

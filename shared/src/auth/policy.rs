@@ -171,7 +171,7 @@ mod tests {
     fn partial_grants() {
         let p = policy();
         let dev = user("alice", &["devs"]);
-        let req = parse_scopes(["repository:team/app:pull,push,delete repository:public/x:push,pull repository:secret:pull registry:catalog:*"]);
+        let req = parse_scopes(["repository:team/app:pull,push,delete repository:public/x:push,pull repository:secret:pull registry:catalog:*"]).unwrap();
         let granted = p.grant(&dev, &req);
         assert_eq!(
             granted,
@@ -183,15 +183,15 @@ mod tests {
         // Anonymous: public pull only; `*` in a request means everything allowed.
         let anon = Principal::anonymous();
         assert_eq!(
-            p.grant(&anon, &parse_scopes(["repository:public/a/b:*", "repository:team/app:pull"])),
+            p.grant(&anon, &parse_scopes(["repository:public/a/b:*", "repository:team/app:pull"]).unwrap()),
             vec![AccessEntry::new("repository", "public/a/b", &["pull"])]
         );
         // `team/*` does not reach nested names; bad names are never granted.
-        assert!(p.grant(&dev, &parse_scopes(["repository:team/app/sub:pull"])).is_empty());
-        assert!(p.grant(&dev, &parse_scopes(["repository:team/../x:pull"])).is_empty());
+        assert!(p.grant(&dev, &parse_scopes(["repository:team/app/sub:pull"]).unwrap()).is_empty());
+        assert!(p.grant(&dev, &parse_scopes(["repository:team/../x:pull"]).unwrap()).is_empty());
         let boss = user("boss", &["admins"]);
         assert_eq!(
-            p.grant(&boss, &parse_scopes(["repository:team/app:*", "registry:catalog:*"])),
+            p.grant(&boss, &parse_scopes(["repository:team/app:*", "registry:catalog:*"]).unwrap()),
             vec![
                 AccessEntry::new("repository", "team/app", &["pull", "push", "delete"]),
                 AccessEntry::new("registry", "catalog", &["*"]),

@@ -12,6 +12,28 @@ pub const OIDC_USERNAME: &str = "oidc";
 /// What `berth robot add` prefixes generated secrets with, so leaked ones are easy to scan for.
 pub const ROBOT_SECRET_PREFIX: &str = "berth_";
 
+/// The outcome of [`Directory::check`].
+pub(crate) enum Check {
+    /// Decided without Argon2 (a robot's right secret; or no users at all).
+    Done(Option<Principal>),
+    /// Verify `password` against the PHC string; on a match the login is `principal` (None
+    /// for a decoy, which fails whatever the password).
+    Argon2 { phc: String, password: String, principal: Option<Principal> },
+}
+
+impl Check {
+    /// Runs the check inline or on the adapter's pool.
+    pub async fn finish(self, pool: Option<&dyn super::cpu::CpuPool>) -> Option<Principal> {
+        match self {
+            Check::Done(who) => who,
+            Check::Argon2 { phc, password, principal } => {
+                let matched = super::cpu::run(pool, Box::new(move || verify_password(&phc, &password))).await;
+                principal.filter(|_| matched)
+            }
+        }
+    }
+}
+
 pub(crate) struct Directory {
     users: Vec<UserConfig>,
     robots: Vec<RobotConfig>,
@@ -47,23 +69,54 @@ impl Directory {
         Ok(Directory { users: config.users.clone(), robots: config.robots.clone(), decoy })
     }
 
-    /// Checks a username and password (or robot secret). None when either is wrong.
-    pub fn authenticate(&self, username: &str, password: &str) -> Option<Principal> {
+    /// Checks a username and password (or robot secret) as far as it can without Argon2:
+    /// what is left is an [`Check::Argon2`] job for the caller to run (off the async workers
+    /// where the runtime can). Every failed check costs the same one Argon2 verification,
+    /// whether the name is a user, a robot or unknown, so timing tells no names apart.
+    pub fn check(&self, username: &str, password: &str) -> Check {
         if let Some(robot) = self.robots.iter().find(|r| r.name == username) {
-            let want = parse_sha256(&robot.secret_hash)?;
             let got: [u8; 32] = sha2::Sha256::digest(password.as_bytes()).into();
             // Comparing digests of a 256-bit random secret leaks nothing usable through timing.
-            return (got == want).then(|| robot_principal(robot));
+            if parse_sha256(&robot.secret_hash) == Some(got) {
+                return Check::Done(Some(robot_principal(robot)));
+            }
+            return self.decoy(password);
         }
         match self.users.iter().find(|u| u.name == username) {
-            Some(user) => verify_password(&user.password_hash, password).then(|| user_principal(user)),
-            None => {
-                if !self.decoy.is_empty() {
-                    let _ = verify_password(&self.decoy, password);
-                }
-                None
-            }
+            Some(user) => Check::Argon2 {
+                phc: user.password_hash.clone(),
+                password: password.to_owned(),
+                principal: Some(user_principal(user)),
+            },
+            None => self.decoy(password),
         }
+    }
+
+    /// A check that fails, after the same work as a real one.
+    fn decoy(&self, password: &str) -> Check {
+        if self.decoy.is_empty() {
+            // No users: no check anywhere costs Argon2, so all cost the same.
+            return Check::Done(None);
+        }
+        Check::Argon2 { phc: self.decoy.clone(), password: password.to_owned(), principal: None }
+    }
+
+    /// A fingerprint of the account's credential (its password or secret hash), which refresh
+    /// tokens carry: a password reset, a new robot secret or a re-created account changes it,
+    /// and so revokes every refresh token issued before. None: no such account.
+    /// It is a salted hash of a hash: it tells the token's holder nothing about the password.
+    pub fn credential_fingerprint(&self, subject: &str) -> Option<String> {
+        let hash = match (subject.strip_prefix("user:"), subject.strip_prefix("robot:")) {
+            (Some(name), _) => &self.users.iter().find(|u| u.name == name)?.password_hash,
+            (_, Some(name)) => &self.robots.iter().find(|r| r.name == name)?.secret_hash,
+            _ => return None,
+        };
+        let mut h = sha2::Sha256::new();
+        h.update(b"berth refresh credential\0");
+        h.update(subject.as_bytes());
+        h.update([0]);
+        h.update(hash.as_bytes());
+        Some(hex::encode(&h.finalize()[..16]))
     }
 
     /// The principal a token's `sub` names, with its groups as the config has them now.
@@ -81,15 +134,6 @@ impl Directory {
         }
         Principal { subject: subject.to_owned(), groups: Vec::new() }
     }
-
-    /// Whether a user or robot of that subject still exists (refresh tokens die with it).
-    pub fn exists(&self, subject: &str) -> bool {
-        match (subject.strip_prefix("user:"), subject.strip_prefix("robot:")) {
-            (Some(name), _) => self.users.iter().any(|u| u.name == name),
-            (_, Some(name)) => self.robots.iter().any(|r| r.name == name),
-            _ => false,
-        }
-    }
 }
 
 fn user_principal(user: &UserConfig) -> Principal {
@@ -100,7 +144,7 @@ fn robot_principal(robot: &RobotConfig) -> Principal {
     Principal { subject: format!("robot:{}", robot.name), groups: robot.groups.clone() }
 }
 
-fn verify_password(phc: &str, password: &str) -> bool {
+pub(crate) fn verify_password(phc: &str, password: &str) -> bool {
     use argon2::PasswordVerifier as _;
     match argon2::PasswordHash::new(phc) {
         Ok(hash) => argon2::Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
@@ -149,25 +193,55 @@ pub fn hash_password(password: &str, salt: &[u8; 16]) -> Result<String, String> 
 mod tests {
     use super::*;
 
-    #[test]
-    fn users_and_robots() {
-        let hash = hash_password("s3cret", &[1; 16]).unwrap();
+    fn directory(alice_password: &str, salt: u8, robot_secret: &str) -> Directory {
+        let hash = hash_password(alice_password, &[salt; 16]).unwrap();
         assert!(hash.starts_with("$argon2id$"));
         let config = AuthConfig::from_toml(&format!(
             "[[users]]\nname = \"alice\"\npassword_hash = '{hash}'\ngroups = [\"devs\"]\n\
              [[robots]]\nname = \"builder\"\nsecret_hash = \"{}\"\n",
-            robot_secret_hash("berth_robotsecret")
+            robot_secret_hash(robot_secret)
         ))
         .unwrap();
-        let dir = Directory::new(&config).unwrap();
-        let alice = dir.authenticate("alice", "s3cret").unwrap();
+        Directory::new(&config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn users_and_robots() {
+        let dir = directory("s3cret", 1, "berth_robotsecret");
+        let login = |u: &str, p: &str| dir.check(u, p).finish(None);
+        let alice = login("alice", "s3cret").await.unwrap();
         assert_eq!(alice.subject, "user:alice");
         assert_eq!(alice.groups, vec!["devs".to_string()]);
-        assert!(dir.authenticate("alice", "wrong").is_none());
-        assert!(dir.authenticate("bob", "s3cret").is_none());
-        assert_eq!(dir.authenticate("builder", "berth_robotsecret").unwrap().subject, "robot:builder");
-        assert!(dir.authenticate("builder", "berth_other").is_none());
-        assert!(dir.exists("user:alice") && dir.exists("robot:builder") && !dir.exists("user:builder"));
+        assert!(login("alice", "wrong").await.is_none());
+        assert!(login("bob", "s3cret").await.is_none());
+        assert_eq!(login("builder", "berth_robotsecret").await.unwrap().subject, "robot:builder");
+        assert!(login("builder", "berth_other").await.is_none());
         assert!(validate_name("oidc").is_err() && validate_name("a:b").is_err() && validate_name("ok-1.x").is_ok());
+    }
+
+    /// A robot's wrong secret used to fail without Argon2, unlike a user's or an unknown name:
+    /// timing told robot names apart. Every failure is now one Argon2 verification.
+    #[test]
+    fn every_failed_check_costs_one_argon2() {
+        let dir = directory("s3cret", 1, "berth_robotsecret");
+        for (user, password) in [("alice", "wrong"), ("nobody", "x"), ("builder", "berth_other"), ("builder", "")] {
+            assert!(matches!(dir.check(user, password), Check::Argon2 { .. }), "{user}");
+        }
+        assert!(matches!(dir.check("builder", "berth_robotsecret"), Check::Done(Some(_))));
+    }
+
+    #[test]
+    fn credential_fingerprints_change_with_the_credential() {
+        let before = directory("s3cret", 1, "berth_one");
+        let same = directory("s3cret", 1, "berth_one");
+        // A reset (or a re-created account) hashes with a new salt; a new robot secret.
+        let after = directory("s3cret", 2, "berth_two");
+        for who in ["user:alice", "robot:builder"] {
+            let fp = before.credential_fingerprint(who).unwrap();
+            assert_eq!(Some(&fp), same.credential_fingerprint(who).as_ref());
+            assert_ne!(Some(&fp), after.credential_fingerprint(who).as_ref());
+        }
+        assert_eq!(before.credential_fingerprint("user:bob"), None);
+        assert_eq!(before.credential_fingerprint("oidc:x"), None);
     }
 }

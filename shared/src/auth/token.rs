@@ -31,6 +31,10 @@ pub struct BerthClaims {
     pub token_use: String,
     #[serde(default)]
     pub access: Vec<AccessEntry>,
+    /// Refresh tokens only: the fingerprint of the account's credential when issued
+    /// (`Directory::credential_fingerprint`); a reset or re-created account no longer matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cred: Option<String>,
 }
 
 pub(crate) struct KeyRing {
@@ -241,6 +245,7 @@ mod tests {
             jti: "j1".into(),
             token_use: token_use.into(),
             access: vec![AccessEntry::new("repository", "a", &["pull"])],
+            cred: None,
         }
     }
 
