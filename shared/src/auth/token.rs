@@ -33,7 +33,9 @@ pub struct BerthClaims {
     pub access: Vec<AccessEntry>,
 }
 
-pub(crate) struct KeyRing {
+/// The token keys: the first private key signs, every key verifies (by `kid`). Public so the
+/// fuzz targets (fuzz/) can feed arbitrary strings to [`KeyRing::verify`].
+pub struct KeyRing {
     signing: Option<(String, SigningKey)>,
     verifying: Vec<(String, VerifyingKey)>,
     /// Tokens whose signature was verified, by sha256 of the token: a pull sends the same token
