@@ -7,6 +7,8 @@
 # The machine has a stable toolchain only: RUSTC_BOOTSTRAP=1 lets it take the nightly flags
 # cargo fuzz passes (-Zsanitizer, -Cpasses=sancov). FUZZ_SANITIZER=none turns AddressSanitizer
 # off (Berth's core has no unsafe code; ASan only guards its dependencies' unsafe code).
+# Targets are built optimised but with debug assertions and overflow checks (-a): an integer
+# overflow in a parser is a bug even where release builds would wrap silently.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root/fuzz"
@@ -24,7 +26,7 @@ fi
 
 targets=$(cargo fuzz list)
 echo "==> building fuzz targets ($(echo $targets)), sanitizer: $sanitizer"
-cargo fuzz build --sanitizer "$sanitizer"
+cargo fuzz build --debug-assertions --sanitizer "$sanitizer"
 
 status=0
 for target in $targets; do
@@ -34,14 +36,16 @@ for target in $targets; do
   mkdir -p "$work" "artifacts/$target"
   cp -n corpus/"$target"/* "$work"/ 2>/dev/null || true
   echo "==> fuzzing $target for ${seconds}s"
-  if ! cargo fuzz run --sanitizer "$sanitizer" "$target" "$work" -- \
+  if ! cargo fuzz run --debug-assertions --sanitizer "$sanitizer" "$target" "$work" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
       -print_final_stats=1 >"artifacts/$target/log" 2>&1; then
     status=1
-    tail -40 "artifacts/$target/log"
+    # The panic or sanitizer report, not cargo fuzz's own backtrace.
+    grep -E -A4 'panicked at|ERROR: (AddressSanitizer|libFuzzer)|^SUMMARY' "artifacts/$target/log" | head -40 \
+      || tail -40 "artifacts/$target/log"
     crash=$(ls -t "artifacts/$target"/crash-* "artifacts/$target"/oom-* "artifacts/$target"/timeout-* 2>/dev/null | head -1 || true)
     echo "FAIL: $target crashed; input: $root/fuzz/${crash:-artifacts/$target (see log)}" >&2
-    echo "      replay: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer $sanitizer $target ${crash:-<input>}" >&2
+    echo "      replay: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --debug-assertions --sanitizer $sanitizer $target ${crash:-<input>}" >&2
   else
     grep -E '^Done|^stat::new_units_added' "artifacts/$target/log" | tr '\n' ' '; echo
   fi
