@@ -95,6 +95,15 @@ pub(crate) fn parse_manifest(content_type: Option<&str>, bytes: &[u8]) -> Result
     Ok((media_type, parsed))
 }
 
+/// The parse/validate step of a manifest push without the storage checks: the media type the
+/// manifest would be stored as, or the OCI error the push gets. Public for the fuzz targets (fuzz/).
+pub fn validate_manifest(content_type: Option<&str>, bytes: &[u8]) -> Result<String> {
+    let (media_type, parsed) = parse_manifest(content_type, bytes)?;
+    // What a push reads from the parsed manifest besides its references.
+    let _ = (parsed.subject(), parsed.artifact_type(), parsed.annotations());
+    Ok(media_type)
+}
+
 impl Parsed {
     fn subject(&self) -> Option<&Descriptor> {
         match self {

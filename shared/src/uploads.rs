@@ -61,8 +61,8 @@ fn range_header(offset: u64) -> String {
 }
 
 /// `Content-Range` of a chunk: `A-B`, also `bytes A-B`, `bytes=A-B`, with an optional `/total`.
-/// Returns the inclusive span and its length.
-fn parse_content_range(value: &str) -> Result<(u64, u64, u64)> {
+/// Returns the inclusive span and its length. Public so the fuzz targets (fuzz/) can drive it.
+pub fn parse_content_range(value: &str) -> Result<(u64, u64, u64)> {
     let bad = || {
         oci(ErrorCode::BlobUploadInvalid, format!("malformed Content-Range {value:?}; expected START-END"))
     };

@@ -37,7 +37,9 @@ pub struct BerthClaims {
     pub cred: Option<String>,
 }
 
-pub(crate) struct KeyRing {
+/// The token keys: the first private key signs, every key verifies (by `kid`). Public so the
+/// fuzz targets (fuzz/) can feed arbitrary strings to [`KeyRing::verify`].
+pub struct KeyRing {
     signing: Option<(String, SigningKey)>,
     verifying: Vec<(String, VerifyingKey)>,
     /// Tokens whose signature was verified, by sha256 of the token: a pull sends the same token
