@@ -17,7 +17,7 @@ step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"
 # BERTH_CACHE=none keeps them inside the clone.
 cache=${BERTH_CACHE:-$HOME/.cache/berth}
 if [ "$cache" != none ]; then
-  for dir in target edge/target .tools; do
+  for dir in target edge/target fuzz/target .tools; do
     [ -e "$dir" ] || [ -L "$dir" ] && continue
     mkdir -p "$cache/${dir//\//-}"
     ln -s "$cache/${dir//\//-}" "$dir"
@@ -36,6 +36,9 @@ bash infra/check-wasm.sh
 
 step "unit tests and HTTP integration suite against berth serve"
 cargo test --release --workspace --locked
+
+step "fuzz the core's parsers (cargo fuzz, FUZZ_SECONDS=${FUZZ_SECONDS:-10} per target)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash infra/fuzz.sh
 
 step "real OCI clients against berth serve"
 bash tests/clients/run.sh

@@ -38,7 +38,13 @@ struct Handle {
 }
 
 fn err(e: impl std::fmt::Display) -> StorageError {
-    StorageError::new(format!("metadata database: {e}"))
+    let message = format!("metadata database: {e}");
+    // redb wraps the I/O error in its own types; its text keeps the OS error (ENOSPC is 28).
+    if message.contains("No space left on device") || message.contains("os error 28") {
+        StorageError::full(message)
+    } else {
+        StorageError::new(message)
+    }
 }
 
 fn open_db(path: &Path) -> Result<Database, redb::Error> {
@@ -223,10 +229,14 @@ impl MetaStore for RedbMeta {
     }
 }
 
+/// The tmpfs helper the full-disk integration tests use (a path relative to this file's folder).
+#[cfg(test)]
+#[path = "../../tests/support/small_fs.rs"]
+mod small_fs;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
 
     fn put_op(key: &str, value: &'static [u8], cond: Precondition) -> BatchOp {
         BatchOp::Put { key: key.into(), value: Bytes::from_static(value), cond }
@@ -257,60 +267,16 @@ mod tests {
         assert_eq!(meta.list("", None, 10).await.unwrap(), ["c"]);
     }
 
-    /// A small tmpfs mounted on a fresh directory, unmounted on drop.
-    struct SmallFs {
-        dir: tempfile::TempDir,
-    }
-
-    impl SmallFs {
-        fn mount(size: &str) -> Result<SmallFs, String> {
-            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-            let out = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir.path())
-                .output()
-                .map_err(|e| format!("cannot run mount: {e}"))?;
-            if !out.status.success() {
-                return Err(format!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-            }
-            Ok(SmallFs { dir })
-        }
-    }
-
-    impl Drop for SmallFs {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.dir.path()).status();
-        }
-    }
-
-    /// Writes a file until the filesystem is full.
-    fn fill(path: &Path) {
-        use std::io::Write;
-        let mut file = std::fs::File::create(path).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        for _ in 0..10_000 {
-            if file.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        let _ = file.sync_all();
-    }
+    use super::small_fs::SmallFs;
 
     /// After a write fails on a full disk, writes work again once space is freed, without
     /// reopening the store by hand (redb alone answers PreviousIo until it is reopened).
     #[tokio::test]
     async fn writes_recover_after_the_disk_was_full() {
-        let fs = match SmallFs::mount("4m") {
-            Ok(fs) => fs,
-            Err(reason) => {
-                eprintln!("SKIPPED writes_recover_after_the_disk_was_full: no small filesystem: {reason}");
-                return;
-            }
-        };
-        let meta = RedbMeta::open(&fs.dir.path().join("meta.redb")).unwrap();
+        let Some(fs) = SmallFs::mount_or_skip("4m", "writes_recover_after_the_disk_was_full") else { return };
+        let meta = RedbMeta::open(&fs.path().join("meta.redb")).unwrap();
         meta.put("before", Bytes::from_static(b"kept"), Precondition::None).await.unwrap();
-        let filler = fs.dir.path().join("filler");
-        fill(&filler);
+        let filler = fs.fill();
         let value = Bytes::from(vec![7u8; 32 * 1024]);
         let mut failed = false;
         for i in 0..200 {

@@ -77,6 +77,7 @@ async fn every_endpoint_needs_a_token_for_a_private_repository() {
     }
 }
 
+/// (Supersedes auth.rs's plain-query mount test: the first query below is that case.)
 /// The gate once removed `mount`/`from` by re-serializing the query, and kept the original
 /// URI when the rewrite failed to parse: a long query of characters the serializer escapes
 /// then mounted from a repository the caller could not read. Whatever the query, no mount
