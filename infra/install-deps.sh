@@ -7,7 +7,7 @@
 # actually needed. On a warm machine this takes a second or two.
 #
 #   apt:   skopeo umoci podman (+ conmon, crun/runc, containers-common for rootful vfs)
-#          docker.io (dockerd + docker CLI) containerd jq curl
+#          docker.io (dockerd + docker CLI) containerd jq curl openssl
 #   PyPI:  oras (oras-py, used by tests/clients/oras_test.py)
 #   apt:   python3-venv when python3 cannot make virtualenvs (terraform/tests/run.sh puts
 #          python-hcl2 and checkov in their own)
@@ -63,6 +63,7 @@ if [ "$bench" = 1 ]; then
 fi
 need_pkg jq jq
 need_pkg curl curl
+need_pkg openssl openssl   # the TLS test makes its own CA (tests/clients/tls.sh)
 
 # Debian's python3 makes virtualenvs only with python3-venv (ensurepip).
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkg python3-venv

@@ -43,6 +43,9 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash infra/fuzz.sh
 step "real OCI clients against berth serve"
 bash tests/clients/run.sh
 
+step "berth serve over TLS: curl (HTTP/2), skopeo with a test CA, certificate reload on SIGHUP, docker"
+bash tests/clients/tls.sh
+
 step "token auth with real OCI clients (docker login, skopeo, podman, oras, OIDC) against berth serve --auth-config"
 bash tests/clients/auth.sh
 

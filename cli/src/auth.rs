@@ -9,9 +9,9 @@ use berth_core::auth::{Auth, AuthConfig, CpuJob, CpuPool};
 use berth_core::native::ReqwestFetch;
 
 /// Loads and checks the auth config; a bad file stops start-up with the reason.
-pub fn load(path: &Path) -> Result<Auth, String> {
+pub fn load(path: &Path, scheme: &'static str) -> Result<Auth, String> {
     let config = read_config(path)?;
-    let auth = Auth::new(&config)?.with_default_scheme("http").with_cpu_pool(Box::new(BlockingPool::new()));
+    let auth = Auth::new(&config)?.with_default_scheme(scheme).with_cpu_pool(Box::new(BlockingPool::new()));
     // Only OIDC trust needs outbound HTTPS (and the system's CA certificates).
     if config.oidc.is_empty() {
         return Ok(auth);

@@ -6,6 +6,7 @@ mod auth;
 mod local;
 mod push;
 mod serve;
+mod tls;
 mod token_client;
 
 use clap::{Parser, Subcommand};

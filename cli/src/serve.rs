@@ -43,6 +43,13 @@ pub struct ServeArgs {
     /// upload claim's lease (900 s): a stalled upload lets go of its session long before then.
     #[arg(long, env = "BERTH_BODY_TIMEOUT", default_value_t = 60)]
     body_timeout: u64,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain; needs --tls-key.
+    /// Both files are reloaded when they change, or on SIGHUP, without dropping connections.
+    #[arg(long, env = "BERTH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Seconds a request may hold an upload session while it writes (the claim's lease).
     #[arg(long, env = "BERTH_UPLOAD_LEASE", default_value_t = berth_core::DEFAULT_UPLOAD_LEASE_SECS, hide = true)]
     upload_lease: u64,
@@ -71,8 +78,15 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let mut config = Config::new(secret);
     config.upload_lease_secs = args.upload_lease.max(1);
     let mut registry = Registry::new(blobs, meta, config);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key)?),
+        _ => None,
+    };
     if let Some(path) = &args.auth_config {
-        registry = registry.with_auth(crate::auth::load(path)?);
+        // The token realm is derived from the request (unless the config names one): its
+        // scheme is what this server speaks, unless a proxy in front says X-Forwarded-Proto.
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        registry = registry.with_auth(crate::auth::load(path, scheme)?);
         tracing::info!(config = %path.display(), "token auth is on");
     }
     let registry = Arc::new(registry);
@@ -87,13 +101,17 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
-    tracing::info!(addr = %args.addr, data_dir = %args.data_dir.display(), "berth is serving the OCI distribution API");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %args.addr, scheme, data_dir = %args.data_dir.display(), "berth is serving the OCI distribution API");
+    if let Some(tls) = &tls {
+        tls.watch();
+    }
     let limits = Limits {
         max_connections: args.max_connections.max(1),
         header_timeout: Duration::from_secs(args.header_timeout.max(1)),
         body_timeout: Duration::from_secs(args.body_timeout.max(1)),
     };
-    serve_connections(listener, registry, limits).await;
+    serve_connections(listener, registry, limits, tls).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -108,21 +126,15 @@ struct Limits {
 /// The accept loop: at most `max_connections` at once (the rest wait in the kernel's listen
 /// queue), each with a header-read and idle timeout; on SIGTERM, stop accepting and let the
 /// requests in flight finish.
-async fn serve_connections(listener: tokio::net::TcpListener, registry: Arc<LocalRegistry>, limits: Limits) {
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    registry: Arc<LocalRegistry>,
+    limits: Limits,
+    tls: Option<Arc<crate::tls::Tls>>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // hyper's header-read timeout runs from the moment a connection waits for a request's
-    // first byte, so it also closes keep-alive connections left idle.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        // The read buffer per connection (hyper's default grows to ~400 KiB): bounds memory per
-        // connection, and still holds the longest URI `http` parses (64 KiB) with its headers.
-        .max_buf_size(MAX_HEAD_BYTES);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(limits.header_timeout);
-    let builder = Arc::new(builder);
+    let builders = Arc::new(Builders::new(limits.header_timeout));
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         let slot = tokio::select! {
@@ -147,20 +159,16 @@ async fn serve_connections(listener: tokio::net::TcpListener, registry: Arc<Loca
             tracing::warn!("cannot set TCP_NODELAY: {e}");
         }
         let registry = registry.clone();
-        let header_timeout = limits.header_timeout;
         let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let registry = registry.clone();
             async move { Ok::<_, Infallible>(handle(registry, peer, req.map(axum::body::Body::new), limits).await) }
         });
-        let builder = builder.clone();
-        let graceful = graceful.watcher();
+        let (builders, graceful, tls) = (builders.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            // hyper-util first reads bytes to tell HTTP/1 from HTTP/2, with no timeout of its
-            // own: a client that connects and sends nothing would hold its slot for ever.
-            if !sends_a_request_head(&tcp, header_timeout).await {
+            let Some((io, builder)) = open(tcp, tls.as_deref(), &builders, limits.header_timeout).await else {
                 return;
-            }
-            let connection = builder.serve_connection(TokioIo::new(tcp), service);
+            };
+            let connection = builder.serve_connection(TokioIo::new(io), service);
             if let Err(e) = graceful.watch(connection).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
@@ -170,6 +178,71 @@ async fn serve_connections(listener: tokio::net::TcpListener, registry: Arc<Loca
     drop(listener);
     tracing::info!("shutting down: finishing requests in flight");
     graceful.shutdown().await;
+}
+
+type ConnBuilder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
+
+/// One connection builder per way of telling the protocol: by sniffing the first bytes (plain
+/// TCP), or by what TLS's ALPN negotiated (no sniffing, so no unbounded wait for bytes).
+struct Builders {
+    sniff: ConnBuilder,
+    http1: ConnBuilder,
+    http2: ConnBuilder,
+}
+
+impl Builders {
+    fn new(header_timeout: Duration) -> Self {
+        let configure = |mut builder: ConnBuilder| {
+            // hyper's header-read timeout runs from the moment a connection waits for a
+            // request's first byte, so it also closes keep-alive connections left idle.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                // The read buffer per connection (hyper's default grows to ~400 KiB): bounds
+                // memory per connection, and still holds the longest URI `http` parses (64 KiB).
+                .max_buf_size(MAX_HEAD_BYTES);
+            builder.http2().timer(TokioTimer::new()).keep_alive_interval(header_timeout);
+            builder
+        };
+        Builders {
+            sniff: configure(ConnBuilder::new(TokioExecutor::new())),
+            http1: configure(ConnBuilder::new(TokioExecutor::new()).http1_only()),
+            http2: configure(ConnBuilder::new(TokioExecutor::new()).http2_only()),
+        }
+    }
+}
+
+/// Any byte stream a connection is served over (plain TCP, or TLS over it).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// The connection's byte stream and the builder that serves it, once the client has shown it
+/// is there: a TLS handshake, or (plain) the first bytes of a request, within `timeout`.
+async fn open<'b>(
+    tcp: tokio::net::TcpStream,
+    tls: Option<&crate::tls::Tls>,
+    builders: &'b Builders,
+    timeout: Duration,
+) -> Option<(Box<dyn Io>, &'b ConnBuilder)> {
+    let Some(tls) = tls else {
+        // hyper-util reads bytes to tell HTTP/1 from HTTP/2 with no timeout of its own: a
+        // client that connects and sends nothing would hold its slot for ever.
+        return sends_a_request_head(&tcp, timeout).await.then(|| (Box::new(tcp) as Box<dyn Io>, &builders.sniff));
+    };
+    let stream = match tokio::time::timeout(timeout, tls.acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!("TLS handshake failed: {e}");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let builder = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => &builders.http2,
+        _ => &builders.http1,
+    };
+    Some((Box::new(stream), builder))
 }
 
 async fn handle(
@@ -243,7 +316,7 @@ async fn sends_a_request_head(tcp: &tokio::net::TcpStream, timeout: Duration) ->
 }
 
 /// Chunks queued between the connection and the request's task (each at most hyper's read
-/// buffer, ~400 KiB): bounds what a request holds in memory.
+/// buffer, MAX_HEAD_BYTES): bounds what a request holds in memory.
 const PUMP_DEPTH: usize = 4;
 
 enum Frame {
