@@ -26,7 +26,11 @@ cleanup() {
   for pid in "${pids[@]}"; do timeout 20 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -KILL "$pid" 2>/dev/null; done
   [ -n "$certsd" ] && rm -rf "$certsd"
   # dockerd is stopped by now (its containerd exits with it): its directory can go.
-  [ -f "$work/docker-dir" ] && rm -rf "$(cat "$work/docker-dir")"
+  if [ -f "$work/docker-dir" ]; then
+    # dockerd makes its data root a mount of its own and unmounts it when it stops cleanly.
+    umount "$(cat "$work/docker-dir")/data" 2>/dev/null
+    rm -rf "$(cat "$work/docker-dir")"
+  fi
   [ -e "$work/remove-key-json" ] && rm -f /etc/docker/key.json
   if [ "$failed" -gt 0 ] || [ -n "${KEEP_WORK:-}" ]; then echo "tls: logs kept in $work"; else rm -rf "$work"; fi
 }
