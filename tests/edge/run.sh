@@ -107,8 +107,11 @@ if [[ " $steps " == *" suite "* ]]; then
          monolithic_with_short_body_is_size_invalid)
   args=(); for s in "${skips[@]}"; do args+=(--skip "$s"); done
   # auth.rs starts its own registry with its config: the auth step runs it against the Worker.
+  # body_limit.rs: A's 400 MB cap is too large to send here; edge_test.py tests the cap on B.
   suite_tests=()
-  for f in tests/tests/*.rs; do [ "$f" = tests/tests/auth.rs ] || suite_tests+=(--test "$(basename "$f" .rs)"); done
+  for f in tests/tests/*.rs; do
+    case "$f" in tests/tests/auth.rs | tests/tests/body_limit.rs) ;; *) suite_tests+=(--test "$(basename "$f" .rs)") ;; esac
+  done
   BERTH_URL=$url_a cargo test --release --locked -p berth-tests --no-fail-fast "${suite_tests[@]}" -- "${args[@]}" \
     || failed+=("suite")
 fi

@@ -23,12 +23,14 @@ async fn head_and_get_carry_the_blob_headers() {
 
     let g = get(format!("/v2/{repo}/blobs/{digest}")).send().await;
     if g.status == 307 {
-        // Presigning storage: the redirect is the answer.
-        assert!(
-            g.header("location").is_some(),
-            "307 without Location:\n{}",
-            g.describe()
-        );
+        // Presigning storage (Lambda): Berth's answer is where the bytes are, with their digest;
+        // the storage's answer carries the storage's own headers (its ETag, its caching), so
+        // there the client gets what it needs: the whole blob, with its length.
+        assert_header(&g, "docker-content-digest", &digest);
+        let s = follow_redirect(g, &[]).await;
+        assert_status(&s, 200);
+        assert_header(&s, "content-length", "1234");
+        assert!(s.body == data, "blob content differs (served by storage)");
         return;
     }
     assert_status(&g, 200);
@@ -129,7 +131,10 @@ async fn unsupported_algorithm_in_path_is_unsupported() {
 
 const SIZE: usize = 1000;
 
-async fn ranged(repo: &str, digest: &str, range: &str) -> Option<Resp> {
+/// A ranged GET as a client makes it: a redirect to storage is followed with the Range kept, so
+/// the checks below hold for what the client gets in every runtime. (An unsatisfiable range is
+/// Berth's own 416 before any redirect: the core checks ranges first.)
+async fn ranged(repo: &str, digest: &str, range: &str) -> Resp {
     get_blob(repo, digest, &[("range", range)]).await
 }
 
@@ -150,9 +155,7 @@ async fn range_requests_answer_206() {
         ("bytes=-100", 900, 999),
     ];
     for &(range, a, b) in cases {
-        let Some(r) = ranged(&repo, &digest, range).await else {
-            return;
-        };
+        let r = ranged(&repo, &digest, range).await;
         assert_status(&r, 206);
         assert_header(&r, "content-range", &format!("bytes {a}-{b}/{SIZE}"));
         assert_header(&r, "content-length", &(b - a + 1).to_string());
@@ -168,9 +171,7 @@ async fn range_past_the_end_is_clamped() {
     let data = random_bytes(SIZE);
     let digest = push_blob(&repo, &data).await;
     for (range, a, b) in [("bytes=900-5000", 900, 999), ("bytes=-5000", 0, 999)] {
-        let Some(r) = ranged(&repo, &digest, range).await else {
-            return;
-        };
+        let r = ranged(&repo, &digest, range).await;
         assert_status(&r, 206);
         assert_header(&r, "content-range", &format!("bytes {a}-{b}/{SIZE}"));
         assert!(r.body == data[a..=b], "Range {range}: wrong bytes");
@@ -188,9 +189,7 @@ async fn unsatisfiable_range_is_416_range_invalid() {
         "bytes=1500-2000",
         "bytes=99999999-",
     ] {
-        let Some(r) = ranged(&repo, &digest, range).await else {
-            return;
-        };
+        let r = ranged(&repo, &digest, range).await;
         assert_oci_error(&r, 416, "RANGE_INVALID");
         assert_header(&r, "content-range", &format!("bytes */{SIZE}"));
     }
@@ -209,9 +208,7 @@ async fn ununderstood_range_is_ignored() {
         "bytes=5-2",
         "bytes=",
     ] {
-        let Some(r) = ranged(&repo, &digest, range).await else {
-            return;
-        };
+        let r = ranged(&repo, &digest, range).await;
         assert_status(&r, 200);
         assert!(
             r.body == data,
@@ -277,9 +274,7 @@ async fn sha512_blob_is_addressable() {
     assert_blob(&repo, &d, &data).await;
     let h = head(format!("/v2/{repo}/blobs/{d}")).send().await;
     assert_header(&h, "etag", &format!("\"{d}\""));
-    let Some(r) = ranged(&repo, &d, "bytes=10-19").await else {
-        return;
-    };
+    let r = ranged(&repo, &d, "bytes=10-19").await;
     assert_status(&r, 206);
     assert!(r.body == data[10..20]);
 }
