@@ -2,7 +2,7 @@
 # Checks that the core crate builds for wasm32-unknown-unknown (the Worker runtime): no tokio,
 # no threads, no filesystem crept into berth-core. Uses rustup's wasm32 target where it is
 # installed; otherwise Debian's rustc-web toolchain, building std from rust-web-src
-# (see ../shared/design-brief.md: rustup targets cannot be downloaded here).
+# (rustup cannot download targets on machines without internet access).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

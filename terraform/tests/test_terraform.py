@@ -9,7 +9,7 @@ run here (no terraform binary can be installed on these machines):
     and every required one;
   - the structure the deployment relies on: each region gets a bucket, function, URL and role;
     the function gets every setting the Lambda runtime reads; IAM names only this stack's ARNs
-    and no `*` action; CloudFront's behaviours follow the brief for real request paths; buckets
+    and no `*` action; CloudFront's behaviours follow docs/architecture.md's caching rules for real request paths; buckets
     expire only upload staging and replicate only durable prefixes; the examples wire the
     modules the way their READMEs say;
   - variables and outputs are typed and described, providers pinned, and the layout is what
