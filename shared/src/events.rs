@@ -213,8 +213,8 @@ impl Draft {
         let named = |kind, reference: &str| Target { reference: Some(reference.to_owned()), ..Target::new(kind) };
         let manifest = |reference: &str| {
             let mut t = named(K::Manifest, reference);
-            if !reference.contains(':') {
-                // A tag (digests always have an algorithm prefix); validated by the handler.
+            if crate::names::is_valid_tag(reference) {
+                // Digests never pass (`:`); anything else the handler refuses names no tag.
                 t.tags.push(reference.to_owned());
             }
             t

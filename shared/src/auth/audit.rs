@@ -3,6 +3,9 @@
 //! upload starts, chunks), with who, what, when and from where. Successful reads are not
 //! audited (volume). Secrets and tokens are never in it.
 //!
+//! Registry requests reach it as the core's events ([`AuditLog`] is an [`EventSink`] every
+//! `Registry` has); token requests are recorded here directly by the token endpoint.
+//!
 //! Every value that comes from a request goes through [`Safe`], so no username, scope,
 //! reference or address can end a log line, start a forged one or pose as another field, in
 //! the text format (tracing-subscriber prints `%` fields raw) as in JSON.
