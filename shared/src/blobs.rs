@@ -5,6 +5,7 @@ use http::StatusCode;
 
 use crate::body::Body;
 use crate::error::{oci, ErrorCode, Result};
+use crate::events::Found;
 use crate::names::{parse_digest, Digest, RepoName};
 use crate::records::blob_key;
 use crate::reply::{names::DOCKER_CONTENT_DIGEST, Reply};
@@ -34,6 +35,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             return Err(blob_unknown(&digest));
         };
         let reply = Reply::new(StatusCode::OK)
+            .found(Found::blob(&digest, size))
             .header(DOCKER_CONTENT_DIGEST, digest.to_string())
             .header(ETAG, format!("\"{digest}\""))
             .header(CACHE_CONTROL, IMMUTABLE)
@@ -48,6 +50,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         if let Some(url) = self.blobs.redirect_url(&digest, ctx.now).await? {
             return Ok(Reply::new(StatusCode::TEMPORARY_REDIRECT)
+                .found(Found::blob(&digest, size))
                 .header(LOCATION, url)
                 .header(DOCKER_CONTENT_DIGEST, digest.to_string()));
         }
@@ -67,13 +70,13 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     pub(crate) async fn delete_blob(&self, name: &str, digest: &str) -> Result<Reply> {
         let name = RepoName::parse(name)?;
         let digest = parse_digest(digest)?;
-        if self.blob_link(&name, &digest).await?.is_none() {
+        let Some(size) = self.blob_link(&name, &digest).await? else {
             return Err(blob_unknown(&digest));
-        }
+        };
         // Only the link goes: other repositories may share the content. Unlinked content is
         // garbage collection's to remove.
         self.meta.delete(&blob_key(&name, &digest)).await?;
-        Ok(Reply::new(StatusCode::ACCEPTED))
+        Ok(Reply::new(StatusCode::ACCEPTED).found(Found::blob(&digest, size)))
     }
 }
 

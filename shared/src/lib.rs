@@ -10,6 +10,7 @@ pub mod auth;
 pub mod blobs;
 pub mod body;
 pub mod error;
+pub mod events;
 pub mod hash;
 pub mod manifests;
 pub mod names;
@@ -27,6 +28,7 @@ use http::{Method, StatusCode};
 
 pub use body::Body;
 pub use error::{ErrorCode, RegistryError, StorageError};
+pub use events::{Event, EventAction, EventSink};
 pub use routes::{Access, Action, Endpoint, Route, Unrouted};
 pub use storage::{
     BlobStore, ByteRange, ByteStream, DirectLimits, MetaStore, Precondition, PutOutcome, UploadWriter,
@@ -94,17 +96,27 @@ pub struct Registry<B, M> {
     /// Shared: the Worker builds a `Registry` per request but keeps one `Auth` (and its cache of
     /// OIDC keys) per isolate.
     pub(crate) auth: Option<std::sync::Arc<auth::Auth>>,
+    /// Who hears of every request's [`Event`]: the audit log first, then the runtime's sinks.
+    pub(crate) sinks: Vec<std::sync::Arc<dyn EventSink>>,
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     pub fn new(blobs: B, meta: M, config: Config) -> Self {
-        Registry { blobs, meta, config, auth: None }
+        Registry { blobs, meta, config, auth: None, sinks: vec![std::sync::Arc::new(auth::AuditLog)] }
     }
 
     /// Turns on token auth: every request is checked before dispatch, and the token endpoint
     /// is served at [`auth::TOKEN_PATH`].
     pub fn with_auth(mut self, auth: impl Into<std::sync::Arc<auth::Auth>>) -> Self {
         self.auth = Some(auth.into());
+        self
+    }
+
+    /// Adds a consumer of every request's [`Event`] (webhooks, replication, metrics), after the
+    /// audit log. Shared, like [`Registry::with_auth`]: a runtime that builds a `Registry` per
+    /// request keeps one sink.
+    pub fn with_event_sink(mut self, sink: std::sync::Arc<dyn EventSink>) -> Self {
+        self.sinks.push(sink);
         self
     }
 
@@ -127,23 +139,43 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Ok(endpoint) => endpoint,
             Err(unrouted) => return Reply::error(unrouted_error(unrouted, req.method())).into_response(head),
         };
+        // Drafted before the gate: a refused request is an event too.
+        let draft = events::Draft::of(&endpoint, &req);
         // Auth first: nothing is dispatched, stored or read from a cache before it passes.
-        let (req, audit, grant) = match self.gate(req, &endpoint, &ctx).await {
-            auth::Gate::Pass(req, audit, grant) => (req, audit, grant),
-            auth::Gate::Answer(reply) => return reply.into_response(head),
+        let (req, subject, grant) = match self.gate(req, &endpoint, &ctx).await {
+            auth::Gate::Pass(req, subject, grant) => (req, subject, grant),
+            auth::Gate::Answer(reply, subject) => {
+                let response = reply.into_response(head);
+                self.emit(draft, &subject, response.status(), &ctx, None);
+                return response;
+            }
         };
-        let reply = match self.dispatch(endpoint, req, &grant, &ctx).await {
+        let mut reply = match self.dispatch(endpoint, req, &grant, &ctx).await {
             Ok(reply) => reply,
             Err(err) => Reply::error(err),
         };
+        let found = reply.take_found();
         let mut response = reply.into_response(head);
         if grant.private {
             auth::mark_private(&mut response);
         }
-        if let Some(audit) = audit {
-            audit.record(response.status(), ctx.now);
-        }
+        self.emit(draft, &subject, response.status(), &ctx, found);
         response
+    }
+
+    fn emit(
+        &self,
+        draft: Option<events::Draft>,
+        subject: &str,
+        status: StatusCode,
+        ctx: &RequestContext,
+        found: Option<events::Found>,
+    ) {
+        let Some(draft) = draft else { return };
+        let event = draft.finish(subject, status, ctx.now, found);
+        for sink in &self.sinks {
+            sink.emit(&event);
+        }
     }
 
     async fn dispatch(
@@ -161,7 +193,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Endpoint::Catalog => self.catalog(&req).await,
             Endpoint::TagsList { name } => self.tags_list(name, &req).await,
             Endpoint::ManifestGet { name, reference } => self.get_manifest(name, reference, &req, head).await,
-            Endpoint::ManifestPut { name, reference } => self.put_manifest(name, reference, &req, body).await,
+            Endpoint::ManifestPut { name, reference } => self.put_manifest(name, reference, &req, body, ctx).await,
             Endpoint::ManifestDelete { name, reference } => self.delete_manifest(name, reference).await,
             Endpoint::BlobGet { name, digest } => self.get_blob(name, digest, &req, false, ctx).await,
             Endpoint::BlobHead { name, digest } => self.get_blob(name, digest, &req, true, ctx).await,

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::blobs::IMMUTABLE;
 use crate::body::{read_limited, Body};
 use crate::error::{oci, ErrorCode, RegistryError, Result};
+use crate::events::Found;
 use crate::hash;
 use crate::names::{is_valid_tag, parse_digest, Digest, Reference, RepoName};
 use crate::records::{manifest_key, referrer_key, tag_key, tag_prefix, ManifestRecord, TagRecord};
@@ -231,6 +232,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         }
         let etag = format!("\"{digest}\"");
         let mut reply = Reply::new(StatusCode::OK)
+            .found(Found::manifest(&digest, &record.media_type, record.size))
             .header(DOCKER_CONTENT_DIGEST, digest.to_string())
             .header(ETAG, etag.clone());
         reply = if by_tag {
@@ -259,6 +261,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         reference: &str,
         parts: &crate::Parts,
         body: crate::ByteStream,
+        ctx: &crate::RequestContext,
     ) -> Result<Reply> {
         let name = RepoName::parse(name)?;
         let reference = Reference::parse(reference)?;
@@ -289,6 +292,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             subject: subject.clone(),
             generation: 0,
             deleted: false,
+            pushed_at: ctx.now,
         };
         self.publish(&name, &digest, &record, &tags, &parsed).await?;
         self.ensure_repo(&name).await?;
@@ -299,10 +303,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         if let Some(subject) = subject {
             reply = reply.header(OCI_SUBJECT, subject);
         }
-        for tag in query_tags {
-            reply = reply.header(OCI_TAG, tag);
+        for tag in &query_tags {
+            reply = reply.header(OCI_TAG, tag.clone());
         }
-        Ok(reply)
+        let found = Found { tags: query_tags, ..Found::manifest(&digest, &media_type, record.size) };
+        Ok(reply.found(found))
     }
 
     /// Makes a manifest visible with its tags and referrer entry, so that a delete of the same
@@ -333,7 +338,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 self.add_referrer(name, subject, digest, &record.media_type, record.size, parsed).await?;
             }
             for tag in tags {
-                self.set_tag(name, tag, digest).await?;
+                self.set_tag(name, tag, digest, record.pushed_at).await?;
             }
             let again = ManifestRecord { generation: generation + 1, deleted: false, ..record.clone() };
             if let PutOutcome::Written { .. } = self.put_record(&key, &again, Precondition::Version(version)).await? {
@@ -395,10 +400,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 
     /// Points a tag at a digest with a conditional write, so concurrent pushes of one tag
-    /// serialize: each write is made against the version it read, or retried.
-    async fn set_tag(&self, name: &RepoName, tag: &str, digest: &Digest) -> Result<()> {
+    /// serialize: each write is made against the version it read, or retried. `now` is when
+    /// the tag moved (the push's time).
+    async fn set_tag(&self, name: &RepoName, tag: &str, digest: &Digest, now: u64) -> Result<()> {
         let key = tag_key(name, tag);
-        let record = TagRecord { digest: digest.to_string() };
+        let record = TagRecord { digest: digest.to_string(), tagged_at: now };
         for _ in 0..8 {
             let cond = match self.meta.get(&key).await? {
                 Some(current) => Precondition::Version(current.version),
@@ -414,17 +420,26 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     pub(crate) async fn delete_manifest(&self, name: &str, reference: &str) -> Result<Reply> {
         let name = RepoName::parse(name)?;
         let reference = Reference::parse(reference)?;
-        match &reference {
+        let found = match &reference {
             Reference::Tag(tag) => {
                 let key = tag_key(&name, tag);
-                if self.meta.get(&key).await?.is_none() {
+                let Some(tagged) = self.get_record::<TagRecord>(&key).await? else {
                     return Err(manifest_unknown(&reference));
-                }
+                };
                 self.meta.delete(&key).await?;
+                // For the event only: the manifest the tag named (it stays).
+                let digest = parse_digest(&tagged.digest)?;
+                match self.get_record::<ManifestRecord>(&manifest_key(&name, &digest)).await? {
+                    Some(record) => Found::manifest(&digest, &record.media_type, record.size),
+                    None => Found { digest: Some(digest.to_string()), ..Found::default() },
+                }
             }
-            Reference::Digest(digest) => self.delete_by_digest(&name, digest).await?,
-        }
-        Ok(Reply::new(StatusCode::ACCEPTED))
+            Reference::Digest(digest) => {
+                let record = self.delete_by_digest(&name, digest).await?;
+                Found::manifest(digest, &record.media_type, record.size)
+            }
+        };
+        Ok(Reply::new(StatusCode::ACCEPTED).found(found))
     }
 
     /// Deletes a manifest, its tags and its referrer entry, in one batch: the tags and the entry
@@ -432,7 +447,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// read (see `publish` for why that ordering wins every race with a push). On a store with
     /// transactions the batch is one commit; elsewhere a crash part-way leaves the manifest with
     /// some of its tags, all of which still resolve, and the next delete finishes the job.
-    async fn delete_by_digest(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+    /// Returns the record as it was before the delete.
+    async fn delete_by_digest(&self, name: &RepoName, digest: &Digest) -> Result<ManifestRecord> {
         let key = manifest_key(name, digest);
         for _ in 0..ATTEMPTS {
             let Some((record, version)) = self.get_versioned::<ManifestRecord>(&key).await? else {
@@ -452,11 +468,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 }
                 return Err(manifest_unknown(digest));
             }
-            let tombstone = ManifestRecord { generation: record.generation + 1, deleted: true, ..record };
+            let tombstone = ManifestRecord { generation: record.generation + 1, deleted: true, ..record.clone() };
             let value = Self::encode(&key, &tombstone)?;
             ops.push(BatchOp::Put { key: key.clone(), value, cond: Precondition::Version(version) });
             if self.meta.apply(ops).await?.last() == Some(&true) {
-                return Ok(());
+                return Ok(record);
             }
             // A push wrote the record meanwhile: read it again and delete what it added too.
         }

@@ -39,9 +39,16 @@ pub(crate) fn upload_key(id: &str) -> String {
 }
 
 /// A blob linked into a repository.
+///
+/// The `*_at` times (Unix seconds, from `RequestContext::now`) are what lifecycle rules read
+/// (retention "pushed within N days", GC grace periods). Records written before they existed
+/// read as 0: "long ago", which those rules treat as old.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct BlobLink {
     pub size: u64,
+    /// When the blob was last linked into the repository (pushed or mounted).
+    #[serde(default)]
+    pub linked_at: u64,
 }
 
 /// A manifest stored in a repository; its bytes live in the blob store under its digest.
@@ -60,6 +67,9 @@ pub(crate) struct ManifestRecord {
     pub generation: u64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// When the manifest was last pushed (a tombstone keeps the time of the last push).
+    #[serde(default)]
+    pub pushed_at: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -69,6 +79,9 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Serialize, Deserialize)]
 pub(crate) struct TagRecord {
     pub digest: String,
+    /// When the tag was last pointed at a manifest (pushed or moved).
+    #[serde(default)]
+    pub tagged_at: u64,
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
@@ -106,8 +119,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 
     /// Makes a verified blob part of a repository (and the repository part of the catalog).
-    pub(crate) async fn link_blob(&self, name: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        self.put_record(&blob_key(name, digest), &BlobLink { size }, Precondition::None).await?;
+    pub(crate) async fn link_blob(&self, name: &RepoName, digest: &Digest, size: u64, now: u64) -> Result<()> {
+        self.put_record(&blob_key(name, digest), &BlobLink { size, linked_at: now }, Precondition::None).await?;
         self.ensure_repo(name).await
     }
 

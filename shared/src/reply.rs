@@ -5,6 +5,7 @@ use http::StatusCode;
 
 use crate::body::Body;
 use crate::error::RegistryError;
+use crate::events::Found;
 use crate::Response;
 
 pub(crate) struct Reply {
@@ -13,11 +14,13 @@ pub(crate) struct Reply {
     body: Body,
     /// Content-Length to announce, for HEAD and for streamed bodies.
     length: Option<u64>,
+    /// What the handler found for the request's event (never sent to the client).
+    found: Option<Found>,
 }
 
 impl Reply {
     pub fn new(status: StatusCode) -> Self {
-        Reply { status, headers: Vec::new(), body: Body::Empty, length: Some(0) }
+        Reply { status, headers: Vec::new(), body: Body::Empty, length: Some(0), found: None }
     }
 
     pub fn json(status: StatusCode, body: Vec<u8>) -> Self {
@@ -47,6 +50,16 @@ impl Reply {
         self.body = body;
         self.length = Some(length);
         self
+    }
+
+    /// Reports what the request was about (digest, media type, size) for its event.
+    pub fn found(mut self, found: Found) -> Self {
+        self.found = Some(found);
+        self
+    }
+
+    pub fn take_found(&mut self) -> Option<Found> {
+        self.found.take()
     }
 
     pub fn into_response(self, head: bool) -> Response {

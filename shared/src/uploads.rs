@@ -12,6 +12,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{oci, ErrorCode, RegistryError, Result};
+use crate::events::Found;
 use crate::hash::{Sha512Hasher, UploadHasher};
 use crate::names::{parse_digest, Digest, DigestAlgorithm, RepoName};
 use crate::records::upload_key;
@@ -180,10 +181,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         }
     }
 
-    fn created_reply(name: &RepoName, digest: &Digest) -> Reply {
+    /// 201 for a blob now in the repository, reporting it for the request's event.
+    fn created_reply(name: &RepoName, digest: &Digest, size: u64) -> Reply {
         Reply::new(StatusCode::CREATED)
             .header(LOCATION, format!("/v2/{name}/blobs/{digest}"))
             .header(DOCKER_CONTENT_DIGEST, digest.to_string())
+            .found(Found::blob(digest, size))
     }
 
     /// `POST /v2/<name>/blobs/uploads/` with `?digest=` (monolithic), `?mount=&from=`, or nothing.
@@ -205,8 +208,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             if let Some(from) = from {
                 let from = RepoName::parse(from)?;
                 if let Some(size) = self.blob_link(&from, &digest).await? {
-                    self.link_blob(&name, &digest, size).await?;
-                    return Ok(Self::created_reply(&name, &digest));
+                    self.link_blob(&name, &digest, size, ctx.now).await?;
+                    return Ok(Self::created_reply(&name, &digest, size));
                 }
             }
             // Not mountable (or not allowed): the client uploads instead, as the spec says.
@@ -261,8 +264,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 return Err(e);
             }
         };
-        self.complete(name, &id, session, &digest).await?;
-        Ok(Self::created_reply(name, &digest))
+        let size = session.offset;
+        self.complete(name, &id, session, &digest, ctx).await?;
+        Ok(Self::created_reply(name, &digest, size))
     }
 
     /// Streams a request body onto the end of an upload, hashing as it flows. The session is
@@ -362,7 +366,14 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 
     /// Verifies the digest and makes the blob visible; on a mismatch the upload is discarded.
-    async fn complete(&self, name: &RepoName, id: &str, session: Session, digest: &Digest) -> Result<()> {
+    async fn complete(
+        &self,
+        name: &RepoName,
+        id: &str,
+        session: Session,
+        digest: &Digest,
+        ctx: &RequestContext,
+    ) -> Result<()> {
         let actual = match digest.algorithm() {
             DigestAlgorithm::Sha512 => {
                 let mut hasher = Sha512Hasher::default();
@@ -385,7 +396,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             .with_detail(serde_json::json!({ "expected": digest.to_string(), "actual": actual })));
         }
         self.blobs.upload_commit(id, &session.backend, digest, session.offset).await?;
-        self.link_blob(name, digest, session.offset).await
+        self.link_blob(name, digest, session.offset, ctx.now).await
     }
 
     pub(crate) async fn patch_upload(
@@ -425,10 +436,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         // The claim also keeps a concurrent PUT from completing the upload twice.
         let (session, version) = self.claim(&name, id, session, version, ctx).await?;
         let appended = self.append_claimed(&name, id, session, &version, &parts.headers, body).await?;
-        let result = self.complete(&name, id, appended, &digest).await;
+        let size = appended.offset;
+        let result = self.complete(&name, id, appended, &digest, ctx).await;
         self.meta.delete(&upload_key(id)).await?;
         result?;
-        Ok(Self::created_reply(&name, &digest))
+        Ok(Self::created_reply(&name, &digest, size))
     }
 
     /// Clears every upload claim. Only for a runtime that knows no request is in flight in any

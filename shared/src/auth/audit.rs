@@ -3,16 +3,16 @@
 //! upload starts, chunks), with who, what, when and from where. Successful reads are not
 //! audited (volume). Secrets and tokens are never in it.
 //!
+//! Registry requests reach it as the core's events ([`AuditLog`] is an [`EventSink`] every
+//! `Registry` has); token requests are recorded here directly by the token endpoint.
+//!
 //! Every value that comes from a request goes through [`Safe`], so no username, scope,
 //! reference or address can end a log line, start a forged one or pose as another field, in
 //! the text format (tracing-subscriber prints `%` fields raw) as in JSON.
 
 use std::fmt;
 
-use http::{Method, StatusCode};
-
-use crate::routes::Route;
-use crate::{query_of, query_param, Request};
+use crate::events::{Event, EventAction, EventSink, TargetKind};
 
 /// The client's address, added by the adapter as a request extension (`berth serve`: the TCP
 /// peer; a Worker: `CF-Connecting-IP`; Lambda: the source IP of the event).
@@ -52,98 +52,59 @@ enum Volume {
     Denied,
 }
 
-/// An audited request, recorded once its outcome is known.
-pub(crate) struct Pending {
-    action: &'static str,
-    repository: String,
-    reference: String,
-    /// The source repository of a mount.
-    from: Option<String>,
-    client: String,
-    subject: String,
-    volume: Volume,
+impl Volume {
+    /// No catch-all: a new action must say how much of it the audit log keeps.
+    fn of(action: EventAction) -> Volume {
+        match action {
+            EventAction::Push
+            | EventAction::Mount
+            | EventAction::Delete
+            | EventAction::Cancel
+            | EventAction::UploadParts => Volume::Always,
+            EventAction::UploadStart | EventAction::UploadChunk => Volume::Unsuccessful,
+            EventAction::Pull | EventAction::Catalog | EventAction::UploadStatus => Volume::Denied,
+        }
+    }
+
+    fn logs(self, status: u16) -> bool {
+        match self {
+            Volume::Always => true,
+            Volume::Unsuccessful => !(200..300).contains(&status),
+            Volume::Denied => status == 401 || status == 403,
+        }
+    }
 }
 
-impl Pending {
-    /// Every registry endpoint but `/v2/` itself (which every client calls first without a
-    /// token: its 401 is the login flow, not an event).
-    pub fn for_request(req: &Request) -> Option<Pending> {
-        use Volume::*;
-        let method = req.method();
-        let read = method == Method::GET || method == Method::HEAD;
-        let route = Route::parse(req.uri().path())?;
-        let query = query_of(req.uri().query());
-        let param = |k: &str| query_param(&query, k).map(str::to_owned);
-        let mut from = None;
-        let (action, repository, reference, volume) = match route {
-            Route::Manifest { name, reference } if method == Method::PUT => ("push", name, reference, Always),
-            Route::Manifest { name, reference } if method == Method::DELETE => ("delete", name, reference, Always),
-            Route::Manifest { name, reference } if read => ("pull", name, reference, Denied),
-            Route::Blob { name, digest } if method == Method::DELETE => ("delete", name, digest, Always),
-            Route::Blob { name, digest } if read => ("pull", name, digest, Denied),
-            Route::Tags { name } if read => ("pull", name, "tags".to_owned(), Denied),
-            Route::Referrers { name, digest } if read => ("pull", name, digest, Denied),
-            Route::Catalog if read => ("catalog", "-".to_owned(), "-".to_owned(), Denied),
-            Route::UploadStart { name } if method == Method::POST => match (param("mount"), param("digest")) {
-                (Some(digest), _) => {
-                    from = Some(param("from").unwrap_or_else(|| "-".to_owned()));
-                    ("mount", name, digest, Always)
-                }
-                (None, Some(digest)) => ("push", name, digest, Always),
-                (None, None) => ("upload-start", name, "-".to_owned(), Unsuccessful),
-            },
-            Route::Upload { name, .. } if method == Method::PUT => {
-                ("push", name, param("digest").unwrap_or_else(|| "-".to_owned()), Always)
-            }
-            Route::Upload { name, id } if method == Method::PATCH => ("upload-chunk", name, id, Unsuccessful),
-            Route::Upload { name, id } if method == Method::DELETE => ("cancel", name, id, Always),
-            Route::Upload { name, id } if read => ("upload-status", name, id, Denied),
-            Route::UploadParts { name, id } if method == Method::POST => ("upload-parts", name, id, Always),
-            _ => return None,
-        };
-        Some(Pending { action, repository, reference, from, client: client_of(req), subject: String::new(), volume })
-    }
+/// The audit log as a consumer of the core's events: one line per push, mount, delete and
+/// upload cancel, and per refused request of any kind. Every [`crate::Registry`] has it.
+pub(crate) struct AuditLog;
 
-    pub fn by(mut self, subject: &str) -> Self {
-        self.subject = subject.to_owned();
-        self
-    }
-
-    /// What the log says happened; None when this outcome is not logged (see [`Volume`]).
-    fn outcome(&self, status: StatusCode) -> Option<&'static str> {
-        let logged = match self.volume {
-            Volume::Always => true,
-            Volume::Unsuccessful => !status.is_success(),
-            Volume::Denied => status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN,
-        };
-        if !logged {
-            return None;
+impl AuditLog {
+    /// The line's `reference`: what the request named, as the log has always shown it.
+    fn reference(event: &Event) -> &str {
+        match event.target.kind {
+            TargetKind::Tags => "tags",
+            _ => event.target.reference.as_deref().unwrap_or("-"),
         }
-        Some(match status {
-            // The spec's fallback: no mount (unknown blob, or the source is not readable), a
-            // plain upload session instead.
-            StatusCode::ACCEPTED if self.action == "mount" => "not-mounted",
-            s if s.is_success() => "ok",
-            s if s.is_server_error() => "error",
-            _ => "refused",
-        })
     }
+}
 
-    pub fn record(self, status: StatusCode, now: u64) {
-        let Some(outcome) = self.outcome(status) else {
+impl EventSink for AuditLog {
+    fn emit(&self, event: &Event) {
+        if !Volume::of(event.action).logs(event.status) {
             return;
-        };
+        }
         tracing::info!(
             target: "audit",
-            event = self.action,
-            subject = %Safe(&self.subject),
-            repository = %Safe(&self.repository),
-            reference = %Safe(&self.reference),
-            from = %Safe(self.from.as_deref().unwrap_or("-")),
-            client = %Safe(&self.client),
-            status = status.as_u16(),
-            outcome,
-            at = now,
+            event = event.action.as_str(),
+            subject = %Safe(&event.subject),
+            repository = %Safe(event.repository.as_deref().unwrap_or("-")),
+            reference = %Safe(Self::reference(event)),
+            from = %Safe(event.from.as_deref().unwrap_or("-")),
+            client = %Safe(&event.client),
+            status = event.status,
+            outcome = event.outcome.as_str(),
+            at = event.at,
             "audit"
         );
     }
@@ -199,9 +160,14 @@ pub(crate) fn refused_login(subject: &str, grant: &str, client: &str, reason: &s
 mod tests {
     use super::*;
 
-    fn pending(method: &str, uri: &str) -> Option<Pending> {
+    use crate::events::Draft;
+    use crate::routes::Endpoint;
+    use http::StatusCode;
+
+    fn event(method: &str, uri: &str, status: StatusCode) -> Option<crate::events::Event> {
         let req = http::Request::builder().method(method).uri(uri).body(crate::body::empty_stream()).unwrap();
-        Pending::for_request(&req)
+        let endpoint = Endpoint::of(req.method(), req.uri().path()).unwrap();
+        Some(Draft::of(&endpoint, &req)?.finish("-", status, 0, None))
     }
 
     #[test]
@@ -219,29 +185,37 @@ mod tests {
 
     #[test]
     fn what_is_audited() {
-        let kind = |m: &str, u: &str| pending(m, u).map(|p| (p.action, p.volume));
         use Volume::*;
+        let kind = |m: &str, u: &str| {
+            event(m, u, StatusCode::OK).map(|e| (e.action.as_str(), Volume::of(e.action), AuditLog::reference(&e).to_owned()))
+        };
+        let k = |a: &'static str, v: Volume, r: &str| Some((a, v, r.to_owned()));
         assert_eq!(kind("GET", "/v2/"), None);
-        assert_eq!(kind("GET", "/v2/a/manifests/v1"), Some(("pull", Denied)));
-        assert_eq!(kind("HEAD", "/v2/a/blobs/sha256:x"), Some(("pull", Denied)));
-        assert_eq!(kind("GET", "/v2/a/tags/list"), Some(("pull", Denied)));
-        assert_eq!(kind("GET", "/v2/_catalog"), Some(("catalog", Denied)));
-        assert_eq!(kind("POST", "/v2/a/blobs/uploads/"), Some(("upload-start", Unsuccessful)));
-        assert_eq!(kind("PATCH", "/v2/a/blobs/uploads/id"), Some(("upload-chunk", Unsuccessful)));
-        assert_eq!(kind("DELETE", "/v2/a/blobs/uploads/id"), Some(("cancel", Always)));
-        assert_eq!(kind("POST", "/v2/a/blobs/uploads/id/parts"), Some(("upload-parts", Always)));
-        assert_eq!(kind("PUT", "/v2/a/blobs/uploads/id?digest=sha256:x"), Some(("push", Always)));
-        let mount = pending("POST", "/v2/a/blobs/uploads/?mount=sha256:x&from=b/c").unwrap();
-        assert_eq!((mount.action, mount.from.as_deref()), ("mount", Some("b/c")));
-        assert_eq!(mount.outcome(StatusCode::CREATED), Some("ok"));
-        assert_eq!(mount.outcome(StatusCode::ACCEPTED), Some("not-mounted"));
-        let read = pending("GET", "/v2/a/manifests/v1").unwrap();
-        assert_eq!(read.outcome(StatusCode::OK), None);
-        assert_eq!(read.outcome(StatusCode::NOT_FOUND), None);
-        assert_eq!(read.outcome(StatusCode::UNAUTHORIZED), Some("refused"));
-        let start = pending("POST", "/v2/a/blobs/uploads/").unwrap();
-        assert_eq!(start.outcome(StatusCode::ACCEPTED), None);
-        assert_eq!(start.outcome(StatusCode::FORBIDDEN), Some("refused"));
-        assert_eq!(start.outcome(StatusCode::INTERNAL_SERVER_ERROR), Some("error"));
+        assert_eq!(kind("GET", "/v2/a/manifests/v1"), k("pull", Denied, "v1"));
+        assert_eq!(kind("HEAD", "/v2/a/blobs/sha256:x"), k("pull", Denied, "sha256:x"));
+        assert_eq!(kind("GET", "/v2/a/tags/list"), k("pull", Denied, "tags"));
+        assert_eq!(kind("GET", "/v2/_catalog"), k("catalog", Denied, "-"));
+        assert_eq!(kind("POST", "/v2/a/blobs/uploads/"), k("upload-start", Unsuccessful, "-"));
+        assert_eq!(kind("PATCH", "/v2/a/blobs/uploads/id"), k("upload-chunk", Unsuccessful, "id"));
+        assert_eq!(kind("DELETE", "/v2/a/blobs/uploads/id"), k("cancel", Always, "id"));
+        assert_eq!(kind("POST", "/v2/a/blobs/uploads/id/parts"), k("upload-parts", Always, "id"));
+        assert_eq!(kind("PUT", "/v2/a/blobs/uploads/id?digest=sha256:x"), k("push", Always, "sha256:x"));
+        assert_eq!(kind("PUT", "/v2/a/blobs/uploads/id"), k("push", Always, "-"));
+        assert_eq!(kind("POST", "/v2/a/blobs/uploads/?digest=sha256:x"), k("push", Always, "sha256:x"));
+        let mount = |status| event("POST", "/v2/a/blobs/uploads/?mount=sha256:x&from=b/c", status).unwrap();
+        let created = mount(StatusCode::CREATED);
+        assert_eq!((created.action.as_str(), created.from.as_deref()), ("mount", Some("b/c")));
+        assert_eq!(created.outcome.as_str(), "ok");
+        assert_eq!(mount(StatusCode::ACCEPTED).outcome.as_str(), "not-mounted");
+        let logged = |m: &str, u: &str, status: StatusCode| {
+            let e = event(m, u, status).unwrap();
+            Volume::of(e.action).logs(e.status).then_some(e.outcome.as_str())
+        };
+        assert_eq!(logged("GET", "/v2/a/manifests/v1", StatusCode::OK), None);
+        assert_eq!(logged("GET", "/v2/a/manifests/v1", StatusCode::NOT_FOUND), None);
+        assert_eq!(logged("GET", "/v2/a/manifests/v1", StatusCode::UNAUTHORIZED), Some("refused"));
+        assert_eq!(logged("POST", "/v2/a/blobs/uploads/", StatusCode::ACCEPTED), None);
+        assert_eq!(logged("POST", "/v2/a/blobs/uploads/", StatusCode::FORBIDDEN), Some("refused"));
+        assert_eq!(logged("POST", "/v2/a/blobs/uploads/", StatusCode::INTERNAL_SERVER_ERROR), Some("error"));
     }
 }

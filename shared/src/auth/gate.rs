@@ -5,7 +5,6 @@
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::StatusCode;
 
-use super::audit::Pending;
 use super::policy::Principal;
 use super::scope::{AccessEntry, CATALOG, PULL, PUSH, REGISTRY, REPOSITORY};
 use super::token::USE_ACCESS;
@@ -17,10 +16,10 @@ use crate::storage::{BlobStore, MetaStore};
 use crate::{header_str, query_of, query_param, Parts, Registry, Request, RequestContext};
 
 pub(crate) enum Gate {
-    /// Go on to dispatch; record the audit event (a push or delete) once answered.
-    Pass(Request, Option<Pending>, Grant),
-    /// Answered here: a refusal.
-    Answer(Reply),
+    /// Go on to dispatch, as the subject named (for the request's event).
+    Pass(Request, String, Grant),
+    /// Answered here: a refusal, and who was refused (for the request's event).
+    Answer(Reply, String),
 }
 
 /// What the gate decided beyond "go on", handed to dispatch as a value (never by editing the
@@ -48,21 +47,13 @@ pub(crate) fn mount_source(query: &[(String, String)]) -> Option<&str> {
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     pub(crate) async fn gate(&self, req: Request, endpoint: &Endpoint, ctx: &RequestContext) -> Gate {
-        let pending = Pending::for_request(&req);
         let Some(auth) = self.auth.as_deref() else {
-            return Gate::Pass(req, pending.map(|p| p.by("-")), Grant::OPEN);
+            return Gate::Pass(req, "-".to_owned(), Grant::OPEN);
         };
         let (parts, body) = req.into_parts();
         match auth.authorize(&parts, endpoint, ctx.now) {
-            Ok((subject, grant)) => {
-                Gate::Pass(Request::from_parts(parts, body), pending.map(|p| p.by(&subject)), grant)
-            }
-            Err((err, subject)) => {
-                if let Some(p) = pending {
-                    p.by(&subject).record(err.status, ctx.now);
-                }
-                Gate::Answer(Reply::error(err))
-            }
+            Ok((subject, grant)) => Gate::Pass(Request::from_parts(parts, body), subject, grant),
+            Err((err, subject)) => Gate::Answer(Reply::error(err), subject),
         }
     }
 }

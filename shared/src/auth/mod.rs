@@ -21,6 +21,7 @@ pub mod scope;
 pub mod token;
 
 pub use audit::ClientAddr;
+pub(crate) use audit::{client_of, AuditLog};
 pub use config::AuthConfig;
 pub use cpu::{CpuJob, CpuPool};
 pub use oidc::{HttpFetch, MAX_JWKS_BYTES};

@@ -159,8 +159,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         self.meta.delete(&upload_key(id)).await?;
         result?;
-        self.link_blob(name, digest, size).await?;
-        Ok(Self::created_reply(name, digest))
+        self.link_blob(name, digest, size, ctx.now).await?;
+        Ok(Self::created_reply(name, digest, size))
     }
 
     /// The digest of what storage holds for the upload, read back as a stream (memory flat).
