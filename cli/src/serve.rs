@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::response::IntoResponse;
 use berth_core::{Body, Config, Registry, StorageError};
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -268,13 +267,7 @@ async fn handle(
         Ok(response) => response,
         Err(e) => {
             tracing::error!(%method, uri = %uri, "request task failed: {e}");
-            let body = r#"{"errors":[{"code":"UNKNOWN","message":"internal error"}]}"#;
-            return (
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                [(http::header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response();
+            berth_core::internal_error()
         }
     };
     tracing::info!(

@@ -91,7 +91,9 @@ mod worker_main {
         };
         let request = match translate::request(req) {
             Ok(r) => r,
-            Err(message) => return Response::error(message, 400),
+            Err(message) => {
+                return translate::response(berth_core::untranslatable_request(message), &BodyHandoff::default())
+            }
         };
         translate::response(registry.handle(request, ctx).await, &handoff)
     }
@@ -117,7 +119,6 @@ mod worker_main {
     /// A deployment mistake, not a client fault: 500 with an OCI error body that says what to fix.
     fn misconfigured(message: &str) -> worker::Result<Response> {
         console_error!("berth: {message}");
-        let body = serde_json::json!({ "errors": [{ "code": "UNKNOWN", "message": message }] });
-        Ok(Response::from_json(&body)?.with_status(500))
+        translate::response(berth_core::misconfigured(message), &BodyHandoff::default())
     }
 }

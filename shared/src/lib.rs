@@ -222,10 +222,29 @@ fn unrouted_error(unrouted: Unrouted, method: &Method) -> RegistryError {
     }
 }
 
+// Answers an adapter may need without dispatching: every OCI error body and status comes from
+// the core, none is written by hand in a runtime.
+
 /// The 413 OCI error for a body over `limit` bytes, for runtimes that must refuse a request
 /// before the core reads it (Lambda's 6 MB event cap).
 pub fn body_too_large(limit: u64) -> Response {
     Reply::error(uploads::too_large(limit)).into_response(false)
+}
+
+/// A deployment mistake (a missing binding, a bad secret): 500 UNKNOWN saying what to fix.
+pub fn misconfigured(message: impl Into<String>) -> Response {
+    Reply::error(error::oci(ErrorCode::Unknown, message)).into_response(false)
+}
+
+/// A request the runtime could not translate (a URL or header the `http` types refuse): 400.
+pub fn untranslatable_request(message: impl std::fmt::Display) -> Response {
+    Reply::error(error::oci(ErrorCode::Unsupported, format!("the request could not be read: {message}")))
+        .into_response(false)
+}
+
+/// Our own failure outside the protocol (a request task that panicked): 500 UNKNOWN.
+pub fn internal_error() -> Response {
+    Reply::error(error::oci(ErrorCode::Unknown, "internal error; see the registry's log")).into_response(false)
 }
 
 /// The query string's pairs, percent-decoded.
