@@ -43,6 +43,9 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash infra/fuzz.sh
 step "real OCI clients against berth serve"
 bash tests/clients/run.sh
 
+step "README.md's Quickstart, as written (skopeo, docker, berth push, curl) against berth serve"
+bash tests/quickstart.sh
+
 step "berth serve over TLS: curl (HTTP/2), skopeo with a test CA, certificate reload on SIGHUP, docker"
 bash tests/clients/tls.sh
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod demo;
 mod local;
 mod push;
 mod serve;
@@ -34,6 +35,9 @@ enum Command {
     /// Push a blob (big layers: in parallel parts straight to storage where the registry
     /// offers it, else in chunks; resumable) or a manifest; prints its digest.
     Push(push::PushArgs),
+    /// Write a tiny demo image as an OCI layout (no download needed), for the README's
+    /// Quickstart: `skopeo copy oci:DIR:TAG docker://…` pushes it.
+    Demo(demo::DemoArgs),
     /// Token signing keys in the auth config (see docs/auth.md).
     #[command(subcommand)]
     Key(admin::KeyCommand),
@@ -66,8 +70,9 @@ fn main() -> std::process::ExitCode {
         Command::Auth(cmd) => admin::auth(cmd),
         Command::User(cmd) => admin::user(cmd),
         Command::Robot(cmd) => admin::robot(cmd),
-        Command::Serve(args) => return in_runtime(serve::run(args)),
-        Command::Push(args) => return in_runtime(push::run(args)),
+        Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => return in_runtime(serve::run(args), cli.log_format),
+        Command::Push(args) => return in_runtime(push::run(args), cli.log_format),
     };
     match admin {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -78,8 +83,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Runs a command that needs the async runtime (serve, push) to completion.
-fn in_runtime(command: impl std::future::Future<Output = Result<(), String>>) -> std::process::ExitCode {
+/// Runs a command that needs the async runtime (serve, push) to completion. Its error is
+/// printed once: as a plain line for people, or as a log record for a JSON log pipeline (a
+/// plain line would break the JSON stream, and both would say it twice).
+fn in_runtime(
+    command: impl std::future::Future<Output = Result<(), String>>,
+    log_format: LogFormat,
+) -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -91,8 +101,10 @@ fn in_runtime(command: impl std::future::Future<Output = Result<(), String>>) ->
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("berth: {e}");
+            match log_format {
+                LogFormat::Json => tracing::error!("{e}"),
+                LogFormat::Text => eprintln!("berth: {e}"),
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -27,12 +27,14 @@ pub struct PushArgs {
     /// The file to push: blob bytes, or with --manifest a manifest (JSON with a mediaType).
     file: PathBuf,
     /// Where: REGISTRY/REPO for a blob, REGISTRY/REPO:TAG (or @digest) for a manifest.
-    /// REGISTRY may be host[:port] (HTTPS) or a full http(s):// URL.
+    /// REGISTRY may be host[:port] (HTTPS, but plain HTTP for loopback: localhost, 127.0.0.0/8,
+    /// ::1, as docker does) or a full http(s):// URL (https://127.0.0.1:5000 forces TLS).
     target: String,
     /// Push the file as a manifest instead of a blob.
     #[arg(long)]
     manifest: bool,
-    /// Use plain HTTP for a REGISTRY given as host[:port].
+    /// Use plain HTTP for a REGISTRY given as host[:port] that is not on loopback (loopback
+    /// registries get plain HTTP without it).
     #[arg(long)]
     plain_http: bool,
     /// Parts uploaded at once (direct uploads).
@@ -134,7 +136,7 @@ fn parse_target(target: &str, plain_http: bool) -> Result<(String, String, Optio
     } else if let Some(r) = target.strip_prefix("https://") {
         ("https", r)
     } else {
-        (if plain_http { "http" } else { "https" }, target)
+        (if plain_http || is_loopback(target) { "http" } else { "https" }, target)
     };
     let (host, path) = rest
         .split_once('/')
@@ -151,6 +153,53 @@ fn parse_target(target: &str, plain_http: bool) -> Result<(String, String, Optio
         return Err(format!("{target:?} names no repository"));
     }
     Ok((format!("{scheme}://{host}"), repo, reference))
+}
+
+/// Whether `host[:port]/…` names this machine: docker talks plain HTTP to such registries
+/// without being told, and so does `berth push`.
+fn is_loopback(target: &str) -> bool {
+    let authority = target.split('/').next().unwrap_or_default();
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A failed request as a sentence that says what to do next. reqwest's own text stops at
+/// "error sending request for url (…)"; the cause (refused, TLS, DNS) is further down its chain.
+pub fn explain(what: &str, err: &reqwest::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !causes.contains(&text) {
+            causes.push(text);
+        }
+        source = e.source();
+    }
+    let cause = if causes.is_empty() { err.to_string() } else { causes.join(": ") };
+    // Without the query: a presigned storage URL's query is its credential.
+    let url = err.url().map(|u| format!("{}://{}{}", u.scheme(), u.authority(), u.path())).unwrap_or_default();
+    let https = url.starts_with("https://");
+    let lower = cause.to_ascii_lowercase();
+    let hint = if https && (lower.contains("invalidcontenttype") || lower.contains("corrupt message") || lower.contains("wrong version number")) {
+        // What rustls sees when an HTTP server answers its ClientHello in plain text.
+        " — the registry seems to speak plain HTTP, not HTTPS: give it as http://HOST:PORT/REPO (or as HOST:PORT/REPO with --plain-http)"
+    } else if lower.contains("connection refused") {
+        " — nothing listens there: is the registry running, and are the host and port right?"
+    } else if https && (lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")) {
+        " — the TLS handshake failed: check the registry's certificate, or use --plain-http if it speaks plain HTTP"
+    } else if err.is_timeout() {
+        " — no answer in time: check the network, then run the same command again to resume"
+    } else if lower.contains("dns") || lower.contains("failed to lookup") || lower.contains("name or service") {
+        " — the registry's host name does not resolve: check the spelling"
+    } else {
+        ""
+    };
+    format!("{what} {url}: {cause}{hint}")
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
@@ -210,7 +259,7 @@ async fn push_manifest(registry: &Registry, file: &Path, reference: &str) -> Res
         .body(bytes.clone())
         .send()
         .await
-        .map_err(|e| format!("PUT manifest: {e}"))?;
+        .map_err(|e| explain("PUT manifest", &e))?;
     if resp.status() != reqwest::StatusCode::CREATED {
         return Err(fail("PUT manifest", resp).await);
     }
@@ -294,7 +343,7 @@ async fn push_blob(registry: &Registry, args: &PushArgs) -> Result<String, Strin
         .await?
         .send()
         .await
-        .map_err(|e| format!("HEAD blob: {e}"))?;
+        .map_err(|e| explain("HEAD blob", &e))?;
     if head.status().is_success() {
         eprintln!("berth push: {digest} is already in {}", registry.repo);
         return Ok(digest);
@@ -321,7 +370,7 @@ async fn push_blob(registry: &Registry, args: &PushArgs) -> Result<String, Strin
         .await?
         .send()
         .await
-        .map_err(|e| format!("completing the upload: {e}"))?;
+        .map_err(|e| explain("completing the upload", &e))?;
     if resp.status() != reqwest::StatusCode::CREATED {
         let err = fail("completing the upload", resp).await;
         // The session is gone (the registry discards it on a failed completion).
@@ -351,7 +400,7 @@ async fn start_session(registry: &Registry, args: &PushArgs, size: u64) -> Resul
         .await?
         .send()
         .await
-        .map_err(|e| format!("starting the upload: {e}"))?;
+        .map_err(|e| explain("starting the upload", &e))?;
     if resp.status() != reqwest::StatusCode::ACCEPTED {
         return Err(fail("starting the upload", resp).await);
     }
@@ -405,7 +454,7 @@ async fn push_direct(
             .await?
             .send()
             .await
-            .map_err(|e| format!("asking for part URLs: {e}"))?;
+            .map_err(|e| explain("asking for part URLs", &e))?;
         if !resp.status().is_success() {
             return Err(fail("asking for part URLs", resp).await);
         }
@@ -426,7 +475,7 @@ async fn push_direct(
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| format!("part {}: {e}", part.number))?;
+                    .map_err(|e| explain(&format!("part {}", part.number), &e))?;
                 if !resp.status().is_success() {
                     return Err(fail(&format!("part {}", part.number), resp).await);
                 }
@@ -460,7 +509,7 @@ async fn push_chunked(
         .await?
         .send()
         .await
-        .map_err(|e| format!("upload status: {e}"))?;
+        .map_err(|e| explain("upload status", &e))?;
     state.offset = offset_of(&status).unwrap_or(0);
     progress.set_position(state.offset);
     while state.offset < size {
@@ -474,7 +523,7 @@ async fn push_chunked(
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("PATCH at {}: {e} (run the same command again to resume)", state.offset))?;
+            .map_err(|e| format!("{} (run the same command again to resume)", explain(&format!("PATCH at {}", state.offset), &e)))?;
         match resp.status().as_u16() {
             202 => {}
             // Out of order: continue from where the registry is.
@@ -521,5 +570,13 @@ mod tests {
             ("http://h:1".into(), "a".into(), Some("sha256:00".into()))
         );
         assert!(parse_target("nohost", false).is_err());
+        // Loopback registries get plain HTTP without a flag, as with docker; others keep HTTPS.
+        assert_eq!(parse_target("127.0.0.1:5000/a", false).unwrap().0, "http://127.0.0.1:5000");
+        assert_eq!(parse_target("127.3.2.1/a", false).unwrap().0, "http://127.3.2.1");
+        assert_eq!(parse_target("localhost:5000/a", false).unwrap().0, "http://localhost:5000");
+        assert_eq!(parse_target("[::1]:5000/a", false).unwrap().0, "http://[::1]:5000");
+        assert_eq!(parse_target("https://127.0.0.1:5000/a", false).unwrap().0, "https://127.0.0.1:5000");
+        assert_eq!(parse_target("10.0.0.1:5000/a", false).unwrap().0, "https://10.0.0.1:5000");
+        assert_eq!(parse_target("localhost.example/a", false).unwrap().0, "https://localhost.example");
     }
 }

@@ -8,10 +8,11 @@
 #   bash tests/clients/auth.sh                  # every test
 #   bash tests/clients/auth.sh skopeo docker    # a selection (names: see ALL_TESTS below)
 #
-# Environment: BERTH_BIN (default <repo>/target/release/berth), BERTH_PORT (default: first free
-# in 5200-5299), BERTH_AUTH_LAUNCH (a script run as `SCRIPT CONFIG PORT` that starts another
-# runtime with that auth config, instead of berth serve), ISSUER_PORT (first free in 5300-5399), CLIENT_TIMEOUT (s per client command),
-# KEEP_WORK=1 keeps the temporary directory. The users, robot and signing keys are made with
+# Environment: BERTH_BIN (default <repo>/target/release/berth), BERTH_PORT (default: a free
+# port the kernel picks), BERTH_AUTH_LAUNCH (a script run as `SCRIPT CONFIG PORT` that starts another
+# runtime with that auth config, instead of berth serve), ISSUER_PORT (default: a free port), CLIENT_TIMEOUT (s per client command),
+# KEEP_WORK=1 keeps the temporary directory even when every test passed (a failed run keeps it
+# and prints its path). The users, robot and signing keys are made with
 # the real admin commands (berth key generate / user add / robot add).
 #
 # Prints `--- PASS name` / `--- FAIL name` per test and, last, `N passed, M failed`; exits
@@ -49,9 +50,8 @@ export REGISTRY_AUTH_FILE=$WORK/containers-auth.json DOCKER_CONFIG=$WORK/docker-
 echo '{}' >"$REGISTRY_AUTH_FILE"
 mkdir -p "$DOCKER_CONFIG"
 
-first_free() { local p; for p in $(seq "$1" "$2"); do port_free "$p" && { echo "$p"; return 0; }; done; return 1; }
-port=${BERTH_PORT:-$(first_free 5200 5299)} || { echo "no free port in 5200-5299" >&2; exit 1; }
-ISSUER_PORT=${ISSUER_PORT:-$(first_free 5300 5399)} || { echo "no free port in 5300-5399" >&2; exit 1; }
+port=${BERTH_PORT:-$(bash "$root/tests/free-port.sh")} || { echo "no free port" >&2; exit 1; }
+ISSUER_PORT=${ISSUER_PORT:-$(bash "$root/tests/free-port.sh")} || { echo "no free port" >&2; exit 1; }
 REG=127.0.0.1:$port
 ISSUER=http://127.0.0.1:$ISSUER_PORT
 export REG ISSUER

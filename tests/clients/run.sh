@@ -15,12 +15,13 @@
 #   CLIENTS_SERVER   berth (default) | distribution: what to start when BERTH_URL is unset;
 #                    `distribution` runs Debian's reference registry (docker-registry) with a
 #                    config written here, for side-by-side runs
-#   BERTH_PORT       port to start the server on (default: the first free one in 5100-5199)
+#   BERTH_PORT       port to start the server on (default: a free one the kernel picks)
 #   CLIENT_TIMEOUT   seconds allowed for one client command (default 180)
 #   TEST_TIMEOUT     seconds allowed for one whole test (default 600)
 #   LAYER_MIB        size of the big random layer/file (default 6: above R2's 5 MiB part size;
 #                    a Lambda run without direct-to-S3 uploads needs it below 4)
-#   KEEP_WORK=1      keep the temporary directory (images, daemon logs, server log)
+#   KEEP_WORK=1      keep the temporary directory (images, daemon logs, server log) even when
+#                    every test passed (a failed run always keeps it and prints its path)
 #
 # Prints one `--- PASS name`/`--- FAIL name` line per test and, last, `N passed, M failed`
 # alone on a line; exits non-zero if any test failed. Everything started here (the registry,
@@ -426,8 +427,9 @@ test_oras-chunked() {
 }
 
 # On exit: stop what is still running (a test, what tests registered, the server) and remove
-# the work directory.
+# the work directory, unless the run failed (its logs are what one reads next) or KEEP_WORK=1.
 cleanup() {
+  local status=$? # the script's exit status: read before anything else changes $?
   trap '' INT TERM # a second Ctrl-C must not cut the clean-up short
   local pid dir
   # A test still running (interrupted): `timeout` passes the TERM on to it and its children.
@@ -437,8 +439,8 @@ cleanup() {
     if [ -n "$dir" ]; then stop_docker "$pid" "$dir"; else stop_pid "$pid" 30; fi
   done < <(tac "$WORK/pids" 2>/dev/null)
   [ -n "$server_pid" ] && stop_pid "$server_pid" 20
-  if [ "${KEEP_WORK:-0}" = 1 ]; then
-    say "kept $WORK $(tr '\n' ' ' <"$WORK/extra-dirs")"
+  if [ "${KEEP_WORK:-0}" = 1 ] || [ "$status" != 0 ]; then
+    say "kept the logs and work files (exit $status): $WORK $(tr '\n' ' ' <"$WORK/extra-dirs")"
   else
     while read -r d; do [ -n "$d" ] && rm -rf "$d"; done <"$WORK/extra-dirs"
     rm -rf "$WORK"
@@ -506,11 +508,7 @@ if [ -n "${BERTH_URL:-}" ]; then
   say "using the registry at http://$REG (repositories under $PREFIX)"
 else
   PREFIX=
-  port=${BERTH_PORT:-}
-  if [ -z "$port" ]; then
-    for p in $(seq 5100 5199); do port_free "$p" && { port=$p; break; }; done
-    [ -n "$port" ] || { echo "no free port in 5100-5199" >&2; exit 1; }
-  fi
+  port=${BERTH_PORT:-$(bash "$root/tests/free-port.sh")} || { echo "no free port" >&2; exit 1; }
   REG=127.0.0.1:$port
   case "${CLIENTS_SERVER:-berth}" in
     berth)

@@ -15,8 +15,10 @@
 #
 #   bash tests/edge/run.sh                # everything
 #   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push auth
-# Ports: EDGE_PORT (default 8700) and the three after it (A, A's inspector, B, B's inspector),
-# +4 (the clients' front), +5 (s3s-fs for B's presigned URLs), +20..+27 (the auth step's Workers and fronts); an issuer on 5350.
+# Ports: every server gets a free port the kernel picks at run time (tests/free-port.sh; a fixed
+# one collided with other services once): A, B and their inspectors, the clients' front, s3s-fs
+# for B's presigned URLs, the auth step's Workers (each launcher's PORT..PORT+3) and its issuer.
+# When a step fails, the work directory (every server's log) is kept and its path printed.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -24,8 +26,8 @@ export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy AWS_CA_BUNDLE
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 
-port=${EDGE_PORT:-8700}
-port_a=$port inspector_a=$((port + 1)) port_b=$((port + 2)) inspector_b=$((port + 3))
+free_port() { bash "$root/tests/free-port.sh" "$@" || { echo "edge: no free port" >&2; exit 1; }; }
+port_a=$(free_port) inspector_a=$(free_port) port_b=$(free_port) inspector_b=$(free_port)
 steps=${EDGE_STEPS:-suite clients edge push auth}
 work=$(mktemp -d /tmp/berth-edge.XXXXXX)
 pids=()
@@ -35,7 +37,7 @@ say() { printf '\n==> edge: %s\n' "$*"; }
 
 pids_plain=()
 stop_all() {
-  local pid i
+  local status=$? pid i # $?: the script's exit status, read first
   for pid in "${pids_plain[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${pids[@]}"; do
     # wrangler was started in its own session: its group holds the workerd processes too.
@@ -43,7 +45,8 @@ stop_all() {
     for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL -- "-$pid" 2>/dev/null
   done
-  [ -n "${KEEP_WORK:-}" ] && echo "edge: kept $work" || rm -rf "$work"
+  # A failed run keeps its logs: they are what one reads next.
+  if [ -n "${KEEP_WORK:-}" ] || [ "$status" != 0 ]; then echo "edge: kept the logs in $work (exit $status)"; else rm -rf "$work"; fi
 }
 trap stop_all EXIT
 
@@ -73,7 +76,7 @@ say "start wrangler dev"
 start a "$port_a" "$inspector_a" --var MAX_REQUEST_BODY:400000000
 # B's presigned URLs point at s3s-fs, which checks signatures and expiry as R2's S3 API does
 # (R2 itself holds the object on Cloudflare; here the test copies it into s3s-fs's directory).
-s3_port=$((port + 5))
+s3_port=$(free_port)
 mkdir -p "$work/s3/berth-blobs"
 # Built (first run on a machine: a few minutes) before it starts, not in the background job.
 s3s_fs=$(bash infra/s3s-fs.sh) || { echo "edge: s3s-fs did not build"; exit 1; }
@@ -120,7 +123,7 @@ if [[ " $steps " == *" clients "* ]]; then
   say "real clients against the Worker (skopeo both ways, docker push/pull)"
   # Through a front that refuses TLS at once: the clients try https first and would otherwise
   # wait 10 s per command for workerd to time out (tests/clients/plain_front.py).
-  front=$((port + 4))
+  front=$(free_port)
   python3 tests/clients/plain_front.py "$front" "$port_a" >"$work/front.log" 2>&1 &
   front_pid=$!
   BERTH_URL=http://127.0.0.1:$front bash tests/clients/run.sh skopeo docker || failed+=("clients")
@@ -147,14 +150,14 @@ if [[ " $steps " == *" auth "* ]]; then
   say "token auth against the Worker: tests/tests/auth.rs and tests/clients/auth.sh"
   # A third wrangler dev with the tests' own config (AUTH_CONFIG), started and stopped by each
   # through tests/edge/launch-auth.sh.
-  BERTH_AUTH_LAUNCH=$root/tests/edge/launch-auth.sh BERTH_AUTH_PORT=$((port + 20)) \
+  BERTH_AUTH_LAUNCH=$root/tests/edge/launch-auth.sh BERTH_AUTH_PORT=$(free_port 4) \
     cargo test --release --locked -p berth-tests --test auth || failed+=("auth")
-  BERTH_AUTH_LAUNCH=$root/tests/edge/launch-auth.sh BERTH_PORT=$((port + 24)) ISSUER_PORT=5350 \
+  BERTH_AUTH_LAUNCH=$root/tests/edge/launch-auth.sh BERTH_PORT=$(free_port 4) ISSUER_PORT=$(free_port) \
     bash tests/clients/auth.sh || failed+=("auth-clients")
   # A config that does not compile: every request gets 500 with an OCI error saying what to fix,
   # never a registry serving without the policy it was given.
   ( set -e
-    p=$((port + 28))
+    p=$(free_port 2)
     setsid "$root/.tools/node/node_modules/.bin/wrangler" dev --ip 127.0.0.1 --port "$p" \
       --inspector-port $((p + 1)) --persist-to "$work/bad-auth-state" --show-interactive-dev-session=false \
       --var UPLOAD_SECRET:edge-test --var "AUTH_CONFIG:[token" >"$work/bad-auth.log" 2>&1 &
@@ -172,7 +175,7 @@ if [[ " $steps " == *" auth "* ]]; then
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "edge: FAILED: ${failed[*]} (logs: KEEP_WORK=1 keeps $work)"
+  echo "edge: FAILED: ${failed[*]} (logs: $work)"
   exit 1
 fi
 echo "edge: all passed"

@@ -23,20 +23,22 @@
 #        replica tests/lambda/replica_test.py: a second region's function (own bucket, home
 #                region's metadata) serves what the home one took, before and after replication
 #
-# Ports (127.0.0.1): LAMBDA_PORT (default 9000, what clients use), EMULATOR_PORT (9001),
-# S3_PORT (9100, s3s-fs), META_PORT (9200, moto), REPLICA_PORT/REPLICA_EMULATOR_PORT (9030/9031,
-# the replica step's function); the auth step's stacks use 9020-9023 and an
-# OIDC issuer on 5370 (auth.rs picks a free one in 5300-5399).
+# Ports (127.0.0.1): each defaults to a free port the kernel picks at run time
+# (tests/free-port.sh; a fixed one collided with other services once): LAMBDA_PORT (what
+# clients use), EMULATOR_PORT, S3_PORT (s3s-fs), META_PORT (moto), REPLICA_PORT and
+# REPLICA_EMULATOR_PORT (the replica step's function); the auth step's stacks (each launcher's
+# PORT and PORT+1) and its OIDC issuer get free ones too.
 # Everything started here is stopped by PID on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-LAMBDA_PORT=${LAMBDA_PORT:-9000}
-EMULATOR_PORT=${EMULATOR_PORT:-9001}
-S3_PORT=${S3_PORT:-9100}
-META_PORT=${META_PORT:-9200}
-REPLICA_PORT=${REPLICA_PORT:-9030}
-REPLICA_EMULATOR_PORT=${REPLICA_EMULATOR_PORT:-9031}
+free_port() { bash "$root/tests/free-port.sh" "$@"; }
+LAMBDA_PORT=${LAMBDA_PORT:-$(free_port)}
+EMULATOR_PORT=${EMULATOR_PORT:-$(free_port)}
+S3_PORT=${S3_PORT:-$(free_port)}
+META_PORT=${META_PORT:-$(free_port)}
+REPLICA_PORT=${REPLICA_PORT:-$(free_port)}
+REPLICA_EMULATOR_PORT=${REPLICA_EMULATOR_PORT:-$(free_port)}
 TOOLS=$root/.tools
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
@@ -230,10 +232,10 @@ for t in "${tests[@]}"; do
       bad_config "BERTH_UPLOAD_SECRET_ID: the upload key must be at least 32 bytes long, got 9" BERTH_UPLOAD_SECRET= \
         BERTH_UPLOAD_SECRET_ID=berth/short-key || failed+=(upload-key)
       # The config from Secrets Manager here, from the plain variable for the clients.
-      LAMBDA_AUTH_FROM=secret BERTH_AUTH_LAUNCH=$root/tests/lambda/launch-auth.sh BERTH_AUTH_PORT=9020 \
+      LAMBDA_AUTH_FROM=secret BERTH_AUTH_LAUNCH=$root/tests/lambda/launch-auth.sh BERTH_AUTH_PORT=$(free_port 2) \
         cargo test --release --locked --workspace --test auth || failed+=(auth)
       # Layers under the 6 MB request cap, as in the clients step (skopeo pushes each in one PATCH).
-      LAMBDA_AUTH_FROM=env LAYER_MIB=2 BERTH_AUTH_LAUNCH=$root/tests/lambda/launch-auth.sh BERTH_PORT=9022 ISSUER_PORT=5370 \
+      LAMBDA_AUTH_FROM=env LAYER_MIB=2 BERTH_AUTH_LAUNCH=$root/tests/lambda/launch-auth.sh BERTH_PORT=$(free_port 2) ISSUER_PORT=$(free_port) \
         bash tests/clients/auth.sh || failed+=(auth-clients) ;;
   esac
 done
