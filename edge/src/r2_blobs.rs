@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 
 use berth_core::names::Digest;
-use berth_core::storage::StorageResult;
-use berth_core::{BlobStore, ByteRange, ByteStream, StorageError, UploadWriter};
+use berth_core::storage::{is_after, stored_digest, StorageResult};
+use berth_core::{BlobStore, ByteRange, ByteStream, StorageError, StoredBlob, UploadWriter};
 use bytes::Bytes;
-use worker::{Bucket, Conditional, Object, Range};
+use worker::{Bucket, Conditional, Include, Object, Range};
 
 use crate::blob_cache::BlobCache;
 use crate::handoff::{from_js, BodyHandoff};
@@ -190,6 +190,50 @@ impl BlobStore for R2Blobs {
             .map_err(|e| r2_error("delete", &key, e))?;
         self.cache.delete(digest).await;
         Ok(())
+    }
+
+    /// Keys `blobs/<digest>` list in digest order; R2 returns custom metadata with the listing,
+    /// so pointers give their size without a HEAD each.
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> StorageResult<Vec<StoredBlob>> {
+        const PREFIX: &str = "blobs/";
+        let mut found = Vec::new();
+        let mut cursor: Option<String> = None;
+        while found.len() < limit {
+            let mut list = self
+                .bucket
+                .list()
+                .prefix(PREFIX)
+                .limit((limit - found.len()).min(1000) as u32)
+                .include(vec![Include::CustomMetadata]);
+            list = match (&cursor, after) {
+                (Some(cursor), _) => list.cursor(cursor.clone()),
+                (None, Some(after)) => list.start_after(blob_key(after)),
+                (None, None) => list,
+            };
+            let listed = list
+                .execute()
+                .await
+                .map_err(|e| r2_error("list", PREFIX, e))?;
+            for object in listed.objects() {
+                let key = object.key();
+                let name = key.strip_prefix(PREFIX).unwrap_or_default();
+                let Some(digest) = stored_digest(name).filter(|_| is_after(name, after)) else {
+                    continue;
+                };
+                let size = pointer_target(&object).map_or(object.size(), |target| target.size);
+                found.push(StoredBlob { digest, size });
+            }
+            cursor = listed.cursor().filter(|_| listed.truncated());
+            if cursor.is_none() {
+                break;
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
     }
 
     async fn redirect_url(&self, digest: &Digest, now: u64) -> StorageResult<Option<String>> {

@@ -9,10 +9,13 @@
 pub mod auth;
 pub mod blobs;
 pub mod body;
+#[cfg(feature = "contract")]
+pub mod contract;
 pub mod error;
 pub mod events;
 pub mod hash;
 pub mod manifests;
+pub mod memory;
 pub mod names;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 pub mod native;
@@ -31,9 +34,10 @@ pub use error::{ErrorCode, RegistryError, StorageError};
 pub use events::{Event, EventAction, EventSink};
 pub use routes::{Access, Action, Endpoint, Route, Unrouted};
 pub use storage::{
-    BlobStore, ByteRange, ByteStream, DirectLimits, MetaStore, Precondition, PutOutcome, UploadWriter,
-    Versioned,
+    BlobStore, ByteRange, ByteStream, DirectLimits, MetaStore, Precondition, PutOutcome, StoredBlob,
+    UploadWriter, Versioned,
 };
+pub use memory::{MemoryBlobStore, MemoryMetaStore};
 
 use reply::Reply;
 

@@ -60,6 +60,17 @@ pub trait BlobStore: MaybeSendSync {
     async fn put_verified(&self, digest: &Digest, content: Bytes) -> StorageResult<()>;
     /// Removes content. Absent content is not an error.
     async fn delete(&self, digest: &Digest) -> StorageResult<()>;
+    /// Enumerates stored content (verified blobs and manifest bytes; what garbage collection
+    /// walks): up to `limit` entries whose digest, as a string (`sha256:<hex>`), sorts after
+    /// `after`, in that order. Page with the last digest of the previous page as `after`; a page
+    /// shorter than `limit` is the last. Sizes are the content's, as [`BlobStore::stat`] reports
+    /// them (pointer objects count as the content they point to). Objects that are not content
+    /// (stray files, malformed names) are skipped.
+    ///
+    /// Uploads in progress are not content: their sessions are [`MetaStore`] records under the
+    /// `uploads/` prefix (see `records::UPLOADS`), enumerable with [`MetaStore::list`], and each
+    /// names the `backend` state that [`BlobStore::upload_abort`] needs to discard its data.
+    async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> StorageResult<Vec<StoredBlob>>;
     /// A short-lived URL a client can fetch the blob from directly, when the store can presign.
     /// `now` is the Unix time in seconds (the core never reads a clock).
     async fn redirect_url(&self, _digest: &Digest, _now: u64) -> StorageResult<Option<String>> {
@@ -118,6 +129,24 @@ pub trait BlobStore: MaybeSendSync {
     async fn direct_complete(&self, _id: &str, _backend: &str) -> StorageResult<(String, u64)> {
         Err(StorageError::new("direct uploads are not supported by this store"))
     }
+}
+
+/// One piece of stored content, as [`BlobStore::list_blobs`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Parses the `alg:hex` of a stored object's name back into a digest, for `list_blobs`: only
+/// digests the registry accepts (sha256, sha512; see `names::parse_digest`) are content.
+pub fn stored_digest(s: &str) -> Option<Digest> {
+    crate::names::parse_digest(s).ok()
+}
+
+/// Whether `digest` is after the cursor `after` of [`BlobStore::list_blobs`].
+pub fn is_after(digest: &str, after: Option<&Digest>) -> bool {
+    after.is_none_or(|a| digest > a.to_string().as_str())
 }
 
 /// What a store accepts for the parts of a direct upload.

@@ -20,6 +20,8 @@
 #        push    `berth push` of a 200 MiB blob straight to S3, a manifest on top, skopeo pull
 #        auth    the auth tests (tests/tests/auth.rs, tests/clients/auth.sh) against a second
 #                function with its auth config (Secrets Manager or env), started by tests/lambda/launch-auth.sh
+#        contract the storage contract (berth_core::contract) on S3BlobStore and S3Meta, against
+#                the same s3s-fs and moto (lambda s3::blobs::tests; seconds, nothing rebuilt)
 #        replica tests/lambda/replica_test.py: a second region's function (own bucket, home
 #                region's metadata) serves what the home one took, before and after replication
 #
@@ -52,11 +54,11 @@ tests=()
 for a in "$@"; do
   case "$a" in
     --serve) serve_only=1 ;;
-    suite | edge | clients | push | auth | replica) tests+=("$a") ;;
+    suite | edge | clients | push | auth | replica | contract) tests+=("$a") ;;
     *) echo "unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth replica)
+[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth replica contract)
 
 # --- install (idempotent) --------------------------------------------------------------------
 command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda
@@ -200,6 +202,11 @@ for t in "${tests[@]}"; do
       echo "presigned blob GETs served by S3 during the client tests: $((after - before))"
       [ "$after" -gt "$before" ] || { echo "no client followed a redirect to S3" >&2; failed+=(clients-redirect); } ;;
     push) bash tests/lambda/push_test.sh || failed+=(push) ;;
+    contract)
+      # --workspace --bins: the test binaries the release build above made; the filter runs one test.
+      BERTH_CONTRACT_S3=1 BERTH_BUCKET=berth BERTH_META_BUCKET=berth-meta BERTH_S3_ENDPOINT="$S3_ENDPOINT" \
+        BERTH_META_S3_ENDPOINT="http://127.0.0.1:$META_PORT" BERTH_UPLOAD_SECRET=contract-test-secret-0123456789abcdef \
+        cargo test --release --locked --workspace --bins s3_stores_keep_the_storage_contract || failed+=(contract) ;;
     replica)
       # A second region's function: its own (empty) bucket, metadata and reads of content not yet
       # replicated from the home region's, as terraform/modules/aws-region configures it.

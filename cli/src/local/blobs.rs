@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use berth_core::names::Digest;
-use berth_core::storage::StorageResult;
-use berth_core::{BlobStore, ByteRange, ByteStream, StorageError, UploadWriter};
+use berth_core::storage::{is_after, stored_digest, StorageResult};
+use berth_core::{BlobStore, ByteRange, ByteStream, StorageError, StoredBlob, UploadWriter};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use tokio::fs::{self, File, OpenOptions};
@@ -90,6 +90,72 @@ impl FsBlobStore {
     }
 }
 
+/// The names in `dir`, sorted; none when it does not exist.
+fn sorted_names(dir: &Path) -> std::io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        // Names that are not UTF-8 are not content.
+        if let Ok(name) = entry?.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// `blobs/<algorithm>/<xx>/<hex>` in digest order (`<algorithm>:<hex>`), from after `after`,
+/// reading only the directories that can hold later digests. Anything that does not parse back
+/// into a digest at its place (a stray file, a half-written name) is skipped.
+fn walk_blobs(root: &Path, after: Option<&Digest>, limit: usize) -> std::io::Result<Vec<StoredBlob>> {
+    let mut found = Vec::new();
+    let after_str = after.map(|d| d.to_string());
+    let (after_alg, after_hex) = match after_str.as_deref().and_then(|a| a.split_once(':')) {
+        Some((alg, hex)) => (Some(format!("{alg}:")), hex),
+        None => (None, ""),
+    };
+    let mut algorithms = sorted_names(root)?;
+    // Digest order compares `sha256:` with `sha512:`, colon included.
+    algorithms.sort_by_key(|alg| format!("{alg}:"));
+    for alg in algorithms {
+        let key = format!("{alg}:");
+        // Within the cursor's algorithm, skip the fan-out directories before its hex.
+        let from_hex = match after_alg.as_deref() {
+            Some(a) if key.as_str() < a => continue,
+            Some(a) if key.as_str() == a => after_hex,
+            _ => "",
+        };
+        for fan in sorted_names(&root.join(&alg))? {
+            if fan.len() != 2 || fan.as_str() < &from_hex[..from_hex.len().min(2)] {
+                continue;
+            }
+            let dir = root.join(&alg).join(&fan);
+            for hex in sorted_names(&dir)? {
+                if found.len() >= limit {
+                    return Ok(found);
+                }
+                let name = format!("{alg}:{hex}");
+                let Some(digest) = stored_digest(&name).filter(|_| hex.starts_with(&fan)) else { continue };
+                if !is_after(&name, after) {
+                    continue;
+                }
+                match std::fs::metadata(dir.join(&hex)) {
+                    Ok(m) if m.is_file() => found.push(StoredBlob { digest, size: m.len() }),
+                    // Deleted since the directory was read, or not a file: not content.
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
 fn stream_file(file: File, len: u64) -> ByteStream {
     Box::pin(ReaderStream::with_capacity(file.take(len), IO_CHUNK).map_err(|e| err("read blob", e)))
 }
@@ -164,6 +230,14 @@ impl BlobStore for FsBlobStore {
         }
     }
 
+    async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> StorageResult<Vec<StoredBlob>> {
+        let (root, after) = (self.root.join("blobs"), after.cloned());
+        tokio::task::spawn_blocking(move || walk_blobs(&root, after.as_ref(), limit))
+            .await
+            .map_err(|e| StorageError::new(format!("list blobs: {e}")))?
+            .map_err(|e| err("list blobs", e))
+    }
+
     async fn upload_start(&self, id: &str) -> StorageResult<String> {
         File::create(self.upload_path(id)?).await.map_err(|e| err("start upload", e))?;
         Ok(String::new())
@@ -204,5 +278,39 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err("remove upload", e)),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The storage contract (berth_core::contract) on the local stores, in a temp directory.
+    #[tokio::test]
+    async fn local_stores_keep_the_storage_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = FsBlobStore::open(dir.path(), false).await.unwrap();
+        berth_core::contract::blob_store_contract(&blobs).await.unwrap();
+        let meta = super::super::RedbMeta::open(&dir.path().join("meta.redb")).unwrap();
+        berth_core::contract::meta_store_contract(&meta).await.unwrap();
+    }
+
+    /// Stray files in the blob tree are not content, and the walk starts after the cursor.
+    #[tokio::test]
+    async fn enumeration_skips_what_is_not_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = FsBlobStore::open(dir.path(), false).await.unwrap();
+        let content = Bytes::from_static(b"listed");
+        let digest: Digest = berth_core::hash::sha256_of(&content).parse().unwrap();
+        blobs.put_verified(&digest, content).await.unwrap();
+        let tree = dir.path().join("blobs/sha256");
+        std::fs::write(tree.join(format!("{}/stray", &digest.digest()[..2])), b"x").unwrap();
+        std::fs::create_dir_all(tree.join("zz")).unwrap();
+        std::fs::write(tree.join("zz").join("f".repeat(64)), b"wrong fan-out").unwrap();
+        std::fs::create_dir_all(dir.path().join("blobs/md5/ab")).unwrap();
+        std::fs::write(dir.path().join("blobs/md5/ab").join("ab".repeat(16)), b"no").unwrap();
+        let listed = blobs.list_blobs(None, 10).await.unwrap();
+        assert_eq!(listed, [StoredBlob { digest: digest.clone(), size: 6 }]);
+        assert!(blobs.list_blobs(Some(&digest), 10).await.unwrap().is_empty());
     }
 }

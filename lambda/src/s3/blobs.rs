@@ -6,8 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use berth_core::names::Digest;
-use berth_core::storage::StorageResult;
-use berth_core::{BlobStore, ByteRange, ByteStream, DirectLimits, StorageError, UploadWriter};
+use berth_core::storage::{is_after, stored_digest, StorageResult};
+use berth_core::{BlobStore, ByteRange, ByteStream, DirectLimits, StorageError, StoredBlob, UploadWriter};
 use bytes::Bytes;
 
 use super::upload::{complete_multipart, data_key, upload_prefix, S3UploadWriter, UploadState};
@@ -209,6 +209,48 @@ impl BlobStore for S3BlobStore {
         self.delete_key(&blob_key(digest)).await
     }
 
+    /// This region's bucket only (each bucket is collected on its own). Keys `blobs/<alg>/<hex>`
+    /// list in digest order (`/` and `:` compare alike for sha256 and sha512). An empty object
+    /// may be a pointer to an upload's data (ListObjectsV2 carries no metadata): those are
+    /// HEADed for their size.
+    async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> StorageResult<Vec<StoredBlob>> {
+        const LIST_PAGE: usize = 1000;
+        let mut found = Vec::new();
+        let mut start_after = after.map(blob_key);
+        while found.len() < limit {
+            let out = self
+                .bucket
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket.name)
+                .prefix("blobs/")
+                .set_start_after(start_after.clone())
+                .max_keys((limit - found.len()).min(LIST_PAGE) as i32)
+                .send()
+                .await
+                .map_err(|e| storage_error("LIST blobs", e))?;
+            for object in out.contents() {
+                let Some(key) = object.key() else { continue };
+                start_after = Some(key.to_owned());
+                let name = key.strip_prefix("blobs/").unwrap_or_default().replacen('/', ":", 1);
+                let Some(digest) = stored_digest(&name).filter(|_| is_after(&name, after)) else { continue };
+                let size = match object.size().unwrap_or(0) {
+                    0 => match locate_in(&self.bucket, &digest, false).await? {
+                        Some(location) => location.size,
+                        None => continue, // deleted since the listing
+                    },
+                    size => size as u64,
+                };
+                found.push(StoredBlob { digest, size });
+            }
+            if !out.is_truncated().unwrap_or(false) || out.contents().is_empty() {
+                break;
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
     async fn redirect_url(&self, digest: &Digest, now: u64) -> StorageResult<Option<String>> {
         let Some(location) = self.locate(digest).await? else {
             return Ok(None);
@@ -389,5 +431,36 @@ mod tests {
             .await
             .unwrap();
         assert!(later.contains("X-Amz-Date=20010909T014740Z"), "{later}");
+    }
+
+    /// The storage contract (berth_core::contract) on S3, when BERTH_CONTRACT_S3 is set and the
+    /// function's settings (BERTH_BUCKET, BERTH_S3_ENDPOINT, BERTH_META_BUCKET,
+    /// BERTH_META_S3_ENDPOINT, BERTH_UPLOAD_SECRET) name a local S3: tests/lambda/run.sh
+    /// (step `contract`) runs it against s3s-fs (blobs) and moto (metadata).
+    #[tokio::test]
+    async fn s3_stores_keep_the_storage_contract() {
+        if std::env::var_os("BERTH_CONTRACT_S3").is_none() {
+            eprintln!("skipped: BERTH_CONTRACT_S3 is not set");
+            return;
+        }
+        let settings = crate::config::Settings::from_env().expect("settings from the environment");
+        let sdk = settings.sdk_config().await;
+        let blobs = S3BlobStore::new(&sdk, &settings);
+        berth_core::contract::blob_store_contract(&blobs).await.unwrap();
+        // A blob published as a pointer (what a multipart upload leaves) lists with its size.
+        let content = Bytes::from_static(b"berth contract: content behind a pointer");
+        let digest: Digest = berth_core::hash::sha256_of(&content).parse().unwrap();
+        let bucket = &blobs.bucket;
+        let put = bucket.client.put_object().bucket(&bucket.name).key(data_key("contractptr"));
+        put.body(S3Body::from(content.clone())).send().await.unwrap();
+        blobs.publish_pointer("contractptr", &digest, content.len() as u64).await.unwrap();
+        let before = format!("sha256:{}", "0".repeat(64)).parse::<Digest>().ok();
+        let listed = blobs.list_blobs(before.as_ref(), 1000).await.unwrap();
+        let entry = listed.iter().find(|b| b.digest == digest).expect("the pointer's blob is listed");
+        assert_eq!(entry.size, content.len() as u64);
+        blobs.delete(&digest).await.unwrap();
+        assert!(blobs.stat(&digest).await.unwrap().is_none());
+        let meta = crate::s3::S3Meta::new(&sdk, &settings);
+        berth_core::contract::meta_store_contract(&meta).await.unwrap();
     }
 }
