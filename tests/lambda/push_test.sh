@@ -75,7 +75,7 @@ got2=$("$BERTH_BIN" push --quiet --no-direct "$work/chunked.bin" "$reg") || fail
 [ "$got2" = "$want2" ] || fail "chunked push printed $got2, want $want2"
 ok "chunked push (no direct upload) within OCI-Chunk-Max-Length: $got2"
 # 5. The local server (no direct uploads, no chunk limit advertised): chunked with --chunk-mib.
-SERVE_PORT=${SERVE_PORT:-9250}
+SERVE_PORT=${SERVE_PORT:-$(bash "$(dirname "$0")/../free-port.sh")}
 "$BERTH_BIN" serve --addr "127.0.0.1:$SERVE_PORT" --data-dir "$work/serve" >"$work/serve.log" 2>&1 &
 serve_pid=$!
 trap 'kill -TERM "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; rm -rf "$work"' EXIT
