@@ -1,7 +1,6 @@
 //! The events a recording sink sees for whole requests through `Registry::handle`, and the times
-//! records get. A tiny private in-memory store stands in for a runtime's storage.
+//! records get, on the in-memory stores.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,124 +12,12 @@ use crate::auth::{key_pair_from_seed, Auth, AuthConfig, ClientAddr};
 use crate::manifests::OCI_MANIFEST;
 use crate::names::{parse_digest, RepoName};
 use crate::records::{blob_key, manifest_key, tag_key, BlobLink, ManifestRecord, TagRecord};
-use crate::storage::{
-    precondition_holds, BlobStore, ByteRange, ByteStream, MetaStore, Precondition, PutOutcome, StorageResult,
-    UploadWriter, Versioned,
-};
+use crate::memory::{MemoryBlobStore, MemoryMetaStore};
+use crate::storage::{ByteStream, MetaStore};
 use crate::{Config, Registry, RequestContext};
 
-// --- A minimal in-memory store (blobs, uploads and metadata in maps) ---
-
-#[derive(Default)]
-struct Inner {
-    blobs: Mutex<HashMap<String, Bytes>>,
-    uploads: Mutex<HashMap<String, Vec<u8>>>,
-    meta: Mutex<BTreeMap<String, (Bytes, u64)>>,
-    versions: AtomicU64,
-}
-
-#[derive(Clone, Default)]
-struct Mem(Arc<Inner>);
-
 fn stream_of(bytes: Bytes) -> ByteStream {
-    Box::pin(futures_util::stream::once(async move { Ok(bytes) }))
-}
-
-struct MemWriter {
-    store: Mem,
-    id: String,
-    offset: u64,
-    buf: Vec<u8>,
-}
-
-#[async_trait::async_trait]
-impl UploadWriter for MemWriter {
-    async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
-        self.buf.extend_from_slice(&chunk);
-        Ok(())
-    }
-    async fn finish(self: Box<Self>) -> StorageResult<String> {
-        let mut uploads = self.store.0.uploads.lock().unwrap();
-        let data = uploads.entry(self.id.clone()).or_default();
-        data.truncate(self.offset as usize);
-        data.extend_from_slice(&self.buf);
-        Ok(String::new())
-    }
-}
-
-#[async_trait::async_trait]
-impl BlobStore for Mem {
-    async fn stat(&self, digest: &crate::names::Digest) -> StorageResult<Option<u64>> {
-        Ok(self.0.blobs.lock().unwrap().get(&digest.to_string()).map(|b| b.len() as u64))
-    }
-    async fn read(&self, digest: &crate::names::Digest, range: Option<ByteRange>) -> StorageResult<Option<ByteStream>> {
-        let blob = self.0.blobs.lock().unwrap().get(&digest.to_string()).cloned();
-        Ok(blob.map(|b| match range {
-            Some(r) => stream_of(b.slice(r.start as usize..r.end as usize)),
-            None => stream_of(b),
-        }))
-    }
-    async fn put_verified(&self, digest: &crate::names::Digest, content: Bytes) -> StorageResult<()> {
-        self.0.blobs.lock().unwrap().insert(digest.to_string(), content);
-        Ok(())
-    }
-    async fn delete(&self, digest: &crate::names::Digest) -> StorageResult<()> {
-        self.0.blobs.lock().unwrap().remove(&digest.to_string());
-        Ok(())
-    }
-    async fn upload_start(&self, id: &str) -> StorageResult<String> {
-        self.0.uploads.lock().unwrap().insert(id.to_owned(), Vec::new());
-        Ok(String::new())
-    }
-    async fn upload_writer(&self, id: &str, _backend: &str, offset: u64) -> StorageResult<Box<dyn UploadWriter>> {
-        Ok(Box::new(MemWriter { store: self.clone(), id: id.to_owned(), offset, buf: Vec::new() }))
-    }
-    async fn upload_read(&self, id: &str, _backend: &str) -> StorageResult<ByteStream> {
-        let data = self.0.uploads.lock().unwrap().get(id).cloned().unwrap_or_default();
-        Ok(stream_of(Bytes::from(data)))
-    }
-    async fn upload_commit(&self, id: &str, _backend: &str, digest: &crate::names::Digest, _size: u64) -> StorageResult<()> {
-        let data = self.0.uploads.lock().unwrap().remove(id).unwrap_or_default();
-        self.0.blobs.lock().unwrap().insert(digest.to_string(), Bytes::from(data));
-        Ok(())
-    }
-    async fn upload_abort(&self, id: &str, _backend: &str) -> StorageResult<()> {
-        self.0.uploads.lock().unwrap().remove(id);
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl MetaStore for Mem {
-    async fn get(&self, key: &str) -> StorageResult<Option<Versioned>> {
-        let meta = self.0.meta.lock().unwrap();
-        Ok(meta.get(key).map(|(value, v)| Versioned { value: value.clone(), version: v.to_string() }))
-    }
-    async fn put(&self, key: &str, value: Bytes, cond: Precondition) -> StorageResult<PutOutcome> {
-        let mut meta = self.0.meta.lock().unwrap();
-        let current = meta.get(key).map(|(_, v)| v.to_string());
-        if !precondition_holds(&cond, current.as_deref()) {
-            return Ok(PutOutcome::Conflict);
-        }
-        let version = self.0.versions.fetch_add(1, Ordering::Relaxed) + 1;
-        meta.insert(key.to_owned(), (value, version));
-        Ok(PutOutcome::Written { version: version.to_string() })
-    }
-    async fn delete(&self, key: &str) -> StorageResult<()> {
-        self.0.meta.lock().unwrap().remove(key);
-        Ok(())
-    }
-    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StorageResult<Vec<String>> {
-        let meta = self.0.meta.lock().unwrap();
-        Ok(meta
-            .range(prefix.to_owned()..)
-            .map(|(k, _)| k)
-            .take_while(|k| k.starts_with(prefix))
-            .filter(|k| after.is_none_or(|a| k.as_str() > a))
-            .take(limit)
-            .cloned()
-            .collect())
-    }
+    Box::pin(futures_util::stream::iter([Ok(bytes)]))
 }
 
 // --- A sink that keeps what it hears, and helpers ---
@@ -158,7 +45,7 @@ impl Recorder {
 }
 
 struct Harness {
-    registry: Registry<Mem, Mem>,
+    registry: Registry<MemoryBlobStore, MemoryMetaStore>,
     events: Arc<Recorder>,
     now: AtomicU64,
     random: AtomicU8,
@@ -167,9 +54,8 @@ struct Harness {
 const T0: u64 = 1_700_000_000;
 
 fn harness() -> Harness {
-    let store = Mem::default();
     let events = Arc::new(Recorder::default());
-    let registry = Registry::new(store.clone(), store, Config::new(b"secret".to_vec()))
+    let registry = Registry::new(MemoryBlobStore::new(), MemoryMetaStore::new(), Config::new(b"secret".to_vec()))
         .with_event_sink(events.clone());
     Harness { registry, events, now: AtomicU64::new(T0), random: AtomicU8::new(0) }
 }
@@ -356,9 +242,8 @@ async fn a_refused_request_is_a_refused_event_and_changes_nothing() {
         "[token]\n[[token.keys]]\nkid = \"k\"\nprivate_key = \"{private}\"\n"
     ))
     .unwrap();
-    let store = Mem::default();
     let events = Arc::new(Recorder::default());
-    let registry = Registry::new(store.clone(), store.clone(), Config::new(b"s".to_vec()))
+    let registry = Registry::new(MemoryBlobStore::new(), MemoryMetaStore::new(), Config::new(b"s".to_vec()))
         .with_auth(Auth::new(&config).unwrap())
         .with_event_sink(events.clone());
     let req = http::Request::builder()
@@ -372,7 +257,7 @@ async fn a_refused_request_is_a_refused_event_and_changes_nothing() {
     assert_eq!((refused.action, refused.outcome, refused.status), (EventAction::Push, Outcome::Refused, 401));
     assert_eq!((refused.subject.as_str(), refused.target.tag()), ("anonymous", Some("v1")));
     assert_eq!((refused.target.digest.as_ref(), refused.target.media_type.as_ref()), (None, None));
-    assert!(store.0.meta.lock().unwrap().is_empty());
+    assert!(registry.meta_store().list("", None, 10).await.unwrap().is_empty());
 
     // `/v2/` is the login flow, not an event.
     let req = http::Request::builder().uri("/v2/").body(crate::body::empty_stream()).unwrap();
