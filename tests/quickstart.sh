@@ -4,7 +4,8 @@
 # data in a temporary directory, 127.0.0.1:5000 in the commands becomes that address, `berth`
 # on PATH is BERTH_BIN, and the block runs with `set -euxo pipefail` in an empty directory.
 # Then the results are checked (catalog, tags, copied layout, docker run's greeting, berth
-# push's digest).
+# push's digest). The ```sh block under "### Over TLS" runs next the same way (127.0.0.1:5443
+# becomes a second free port; its certs.d directory is removed afterwards).
 #
 # The docker lines need a daemon: a private dockerd is started as tests/clients/run.sh does
 # (root, vfs, no network setup; stopped on exit). Without dockerd or root, or with
@@ -93,4 +94,30 @@ if [ "$docker" = 1 ]; then
   fi
   ok "docker pulled and pushed"
 fi
+# The TLS block: its own server (started by the block), its own port.
+awk '/^### Over TLS/ { q = 1; next }
+     q && /^##/ { exit }
+     q && !inside && /^```sh$/ { inside = 1; next }
+     inside && /^```$/ { exit }
+     inside { print }' "$root/README.md" >"$WORK/readme-tls.sh"
+[ -s "$WORK/readme-tls.sh" ] || fail "no \`\`\`sh block under ### Over TLS in README.md"
+tls_port=$(bash "$tests/free-port.sh") || fail "no free port"
+if [ "$docker" = 1 ]; then
+  cp "$WORK/readme-tls.sh" "$WORK/tls-run.sh"
+else
+  grep -v -e '^docker ' -e '/etc/docker/certs.d' "$WORK/readme-tls.sh" >"$WORK/tls-run.sh"
+fi
+sed -i -e "s/127\.0\.0\.1:5443/127.0.0.1:$tls_port/g" -e "s/127\.0\.0\.1:5000/$REG/g" "$WORK/tls-run.sh"
+say "running README.md's Quickstart over TLS (log: $WORK/tls.log):"
+sed 's/^/    /' "$WORK/tls-run.sh"
+(cd "$WORK/run" && PATH="$WORK/bin:$PATH" timeout -k 10 600 bash -euxo pipefail "$WORK/tls-run.sh") \
+  >"$WORK/tls.log" 2>&1
+rc=$?
+# What the block put under /etc goes, whatever happened (the block stops its own server).
+rm -rf "/etc/docker/certs.d/127.0.0.1:$tls_port"
+sed 's/^/  | /' "$WORK/tls.log"
+[ "$rc" = 0 ] || fail "the Quickstart over TLS failed (exit $rc)"
+# Each client checked the certificate against the CA (skopeo with verification on); docker's
+# push and pull went over the only protocol that port speaks.
+ok "the Quickstart over TLS ran as written"
 say "the Quickstart works as written"
