@@ -31,6 +31,7 @@ pub fn seed_token(ring: &KeyRing) -> String {
         jti: "seed".into(),
         token_use: USE_ACCESS.into(),
         access: vec![AccessEntry::new("repository", "team/app", &["pull", "push"])],
+        cred: None,
     };
     ring.sign(claims, NOW - 60, 3600).expect("the fixed key signs")
 }
