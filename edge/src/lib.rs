@@ -14,6 +14,8 @@ mod handoff;
 mod logs;
 #[cfg(target_arch = "wasm32")]
 mod manifest_cache;
+#[cfg(all(target_arch = "wasm32", feature = "contract"))]
+mod contract;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod presign;
 #[cfg(target_arch = "wasm32")]
@@ -49,6 +51,10 @@ mod worker_main {
 
     #[event(fetch)]
     async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<Response> {
+        #[cfg(feature = "contract")]
+        if let Some(response) = crate::contract::route(&req, &env).await {
+            return response;
+        }
         let settings = match Settings::from_env(&env) {
             Ok(s) => s,
             Err(message) => return misconfigured(&message),

@@ -3,6 +3,11 @@
 # local tools: the wasm32 toolchain from wasm-toolchain.sh, wasm-bindgen and worker-build from
 # .tools/bin, wasm-opt and esbuild from .tools/node (worker-build would download them otherwise).
 # Run infra/edge-build.sh once first; it installs all of these.
+#
+#   bash infra/edge/worker-build.sh            # the production bundle, into edge/build
+#   bash infra/edge/worker-build.sh contract   # with the `contract` feature (the storage contract
+#                                              # route), into edge/build-contract, for
+#                                              # tests/edge/wrangler-contract.toml
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tools="$root/.tools"
@@ -13,13 +18,35 @@ export WASM_BINDGEN_BIN="$tools/bin/wasm-bindgen"
 export WASM_OPT_BIN="$tools/node/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$tools/node/node_modules/.bin/esbuild"
 cd "$root"
+variant=${1:-}
+case "$variant" in
+  "") out_dir=build extra=() ;;
+  # Its own cargo target dir: the cdylib's file name carries no feature hash, so one target
+  # dir would let each variant overwrite the other's wasm (and relink it, LTO and all, at every
+  # switch). Seeded once with hard links from the production build's, so only berth-core and
+  # berth-edge compile for it.
+  contract)
+    out_dir=build-contract extra=(--features contract)
+    export CARGO_TARGET_DIR="$root/edge/target/contract"
+    if [ ! -d "$CARGO_TARGET_DIR" ] && [ -d edge/target/wasm32-unknown-unknown ]; then
+      mkdir -p "$CARGO_TARGET_DIR"
+      for d in release wasm32-unknown-unknown; do
+        [ -d "edge/target/$d" ] && cp -al "edge/target/$d" "$CARGO_TARGET_DIR/"
+      done
+      # The files whose names carry no hash are rewritten in place: unlink them, or writing
+      # them here would write the production build's too.
+      rm -f "$CARGO_TARGET_DIR"/wasm32-unknown-unknown/release/berth_edge.* \
+        "$CARGO_TARGET_DIR"/wasm32-unknown-unknown/release/deps/berth_edge.*
+    fi ;;
+  *) echo "worker-build.sh: unknown variant $variant (none, or contract)" >&2; exit 2 ;;
+esac
 # wrangler runs this on every `dev` and `deploy`: skip the rebuild (wasm-opt alone takes ~15 s)
 # when no source changed since the last one.
-out=edge/build/index_bg.wasm
-if [ -f "$out" ] && [ -f edge/build/index.js ] && [ -z "$(find edge/src shared/src edge/Cargo.toml \
+out=edge/$out_dir/index_bg.wasm
+if [ -f "$out" ] && [ -f "edge/$out_dir/index.js" ] && [ -z "$(find edge/src shared/src edge/Cargo.toml \
     edge/Cargo.lock shared/Cargo.toml Cargo.toml -newer "$out" -print -quit)" ]; then
-  echo "edge/build is up to date"
+  echo "edge/$out_dir is up to date"
   exit 0
 fi
 cd edge
-exec worker-build --release
+exec worker-build --release --out-dir "$out_dir" "${extra[@]}"

@@ -10,13 +10,17 @@
 #      (64 MiB in 5 MiB chunks, a 300 MiB docker-style streamed PATCH, concurrent pushes of one
 #      tag, a client killed mid-body), and against B the limit and redirect tests;
 #   4. auth: tests/tests/auth.rs and tests/clients/auth.sh against Workers with the tests' own
-#      AUTH_CONFIG (tests/edge/launch-auth.sh), and a bad AUTH_CONFIG answered with 500.
+#      AUTH_CONFIG (tests/edge/launch-auth.sh), and a bad AUTH_CONFIG answered with 500;
+#   5. contract: the core's storage contract (berth_core::contract) on the R2 stores inside
+#      workerd: builds the contract bundle (EDGE_BUNDLE=contract infra/edge-build.sh), starts
+#      it (tests/edge/wrangler-contract.toml) and calls its POST /__berth/contract, which
+#      answers 200 `ok` or 500 with what failed; checks the production bundle lacks the route.
 # Every instance is stopped by PID (its process group) on exit.
 #
 #   bash tests/edge/run.sh                # everything
-#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push auth
+#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push auth contract
 # Ports: every server gets a free port the kernel picks at run time (tests/free-port.sh; a fixed
-# one collided with other services once): A, B and their inspectors, the clients' front, s3s-fs
+# one collided with other services once): A, B, the contract instance and their inspectors, the clients' front, s3s-fs
 # for B's presigned URLs, the auth step's Workers (each launcher's PORT..PORT+3) and its issuer.
 # When a step fails, the work directory (every server's log) is kept and its path printed.
 set -uo pipefail
@@ -28,7 +32,8 @@ export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 
 free_port() { bash "$root/tests/free-port.sh" "$@" || { echo "edge: no free port" >&2; exit 1; }; }
 port_a=$(free_port) inspector_a=$(free_port) port_b=$(free_port) inspector_b=$(free_port)
-steps=${EDGE_STEPS:-suite clients edge push auth}
+port_c=$(free_port) inspector_c=$(free_port)
+steps=${EDGE_STEPS:-suite clients edge push auth contract}
 work=$(mktemp -d /tmp/berth-edge.XXXXXX)
 pids=()
 failed=()
@@ -72,21 +77,46 @@ bash infra/edge-build.sh || exit 1
 say "unit tests of the Worker crate's runtime-free parts (SigV4 against botocore), on the host"
 cargo test --release --locked --manifest-path edge/Cargo.toml --lib || failed+=("edge-unit")
 
-say "start wrangler dev"
-start a "$port_a" "$inspector_a" --var MAX_REQUEST_BODY:400000000
-# B's presigned URLs point at s3s-fs, which checks signatures and expiry as R2's S3 API does
-# (R2 itself holds the object on Cloudflare; here the test copies it into s3s-fs's directory).
-s3_port=$(free_port)
-mkdir -p "$work/s3/berth-blobs"
-# Built (first run on a machine: a few minutes) before it starts, not in the background job.
-s3s_fs=$(bash infra/s3s-fs.sh) || { echo "edge: s3s-fs did not build"; exit 1; }
-"$s3s_fs" --host 127.0.0.1 --port "$s3_port" --access-key AKIDEXAMPLE \
-  --secret-key edge-test-secret "$work/s3" >"$work/s3.log" 2>&1 &
-pids_plain+=($!)
-bash tests/wait-port.sh "$s3_port" s3s-fs || { cat "$work/s3.log"; exit 1; }
-start b "$port_b" "$inspector_b" --var MAX_REQUEST_BODY:1048576 \
-  --var S3_ACCESS_KEY_ID:AKIDEXAMPLE --var S3_SECRET_ACCESS_KEY:edge-test-secret \
-  --var "S3_ENDPOINT:http://127.0.0.1:$s3_port" --var S3_BUCKET:berth-blobs --var PRESIGN_SECS:3
+if [[ " $steps " == *" contract "* ]]; then
+  say "storage contract on R2 (R2Blobs, R2Meta) in workerd: POST /__berth/contract"
+  if EDGE_BUNDLE=contract bash infra/edge-build.sh; then
+    # The route's path is in the wasm only where the feature compiled it in.
+    grep -q __berth/contract edge/build-contract/index_bg.wasm \
+      && ! grep -q __berth/contract target/edge-dist/*.wasm \
+      || { echo "contract: the route is missing from the contract bundle or present in the production one"; failed+=("contract"); }
+    start contract "$port_c" "$inspector_c" --config tests/edge/wrangler-contract.toml
+    code=$(curl -s -o "$work/contract.body" -w '%{http_code}' --max-time 300 -X POST \
+      "http://127.0.0.1:$port_c/__berth/contract")
+    if [ "$code" = 200 ] && [ "$(cat "$work/contract.body")" = ok ]; then
+      echo "  ok: blob_store_contract and meta_store_contract pass on R2 under wrangler dev"
+    else
+      echo "contract: POST /__berth/contract answered $code:"; cat "$work/contract.body"; echo
+      failed+=("contract")
+    fi
+  else
+    failed+=("contract-build")
+  fi
+fi
+
+# A and B serve the steps below but contract and auth (they start their own Workers).
+if [[ " $steps " == *" suite "* || " $steps " == *" clients "* || " $steps " == *" edge "* \
+      || " $steps " == *" push "* ]]; then
+  say "start wrangler dev"
+  start a "$port_a" "$inspector_a" --var MAX_REQUEST_BODY:400000000
+  # B's presigned URLs point at s3s-fs, which checks signatures and expiry as R2's S3 API does
+  # (R2 itself holds the object on Cloudflare; here the test copies it into s3s-fs's directory).
+  s3_port=$(free_port)
+  mkdir -p "$work/s3/berth-blobs"
+  # Built (first run on a machine: a few minutes) before it starts, not in the background job.
+  s3s_fs=$(bash infra/s3s-fs.sh) || { echo "edge: s3s-fs did not build"; exit 1; }
+  "$s3s_fs" --host 127.0.0.1 --port "$s3_port" --access-key AKIDEXAMPLE \
+    --secret-key edge-test-secret "$work/s3" >"$work/s3.log" 2>&1 &
+  pids_plain+=($!)
+  bash tests/wait-port.sh "$s3_port" s3s-fs || { cat "$work/s3.log"; exit 1; }
+  start b "$port_b" "$inspector_b" --var MAX_REQUEST_BODY:1048576 \
+    --var S3_ACCESS_KEY_ID:AKIDEXAMPLE --var S3_SECRET_ACCESS_KEY:edge-test-secret \
+    --var "S3_ENDPOINT:http://127.0.0.1:$s3_port" --var S3_BUCKET:berth-blobs --var PRESIGN_SECS:3
+fi
 url_a="http://127.0.0.1:$port_a" url_b="http://127.0.0.1:$port_b"
 
 # First, on fresh instances. wrangler dev's proxy sometimes loses the PUT after the 300 MiB

@@ -1,0 +1,61 @@
+//! `POST /__berth/contract` (feature `contract`, and only when the var `CONTRACT_TESTS` is `1`):
+//! runs the core's storage contract (`berth_core::contract`) on the R2 stores of the bound
+//! bucket, inside the real runtime, and answers 200 `ok` or 500 with what failed.
+//! tests/edge/run.sh (step `contract`) calls it on its own `wrangler dev` instance; production
+//! bundles are built without the feature, so they never carry this route.
+
+use berth_core::contract::{blob_store_contract, meta_store_contract};
+use worker::{Env, Method, Response};
+
+use crate::handoff::BodyHandoff;
+use crate::manifest_cache::ManifestCache;
+use crate::r2_blobs::R2Blobs;
+use crate::r2_meta::R2Meta;
+use crate::settings::{Settings, BUCKET_BINDING};
+
+pub const PATH: &str = "/__berth/contract";
+
+/// The contract's answer, or None when the request is not for it (the registry handles it).
+pub async fn route(req: &worker::Request, env: &Env) -> Option<worker::Result<Response>> {
+    if req.method() != Method::Post || req.path() != PATH {
+        return None;
+    }
+    // A bundle built with the feature still answers only where the deployment asks for it.
+    if env.var("CONTRACT_TESTS").map(|v| v.to_string()).ok().as_deref() != Some("1") {
+        return None;
+    }
+    Some(run(env).await)
+}
+
+async fn run(env: &Env) -> worker::Result<Response> {
+    let settings = match Settings::from_env(env) {
+        Ok(s) => s,
+        Err(message) => return Response::error(format!("settings: {message}"), 500),
+    };
+    let Ok(bucket) = env.bucket(BUCKET_BINDING) else {
+        return Response::error(format!("no R2 bucket bound as {BUCKET_BINDING}"), 500);
+    };
+    // The stores as the fetch handler builds them (KV cache and presigner as configured); the
+    // Workers Cache API in front of R2 is left out: it needs the request's origin and context,
+    // and it only ever serves what R2 returned.
+    let blobs = R2Blobs::new(
+        bucket.clone(),
+        ManifestCache::new(settings.kv),
+        BodyHandoff::default(),
+        settings.part_size,
+        settings.presigner,
+    );
+    let meta = R2Meta::new(bucket);
+    let mut failures = Vec::new();
+    if let Err(e) = blob_store_contract(&blobs).await {
+        failures.push(format!("blob_store_contract (R2Blobs): {e}"));
+    }
+    if let Err(e) = meta_store_contract(&meta).await {
+        failures.push(format!("meta_store_contract (R2Meta): {e}"));
+    }
+    if failures.is_empty() {
+        Response::ok("ok")
+    } else {
+        Response::error(failures.join("\n"), 500)
+    }
+}
