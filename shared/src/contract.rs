@@ -4,7 +4,8 @@
 //! Each function drives one store through the operations the core uses and returns the first
 //! broken expectation as a message. Runs on: the memory stores (`memory::tests`), the local
 //! stores (cli `local::blobs::tests`), S3 (lambda `s3::blobs::tests`, when a local S3 is
-//! named). The checks only touch their own keys (`contract` prefix, upload ids `contract…`, the
+//! named; `tests/lambda/run.sh` step `contract`), and R2 inside workerd (`tests/edge/run.sh`
+//! step `contract`, through the Worker's `/__berth/contract` route). The checks only touch their own keys (`contract` prefix, upload ids `contract…`, the
 //! digests of their own contents) and clean up before and after, so they may run against a store
 //! that holds other data, and again after an interrupted run. Content is small: stores whose
 //! uploads change behaviour past a size (S3's 5 MiB parts) are not exercised past it here;
