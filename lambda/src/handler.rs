@@ -41,7 +41,8 @@ pub async fn handle(
         };
         registry.handle(http::Request::from_parts(parts, stream), berth_core::native::request_context()).await
     };
-    let (head, body) = response.into_parts();
+    let (mut head, body) = response.into_parts();
+    fold_repeated_headers(&mut head.headers);
     let body = match body {
         Body::Empty => EventBody::Empty,
         Body::Full(bytes) => EventBody::Binary(bytes.to_vec()),
@@ -60,6 +61,20 @@ pub async fn handle(
         ms = started.elapsed().as_secs_f64() * 1000.0, "request"
     );
     Ok(EventResponse::from_parts(head, body))
+}
+
+/// A function URL (payload 2.0) response has one value per header name, so a second
+/// `OCI-Tag` would be lost: repeated fields become one comma-separated line, which HTTP defines
+/// as the same thing (RFC 9110 5.3). `Set-Cookie` cannot be folded, and Berth never sends it.
+fn fold_repeated_headers(headers: &mut http::HeaderMap) {
+    let repeated: Vec<http::HeaderName> =
+        headers.keys().filter(|name| headers.get_all(*name).iter().nth(1).is_some()).cloned().collect();
+    for name in repeated {
+        let joined = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ");
+        if let Ok(value) = http::HeaderValue::from_str(&joined) {
+            headers.insert(name, value);
+        }
+    }
 }
 
 /// Who sent the request, for the audit log: the source address AWS's front puts in the event
@@ -87,4 +102,18 @@ fn event_size(parts: &http::request::Parts, body: &EventBody) -> u64 {
     let headers: u64 =
         parts.headers.iter().map(|(k, v)| (k.as_str().len() + v.len() + 8) as u64).sum();
     body + headers + parts.uri.to_string().len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repeated_headers_fold_into_one_line() {
+        let mut headers = http::HeaderMap::new();
+        headers.append("oci-tag", "a".parse().unwrap());
+        headers.append("oci-tag", "b.1".parse().unwrap());
+        headers.insert("location", "/v2/x".parse().unwrap());
+        super::fold_repeated_headers(&mut headers);
+        assert_eq!(headers.get_all("oci-tag").iter().collect::<Vec<_>>(), ["a, b.1"]);
+        assert_eq!(headers.get("location").unwrap(), "/v2/x");
+    }
 }

@@ -981,10 +981,12 @@ async fn push_by_digest_with_tag_parameters_applies_each_tag() {
         .headers
         .get_all("oci-tag")
         .iter()
-        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        // One field line per tag, or (RFC 9110 5.3) one line listing them: a Lambda function
+        // URL carries one value per header name, so the adapter folds repeated ones.
+        .flat_map(|v| v.to_str().unwrap_or_default().split(',').map(|t| t.trim().to_owned()).collect::<Vec<_>>())
         .collect();
     applied.sort();
-    assert_eq!(applied, ["a", "b.1"], "one OCI-Tag header per tag:\n{}", r.describe());
+    assert_eq!(applied, ["a", "b.1"], "an OCI-Tag value per tag:\n{}", r.describe());
     for tag in ["a", "b.1"] {
         let g = get(format!("/v2/{repo}/manifests/{tag}")).send().await;
         assert_manifest_headers(&g, OCI_MANIFEST, &p.bytes, true);
