@@ -186,7 +186,7 @@ async fn completion_with_a_tail_only_parts_only_or_nothing() {
     for data in [&b"small"[..], &b"exactly two parts 16"[..16], &b""[..], &b"one part and a tail"[..]] {
         let store = FakeParts::default();
         let state = request(&store, &PartedUpload::new(PART), &[data]).await;
-        assert_eq!(state.tail.is_none(), data.len() as u64 % PART == 0, "{data:?}");
+        assert_eq!(state.tail.is_none(), (data.len() as u64).is_multiple_of(PART), "{data:?}");
         let digest = digest_of(data);
         commit(&store, "u1", &state, &digest, data.len() as u64).await.unwrap();
         assert_eq!(store.content(&digest), Bytes::copy_from_slice(data), "{data:?}");
