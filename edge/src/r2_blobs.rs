@@ -5,23 +5,19 @@
 //! `object` and `size`) to `data/<upload id>`, the object the upload produced, so completing an
 //! upload never copies its bytes. Upload staging lives under `uploads/<id>/` (see `r2_upload`).
 
-use std::collections::HashMap;
-
 use berth_core::names::Digest;
+use berth_core::parted::{self, PartedUpload, PartedWriter};
 use berth_core::storage::{is_after, stored_digest, StorageResult};
 use berth_core::{BlobStore, ByteRange, ByteStream, StorageError, StoredBlob, UploadWriter};
 use bytes::Bytes;
-use worker::{Bucket, Conditional, Include, Object, Range};
+use worker::{Bucket, Include, Object, Range};
 
 use crate::blob_cache::BlobCache;
 use crate::handoff::{from_js, BodyHandoff};
 use crate::manifest_cache::ManifestCache;
 use crate::presign::Presigner;
 use crate::r2_meta::r2_error;
-use crate::r2_upload::{self, data_key, R2UploadWriter, UploadState};
-
-const POINTER_OBJECT: &str = "object";
-const POINTER_SIZE: &str = "size";
+use crate::r2_upload::{blob_key, R2Parts, POINTER_OBJECT, POINTER_SIZE};
 
 pub struct R2Blobs {
     bucket: Bucket,
@@ -30,10 +26,6 @@ pub struct R2Blobs {
     part_size: u64,
     presigner: Option<Presigner>,
     blob_cache: Option<BlobCache>,
-}
-
-fn blob_key(digest: &Digest) -> String {
-    format!("blobs/{digest}")
 }
 
 /// Where a blob's bytes are and how many there are.
@@ -64,6 +56,10 @@ impl R2Blobs {
     pub fn with_blob_cache(mut self, blob_cache: BlobCache) -> Self {
         self.blob_cache = Some(blob_cache);
         self
+    }
+
+    fn parts(&self) -> R2Parts {
+        R2Parts(self.bucket.clone())
     }
 
     async fn locate(&self, digest: &Digest) -> StorageResult<Option<Located>> {
@@ -249,11 +245,7 @@ impl BlobStore for R2Blobs {
     async fn upload_start(&self, _id: &str) -> StorageResult<String> {
         // Nothing to create yet: the multipart upload starts with the first full part, so a
         // small blob never costs one.
-        Ok(UploadState {
-            part_size: self.part_size,
-            ..Default::default()
-        }
-        .save())
+        Ok(parted::encode(&PartedUpload::new(self.part_size)))
     }
 
     async fn upload_writer(
@@ -262,16 +254,15 @@ impl BlobStore for R2Blobs {
         backend: &str,
         offset: u64,
     ) -> StorageResult<Box<dyn UploadWriter>> {
-        Ok(Box::new(
-            R2UploadWriter::open(self.bucket.clone(), id, backend, offset).await?,
-        ))
+        let state: PartedUpload = parted::decode(backend)?;
+        Ok(Box::new(PartedWriter::open(self.parts(), id, state, offset)?))
     }
 
     async fn upload_read(&self, id: &str, backend: &str) -> StorageResult<ByteStream> {
-        // Parts of an unfinished multipart upload cannot be read: finish it first (idempotent).
-        let state = UploadState::parse(backend)?;
-        r2_upload::complete(&self.bucket, id, &state).await?;
-        let key = data_key(id);
+        let state: PartedUpload = parted::decode(backend)?;
+        let Some(key) = parted::readable(&self.parts(), id, &state).await? else {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
         let object = self
             .bucket
             .get(&key)
@@ -299,42 +290,12 @@ impl BlobStore for R2Blobs {
         digest: &Digest,
         size: u64,
     ) -> StorageResult<()> {
-        let state = UploadState::parse(backend)?;
-        let stored = r2_upload::complete(&self.bucket, id, &state).await?;
-        if stored != size {
-            return Err(StorageError::new(format!(
-                "upload {id}: stored {stored} bytes, the session says {size}"
-            )));
-        }
-        let object = data_key(id);
-        let pointer = blob_key(digest);
-        let meta = HashMap::from([
-            (POINTER_OBJECT.to_owned(), object.clone()),
-            (POINTER_SIZE.to_owned(), size.to_string()),
-        ]);
-        // Only where there is no blob yet: identical content already stored stays, and the new
-        // copy goes.
-        let written = self
-            .bucket
-            .put(&pointer, Vec::new())
-            .custom_metadata(meta)
-            .only_if(Conditional {
-                etag_does_not_match: Some("*".into()),
-                ..Default::default()
-            })
-            .execute()
-            .await
-            .map_err(|e| r2_error("put", &pointer, e))?;
-        if written.is_none() {
-            self.bucket
-                .delete(&object)
-                .await
-                .map_err(|e| r2_error("delete", &object, e))?;
-        }
-        r2_upload::cleanup(&self.bucket, id).await
+        let state: PartedUpload = parted::decode(backend)?;
+        parted::commit(&self.parts(), id, &state, digest, size).await
     }
 
     async fn upload_abort(&self, id: &str, backend: &str) -> StorageResult<()> {
-        r2_upload::abort(&self.bucket, id, &UploadState::parse(backend)?).await
+        let state: PartedUpload = parted::decode(backend)?;
+        parted::abort(&self.parts(), id, state.multipart.as_deref()).await
     }
 }

@@ -1,188 +1,143 @@
-//! Uploads into R2 multipart uploads, across stateless requests.
-//!
-//! R2 wants every part but the last to have the same size (at least 5 MiB), while clients send
-//! whatever they like: docker one streamed PATCH, containerd one PUT, skopeo and oras chunks of
-//! any size. So a request cuts its body into parts of `part_size` as it flows; the bytes left at
-//! its end that do not fill a part go into a small staging object, named in the state the core
-//! saves with the session, and the next request starts with them. Completion turns the staged
-//! tail into the last part: the upload ends as one R2 object, `data/<id>`, and the blob is a small
-//! pointer to it, so nothing is ever copied whole.
-//!
-//! Nothing here trusts a request to finish: the state only moves forward in `finish`, which the
-//! core calls after the body ended cleanly; parts a killed request uploaded past the saved state
-//! are overwritten by the next one (same part numbers), staging objects have unique names, and
-//! `cleanup` removes them all at the end.
+//! Uploads into R2 multipart uploads: the core's engine (`berth_core::parted`) over the R2 calls
+//! below. R2 wants every part but the last to have the same size (at least 5 MiB): the engine
+//! cuts parts of the configured `part_size`, stages the rest in a tail object between requests,
+//! and at completion links the digest to `data/<id>` with a create-only pointer. What is R2's
+//! alone: uploading parts from wasm memory without a copy in the JS heap.
 
+use std::collections::HashMap;
+
+use berth_core::names::Digest;
+use berth_core::parted::PartStore;
 use berth_core::storage::StorageResult;
-use berth_core::{StorageError, UploadWriter};
+use berth_core::StorageError;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
-use worker::{Bucket, UploadedPart};
+use worker::{Bucket, Conditional, UploadedPart};
 
 use crate::r2_meta::r2_error;
 
 /// R2's smallest part (every part but the last).
 pub const R2_MIN_PART: u64 = 5 * 1024 * 1024;
 
-/// What the core saves with the session for this store (opaque to it).
-#[derive(Serialize, Deserialize, Default, Clone, Debug)]
-pub struct UploadState {
-    /// Fixed when the upload starts, so a configuration change cannot mix part sizes.
-    pub part_size: u64,
-    /// The R2 multipart upload, created with the first full part.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub multipart: Option<String>,
-    /// Etags of parts 1..=n, each exactly `part_size` bytes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub parts: Vec<String>,
-    /// Bytes after the last full part, kept in a staging object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tail: Option<Tail>,
+/// Custom metadata of a pointer object: the object holding the content, and its size.
+pub const POINTER_OBJECT: &str = "object";
+pub const POINTER_SIZE: &str = "size";
+
+pub fn blob_key(digest: &Digest) -> String {
+    format!("blobs/{digest}")
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Tail {
-    pub key: String,
-    pub len: u64,
-}
+/// The bucket as the engine's part store.
+#[derive(Clone)]
+pub struct R2Parts(pub Bucket);
 
-impl UploadState {
-    pub fn parse(backend: &str) -> StorageResult<Self> {
-        serde_json::from_str(backend)
-            .map_err(|e| StorageError::new(format!("corrupt upload state {backend:?}: {e}")))
+#[async_trait::async_trait(?Send)]
+impl PartStore for R2Parts {
+    async fn create_multipart(&self, key: &str) -> StorageResult<String> {
+        let created = self
+            .0
+            .create_multipart_upload(key)
+            .execute()
+            .await
+            .map_err(|e| r2_error("create multipart", key, e))?;
+        Ok(created.upload_id().await)
     }
 
-    pub fn save(&self) -> String {
-        // Serializing plain strings and numbers cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+    async fn upload_part(&self, key: &str, upload_id: &str, number: u16, part: Bytes) -> StorageResult<String> {
+        upload_part_from_wasm(&self.0, key, upload_id, number, &part)
+            .await
+            .map_err(|e| r2_error("upload part", key, e))
     }
 
-    /// Bytes received so far.
-    pub fn len(&self) -> u64 {
-        self.parts.len() as u64 * self.part_size + self.tail.as_ref().map_or(0, |t| t.len)
-    }
-}
-
-/// Where an upload's bytes end up once complete.
-pub fn data_key(id: &str) -> String {
-    format!("data/{id}")
-}
-
-/// Staging objects of one upload live under this prefix.
-fn staging_prefix(id: &str) -> String {
-    format!("uploads/{id}/")
-}
-
-pub struct R2UploadWriter {
-    bucket: Bucket,
-    id: String,
-    state: UploadState,
-    /// Bytes not yet in a part: the staged tail first, then what this request brought.
-    pending: Vec<u8>,
-    /// Whether `pending` differs from the staged tail (a request that brought nothing rewrites
-    /// nothing).
-    changed: bool,
-}
-
-impl R2UploadWriter {
-    pub async fn open(bucket: Bucket, id: &str, backend: &str, offset: u64) -> StorageResult<Self> {
-        let state = UploadState::parse(backend)?;
-        if state.len() != offset {
-            return Err(StorageError::new(format!(
-                "upload {id}: the session says {offset} bytes but the store's state holds {}",
-                state.len()
-            )));
-        }
-        let mut pending = Vec::new();
-        if let Some(tail) = &state.tail {
-            pending = read_small(&bucket, &tail.key).await?;
-            if pending.len() as u64 != tail.len {
-                return Err(StorageError::new(format!(
-                    "upload {id}: staged tail {} is damaged",
-                    tail.key
-                )));
-            }
-        }
-        Ok(R2UploadWriter {
-            bucket,
-            id: id.to_owned(),
-            state,
-            pending,
-            changed: false,
-        })
+    async fn complete_multipart(&self, key: &str, upload_id: &str, etags: &[String]) -> StorageResult<()> {
+        let multipart = self
+            .0
+            .resume_multipart_upload(key, upload_id)
+            .map_err(|e| r2_error("resume multipart", key, e))?;
+        let parts: Vec<UploadedPart> =
+            etags.iter().enumerate().map(|(i, etag)| UploadedPart::new(i as u16 + 1, etag.clone())).collect();
+        multipart
+            .complete(parts)
+            .await
+            .map_err(|e| r2_error("complete multipart", key, e))?;
+        Ok(())
     }
 
-    async fn upload_full_parts(&mut self) -> StorageResult<()> {
-        let part_size = self.state.part_size as usize;
-        while self.pending.len() >= part_size {
-            let rest = self.pending.split_off(part_size);
-            let part = std::mem::replace(&mut self.pending, rest);
-            let etag = upload_part(&self.bucket, &self.id, &mut self.state, part).await?;
-            self.state.parts.push(etag);
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StorageResult<()> {
+        // Gone already (completed or aborted) is fine; R2 also expires forgotten ones.
+        if let Ok(multipart) = self.0.resume_multipart_upload(key, upload_id) {
+            let _ = multipart.abort().await;
         }
         Ok(())
     }
-}
 
-#[async_trait::async_trait(?Send)]
-impl UploadWriter for R2UploadWriter {
-    async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        self.pending.extend_from_slice(&chunk);
-        self.changed = true;
-        self.upload_full_parts().await
-    }
-
-    async fn finish(mut self: Box<Self>) -> StorageResult<String> {
-        if self.changed {
-            self.state.tail = if self.pending.is_empty() {
-                None
-            } else {
-                // Named by the upload's new length: unique per state, so a killed request can
-                // never overwrite the tail a saved session still points at.
-                let len = self.pending.len() as u64;
-                let new_len = self.state.parts.len() as u64 * self.state.part_size + len;
-                let key = format!("{}tail-{new_len}", staging_prefix(&self.id));
-                self.bucket
-                    .put(&key, std::mem::take(&mut self.pending))
-                    .execute()
-                    .await
-                    .map_err(|e| r2_error("put", &key, e))?;
-                Some(Tail { key, len })
-            };
-        }
-        Ok(self.state.save())
-    }
-}
-
-async fn upload_part(
-    bucket: &Bucket,
-    id: &str,
-    state: &mut UploadState,
-    part: Vec<u8>,
-) -> StorageResult<String> {
-    let key = data_key(id);
-    if state.multipart.is_none() {
-        let created = bucket
-            .create_multipart_upload(&key)
+    async fn put_small(&self, key: &str, bytes: Bytes) -> StorageResult<()> {
+        // Without a copy when the engine's buffer is not shared (it is not, for a tail).
+        self.0
+            .put(key, Vec::from(bytes))
             .execute()
             .await
-            .map_err(|e| r2_error("create multipart", &key, e))?;
-        state.multipart = Some(created.upload_id().await);
+            .map_err(|e| r2_error("put", key, e))?;
+        Ok(())
     }
-    // Part numbers are 1-based; R2 allows 10,000 of them.
-    let number = state.parts.len() + 1;
-    let number = u16::try_from(number)
-        .ok()
-        .filter(|n| *n <= 10_000)
-        .ok_or_else(|| StorageError::new(format!("upload {id} is over R2's 10,000 parts")))?;
-    let upload_id = state.multipart.clone().unwrap_or_default();
-    upload_part_from_wasm(bucket, &key, &upload_id, number, &part)
-        .await
-        .map_err(|e| r2_error("upload part", &key, e))
+
+    async fn get_small(&self, key: &str) -> StorageResult<Bytes> {
+        read_small(&self.0, key).await.map(Bytes::from)
+    }
+
+    async fn size_of(&self, key: &str) -> StorageResult<Option<u64>> {
+        let head = self.0.head(key).await.map_err(|e| r2_error("head", key, e))?;
+        Ok(head.map(|o| o.size()))
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        self.0.delete(key).await.map_err(|e| r2_error("delete", key, e))
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> StorageResult<()> {
+        loop {
+            let page = self
+                .0
+                .list()
+                .prefix(prefix.to_owned())
+                .execute()
+                .await
+                .map_err(|e| r2_error("list", prefix, e))?;
+            let keys: Vec<String> = page.objects().iter().map(|o| o.key()).collect();
+            if keys.is_empty() {
+                return Ok(());
+            }
+            self.0
+                .delete_multiple(keys)
+                .await
+                .map_err(|e| r2_error("delete", prefix, e))?;
+            if !page.truncated() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// An empty pointer object (custom metadata `object` and `size`), written only where there
+    /// is no blob yet.
+    async fn link(&self, digest: &Digest, object: &str, size: u64) -> StorageResult<bool> {
+        let pointer = blob_key(digest);
+        let meta = HashMap::from([
+            (POINTER_OBJECT.to_owned(), object.to_owned()),
+            (POINTER_SIZE.to_owned(), size.to_string()),
+        ]);
+        let written = self
+            .0
+            .put(&pointer, Vec::new())
+            .custom_metadata(meta)
+            .only_if(Conditional {
+                etag_does_not_match: Some("*".into()),
+                ..Default::default()
+            })
+            .execute()
+            .await
+            .map_err(|e| r2_error("put", &pointer, e))?;
+        Ok(written.is_some())
+    }
 }
 
 /// `uploadPart` with a view of the part in wasm memory instead of a copy in the JS heap: the
@@ -207,101 +162,8 @@ async fn upload_part_from_wasm(bucket: &Bucket, key: &str, upload_id: &str, numb
         .ok_or_else(|| worker::Error::RustError("uploadPart returned no etag".into()))
 }
 
-/// Turns the upload into the object `data/<id>`: the staged tail becomes the last part. Idempotent
-/// (the core may read an upload back before it commits it).
-pub async fn complete(bucket: &Bucket, id: &str, state: &UploadState) -> StorageResult<u64> {
-    let key = data_key(id);
-    if let Some(done) = bucket
-        .head(&key)
-        .await
-        .map_err(|e| r2_error("head", &key, e))?
-    {
-        if done.size() == state.len() {
-            return Ok(done.size());
-        }
-    }
-    let tail = match &state.tail {
-        Some(tail) => read_small(bucket, &tail.key).await?,
-        None => Vec::new(),
-    };
-    match (&state.multipart, state.parts.is_empty()) {
-        (Some(upload_id), false) => {
-            let multipart = bucket
-                .resume_multipart_upload(&key, upload_id)
-                .map_err(|e| r2_error("resume multipart", &key, e))?;
-            let mut parts: Vec<UploadedPart> = state
-                .parts
-                .iter()
-                .enumerate()
-                .map(|(i, etag)| UploadedPart::new(i as u16 + 1, etag.clone()))
-                .collect();
-            if !tail.is_empty() {
-                let number = parts.len() as u16 + 1;
-                let last = multipart
-                    .upload_part(number, tail)
-                    .await
-                    .map_err(|e| r2_error("upload part", &key, e))?;
-                parts.push(last);
-            }
-            multipart
-                .complete(parts)
-                .await
-                .map_err(|e| r2_error("complete multipart", &key, e))?;
-        }
-        // Smaller than one part: a plain object.
-        _ => {
-            bucket
-                .put(&key, tail)
-                .execute()
-                .await
-                .map_err(|e| r2_error("put", &key, e))?;
-        }
-    }
-    Ok(state.len())
-}
-
-/// Discards the multipart upload (if any) and the object (if completed).
-pub async fn abort(bucket: &Bucket, id: &str, state: &UploadState) -> StorageResult<()> {
-    let key = data_key(id);
-    if let Some(upload_id) = &state.multipart {
-        // Gone already (completed or aborted) is fine; R2 also expires forgotten ones.
-        if let Ok(multipart) = bucket.resume_multipart_upload(&key, upload_id) {
-            let _ = multipart.abort().await;
-        }
-    }
-    bucket
-        .delete(&key)
-        .await
-        .map_err(|e| r2_error("delete", &key, e))?;
-    cleanup(bucket, id).await
-}
-
-/// Removes every staging object of the upload.
-pub async fn cleanup(bucket: &Bucket, id: &str) -> StorageResult<()> {
-    let prefix = staging_prefix(id);
-    loop {
-        let page = bucket
-            .list()
-            .prefix(prefix.clone())
-            .execute()
-            .await
-            .map_err(|e| r2_error("list", &prefix, e))?;
-        let keys: Vec<String> = page.objects().iter().map(|o| o.key()).collect();
-        if keys.is_empty() {
-            return Ok(());
-        }
-        bucket
-            .delete_multiple(keys)
-            .await
-            .map_err(|e| r2_error("delete", &prefix, e))?;
-        if !page.truncated() {
-            return Ok(());
-        }
-    }
-}
-
 /// Reads a small object (a staged tail) whole.
-pub async fn read_small(bucket: &Bucket, key: &str) -> StorageResult<Vec<u8>> {
+async fn read_small(bucket: &Bucket, key: &str) -> StorageResult<Vec<u8>> {
     let object = bucket
         .get(key)
         .execute()

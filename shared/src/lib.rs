@@ -17,6 +17,7 @@ pub mod hash;
 pub mod manifests;
 pub mod memory;
 pub mod names;
+pub mod parted;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 pub mod native;
 mod records;

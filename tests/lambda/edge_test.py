@@ -141,6 +141,11 @@ def upload_id(location):
     return urllib.parse.urlsplit(location).path.rsplit("/", 1)[1]
 
 
+def object_key(location):
+    """The object a presigned URL of the function's bucket names."""
+    return urllib.parse.urlsplit(location).path.removeprefix("/berth/")
+
+
 def s3_keys(prefix):
     """Keys under prefix in the function's bucket, as S3 lists them."""
     listed = S3_CLIENT.list_objects_v2(Bucket="berth", Prefix=prefix)
@@ -155,7 +160,9 @@ def test_presigned_urls():
     push_monolithic(repo, data)
     push_monolithic(repo, other)
     loc = pull_via_redirect(repo, data, "small blob")
-    key = "blobs/sha256/" + hashlib.sha256(data).hexdigest()
+    # An uploaded blob, however small, is a pointer to its upload's object, data/<id>.
+    key = object_key(loc)
+    check(key.startswith("data/"), "the redirect names the upload's object data/<id>", key)
     # A presigned GET (not one of the function's own HEADs or GETs) reached S3.
     check(s3_log_mentions(f"method: GET, uri: /berth/{key}?x-id=GetObject&X-Amz-Algorithm="),
           "the S3 server's log shows the client's presigned GET", key)
@@ -167,7 +174,7 @@ def test_presigned_urls():
     flipped = sig[:-1] + ("0" if sig[-1] != "0" else "1")
     s, _, b = request("GET", loc.replace(sig, flipped))
     check(s == 403, "a URL with a changed signature is refused (403)", f"{s} {b[:300]!r}")
-    other_key = "blobs/sha256/" + hashlib.sha256(other).hexdigest()
+    other_key = object_key(pull_via_redirect(repo, other, "other small blob"))
     s, _, b = request("GET", loc.replace(key, other_key))
     check(s == 403, "the signature does not open another blob (403)", f"{s} {b[:300]!r}")
     s, _, b = request("GET", loc.replace(f"X-Amz-Expires={EXPIRY}", "X-Amz-Expires=604800"))

@@ -10,13 +10,15 @@ use berth_core::storage::{is_after, stored_digest, StorageResult};
 use berth_core::{BlobStore, ByteRange, ByteStream, DirectLimits, StorageError, StoredBlob, UploadWriter};
 use bytes::Bytes;
 
-use super::upload::{complete_multipart, data_key, upload_prefix, S3UploadWriter, UploadState};
+use berth_core::parted::{self, data_key, PartStore, PartedUpload, PartedWriter};
+
+use super::upload::{UploadState, MIN_PART_BYTES};
 use super::{byte_stream, status_of, storage_error, Bucket};
 use crate::config::Settings;
 
 /// Metadata of a pointer object: where the blob's bytes are, and how many.
-const META_DATA_KEY: &str = "berth-data";
-const META_SIZE: &str = "berth-size";
+pub(super) const META_DATA_KEY: &str = "berth-data";
+pub(super) const META_SIZE: &str = "berth-size";
 
 pub struct S3BlobStore {
     pub(super) bucket: Bucket,
@@ -63,7 +65,7 @@ async fn locate_in(bucket: &Bucket, digest: &Digest, at_home: bool) -> StorageRe
     }))
 }
 
-fn blob_key(digest: &Digest) -> String {
+pub(super) fn blob_key(digest: &Digest) -> String {
     // `sha256:abc` -> `blobs/sha256/abc`
     format!("blobs/{}", digest.to_string().replacen(':', "/", 1))
 }
@@ -110,52 +112,6 @@ impl S3BlobStore {
             .await
             .map_err(|e| storage_error("presign GET", e))?;
         Ok(presigned.uri().to_owned())
-    }
-
-    async fn delete_key(&self, key: &str) -> StorageResult<()> {
-        match self.bucket.client.delete_object().bucket(&self.bucket.name).key(key).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if status_of(&e) == Some(404) => Ok(()),
-            Err(e) => Err(storage_error("DELETE", e)),
-        }
-    }
-
-    /// Removes every staging object of an upload (tails), and its data object (`data/<id>`,
-    /// outside the staging prefix) when `with_data`.
-    pub(super) async fn delete_upload_objects(&self, id: &str, with_data: bool) -> StorageResult<()> {
-        let prefix = upload_prefix(id);
-        let out = self
-            .bucket
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket.name)
-            .prefix(&prefix)
-            .send()
-            .await
-            .map_err(|e| storage_error("LIST upload objects", e))?;
-        for key in out.contents().iter().filter_map(|o| o.key()) {
-            self.delete_key(key).await?;
-        }
-        if with_data {
-            self.delete_key(&data_key(id)).await?;
-        }
-        Ok(())
-    }
-
-    /// Publishes a completed multipart object as `digest`'s content: a pointer, not a copy.
-    pub(super) async fn publish_pointer(&self, id: &str, digest: &Digest, size: u64) -> StorageResult<()> {
-        self.bucket
-            .client
-            .put_object()
-            .bucket(&self.bucket.name)
-            .key(blob_key(digest))
-            .metadata(META_DATA_KEY, data_key(id))
-            .metadata(META_SIZE, size.to_string())
-            .body(S3Body::from(Bytes::new()))
-            .send()
-            .await
-            .map_err(|e| storage_error("PUT blob pointer", e))?;
-        Ok(())
     }
 }
 
@@ -204,9 +160,9 @@ impl BlobStore for S3BlobStore {
     async fn delete(&self, digest: &Digest) -> StorageResult<()> {
         // This region's copy only: the home region's is the home region's to delete.
         if let Some(location) = locate_in(&self.bucket, digest, false).await? {
-            self.delete_key(&location.key).await?;
+            PartStore::delete(&self.bucket, &location.key).await?;
         }
-        self.delete_key(&blob_key(digest)).await
+        PartStore::delete(&self.bucket, &blob_key(digest)).await
     }
 
     /// This region's bucket only (each bucket is collected on its own). Keys `blobs/<alg>/<hex>`
@@ -261,105 +217,53 @@ impl BlobStore for S3BlobStore {
     async fn upload_start(&self, _id: &str) -> StorageResult<String> {
         // The multipart upload starts with the first full part: most uploads through the
         // function (configs, small layers) never need one.
-        Ok(UploadState::default().encode())
+        Ok(UploadState { upload: PartedUpload::new(MIN_PART_BYTES as u64), ..Default::default() }.encode())
     }
 
     async fn upload_writer(&self, id: &str, backend: &str, offset: u64) -> StorageResult<Box<dyn UploadWriter>> {
         let state = UploadState::parse(backend)?;
-        if state.in_parts + state.tail != offset {
-            return Err(StorageError::new(format!(
-                "upload {id}: S3 state holds {} bytes, session says {offset}",
-                state.in_parts + state.tail
-            )));
+        if state.direct {
+            return Err(StorageError::new(format!("upload {id} is a direct upload: its parts go to S3")));
         }
-        Ok(Box::new(S3UploadWriter::open(self.bucket.clone(), id, state).await?))
+        Ok(Box::new(PartedWriter::open(self.bucket.clone(), id, state.upload, offset)?))
     }
 
     async fn upload_read(&self, id: &str, backend: &str) -> StorageResult<ByteStream> {
         let state = UploadState::parse(backend)?;
-        if state.direct {
+        let key = if state.direct {
             // Completed by `direct_complete`: the whole object is in place.
-            let got = self
-                .bucket
-                .client
-                .get_object()
-                .bucket(&self.bucket.name)
-                .key(data_key(id))
-                .send()
-                .await
-                .map_err(|e| storage_error("GET direct upload", e))?;
-            return Ok(byte_stream(got.body));
-        }
-        if state.mpu.is_some() {
-            // Parts of an unfinished multipart upload cannot be read back.
-            return Err(StorageError::client(
-                berth_core::ErrorCode::DigestInvalid,
-                "on this runtime, digests other than sha256 are only supported for blobs under \
-                 5 MiB (an unfinished S3 multipart upload cannot be read back); push with sha256",
-            ));
-        }
-        if state.tail == 0 {
+            Some(data_key(id))
+        } else {
+            parted::readable(&self.bucket, id, &state.upload).await?
+        };
+        let Some(key) = key else {
             return Ok(Box::pin(futures_util::stream::empty()));
-        }
+        };
         let got = self
             .bucket
             .client
             .get_object()
             .bucket(&self.bucket.name)
-            .key(state.tail_key(id))
+            .key(key)
             .send()
             .await
-            .map_err(|e| storage_error("GET upload tail", e))?;
+            .map_err(|e| storage_error("GET upload", e))?;
         Ok(byte_stream(got.body))
     }
 
     async fn upload_commit(&self, id: &str, backend: &str, digest: &Digest, size: u64) -> StorageResult<()> {
-        let mut state = UploadState::parse(backend)?;
-        if state.mpu.is_none() {
-            // Under one part: copy the tail into place (S3-side, at most 5 MiB).
-            if state.tail == 0 {
-                self.put_verified(digest, Bytes::new()).await?;
-            } else {
-                self.bucket
-                    .client
-                    .copy_object()
-                    .bucket(&self.bucket.name)
-                    .key(blob_key(digest))
-                    .copy_source(format!("{}/{}", self.bucket.name, state.tail_key(id)))
-                    .send()
-                    .await
-                    .map_err(|e| storage_error("COPY tail into place", e))?;
-            }
-            // Never reached a multipart upload: there is no data object.
-            return self.delete_upload_objects(id, false).await;
+        let state = UploadState::parse(backend)?;
+        if state.direct {
+            // Assembled by `direct_complete` already.
+            return parted::publish(&self.bucket, id, digest, size).await;
         }
-        if !state.direct {
-            complete_multipart(&self.bucket, id, &mut state).await?;
-        }
-        self.publish_pointer(id, digest, size).await?;
-        // The data object is the published content now.
-        self.delete_upload_objects(id, false).await
+        parted::commit(&self.bucket, id, &state.upload, digest, size).await
     }
 
     async fn upload_abort(&self, id: &str, backend: &str) -> StorageResult<()> {
         let state = UploadState::parse(backend)?;
-        if let Some(mpu) = state.mpu.filter(|_| !state.complete) {
-            let aborted = self
-                .bucket
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket.name)
-                .key(data_key(id))
-                .upload_id(mpu)
-                .send()
-                .await;
-            if let Err(e) = aborted {
-                if status_of(&e) != Some(404) {
-                    return Err(storage_error("AbortMultipartUpload", e));
-                }
-            }
-        }
-        self.delete_upload_objects(id, true).await
+        let open = state.upload.multipart.as_deref().filter(|_| !state.complete);
+        parted::abort(&self.bucket, id, open).await
     }
 
     fn direct_limits(&self) -> Option<DirectLimits> {
@@ -453,7 +357,9 @@ mod tests {
         let bucket = &blobs.bucket;
         let put = bucket.client.put_object().bucket(&bucket.name).key(data_key("contractptr"));
         put.body(S3Body::from(content.clone())).send().await.unwrap();
-        blobs.publish_pointer("contractptr", &digest, content.len() as u64).await.unwrap();
+        assert!(bucket.link(&digest, &data_key("contractptr"), content.len() as u64).await.unwrap());
+        // Create-only: a second pointer for the same digest is refused.
+        assert!(!bucket.link(&digest, &data_key("other"), 1).await.unwrap());
         let before = format!("sha256:{}", "0".repeat(64)).parse::<Digest>().ok();
         let listed = blobs.list_blobs(before.as_ref(), 1000).await.unwrap();
         let entry = listed.iter().find(|b| b.digest == digest).expect("the pointer's blob is listed");

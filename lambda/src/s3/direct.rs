@@ -1,14 +1,15 @@
 //! Direct uploads on S3 (Berth's extension, see berth-core's `uploads::direct`): the client PUTs
-//! parts of `uploads/<id>/data` to presigned UploadPart URLs; completion lists the parts S3
+//! parts of `data/<id>` to presigned UploadPart URLs; completion lists the parts S3
 //! holds, so the client never has to send ETags back.
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use berth_core::parted::{data_key, PartStore};
 use berth_core::storage::StorageResult;
 use berth_core::{DirectLimits, ErrorCode, StorageError};
 
 use super::blobs::{presigning, S3BlobStore};
-use super::upload::{data_key, start_multipart, UploadState, MIN_PART_BYTES};
+use super::upload::{UploadState, MIN_PART_BYTES};
 use super::{status_of, storage_error};
 
 /// S3's limits for multipart uploads.
@@ -21,11 +22,11 @@ pub const LIMITS: DirectLimits = DirectLimits {
 impl S3BlobStore {
     pub(super) async fn start_direct(&self, id: &str, backend: &str) -> StorageResult<String> {
         let mut state = UploadState::parse(backend)?;
-        if state.in_parts + state.tail != 0 {
+        if !state.upload.is_empty() {
             return Err(StorageError::new("a direct upload must start empty"));
         }
-        if state.mpu.is_none() {
-            state.mpu = Some(start_multipart(&self.bucket, id).await?);
+        if state.upload.multipart.is_none() {
+            state.upload.multipart = Some(self.bucket.create_multipart(&data_key(id)).await?);
         }
         state.direct = true;
         Ok(state.encode())
@@ -40,7 +41,7 @@ impl S3BlobStore {
         now: u64,
     ) -> StorageResult<(Vec<String>, u64)> {
         let state = UploadState::parse(backend)?;
-        let Some(mpu) = state.mpu.filter(|_| state.direct) else {
+        let Some(mpu) = state.upload.multipart.filter(|_| state.direct) else {
             return Err(StorageError::new("not a direct upload"));
         };
         let mut urls = Vec::with_capacity(count as usize);
@@ -66,7 +67,7 @@ impl S3BlobStore {
     /// went through (the request failed later) finds the object in place.
     pub(super) async fn finish_direct(&self, id: &str, backend: &str) -> StorageResult<(String, u64)> {
         let state = UploadState::parse(backend)?;
-        let Some(mpu) = state.mpu.clone().filter(|_| state.direct) else {
+        let Some(mpu) = state.upload.multipart.clone().filter(|_| state.direct) else {
             return Err(StorageError::new("not a direct upload"));
         };
         let mut parts = Vec::new();
@@ -135,7 +136,6 @@ impl S3BlobStore {
                 _ => storage_error("CompleteMultipartUpload", e),
             })?;
         let mut state = state;
-        state.in_parts = size;
         state.complete = true;
         Ok((state.encode(), size))
     }
@@ -145,7 +145,6 @@ impl S3BlobStore {
         match head {
             Ok(out) => {
                 let size = out.content_length.unwrap_or(0).max(0) as u64;
-                state.in_parts = size;
                 state.complete = true;
                 Ok((state.encode(), size))
             }

@@ -1,36 +1,31 @@
-//! Uploads through the function: each request's bytes are appended to an S3 multipart upload.
-//! Requests are smaller than S3's minimum part size (Lambda's 6 MB cap against S3's 5 MiB for
-//! every part but the last), so bytes that do not yet make a part are staged in a small "tail"
-//! object and combined with the next request's bytes. Memory stays under one part plus one
-//! request.
+//! Uploads through the function on S3: the core's engine (`berth_core::parted`) over the S3
+//! calls below. Requests are smaller than S3's minimum part size (Lambda's 6 MB cap against S3's
+//! 5 MiB for every part but the last), so the engine stages the bytes that do not yet make a
+//! part in a tail object and cuts parts of `MIN_PART_BYTES` as they flow. What is S3's alone:
+//! server-side copies of the tail (UploadPartCopy, CopyObject) and the direct mode (`direct`).
 
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use berth_core::names::Digest;
+use berth_core::parted::{PartStore, PartedUpload};
 use berth_core::storage::StorageResult;
-use berth_core::{StorageError, UploadWriter};
-use bytes::{Bytes, BytesMut};
+use berth_core::StorageError;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{storage_error, Bucket};
+use super::blobs::{blob_key, META_DATA_KEY, META_SIZE};
+use super::{status_of, storage_error, Bucket};
 
-/// S3's minimum size of every part but the last.
+/// S3's minimum size of every part but the last; the engine's part size on S3.
 pub const MIN_PART_BYTES: usize = 5 * 1024 * 1024;
 
-/// The upload's S3 state, saved by the core with the session after every request.
+/// The upload's S3 state, saved by the core with the session after every request: the engine's,
+/// plus the direct mode's flags. (Sessions saved before the engine, in another format, are not
+/// readable: an upgrade abandons S3 uploads in flight.)
 #[derive(Serialize, Deserialize, Default, Clone, Debug)]
 pub struct UploadState {
-    /// Multipart upload id of `uploads/<id>/data`, once the first part exists.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mpu: Option<String>,
-    /// Part numbers and ETags, in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub parts: Vec<(i32, String)>,
-    /// Bytes held by the parts.
-    #[serde(default)]
-    pub in_parts: u64,
-    /// Bytes staged in the tail object after the parts.
-    #[serde(default)]
-    pub tail: u64,
+    #[serde(flatten)]
+    pub upload: PartedUpload,
     /// Set for a direct upload: the client sends parts to S3 itself (see `direct`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub direct: bool,
@@ -41,180 +36,185 @@ pub struct UploadState {
 
 impl UploadState {
     pub fn parse(backend: &str) -> StorageResult<Self> {
-        if backend.is_empty() {
-            return Ok(UploadState::default());
-        }
-        serde_json::from_str(backend).map_err(|e| StorageError::new(format!("corrupt S3 upload state: {e}")))
+        berth_core::parted::decode(backend)
     }
 
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// The tail's key names the offset it ends at, so a request that fails after writing a new
-    /// tail never overwrites the one the saved session still refers to.
-    pub fn tail_key(&self, id: &str) -> String {
-        format!("{}tail-{}", upload_prefix(id), self.in_parts + self.tail)
+        berth_core::parted::encode(self)
     }
 }
 
-pub fn upload_prefix(id: &str) -> String {
-    format!("uploads/{id}/")
-}
-
-/// Where an upload's bytes are assembled, and stay once published (the blob's key becomes a
-/// pointer to it). Outside `uploads/`, so a lifecycle rule may expire staging (tails, abandoned
-/// uploads) without touching published content; the same layout as the Worker's R2 bucket.
-pub fn data_key(id: &str) -> String {
-    format!("data/{id}")
-}
-
-pub struct S3UploadWriter {
-    bucket: Bucket,
-    id: String,
-    state: UploadState,
-    /// The staged tail followed by this request's bytes, not yet in a part.
-    pending: BytesMut,
-    wrote: bool,
-}
-
-impl S3UploadWriter {
-    pub async fn open(bucket: Bucket, id: &str, state: UploadState) -> StorageResult<Self> {
-        let mut pending = BytesMut::new();
-        if state.tail > 0 {
-            let got = bucket
-                .client
-                .get_object()
-                .bucket(&bucket.name)
-                .key(state.tail_key(id))
-                .send()
-                .await
-                .map_err(|e| storage_error("GET upload tail", e))?;
-            let bytes = got.body.collect().await.map_err(|e| StorageError::new(format!("S3 read tail: {e}")))?;
-            pending.extend_from_slice(&bytes.into_bytes());
-            if pending.len() as u64 != state.tail {
-                return Err(StorageError::new(format!(
-                    "upload {id}: tail holds {} bytes, session says {}",
-                    pending.len(),
-                    state.tail
-                )));
-            }
-        }
-        Ok(S3UploadWriter { bucket, id: id.to_owned(), state, pending, wrote: false })
+fn missing_ok<T, E: std::error::Error + 'static>(
+    what: &str,
+    result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> StorageResult<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if status_of(&e) == Some(404) => Ok(()),
+        Err(e) => Err(storage_error(what, e)),
     }
+}
 
-    async fn flush_part(&mut self) -> StorageResult<()> {
-        let part = self.pending.split().freeze();
-        let len = part.len() as u64;
-        let upload_id = match &self.state.mpu {
-            Some(mpu) => mpu.clone(),
-            None => {
-                let mpu = start_multipart(&self.bucket, &self.id).await?;
-                self.state.mpu = Some(mpu.clone());
-                mpu
-            }
-        };
-        let number = self.state.parts.len() as i32 + 1;
+#[async_trait::async_trait]
+impl PartStore for Bucket {
+    async fn create_multipart(&self, key: &str) -> StorageResult<String> {
         let out = self
-            .bucket
+            .client
+            .create_multipart_upload()
+            .bucket(&self.name)
+            .key(key)
+            .content_type("application/octet-stream")
+            .send()
+            .await
+            .map_err(|e| storage_error("CreateMultipartUpload", e))?;
+        out.upload_id.ok_or_else(|| StorageError::new("S3 CreateMultipartUpload returned no upload id"))
+    }
+
+    async fn upload_part(&self, key: &str, upload_id: &str, number: u16, part: Bytes) -> StorageResult<String> {
+        let out = self
             .client
             .upload_part()
-            .bucket(&self.bucket.name)
-            .key(data_key(&self.id))
+            .bucket(&self.name)
+            .key(key)
             .upload_id(upload_id)
-            .part_number(number)
+            .part_number(i32::from(number))
             .body(S3Body::from(part))
             .send()
             .await
             .map_err(|e| storage_error("UploadPart", e))?;
-        self.state.parts.push((number, out.e_tag.unwrap_or_default()));
-        self.state.in_parts += len;
-        self.state.tail = 0;
-        Ok(())
-    }
-}
-
-pub async fn start_multipart(bucket: &Bucket, id: &str) -> StorageResult<String> {
-    let out = bucket
-        .client
-        .create_multipart_upload()
-        .bucket(&bucket.name)
-        .key(data_key(id))
-        .content_type("application/octet-stream")
-        .send()
-        .await
-        .map_err(|e| storage_error("CreateMultipartUpload", e))?;
-    out.upload_id.ok_or_else(|| StorageError::new("S3 CreateMultipartUpload returned no upload id"))
-}
-
-#[async_trait::async_trait]
-impl UploadWriter for S3UploadWriter {
-    async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        self.wrote = true;
-        self.pending.extend_from_slice(&chunk);
-        if self.pending.len() >= MIN_PART_BYTES {
-            self.flush_part().await?;
-        }
-        Ok(())
+        Ok(out.e_tag.unwrap_or_default())
     }
 
-    async fn finish(mut self: Box<Self>) -> StorageResult<String> {
-        if !self.wrote {
-            return Ok(self.state.encode());
-        }
-        self.state.tail = self.pending.len() as u64;
-        if !self.pending.is_empty() {
-            let key = self.state.tail_key(&self.id);
-            let tail = self.pending.split().freeze();
-            self.bucket
-                .client
-                .put_object()
-                .bucket(&self.bucket.name)
-                .key(key)
-                .body(S3Body::from(tail))
-                .send()
-                .await
-                .map_err(|e| storage_error("PUT upload tail", e))?;
-        }
-        Ok(self.state.encode())
-    }
-}
-
-/// Appends the staged tail as the last part and completes the multipart object.
-pub async fn complete_multipart(bucket: &Bucket, id: &str, state: &mut UploadState) -> StorageResult<()> {
-    let upload_id = state.mpu.clone().ok_or_else(|| StorageError::new("no multipart upload to complete"))?;
-    if state.tail > 0 {
-        let number = state.parts.len() as i32 + 1;
-        let out = bucket
+    /// The tail becomes the last part S3-side: its bytes never pass through the function.
+    async fn upload_part_from(&self, key: &str, upload_id: &str, number: u16, source: &str) -> StorageResult<String> {
+        let out = self
             .client
             .upload_part_copy()
-            .bucket(&bucket.name)
-            .key(data_key(id))
-            .upload_id(&upload_id)
-            .part_number(number)
-            .copy_source(format!("{}/{}", bucket.name, state.tail_key(id)))
+            .bucket(&self.name)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(i32::from(number))
+            .copy_source(format!("{}/{source}", self.name))
             .send()
             .await
             .map_err(|e| storage_error("UploadPartCopy of the tail", e))?;
-        let etag = out.copy_part_result.and_then(|r| r.e_tag).unwrap_or_default();
-        state.parts.push((number, etag));
-        state.in_parts += state.tail;
-        state.tail = 0;
+        Ok(out.copy_part_result.and_then(|r| r.e_tag).unwrap_or_default())
     }
-    let parts =
-        state.parts.iter().map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(etag).build()).collect();
-    bucket
-        .client
-        .complete_multipart_upload()
-        .bucket(&bucket.name)
-        .key(data_key(id))
-        .upload_id(upload_id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-        .send()
-        .await
-        .map_err(|e| storage_error("CompleteMultipartUpload", e))?;
-    Ok(())
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, etags: &[String]) -> StorageResult<()> {
+        let parts = etags
+            .iter()
+            .enumerate()
+            .map(|(i, etag)| CompletedPart::builder().part_number(i as i32 + 1).e_tag(etag).build())
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.name)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| storage_error("CompleteMultipartUpload", e))?;
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StorageResult<()> {
+        let aborted =
+            self.client.abort_multipart_upload().bucket(&self.name).key(key).upload_id(upload_id).send().await;
+        missing_ok("AbortMultipartUpload", aborted)
+    }
+
+    async fn put_small(&self, key: &str, bytes: Bytes) -> StorageResult<()> {
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(S3Body::from(bytes))
+            .send()
+            .await
+            .map_err(|e| storage_error("PUT", e))?;
+        Ok(())
+    }
+
+    async fn get_small(&self, key: &str) -> StorageResult<Bytes> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| storage_error("GET", e))?;
+        let bytes = got.body.collect().await.map_err(|e| StorageError::new(format!("S3 read {key}: {e}")))?;
+        Ok(bytes.into_bytes())
+    }
+
+    /// S3-side (at most a part's worth).
+    async fn copy_small(&self, from: &str, to: &str) -> StorageResult<()> {
+        self.client
+            .copy_object()
+            .bucket(&self.name)
+            .key(to)
+            .copy_source(format!("{}/{from}", self.name))
+            .send()
+            .await
+            .map_err(|e| storage_error("COPY", e))?;
+        Ok(())
+    }
+
+    async fn size_of(&self, key: &str) -> StorageResult<Option<u64>> {
+        match self.client.head_object().bucket(&self.name).key(key).send().await {
+            Ok(out) => Ok(Some(out.content_length.unwrap_or(0).max(0) as u64)),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(storage_error("HEAD", e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        missing_ok("DELETE", self.client.delete_object().bucket(&self.name).key(key).send().await)
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> StorageResult<()> {
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.name)
+                .prefix(prefix)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| storage_error("LIST", e))?;
+            for key in out.contents().iter().filter_map(|o| o.key()) {
+                self.delete(key).await?;
+            }
+            token = out.next_continuation_token().map(str::to_owned).filter(|_| out.is_truncated().unwrap_or(false));
+            if token.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// An empty pointer object whose metadata names the data object, written with
+    /// `If-None-Match: *` (412: content for the digest is stored already).
+    async fn link(&self, digest: &Digest, object: &str, size: u64) -> StorageResult<bool> {
+        let written = self
+            .client
+            .put_object()
+            .bucket(&self.name)
+            .key(blob_key(digest))
+            .metadata(META_DATA_KEY, object)
+            .metadata(META_SIZE, size.to_string())
+            .if_none_match("*")
+            .body(S3Body::from(Bytes::new()))
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if status_of(&e) == Some(412) => Ok(false),
+            Err(e) => Err(storage_error("PUT blob pointer", e)),
+        }
+    }
 }
