@@ -1,10 +1,12 @@
 //! S3 implementations of berth-core's storage traits.
 //!
 //! Bucket layout (blob bucket):
-//! - `blobs/<algorithm>/<hex>`: a verified blob's bytes, or for a blob assembled by a multipart
-//!   upload an empty pointer object whose metadata names the upload's object (no copy at the end).
-//! - `uploads/<id>/data`: the multipart object of an upload; `uploads/<id>/tail-<end>`: bytes
-//!   not yet big enough for a part (S3 parts but the last must be >= 5 MiB).
+//! - `blobs/<algorithm>/<hex>`: a verified blob, as an empty pointer object whose metadata names
+//!   the upload's object (written create-only; nothing is copied at the end), or the bytes
+//!   themselves for content stored whole (manifests).
+//! - `data/<id>`: an upload's object, assembled by the core's parted-upload engine
+//!   (`berth_core::parted`); `uploads/<id>/tail-<end>`: bytes not yet big enough for a part
+//!   (S3 parts but the last must be >= 5 MiB). Lifecycle rules may expire `uploads/` only.
 //!
 //! Metadata bucket (may be the same bucket): `meta/<key>`, written with conditional PUTs.
 
