@@ -60,7 +60,10 @@ def pull_layer_from(bucket, when):
     """The replica region's blob GET redirects into `bucket`, and S3 serves the layer there."""
     status, headers, _ = request("GET", f"{REPLICA}/v2/{REPO}/blobs/{layer_digest}")
     location = headers.get("location", "")
-    check(status == 307 and urllib.parse.urlsplit(location).path.startswith(f"/{bucket}/blobs/"),
+    # A blob is a pointer object under blobs/ naming the upload's object under data/ (the
+    # parted-upload engine publishes every upload that way); manifests are stored whole.
+    path = urllib.parse.urlsplit(location).path
+    check(status == 307 and (path.startswith(f"/{bucket}/blobs/") or path.startswith(f"/{bucket}/data/")),
           f"{when}: the blob GET redirects there ({status} {location[:80]})")
     status, _, body = request("GET", location)
     check(status == 200 and body == layer, f"{when}: S3 serves the layer")
@@ -75,9 +78,19 @@ pull_layer_from("berth", "before replication: the home bucket")
 status, headers, _ = request("HEAD", f"{REPLICA}/v2/{REPO}/blobs/{config_digest}")
 check(status == 200 and headers.get("content-length") == str(len(config)), f"blob HEAD answers from the home bucket ({status})")
 
-# What S3 replication does: the same objects, with their metadata, in the replica's bucket.
+# What S3 replication does: the same objects, with their metadata, in the replica's bucket
+# (the replicated prefixes are blobs/, data/ and meta/: a pointer and the data it names).
+# Pointers first: until the data they name has replicated too, pulls still come from home.
+pointed = []
 for blob in (layer_digest, config_digest, manifest_digest):
     s3.copy_object(Bucket="berth-replica", Key=blob_key(blob), CopySource={"Bucket": "berth", "Key": blob_key(blob)})
+    data = s3.head_object(Bucket="berth", Key=blob_key(blob)).get("Metadata", {}).get("berth-data")
+    if data:
+        pointed.append(data)
+check(pointed, "uploaded blobs are pointers to their upload's data")
+pull_layer_from("berth", "pointer replicated, data not yet: still the home bucket")
+for data in pointed:
+    s3.copy_object(Bucket="berth-replica", Key=data, CopySource={"Bucket": "berth", "Key": data})
 pull_layer_from("berth-replica", "after replication: the region's own bucket")
 status, _, body = request("GET", f"{REPLICA}/v2/{REPO}/manifests/{manifest_digest}")
 check(status == 200 and body == manifest, "the manifest by digest comes from the replica")

@@ -85,12 +85,24 @@ impl S3BlobStore {
 
     /// This region's copy first, then the home region's.
     async fn locate(&self, digest: &Digest) -> StorageResult<Option<Location>> {
+        let Some(home) = &self.home else {
+            return locate_in(&self.bucket, digest, false).await;
+        };
         if let Some(location) = locate_in(&self.bucket, digest, false).await? {
-            return Ok(Some(location));
+            // Replication copies a pointer and the data it names independently: outside the
+            // home region, trust a local pointer only once its data is here too.
+            if location.key == blob_key(digest) || self.exists_here(&location.key).await? {
+                return Ok(Some(location));
+            }
         }
-        match &self.home {
-            Some(home) => locate_in(home, digest, true).await,
-            None => Ok(None),
+        locate_in(home, digest, true).await
+    }
+
+    async fn exists_here(&self, key: &str) -> StorageResult<bool> {
+        match self.bucket.client.head_object().bucket(&self.bucket.name).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(storage_error("HEAD replicated data", e)),
         }
     }
 
