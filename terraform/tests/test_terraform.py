@@ -275,14 +275,15 @@ class AwsRegionTest(unittest.TestCase):
         """The runtimes keep published content under data/ and blobs/, staging under uploads/:
         expiring uploads/ must not delete a blob (the Lambda runtime used to assemble data
         under uploads/<id>/data)."""
-        upload_rs = read(os.path.join(ROOT, "lambda/src/s3/upload.rs"))
-        self.assertRegex(upload_rs, r'pub fn data_key\(id: &str\) -> String \{\s*format!\("data/\{id\}"\)')
-        self.assertIn('format!("uploads/{id}/")', upload_rs)
+        # Both object stores upload through the core's engine (shared/src/parted.rs), which
+        # names the assembled object and the staging prefix for R2 and S3 alike.
+        parted = read(os.path.join(ROOT, "shared/src/parted.rs"))
+        self.assertRegex(parted, r'pub fn data_key\(id: &str\) -> String \{\s*format!\("data/\{id\}"\)')
+        self.assertRegex(parted, r'pub fn staging_prefix\(id: &str\) -> String \{\s*format!\("uploads/\{id\}/"\)')
+        for adapter in ("lambda/src/s3/upload.rs", "edge/src/r2_upload.rs"):
+            self.assertIn("berth_core::parted", read(os.path.join(ROOT, adapter)), adapter)
         blobs_rs = read(os.path.join(ROOT, "lambda/src/s3/blobs.rs"))
         self.assertIn('format!("blobs/{}"', blobs_rs)
-        r2 = read(os.path.join(ROOT, "edge/src/r2_upload.rs"))
-        self.assertIn('format!("data/{id}")', r2)
-        self.assertIn('format!("uploads/{id}/")', r2)
         # Upload sessions are metadata records under uploads/, stored under meta/ by both.
         self.assertIn('pub(crate) const UPLOADS: &str = "uploads/";', read(os.path.join(ROOT, "shared/src/records.rs")))
         for meta in ("lambda/src/s3/meta.rs", "edge/src/r2_meta.rs"):
