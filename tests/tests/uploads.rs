@@ -888,3 +888,37 @@ async fn racing_different_chunks_never_publish_mismatched_content() {
         problems.join("\n")
     );
 }
+
+/// A cancel once ignored the upload's claim: racing a completing PUT, it removed the data from
+/// under it and the PUT answered 500. Now the cancel waits its turn (409 while the PUT writes):
+/// whatever the interleaving, nothing is a 5xx, a 201 means the blob is there and whole, and a
+/// completed upload is never also reported cancelled.
+#[tokio::test]
+async fn cancel_racing_a_completing_put_never_breaks_either() {
+    let repo = repo("up-cancel-race");
+    for round in 0..20 {
+        let data = random_bytes(256 * 1024);
+        let d = sha256(&data);
+        let loc = start_upload(&repo).await;
+        let completing = {
+            let (loc, d, data) = (loc.clone(), d.clone(), data.clone());
+            tokio::spawn(async move { put(with_query(&loc, &format!("digest={d}"))).body(data).send().await })
+        };
+        let cancelling = {
+            let loc = loc.clone();
+            tokio::spawn(async move { delete(loc).send().await })
+        };
+        let (done, cancelled) = (completing.await.unwrap(), cancelling.await.unwrap());
+        assert_below_500(&done);
+        assert_below_500(&cancelled);
+        assert!(
+            !(done.status == 201 && cancelled.status == 204),
+            "round {round}: the upload completed and was cancelled:\n{}\n{}",
+            done.describe(),
+            cancelled.describe()
+        );
+        if done.status == 201 {
+            assert_blob(&repo, &d, &data).await;
+        }
+    }
+}
