@@ -48,6 +48,7 @@ impl BlobCache {
         let request =
             Request::new_with_init(&self.key(digest), RequestInit::new().with_headers(headers))
                 .ok()?;
+        crate::calls::note("cache.match");
         let found = Cache::default().get(&request, false).await.ok()??;
         let wanted = if range.is_some() { 206 } else { 200 };
         if found.status_code() != wanted {

@@ -8,6 +8,8 @@
 mod auth;
 #[cfg(target_arch = "wasm32")]
 mod blob_cache;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod calls;
 #[cfg(target_arch = "wasm32")]
 mod handoff;
 #[cfg(target_arch = "wasm32")]
@@ -67,6 +69,7 @@ mod worker_main {
                 ))
             }
         };
+        crate::calls::start(settings.count_backend_calls);
         let handoff = BodyHandoff::default();
         let mut blobs = R2Blobs::new(
             bucket.clone(),

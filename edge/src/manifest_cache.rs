@@ -27,6 +27,7 @@ impl ManifestCache {
 
     pub async fn get(&self, digest: &Digest) -> Option<Bytes> {
         let kv = self.kv.as_ref()?;
+        crate::calls::note("kv.get");
         match kv.get(&key(digest)).bytes().await {
             Ok(found) => found.map(Bytes::from),
             Err(e) => {
@@ -41,6 +42,7 @@ impl ManifestCache {
         if content.len() > KV_MAX_VALUE {
             return;
         }
+        crate::calls::note("kv.put");
         let result = match kv.put_bytes(&key(digest), content) {
             Ok(put) => put.execute().await,
             Err(e) => Err(e),
@@ -52,6 +54,7 @@ impl ManifestCache {
 
     pub async fn delete(&self, digest: &Digest) {
         let Some(kv) = self.kv.as_ref() else { return };
+        crate::calls::note("kv.delete");
         if let Err(e) = kv.delete(&key(digest)).await {
             console_warn!("KV delete {}: {e}", key(digest));
         }

@@ -64,6 +64,7 @@ impl R2Blobs {
 
     async fn locate(&self, digest: &Digest) -> StorageResult<Option<Located>> {
         let key = blob_key(digest);
+        crate::calls::note("r2.head");
         let Some(head) = self
             .bucket
             .head(&key)
@@ -78,6 +79,64 @@ impl R2Blobs {
         })))
     }
 }
+
+impl R2Blobs {
+    /// A whole blob in as few reads as it takes: `blobs/<digest>` is the content itself (a
+    /// manifest, a small blob) or a pointer, whose target is read next. Two GETs for an uploaded
+    /// blob, as a HEAD and a GET were, and one for small content.
+    async fn get_content(&self, digest: &Digest) -> StorageResult<Option<(Object, Located)>> {
+        let key = blob_key(digest);
+        crate::calls::note("r2.get");
+        let Some(object) = self
+            .bucket
+            .get(&key)
+            .execute()
+            .await
+            .map_err(|e| r2_error("get", &key, e))?
+        else {
+            return Ok(None);
+        };
+        let Some(target) = pointer_target(&object) else {
+            let size = object.size();
+            return Ok(Some((object, Located { key, size })));
+        };
+        crate::calls::note("r2.get");
+        let object = self
+            .bucket
+            .get(&target.key)
+            .execute()
+            .await
+            .map_err(|e| r2_error("get", &target.key, e))?;
+        Ok(object.map(|object| (object, target)))
+    }
+
+    /// An object's body as the core's stream; `streaming` runs when it goes out as R2's own
+    /// stream (the blob cache fills then).
+    fn stream(
+        &self,
+        object: Object,
+        located: &Located,
+        streaming: impl FnOnce(&Located),
+    ) -> StorageResult<Option<ByteStream>> {
+        let body = object
+            .body()
+            .ok_or_else(|| StorageError::new(format!("R2 object {} has no body", located.key)))?;
+        match body
+            .response_body()
+            .map_err(|e| r2_error("read", &located.key, e))?
+        {
+            worker::ResponseBody::Stream(raw) => {
+                streaming(located);
+                Ok(Some(self.handoff.park(raw)))
+            }
+            worker::ResponseBody::Body(bytes) => Ok(Some(one_chunk(Bytes::from(bytes)))),
+            worker::ResponseBody::Empty => Ok(Some(Box::pin(futures_util::stream::empty()))),
+        }
+    }
+}
+
+/// Manifests are at most 4 MiB (the core's limit); anything bigger is not read into memory.
+const MAX_MANIFEST_READ: u64 = 4 * 1024 * 1024;
 
 /// The object a pointer names, or None when the object holds the content itself.
 fn pointer_target(object: &Object) -> Option<Located> {
@@ -102,71 +161,73 @@ impl BlobStore for R2Blobs {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> StorageResult<Option<ByteStream>> {
-        if range.is_none() {
-            // Manifests are read whole; blobs that are not manifests just miss.
-            if let Some(cached) = self.cache.get(digest).await {
-                return Ok(Some(one_chunk(cached)));
-            }
-        }
-        let Some(located) = self.locate(digest).await? else {
-            return Ok(None);
-        };
-        // Uploaded blobs (behind a pointer) through the cache; manifests are small and in KV.
-        let blob_cache = self
-            .blob_cache
-            .as_ref()
-            .filter(|_| located.key != blob_key(digest));
-        if let Some(blob_cache) = blob_cache {
+        // Only uploaded blobs (behind a pointer) are ever in the cache, so a hit needs no R2
+        // call at all: a cached layer costs the core's link read and this.
+        if let Some(blob_cache) = &self.blob_cache {
             if let Some(hit) = blob_cache.get(digest, range).await {
                 self.handoff.mark_cache_hit();
                 return Ok(Some(self.handoff.park(hit)));
             }
         }
-        let mut get = self.bucket.get(&located.key);
-        if let Some(r) = range {
-            get = get.range(Range::OffsetWithLength {
-                offset: r.start,
-                length: r.end - r.start,
+        let Some(range) = range else {
+            let Some((object, located)) = self.get_content(digest).await? else {
+                return Ok(None);
+            };
+            let blob_cache = self.blob_cache.as_ref().filter(|_| located.key != blob_key(digest));
+            return self.stream(object, &located, |_| {
+                if let Some(blob_cache) = blob_cache {
+                    blob_cache.fill(digest, located.size, self.bucket.clone(), located.key.clone());
+                }
             });
-        }
-        let Some(object) = get
-            .execute()
-            .await
-            .map_err(|e| r2_error("get", &located.key, e))?
-        else {
+        };
+        let Some(located) = self.locate(digest).await? else {
             return Ok(None);
         };
+        crate::calls::note("r2.get");
+        let got = self
+            .bucket
+            .get(&located.key)
+            .range(Range::OffsetWithLength {
+                offset: range.start,
+                length: range.end - range.start,
+            })
+            .execute()
+            .await
+            .map_err(|e| r2_error("get", &located.key, e))?;
+        match got {
+            Some(object) => self.stream(object, &located, |_| {}),
+            None => Ok(None),
+        }
+    }
+
+    async fn read_manifest(&self, digest: &Digest) -> StorageResult<Option<ByteStream>> {
+        if let Some(cached) = self.cache.get(digest).await {
+            return Ok(Some(one_chunk(cached)));
+        }
+        let Some((object, located)) = self.get_content(digest).await? else {
+            return Ok(None);
+        };
+        if located.size > MAX_MANIFEST_READ {
+            return self.stream(object, &located, |_| {});
+        }
+        // Read through into KV: only manifests someone pulls are cached (a CI push of many
+        // manifests writes none), and the next GET anywhere costs one KV read instead of R2's.
         let body = object
             .body()
             .ok_or_else(|| StorageError::new(format!("R2 object {} has no body", located.key)))?;
-        let raw = body
-            .response_body()
-            .map_err(|e| r2_error("read", &located.key, e))?;
-        match raw {
-            worker::ResponseBody::Stream(raw) => {
-                if let Some(blob_cache) = blob_cache.filter(|_| range.is_none()) {
-                    blob_cache.fill(
-                        digest,
-                        located.size,
-                        self.bucket.clone(),
-                        located.key.clone(),
-                    );
-                }
-                Ok(Some(self.handoff.park(raw)))
-            }
-            worker::ResponseBody::Body(bytes) => Ok(Some(one_chunk(Bytes::from(bytes)))),
-            worker::ResponseBody::Empty => Ok(Some(Box::pin(futures_util::stream::empty()))),
-        }
+        let bytes = Bytes::from(body.bytes().await.map_err(|e| r2_error("read", &located.key, e))?);
+        self.cache.put(digest, &bytes).await;
+        Ok(Some(one_chunk(bytes)))
     }
 
     async fn put_verified(&self, digest: &Digest, content: Bytes) -> StorageResult<()> {
         let key = blob_key(digest);
+        crate::calls::note("r2.put");
         self.bucket
             .put(&key, content.to_vec())
             .execute()
             .await
             .map_err(|e| r2_error("put", &key, e))?;
-        self.cache.put(digest, &content).await;
         Ok(())
     }
 
@@ -174,12 +235,14 @@ impl BlobStore for R2Blobs {
         let key = blob_key(digest);
         if let Some(located) = self.locate(digest).await? {
             if located.key != key {
+                crate::calls::note("r2.delete");
                 self.bucket
                     .delete(&located.key)
                     .await
                     .map_err(|e| r2_error("delete", &located.key, e))?;
             }
         }
+        crate::calls::note("r2.delete");
         self.bucket
             .delete(&key)
             .await
@@ -210,6 +273,7 @@ impl BlobStore for R2Blobs {
                 (None, Some(after)) => list.start_after(blob_key(after)),
                 (None, None) => list,
             };
+            crate::calls::note("r2.list");
             let listed = list
                 .execute()
                 .await
@@ -263,6 +327,7 @@ impl BlobStore for R2Blobs {
         let Some(key) = parted::readable(&self.parts(), id, &state).await? else {
             return Ok(Box::pin(futures_util::stream::empty()));
         };
+        crate::calls::note("r2.get");
         let object = self
             .bucket
             .get(&key)

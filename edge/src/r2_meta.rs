@@ -34,6 +34,7 @@ pub(crate) fn r2_error(what: &str, key: &str, err: worker::Error) -> StorageErro
 impl MetaStore for R2Meta {
     async fn get(&self, key: &str) -> StorageResult<Option<Versioned>> {
         let full = format!("{PREFIX}{key}");
+        crate::calls::note("r2.get");
         let Some(object) = self
             .bucket
             .get(&full)
@@ -69,6 +70,7 @@ impl MetaStore for R2Meta {
                 ..Default::default()
             }),
         };
+        crate::calls::note("r2.put");
         let mut put = self.bucket.put(&full, value.to_vec());
         if let Some(only_if) = only_if {
             put = put.only_if(only_if);
@@ -84,6 +86,7 @@ impl MetaStore for R2Meta {
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
         let full = format!("{PREFIX}{key}");
+        crate::calls::note("r2.delete");
         self.bucket
             .delete(&full)
             .await
@@ -111,6 +114,7 @@ impl MetaStore for R2Meta {
                 (None, Some(after)) => list = list.start_after(format!("{PREFIX}{after}")),
                 (None, None) => {}
             }
+            crate::calls::note("r2.list");
             let page = list
                 .execute()
                 .await

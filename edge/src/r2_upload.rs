@@ -34,6 +34,7 @@ pub struct R2Parts(pub Bucket);
 #[async_trait::async_trait(?Send)]
 impl PartStore for R2Parts {
     async fn create_multipart(&self, key: &str) -> StorageResult<String> {
+        crate::calls::note("r2.create_multipart");
         let created = self
             .0
             .create_multipart_upload(key)
@@ -44,12 +45,14 @@ impl PartStore for R2Parts {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, part: Bytes) -> StorageResult<String> {
+        crate::calls::note("r2.upload_part");
         upload_part_from_wasm(&self.0, key, upload_id, number, &part)
             .await
             .map_err(|e| r2_error("upload part", key, e))
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, etags: &[String]) -> StorageResult<()> {
+        crate::calls::note("r2.complete_multipart");
         let multipart = self
             .0
             .resume_multipart_upload(key, upload_id)
@@ -65,6 +68,7 @@ impl PartStore for R2Parts {
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StorageResult<()> {
         // Gone already (completed or aborted) is fine; R2 also expires forgotten ones.
+        crate::calls::note("r2.abort_multipart");
         if let Ok(multipart) = self.0.resume_multipart_upload(key, upload_id) {
             let _ = multipart.abort().await;
         }
@@ -72,6 +76,7 @@ impl PartStore for R2Parts {
     }
 
     async fn put_small(&self, key: &str, bytes: Bytes) -> StorageResult<()> {
+        crate::calls::note("r2.put");
         // Without a copy when the engine's buffer is not shared (it is not, for a tail).
         self.0
             .put(key, Vec::from(bytes))
@@ -86,16 +91,19 @@ impl PartStore for R2Parts {
     }
 
     async fn size_of(&self, key: &str) -> StorageResult<Option<u64>> {
+        crate::calls::note("r2.head");
         let head = self.0.head(key).await.map_err(|e| r2_error("head", key, e))?;
         Ok(head.map(|o| o.size()))
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
+        crate::calls::note("r2.delete");
         self.0.delete(key).await.map_err(|e| r2_error("delete", key, e))
     }
 
     async fn delete_prefix(&self, prefix: &str) -> StorageResult<()> {
         loop {
+            crate::calls::note("r2.list");
             let page = self
                 .0
                 .list()
@@ -107,6 +115,7 @@ impl PartStore for R2Parts {
             if keys.is_empty() {
                 return Ok(());
             }
+            crate::calls::note("r2.delete_multiple");
             self.0
                 .delete_multiple(keys)
                 .await
@@ -125,6 +134,7 @@ impl PartStore for R2Parts {
             (POINTER_OBJECT.to_owned(), object.to_owned()),
             (POINTER_SIZE.to_owned(), size.to_string()),
         ]);
+        crate::calls::note("r2.put");
         let written = self
             .0
             .put(&pointer, Vec::new())
@@ -164,6 +174,7 @@ async fn upload_part_from_wasm(bucket: &Bucket, key: &str, upload_id: &str, numb
 
 /// Reads a small object (a staged tail) whole.
 async fn read_small(bucket: &Bucket, key: &str) -> StorageResult<Vec<u8>> {
+    crate::calls::note("r2.get");
     let object = bucket
         .get(key)
         .execute()

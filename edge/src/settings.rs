@@ -25,6 +25,9 @@ pub struct Settings {
     pub blob_cache: bool,
     /// Token auth's config (secret AUTH_CONFIG, from `berth auth export`); none: auth off.
     pub auth_config: Option<String>,
+    /// Answer with the storage operations each request made (COUNT_BACKEND_CALLS; for
+    /// bench/request-cost.sh, see `calls`).
+    pub count_backend_calls: bool,
 }
 
 /// A var or secret as a string, if set and not empty.
@@ -92,6 +95,7 @@ impl Settings {
             presigner,
             blob_cache,
             auth_config: text(env, "AUTH_CONFIG"),
+            count_backend_calls: text(env, "COUNT_BACKEND_CALLS").is_some(),
         })
     }
 }

@@ -41,6 +41,9 @@ pub fn response(resp: berth_core::Response, handoff: &BodyHandoff) -> worker::Re
     if handoff.cache_hit() {
         headers.set("x-berth-cache", "hit")?;
     }
+    if let Some(calls) = crate::calls::summary() {
+        headers.set("berth-backend-calls", &calls)?;
+    }
     let builder = ResponseBuilder::new()
         .with_status(parts.status.as_u16())
         .with_headers(headers);

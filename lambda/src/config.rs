@@ -149,11 +149,12 @@ impl Settings {
     }
 
     pub fn s3_client(&self, sdk: &aws_config::SdkConfig, region: Option<&str>) -> aws_sdk_s3::Client {
-        self.client_for(sdk, self.endpoint.as_deref(), region)
+        self.client_for("blobs", sdk, self.endpoint.as_deref(), region)
     }
 
     fn client_for(
         &self,
+        label: &'static str,
         sdk: &aws_config::SdkConfig,
         endpoint: Option<&str>,
         region: Option<&str>,
@@ -170,15 +171,18 @@ impl Settings {
         if let Some(region) = region {
             builder = builder.region(aws_sdk_s3::config::Region::new(region.to_owned()));
         }
+        if crate::calls::enabled() {
+            builder = builder.interceptor(crate::calls::Counter(label));
+        }
         aws_sdk_s3::Client::from_conf(builder.build())
     }
 
     /// For the home region's bucket (same endpoint as `bucket`: local tests use one S3).
     pub fn home_client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-        self.client_for(sdk, self.endpoint.as_deref(), self.home_region.as_deref())
+        self.client_for("home", sdk, self.endpoint.as_deref(), self.home_region.as_deref())
     }
 
     pub fn meta_client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-        self.client_for(sdk, self.meta_endpoint.as_deref(), self.meta_region.as_deref())
+        self.client_for("meta", sdk, self.meta_endpoint.as_deref(), self.meta_region.as_deref())
     }
 }

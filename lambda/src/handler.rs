@@ -16,6 +16,7 @@ pub async fn handle(
     event: Event,
 ) -> Result<EventResponse<EventBody>, lambda_http::Error> {
     let started = std::time::Instant::now();
+    crate::calls::start();
     let client = client_addr(&event);
     let (mut parts, body) = event.into_parts();
     if let Some(client) = client {
@@ -43,6 +44,9 @@ pub async fn handle(
     };
     let (mut head, body) = response.into_parts();
     fold_repeated_headers(&mut head.headers);
+    if let Some(calls) = crate::calls::summary().and_then(|c| http::HeaderValue::from_str(&c).ok()) {
+        head.headers.insert("berth-backend-calls", calls);
+    }
     let body = match body {
         Body::Empty => EventBody::Empty,
         Body::Full(bytes) => EventBody::Binary(bytes.to_vec()),

@@ -3,6 +3,7 @@
 //! This crate only translates events ([`handler`]) and implements the core's storage traits on
 //! S3 ([`s3`]); every protocol rule lives in berth-core.
 
+mod calls;
 mod config;
 mod handler;
 mod s3;

@@ -100,6 +100,11 @@ pub async fn blob_store_contract<B: BlobStore>(store: &B) -> Result<(), String> 
     ok("put_verified (again)", store.put_verified(&da, a.clone()).await)?;
     check!(ok("stat", store.stat(&da).await)? == Some(a.len() as u64), "stat after put_verified is not the size");
     check!(read_blob(store, &da, None).await?.as_deref() == Some(&a[..]), "read does not return what was put");
+    let manifest = match ok("read_manifest", store.read_manifest(&da).await)? {
+        Some(stream) => Some(collect("read_manifest", stream).await?),
+        None => None,
+    };
+    check!(manifest.as_deref() == Some(&a[..]), "read_manifest does not return what was put");
     let range = ByteRange { start: 3, end: 11 };
     check!(
         read_blob(store, &da, Some(range)).await?.as_deref() == Some(&a[3..11]),
@@ -113,6 +118,8 @@ pub async fn blob_store_contract<B: BlobStore>(store: &B) -> Result<(), String> 
     ok("delete", store.delete(&da).await)?;
     check!(ok("stat", store.stat(&da).await)?.is_none(), "stat after delete is not None");
     check!(read_blob(store, &da, None).await?.is_none(), "read after delete is not None");
+    // A store that caches manifests must drop the copy with the content.
+    check!(ok("read_manifest", store.read_manifest(&da).await)?.is_none(), "read_manifest after delete is not None");
     ok("delete (absent)", store.delete(&da).await).map_err(|e| format!("deleting absent content fails: {e}"))?;
 
     // An upload through three writers, the second one's bytes never acknowledged.

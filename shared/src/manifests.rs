@@ -249,7 +249,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         if head {
             return Ok(reply.body(Body::Empty, record.size));
         }
-        let Some(stream) = self.blobs.read(&digest, None).await? else {
+        let Some(stream) = self.blobs.read_manifest(&digest).await? else {
             return Err(crate::StorageError::new(format!("manifest {digest} has a record but no content")).into());
         };
         Ok(reply.body(Body::Stream(stream), record.size))

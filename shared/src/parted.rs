@@ -302,17 +302,32 @@ pub async fn commit<S: PartStore + ?Sized>(
     if stored != size {
         return Err(StorageError::new(format!("upload {id}: stored {stored} bytes, the session says {size}")));
     }
-    publish(store, id, digest, size).await
+    publish(store, id, digest, size, state.tail.as_ref().map(|t| t.key.as_str())).await
 }
 
 /// Publishes the complete object `data/<id>` as `digest`'s content: a create-only pointer, not a
 /// copy. Where the content is stored already, it stays and the new copy goes.
-pub async fn publish<S: PartStore + ?Sized>(store: &S, id: &str, digest: &Digest, size: u64) -> StorageResult<()> {
+///
+/// Then deletes the upload's current staged tail, if it had one: one call, where listing the
+/// staging prefix and deleting what it holds took two on every completion. Tails an upload
+/// superseded (a chunk that did not end on a part boundary, then another) stay under
+/// `uploads/<id>/` for the bucket's lifecycle rule on `uploads/`, as a killed request's do; they
+/// cannot be deleted when superseded, since the session that names them may yet be the one saved.
+pub async fn publish<S: PartStore + ?Sized>(
+    store: &S,
+    id: &str,
+    digest: &Digest,
+    size: u64,
+    staged_tail: Option<&str>,
+) -> StorageResult<()> {
     let object = data_key(id);
     if !store.link(digest, &object, size).await? {
         store.delete(&object).await?;
     }
-    store.delete_prefix(&staging_prefix(id)).await
+    match staged_tail {
+        Some(key) => store.delete(key).await,
+        None => Ok(()),
+    }
 }
 
 /// Discards an upload: its multipart upload (when still open), its object and its staging.

@@ -56,7 +56,14 @@ pub trait BlobStore: MaybeSendSync {
     /// The content of a verified blob (or a range of it), or None.
     async fn read(&self, digest: &Digest, range: Option<ByteRange>)
         -> StorageResult<Option<ByteStream>>;
-    /// Stores small content the core has already verified (manifest bytes).
+    /// A manifest's bytes, whole, or None. Manifests are read far more often than blobs and are
+    /// small, so a store may serve them from a cache ([`BlobStore::read`] never consults one:
+    /// a layer GET that asked a manifest cache first would pay a miss every time).
+    async fn read_manifest(&self, digest: &Digest) -> StorageResult<Option<ByteStream>> {
+        self.read(digest, None).await
+    }
+    /// Stores small content the core has already verified, in one write: manifest bytes, and
+    /// blobs pushed whole up to `uploads::SMALL_BLOB_BYTES`.
     async fn put_verified(&self, digest: &Digest, content: Bytes) -> StorageResult<()>;
     /// Removes content. Absent content is not an error.
     async fn delete(&self, digest: &Digest) -> StorageResult<()>;

@@ -67,6 +67,32 @@ async fn monolithic_post_with_digest() {
     assert_created(&r, &repo, &d);
 }
 
+/// Around 1 MiB, the size up to which a blob pushed whole is verified in memory and stored in one
+/// write (berth_core::uploads::SMALL_BLOB_BYTES); above it the bytes already read go first into
+/// a regular upload. Both sides, with a Content-Length and streamed without one, store exactly
+/// the bytes sent; a wrong digest on either side stores nothing.
+#[tokio::test]
+async fn monolithic_around_the_small_blob_bound() {
+    let repo = repo("up-mono-bound");
+    for size in [1024 * 1024, 1024 * 1024 + 1, 1024 * 1024 + 70_001] {
+        for streamed in [false, true] {
+            let data = random_bytes(size);
+            let d = sha256(&data);
+            let pieces: Vec<Vec<u8>> = data.chunks(65_537).map(|c| c.to_vec()).collect();
+            let send = |digest: String| {
+                let req = post(format!("/v2/{repo}/blobs/uploads/?digest={digest}"));
+                if streamed { req.stream(pieces.clone()) } else { req.body(data.clone()) }
+            };
+            let r = send(unknown_digest()).send().await;
+            assert_oci_error(&r, 400, "DIGEST_INVALID");
+            assert_no_blob(&repo, &d).await;
+            let r = send(d.clone()).send().await;
+            assert_created(&r, &repo, &d);
+            assert_blob(&repo, &d, &data).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn monolithic_post_with_wrong_digest_stores_nothing() {
     let repo = repo("up-mono-wrong");

@@ -158,6 +158,9 @@ async fn the_tail_carries_over_to_the_next_request() {
     assert_eq!(store.keys(""), store_before);
     commit(&store, "u1", &s4, &digest_of(&data), 25).await.unwrap();
     assert_eq!(store.content(&digest_of(&data)), Bytes::from(data));
+    // Completion deletes the current tail by its key (no listing); the tails it superseded are
+    // the bucket lifecycle rule's, as a killed request's are.
+    assert_eq!(store.keys("uploads/"), vec!["uploads/u1/tail-5".to_owned(), "uploads/u1/tail-7".to_owned()]);
 }
 
 #[tokio::test]
