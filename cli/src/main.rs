@@ -4,8 +4,11 @@
 mod admin;
 mod auth;
 mod demo;
+mod docker_archive;
+mod image_layout;
 mod local;
 mod push;
+mod push_image;
 mod serve;
 mod tls;
 mod token_client;
