@@ -266,7 +266,7 @@ pub async fn run(args: PushArgs) -> Result<(), String> {
         return Ok(());
     }
     // A whole image (OCI layout, docker archive, a tar on stdin): pushed by push_image.rs.
-    if let Some(input) = crate::push_image::detect(&args.file)? {
+    if let Some(input) = crate::push_image::detect(&args.file, reference.is_some())? {
         return crate::push_image::run(&registry, input, reference, &args.image, &args.blob_opts()).await;
     }
     if reference.is_some() {

@@ -85,7 +85,9 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Whether PATH is an image (and which kind), or `None` for the old behaviour: a blob.
-pub(crate) fn detect(path: &Path) -> Result<Option<Input>, String> {
+/// `tagged`: the target has a tag or digest, which a blob push refuses anyway, so a tar is read
+/// as an image even when its names could not be listed (a truncated archive says so then).
+pub(crate) fn detect(path: &Path, tagged: bool) -> Result<Option<Input>, String> {
     if path.as_os_str() == "-" {
         return Ok(Some(Input::Stdin));
     }
@@ -108,7 +110,8 @@ pub(crate) fn detect(path: &Path) -> Result<Option<Input>, String> {
     }
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut archive = tar::Archive::new(file);
-    let Ok(entries) = archive.entries_with_seek() else { return Ok(None) };
+    let as_image = if tagged { Some(Input::Tar(path.to_owned())) } else { None };
+    let Ok(entries) = archive.entries_with_seek() else { return Ok(as_image) };
     for entry in entries {
         let Ok(entry) = entry else { break };
         let Ok(name) = entry.path() else { continue };
@@ -118,7 +121,7 @@ pub(crate) fn detect(path: &Path) -> Result<Option<Input>, String> {
             }
         }
     }
-    Ok(None)
+    Ok(as_image)
 }
 
 /// ustar (POSIX, pax) or GNU magic, and a checksum that adds up.
