@@ -412,3 +412,33 @@ fn is_sbom(layout: &Layout, digest: &str) -> bool {
     let doc: Value = serde_json::from_slice(referrer).unwrap();
     doc["layers"][0]["digest"] == digest || doc["config"]["digest"] == digest
 }
+
+#[test]
+fn a_cut_off_layer_upload_resumes_on_the_next_run() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let _server = Server::start(data.path(), &addr);
+    let dir = work.path().join("layout");
+    let layout = write_layout(&dir, 5);
+    let (digest, bytes) = layout.blobs.iter().max_by_key(|(_, b)| b.len()).unwrap();
+    // What a first run that died after 300 kB of this layer leaves: an open session holding
+    // those bytes, and berth push's state file for it.
+    let started = request(&addr, "POST", "/v2/res/app/blobs/uploads/", &[], b"");
+    assert_eq!(started.status, 202);
+    let location = started.header("location").unwrap().to_owned();
+    let location = if location.starts_with('/') { format!("http://{addr}{location}") } else { location };
+    let path = location.trim_start_matches(&format!("http://{addr}")).to_owned();
+    let patched = request(&addr, "PATCH", &path, &[("Content-Range", "0-299999"), ("Content-Type", "application/octet-stream")], &bytes[..300_000]);
+    assert_eq!(patched.status, 202, "{}", patched.text());
+    let state = work.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let key = sha256(format!("http://{addr}\0res/app\0{digest}").as_bytes());
+    let saved = json!({ "location": location, "direct": false, "part_size": 1 << 20, "done_parts": [], "offset": 300_000 });
+    std::fs::write(state.join(format!("{}.json", &key[7..])), serde_json::to_vec(&saved).unwrap()).unwrap();
+
+    let pushed = push(dir.to_str().unwrap(), &format!("{addr}/res/app:v1"), &state, None, &[]);
+    assert!(pushed.status.success(), "{}", err(&pushed));
+    assert!(err(&pushed).contains("resuming the upload saved in"), "{}", err(&pushed));
+    assert_all_there(&addr, "res/app", &layout);
+}
