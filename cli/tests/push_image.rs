@@ -238,9 +238,12 @@ fn layout_tar_from_a_file_and_from_stdin() {
     assert_eq!(out(&plain), sha256(b"just bytes"));
 }
 
+/// One image of an archive: its config bytes and its layers' bytes.
+type Saved = (Vec<u8>, Vec<Vec<u8>>);
+
 /// `docker save` of two images: old style (`<id>/layer.tar`), a gzip layer, a repeated layer as
 /// a symlink. Returns the tar, and per image (config bytes, layer bytes).
-fn docker_archive() -> (Vec<u8>, Vec<(Vec<u8>, Vec<Vec<u8>>)>) {
+fn docker_archive() -> (Vec<u8>, Vec<Saved>) {
     let l1 = tar_files(&[("etc/hello", &pattern(200_000, 9))]);
     let mut l2 = vec![0x1f, 0x8b, 8, 0];
     l2.extend(pattern(150_000, 7)); // gzip by its magic bytes (the registry does not unpack it)
