@@ -146,7 +146,8 @@ pub(crate) fn read(dir: &Path, want: Option<&str>, tag: Option<&str>, _hashes: &
     let name_of = |e: &Value| e["annotations"][REF_NAME].as_str().map(str::to_owned);
     // Entries that are referrers (a signature, an SBOM) go along with their subject; they are
     // not images to choose from.
-    let referrer_digests: HashSet<String> = manifests_with_subject(dir).into_iter().map(|(d, _, _)| d).collect();
+    let candidates = manifests_with_subject(dir);
+    let referrer_digests: HashSet<&str> = candidates.iter().map(|(d, _, _)| d.as_str()).collect();
     let images: Vec<&Value> = entries.iter().filter(|e| !e["digest"].as_str().is_some_and(|d| referrer_digests.contains(d))).collect();
     let listing = || {
         images
@@ -183,7 +184,6 @@ pub(crate) fn read(dir: &Path, want: Option<&str>, tag: Option<&str>, _hashes: &
     walker.walk(&digest, size, chosen["mediaType"].as_str())?;
     let top = walker.manifests.len();
     // Referrers of anything pushed (and referrers of those), each after its subject.
-    let candidates = manifests_with_subject(dir);
     loop {
         let before = walker.manifests.len();
         for (d, s, subject) in &candidates {
