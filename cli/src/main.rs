@@ -4,8 +4,11 @@
 mod admin;
 mod auth;
 mod demo;
+mod docker_archive;
+mod image_layout;
 mod local;
 mod push;
+mod push_image;
 mod serve;
 mod tls;
 mod token_client;
@@ -33,7 +36,8 @@ enum Command {
     /// Run the registry locally on embedded storage (blob files + an embedded database).
     Serve(serve::ServeArgs),
     /// Push a blob (big layers: in parallel parts straight to storage where the registry
-    /// offers it, else in chunks; resumable) or a manifest; prints its digest.
+    /// offers it, else in chunks; resumable), a manifest, or a whole image (OCI layout dir or
+    /// tar, docker archive, `-` for a tar on stdin; see docs/push.md); prints its digest.
     Push(push::PushArgs),
     /// Write a tiny demo image as an OCI layout (no download needed), for the README's
     /// Quickstart: `skopeo copy oci:DIR:TAG docker://…` pushes it.

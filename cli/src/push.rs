@@ -24,7 +24,8 @@ use crate::token_client::TokenSource;
 
 #[derive(clap::Args)]
 pub struct PushArgs {
-    /// The file to push: blob bytes, or with --manifest a manifest (JSON with a mediaType).
+    /// The file to push: blob bytes, or with --manifest a manifest (JSON with a mediaType), or a
+    /// whole image: an OCI layout (directory or tar), a docker archive, or `-` for a tar on stdin.
     file: PathBuf,
     /// Where: REGISTRY/REPO for a blob, REGISTRY/REPO:TAG (or @digest) for a manifest.
     /// REGISTRY may be host[:port] (HTTPS, but plain HTTP for loopback: localhost, 127.0.0.0/8,
@@ -67,6 +68,32 @@ pub struct PushArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    image: crate::push_image::ImageArgs,
+}
+
+/// How a blob is uploaded: what `push_blob_file` needs of the command line.
+#[derive(Clone)]
+pub(crate) struct BlobOpts {
+    pub(crate) jobs: usize,
+    pub(crate) part_mib: u64,
+    pub(crate) chunk_mib: u64,
+    pub(crate) no_direct: bool,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) quiet: bool,
+}
+
+impl PushArgs {
+    fn blob_opts(&self) -> BlobOpts {
+        BlobOpts {
+            jobs: self.jobs,
+            part_mib: self.part_mib,
+            chunk_mib: self.chunk_mib,
+            no_direct: self.no_direct,
+            state_dir: self.state_dir.clone(),
+            quiet: self.quiet,
+        }
+    }
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -94,10 +121,10 @@ struct PushState {
     offset: u64,
 }
 
-struct Registry {
+pub(crate) struct Registry {
     http: reqwest::Client,
     base: String,
-    repo: String,
+    pub(crate) repo: String,
     /// A token given on the command line, used as is.
     token: Option<String>,
     /// Else tokens from the registry's token endpoint, when it asks for them.
@@ -105,11 +132,11 @@ struct Registry {
 }
 
 impl Registry {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/v2/{}/{}", self.base, self.repo, path)
     }
 
-    fn absolute(&self, location: &str) -> String {
+    pub(crate) fn absolute(&self, location: &str) -> String {
         if location.starts_with("http://") || location.starts_with("https://") {
             location.to_owned()
         } else {
@@ -119,7 +146,7 @@ impl Registry {
 
     /// A request to the registry with its current token (a fresh one when the last is about to
     /// expire). Storage URLs are requested with `http` directly: they carry their own signature.
-    async fn request(&self, method: reqwest::Method, url: &str) -> Result<reqwest::RequestBuilder, String> {
+    pub(crate) async fn request(&self, method: reqwest::Method, url: &str) -> Result<reqwest::RequestBuilder, String> {
         let req = self.http.request(method, url);
         Ok(match (&self.token, &self.tokens) {
             (Some(t), _) => req.bearer_auth(t),
@@ -202,11 +229,11 @@ pub fn explain(what: &str, err: &reqwest::Error) -> String {
     format!("{what} {url}: {cause}{hint}")
 }
 
-fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+pub(crate) fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
-async fn fail(what: &str, resp: reqwest::Response) -> String {
+pub(crate) async fn fail(what: &str, resp: reqwest::Response) -> String {
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
     format!("{what}: {status} {}", body.chars().take(500).collect::<String>())
@@ -238,6 +265,10 @@ pub async fn run(args: PushArgs) -> Result<(), String> {
         println!("{digest}");
         return Ok(());
     }
+    // A whole image (OCI layout, docker archive, a tar on stdin): pushed by push_image.rs.
+    if let Some(input) = crate::push_image::detect(&args.file, reference.is_some())? {
+        return crate::push_image::run(&registry, input, reference, &args.image, &args.blob_opts()).await;
+    }
     if reference.is_some() {
         return Err("a blob is pushed to REGISTRY/REPO (no tag); use --manifest for manifests".into());
     }
@@ -252,10 +283,15 @@ async fn push_manifest(registry: &Registry, file: &Path, reference: &str) -> Res
         .ok()
         .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
         .ok_or("the manifest has no mediaType field")?;
+    put_manifest(registry, bytes, &media_type, reference).await
+}
+
+/// PUTs manifest bytes under a tag or digest; returns the digest the registry gives it.
+pub(crate) async fn put_manifest(registry: &Registry, bytes: Vec<u8>, media_type: &str, reference: &str) -> Result<String, String> {
     let resp = registry
         .request(reqwest::Method::PUT, &registry.url(&format!("manifests/{reference}")))
         .await?
-        .header("content-type", media_type)
+        .header("content-type", media_type.to_owned())
         .body(bytes.clone())
         .send()
         .await
@@ -267,7 +303,7 @@ async fn push_manifest(registry: &Registry, file: &Path, reference: &str) -> Res
 }
 
 /// sha256 of the file, read in 1 MiB pieces.
-async fn file_digest(path: &Path, progress: &ProgressBar) -> Result<(String, u64), String> {
+pub(crate) async fn file_digest(path: &Path, progress: &ProgressBar) -> Result<(String, u64), String> {
     let mut file = tokio::fs::File::open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; MIB as usize];
@@ -292,7 +328,7 @@ async fn read_range(path: &Path, start: u64, len: u64) -> Result<Vec<u8>, String
     Ok(buf)
 }
 
-fn bar(quiet: bool, len: u64, what: &str) -> ProgressBar {
+pub(crate) fn bar(quiet: bool, len: u64, what: &str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
@@ -306,8 +342,8 @@ fn bar(quiet: bool, len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn state_path(args: &PushArgs, registry: &Registry, digest: &str) -> PathBuf {
-    let dir = args.state_dir.clone().unwrap_or_else(|| {
+fn state_path(opts: &BlobOpts, registry: &Registry, digest: &str) -> PathBuf {
+    let dir = opts.state_dir.clone().unwrap_or_else(|| {
         std::env::var_os("XDG_STATE_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
@@ -338,32 +374,51 @@ async fn push_blob(registry: &Registry, args: &PushArgs) -> Result<String, Strin
     let hashing = bar(args.quiet, size_hint, "digest");
     let (digest, size) = file_digest(&args.file, &hashing).await?;
     hashing.finish_and_clear();
+    if blob_exists(registry, &digest).await? {
+        eprintln!("berth push: {digest} is already in {}", registry.repo);
+        return Ok(digest);
+    }
+    let progress = bar(args.quiet, size, "upload");
+    push_blob_file(registry, &args.file, &digest, size, &args.blob_opts(), &progress).await?;
+    progress.finish_and_clear();
+    Ok(digest)
+}
+
+/// Whether the repository has the blob (HEAD).
+pub(crate) async fn blob_exists(registry: &Registry, digest: &str) -> Result<bool, String> {
     let head = registry
         .request(reqwest::Method::HEAD, &registry.url(&format!("blobs/{digest}")))
         .await?
         .send()
         .await
         .map_err(|e| explain("HEAD blob", &e))?;
-    if head.status().is_success() {
-        eprintln!("berth push: {digest} is already in {}", registry.repo);
-        return Ok(digest);
-    }
-    let state_file = state_path(args, registry, &digest);
+    Ok(head.status().is_success())
+}
+
+/// Uploads the file whose sha256 the caller knows (`digest`, `size`), resuming a saved session
+/// for it if there is one; `progress` counts the bytes sent.
+pub(crate) async fn push_blob_file(
+    registry: &Registry,
+    path: &Path,
+    digest: &str,
+    size: u64,
+    opts: &BlobOpts,
+    progress: &ProgressBar,
+) -> Result<(), String> {
+    let state_file = state_path(opts, registry, digest);
     let mut state = match load_state(&state_file).await {
         Some(state) if session_alive(registry, &state).await => {
             eprintln!("berth push: resuming the upload saved in {}", state_file.display());
             state
         }
-        _ => start_session(registry, args, size).await?,
+        _ => start_session(registry, opts, size).await?,
     };
     save_state(&state_file, &state).await?;
-    let progress = bar(args.quiet, size, "upload");
     let location = if state.direct {
-        push_direct(registry, args, &mut state, &state_file, size, &progress).await?
+        push_direct(registry, path, opts, &mut state, &state_file, size, progress).await?
     } else {
-        push_chunked(registry, args, &mut state, &state_file, size, &progress).await?
+        push_chunked(registry, path, &mut state, &state_file, size, progress).await?
     };
-    progress.finish_and_clear();
     let url = with_query(&registry.absolute(&location), &format!("digest={digest}"));
     let resp = registry
         .request(reqwest::Method::PUT, &url)
@@ -378,7 +433,7 @@ async fn push_blob(registry: &Registry, args: &PushArgs) -> Result<String, Strin
         return Err(err);
     }
     let _ = tokio::fs::remove_file(&state_file).await;
-    Ok(digest)
+    Ok(())
 }
 
 fn with_query(url: &str, query: &str) -> String {
@@ -394,7 +449,7 @@ async fn session_alive(registry: &Registry, state: &PushState) -> bool {
     matches!(req.send().await, Ok(r) if r.status().is_success())
 }
 
-async fn start_session(registry: &Registry, args: &PushArgs, size: u64) -> Result<PushState, String> {
+async fn start_session(registry: &Registry, args: &BlobOpts, size: u64) -> Result<PushState, String> {
     let resp = registry
         .request(reqwest::Method::POST, &registry.url("blobs/uploads/"))
         .await?
@@ -434,7 +489,8 @@ struct PartUrl {
 
 async fn push_direct(
     registry: &Registry,
-    args: &PushArgs,
+    path: &Path,
+    args: &BlobOpts,
     state: &mut PushState,
     state_file: &Path,
     size: u64,
@@ -463,7 +519,7 @@ async fn push_direct(
         let results = futures_util::stream::iter(wanted.into_iter().map(|part| {
             let shared = shared.clone();
             let http = registry.http.clone();
-            let file = args.file.clone();
+            let file = path.to_owned();
             let part_size = state.part_size;
             async move {
                 let start = (part.number as u64 - 1) * part_size;
@@ -497,7 +553,7 @@ async fn push_direct(
 
 async fn push_chunked(
     registry: &Registry,
-    args: &PushArgs,
+    path: &Path,
     state: &mut PushState,
     state_file: &Path,
     size: u64,
@@ -514,7 +570,7 @@ async fn push_chunked(
     progress.set_position(state.offset);
     while state.offset < size {
         let len = state.part_size.min(size - state.offset);
-        let body = read_range(&args.file, state.offset, len).await?;
+        let body = read_range(path, state.offset, len).await?;
         let resp = registry
             .request(reqwest::Method::PATCH, &registry.absolute(&state.location))
             .await?
