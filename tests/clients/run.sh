@@ -20,6 +20,7 @@
 #   TEST_TIMEOUT     seconds allowed for one whole test (default 600)
 #   LAYER_MIB        size of the big random layer/file (default 6: above R2's 5 MiB part size;
 #                    a Lambda run without direct-to-S3 uploads needs it below 4)
+#   RELAY_LAYER_MIB  size of the layer `docker push` sends through `berth relay` (default 200)
 #   KEEP_WORK=1      keep the temporary directory (images, daemon logs, server log) even when
 #                    every test passed (a failed run always keeps it and prints its path)
 #
@@ -33,7 +34,7 @@ self=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}
 here=$(dirname "$self")
 root=$(cd "$here/../.." && pwd)
 
-ALL_TESTS=(skopeo skopeo-v2s2 skopeo-delete podman docker oras-monolithic oras-chunked)
+ALL_TESTS=(skopeo skopeo-v2s2 skopeo-delete podman docker oras-monolithic oras-chunked push-image relay)
 
 # Never let a proxy setting send loopback traffic elsewhere.
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
@@ -42,6 +43,8 @@ unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
 CLIENT_TIMEOUT=${CLIENT_TIMEOUT:-180}
 TEST_TIMEOUT=${TEST_TIMEOUT:-600}
 LAYER_MIB=${LAYER_MIB:-6}
+RELAY_LAYER_MIB=${RELAY_LAYER_MIB:-200}
+BERTH_BIN=${BERTH_BIN:-$root/target/release/berth}
 
 # ---------------------------------------------------------------------------------------------
 # helpers (used by the parent and by each test, which runs as `run.sh --run-one NAME`)
@@ -402,6 +405,106 @@ test_docker() {
   c "$docker" rm "$cid" >/dev/null
   ok "pulled image has the right files (big layer identical, whiteout applied)"
   c "$docker" rmi "$R/test:1" "$R/imported:1" >/dev/null
+}
+
+# `berth push` of whole images (docs/push.md): a multi-platform index podman made (two
+# platforms, with a LAYER_MIB layer) from its OCI layout, and a docker archive from stdin; both
+# come back through skopeo with identical digests.
+test_push-image() {
+  ensure_layout
+  local T=$WORK/t-push-image; mkdir -p "$T"/{root,runroot,tmp,net,rootfs/data}
+  local P=(podman --root "$T/root" --runroot "$T/runroot" --tmpdir "$T/tmp" --storage-driver vfs
+    --network-config-dir "$T/net" --cgroup-manager cgroupfs --events-backend file --log-level error)
+  local R=$REG/${PREFIX}image
+  echo "push-image nonce $NONCE" >"$T/rootfs/data/nonce.txt"
+  head -c $((LAYER_MIB * 1024 * 1024 + 99)) /dev/urandom >"$T/rootfs/data/big.bin"
+  tar -C "$T/rootfs" -cf "$T/rootfs.tar" . || fail "tar"
+  local arch
+  for arch in amd64 arm64; do
+    must "${P[@]}" import --arch "$arch" "$T/rootfs.tar" "localhost/img:$arch" >/dev/null
+  done
+  must "${P[@]}" manifest create localhost/multi:1 >/dev/null
+  for arch in amd64 arm64; do
+    must "${P[@]}" manifest add localhost/multi:1 "containers-storage:localhost/img:$arch" >/dev/null
+  done
+  must "${P[@]}" manifest push --quiet --all --format oci localhost/multi:1 "oci:$T/layout:1"
+  local want; want=$(jq -r '.manifests[0].digest' "$T/layout/index.json")
+  expect_eq "podman wrote an image index" "application/vnd.oci.image.index.v1+json" "$(jq -r '.manifests[0].mediaType' "$T/layout/index.json")"
+
+  local got; got=$(must "$BERTH_BIN" push --quiet "$T/layout" "$R/multi:1") || fail "berth push of the layout"
+  expect_eq "berth push prints the index digest" "$want" "$got"
+  must skopeo inspect --raw --tls-verify=false "docker://$R/multi:1" >"$T/raw.json"
+  expect_eq "the tag serves the index, byte for byte" "$want" "sha256:$(sha256_of "$T/raw.json")"
+  must skopeo copy --quiet --all --src-tls-verify=false "docker://$R/multi:1" "oci:$T/back:1"
+  expect_eq "index digest after skopeo copies it back (all platforms)" "$want" "$(jq -r '.manifests[0].digest' "$T/back/index.json")"
+  local m
+  for m in $(jq -r '.manifests[].digest' "$T/raw.json"); do
+    [ -f "$(layout_blob "$T/back" "$m")" ] || fail "platform manifest $m did not come back"
+  done
+  ok "both platforms' manifests, configs and layers came back (skopeo checks every digest)"
+
+  # A docker archive on stdin (docker save | berth push -).
+  must skopeo copy --quiet "oci:$LAYOUT:v1" "docker-archive:$T/archive.tar:img:v1"
+  got=$(c "$BERTH_BIN" push --quiet - "$R/archive:v1" <"$T/archive.tar") || fail "berth push - of a docker archive"
+  must skopeo inspect --raw --tls-verify=false "docker://$R/archive:v1" >"$T/archive.json"
+  expect_eq "the archive's manifest as pushed" "$got" "sha256:$(sha256_of "$T/archive.json")"
+  must skopeo copy --quiet --src-tls-verify=false "docker://$R/archive:v1" "oci:$T/archive-back:v1"
+  ok "the docker archive's image pulls back"
+}
+
+# `docker push` of an image with one RELAY_LAYER_MIB layer through `berth relay` on 127.0.0.1
+# (docs/relay.md): docker streams the layer in one PATCH, the relay forwards it within what the
+# registry takes (direct parts to S3 on Lambda, chunks under the Worker's body limit). Pulled
+# back through the relay with docker (same image ID, same bytes) and from the registry with skopeo.
+test_relay() {
+  local T; T=$(mktemp -d /tmp/berth-rl.XXXXXX)
+  echo "$T" >>"$WORK/extra-dirs"
+  local docker=${DOCKER_CLI:-docker}
+  timeout -k 10 "$TEST_TIMEOUT" "$BERTH_BIN" relay --upstream "http://$REG" --listen 127.0.0.1:0 \
+    >"$T/relay.out" 2>"$T/relay.log" &
+  local rpid=$! relay= i
+  register_pid "$rpid"
+  for ((i = 0; i < 100; i++)); do
+    relay=$(sed -n 's#.*listening on http://\([0-9.]*:[0-9]*\).*#\1#p' "$T/relay.out")
+    [ -n "$relay" ] && break
+    kill -0 "$rpid" 2>/dev/null || fail "berth relay exited: $(cat "$T/relay.log")"
+    sleep 0.1
+  done
+  [ -n "$relay" ] || fail "berth relay did not say where it listens"
+  ok "berth relay on $relay -> http://$REG"
+  start_dockerd "$T"
+  mkdir -p "$T/rootfs/data"
+  head -c $((RELAY_LAYER_MIB * 1024 * 1024)) /dev/urandom >"$T/rootfs/data/big.bin"
+  echo "relay nonce $NONCE" >"$T/rootfs/data/nonce.txt"
+  tar -C "$T/rootfs" -cf "$T/rootfs.tar" . || fail "tar"
+  local name=${PREFIX}relay/big:1
+  must "$docker" import "$T/rootfs.tar" "$relay/$name" >/dev/null
+  local id; id=$(c "$docker" image inspect --format '{{.Id}}' "$relay/$name") || fail "inspect"
+  local rc=0
+  c "$docker" push "$relay/$name" >"$T/push.log" 2>&1 || rc=$?
+  sed 's/^/    /' "$T/push.log" | tail -5
+  [ "$rc" = 0 ] || { tail -20 "$T/relay.log"; fail "docker push through the relay (exit $rc)"; }
+  local dg; dg=$(sed -n 's/.*digest: \(sha256:[0-9a-f]\{64\}\).*/\1/p' "$T/push.log" | tail -1)
+  [ -n "$dg" ] || fail "no digest in docker push output"
+  local hwm; hwm=$(awk '/VmHWM/ {print $2}' "/proc/$rpid/status")
+  ok "relay peak RSS $((hwm / 1024)) MiB for a $RELAY_LAYER_MIB MiB layer"
+  [ "$((hwm / 1024))" -lt "$RELAY_LAYER_MIB" ] || fail "the relay held the layer in memory (peak RSS $((hwm / 1024)) MiB)"
+  must skopeo inspect --raw --tls-verify=false "docker://$REG/$name" >"$T/raw.json"
+  expect_eq "the registry serves docker's manifest" "$dg" "sha256:$(sha256_of "$T/raw.json")"
+  must skopeo copy --quiet --src-tls-verify=false "docker://$REG/$name" "oci:$T/back:1"
+  ok "skopeo pulls it from the registry itself (every digest checked)"
+
+  must "$docker" rmi "$relay/$name" >/dev/null
+  must "$docker" pull --quiet "$relay/$name" >/dev/null
+  expect_eq "image ID after docker pull through the relay" "$id" "$(c "$docker" image inspect --format '{{.Id}}' "$relay/$name")"
+  local cid; cid=$(c "$docker" create "$relay/$name" /x) || fail "docker create"
+  must "$docker" cp "$cid:/data/big.bin" "$T/big.back"
+  cmp -s "$T/big.back" "$T/rootfs/data/big.bin" || fail "the big layer's file differs after the round trip"
+  ok "the $RELAY_LAYER_MIB MiB file is identical after docker push and pull through the relay"
+  c "$docker" rm "$cid" >/dev/null
+  c "$docker" rmi "$relay/$name" >/dev/null
+  rm -f "$T/big.back" "$T/rootfs/data/big.bin" "$T/rootfs.tar"
+  stop_pid "$rpid" 10
 }
 
 stop_docker() { # stop_docker PID DIR: dockerd, the containerd it may have started, key.json

@@ -9,16 +9,19 @@
 #      docker push/pull of a multi-layer image through its own dockerd) and tests/edge/edge_test.py
 #      (64 MiB in 5 MiB chunks, a 300 MiB docker-style streamed PATCH, concurrent pushes of one
 #      tag, a client killed mid-body), and against B the limit and redirect tests;
-#   4. auth: tests/tests/auth.rs and tests/clients/auth.sh against Workers with the tests' own
+#   4. relay: a fourth instance with a 16 MiB body limit takes `berth push` of a multi-platform
+#      index podman made and `docker push` of a 200 MiB layer through `berth relay`
+#      (tests/clients/run.sh push-image relay);
+#   5. auth: tests/tests/auth.rs and tests/clients/auth.sh against Workers with the tests' own
 #      AUTH_CONFIG (tests/edge/launch-auth.sh), and a bad AUTH_CONFIG answered with 500;
-#   5. contract: the core's storage contract (berth_core::contract) on the R2 stores inside
+#   6. contract: the core's storage contract (berth_core::contract) on the R2 stores inside
 #      workerd: builds the contract bundle (EDGE_BUNDLE=contract infra/edge-build.sh), starts
 #      it (tests/edge/wrangler-contract.toml) and calls its POST /__berth/contract, which
 #      answers 200 `ok` or 500 with what failed; checks the production bundle lacks the route.
 # Every instance is stopped by PID (its process group) on exit.
 #
 #   bash tests/edge/run.sh                # everything
-#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push auth contract
+#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push relay auth contract
 # Ports: every server gets a free port the kernel picks at run time (tests/free-port.sh; a fixed
 # one collided with other services once): A, B, the contract instance and their inspectors, the clients' front, s3s-fs
 # for B's presigned URLs, the auth step's Workers (each launcher's PORT..PORT+3) and its issuer.
@@ -33,7 +36,8 @@ export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 free_port() { bash "$root/tests/free-port.sh" "$@" || { echo "edge: no free port" >&2; exit 1; }; }
 port_a=$(free_port) inspector_a=$(free_port) port_b=$(free_port) inspector_b=$(free_port)
 port_c=$(free_port) inspector_c=$(free_port)
-steps=${EDGE_STEPS:-suite clients edge push auth contract}
+port_r=$(free_port) inspector_r=$(free_port)
+steps=${EDGE_STEPS:-suite clients edge push relay auth contract}
 work=$(mktemp -d /tmp/berth-edge.XXXXXX)
 pids=()
 failed=()
@@ -174,6 +178,18 @@ if [[ " $steps " == *" push "* ]]; then
     [ "$back" = "$want" ] || { echo "pulled blob has digest $back, want $want"; exit 1; }
     echo "  ok: berth push of 20 MiB into the Worker, digest checked on pull"
   ) || failed+=("push")
+fi
+
+if [[ " $steps " == *" relay "* ]]; then
+  say "whole images into a Worker with a 16 MiB body limit: berth push of a podman index, docker push of a 200 MiB layer through berth relay"
+  # R: a plan's body limit, scaled down (most plans: 100 MB) so that docker alone could not push
+  # the layer; tests/clients/run.sh's push-image and relay tests, through the TLS-refusing front.
+  start r "$port_r" "$inspector_r" --var MAX_REQUEST_BODY:16777216
+  front=$(free_port)
+  python3 tests/clients/plain_front.py "$front" "$port_r" >"$work/front-r.log" 2>&1 &
+  front_pid=$!
+  BERTH_URL=http://127.0.0.1:$front bash tests/clients/run.sh push-image relay || failed+=("relay")
+  kill "$front_pid" 2>/dev/null
 fi
 
 if [[ " $steps " == *" auth "* ]]; then
