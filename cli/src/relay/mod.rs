@@ -103,6 +103,7 @@ impl Relay {
 }
 
 pub async fn run(args: RelayArgs) -> Result<(), String> {
+    release_big_buffers_at_once();
     let base = upstream_base(&args.upstream, args.plain_http)?;
     let credentials = crate::upstream::credentials(args.username.as_deref(), args.password_stdin)?;
     let http = reqwest::Client::builder()
@@ -144,6 +145,19 @@ pub async fn run(args: RelayArgs) -> Result<(), String> {
     tokio::spawn(upload::sweep(relay.clone()));
     serve(listener, relay).await;
     Ok(())
+}
+
+/// Pieces are buffers of many MiB, allocated on one worker thread and freed on another. glibc
+/// raises its mmap threshold after the first such free and then keeps them in per-thread heaps
+/// it seldom trims: the relay's RSS grew to several pieces per thread (70 MiB instead of 51 for
+/// a 256 MiB layer at 16 MiB pieces). A fixed threshold maps every big buffer on its own and
+/// unmaps it when the piece is sent.
+fn release_big_buffers_at_once() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any piece is allocated.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+    }
 }
 
 /// `https://host[:port]` from what the user gave.

@@ -264,15 +264,29 @@ async fn read_body(relay: &Relay, session: &Session, up: &mut Upload, body: Inco
         let chunk = chunk.map_err(|e| Fault::Client(e.to_string()))?;
         up.hasher.update(&chunk);
         session.received.fetch_add(chunk.len() as u64, Ordering::SeqCst);
-        up.buf.extend_from_slice(&chunk);
-        while up.buf.len() as u64 >= up.piece {
-            if up.direct_offered && !up.direct {
-                // Learns the upstream's part size limits, which may change the piece size.
-                start_direct(relay, session, up).await?;
-                continue;
+        let mut chunk = chunk;
+        while !chunk.is_empty() {
+            // Each piece gets one buffer of exactly its size, filled up to the brim: no
+            // reallocation as it grows, and no shared tail keeping a sent piece's memory alive.
+            if up.buf.capacity() == 0 {
+                up.buf = BytesMut::with_capacity(up.piece as usize);
             }
-            let piece = up.buf.split_to(up.piece as usize).freeze();
-            send_piece(relay, session, up, piece).await?;
+            let room = (up.piece as usize).saturating_sub(up.buf.len()).max(1);
+            let take = chunk.split_to(room.min(chunk.len()));
+            up.buf.extend_from_slice(&take);
+            while up.buf.len() as u64 >= up.piece {
+                if up.direct_offered && !up.direct {
+                    // Learns the upstream's part size limits, which may change the piece size.
+                    start_direct(relay, session, up).await?;
+                    continue;
+                }
+                let piece = if up.buf.len() as u64 == up.piece {
+                    std::mem::take(&mut up.buf).freeze()
+                } else {
+                    up.buf.split_to(up.piece as usize).freeze()
+                };
+                send_piece(relay, session, up, piece).await?;
+            }
         }
     }
     Ok(())
@@ -480,7 +494,7 @@ async fn put_part(http: reqwest::Client, number: u32, url: String, bytes: Bytes)
             tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
         }
         // Storage URLs carry their own signature: no registry token on them.
-        match http.put(&url).timeout(PIECE_TIMEOUT).body(bytes.clone()).send().await {
+        match http.put(&url).timeout(PIECE_TIMEOUT).header("content-length", bytes.len()).body(sliced(bytes.clone())).send().await {
             Ok(resp) if resp.status().is_success() => return Ok(None),
             // A refused signature or an expired URL will not get better.
             Ok(resp) if resp.status().is_client_error() => return Err(fail(&format!("part {number}"), resp).await),
@@ -499,7 +513,8 @@ async fn patch_chunk(registry: Arc<Registry>, location: String, start: u64, byte
         .timeout(PIECE_TIMEOUT)
         .header("content-type", "application/octet-stream")
         .header("content-range", format!("{start}-{end}"))
-        .body(bytes)
+        .header("content-length", bytes.len())
+        .body(sliced(bytes))
         .send()
         .await
         .map_err(|e| crate::upstream::explain(&format!("PATCH at {start}"), &e))?;
@@ -507,6 +522,16 @@ async fn patch_chunk(registry: Arc<Registry>, location: String, start: u64, byte
         return Err(fail(&format!("PATCH at {start}"), resp).await);
     }
     Ok(header(&resp, "location").map(|l| registry.absolute(&l)))
+}
+
+/// A piece as a body of small slices of it (no copies) with its length stated by the caller.
+/// Given as one buffer, the HTTP client copies a whole piece into its write buffer, which then
+/// stays that big on the pooled connection: twice the memory per piece in flight.
+fn sliced(bytes: Bytes) -> reqwest::Body {
+    const SLICE: usize = 256 * 1024;
+    let slices = (0..bytes.len().div_ceil(SLICE))
+        .map(move |i| Ok::<_, std::io::Error>(bytes.slice(i * SLICE..((i + 1) * SLICE).min(bytes.len()))));
+    reqwest::Body::wrap_stream(futures_util::stream::iter(slices))
 }
 
 /// Ends a session that failed or was deleted: pieces in flight stop, the upstream session is
@@ -613,6 +638,38 @@ mod tests {
         assert_eq!(chunk_size(16 * MIB, 0, None), 16 * MIB);
         assert_eq!(chunk_size(16 * MIB, 0, Some(4_500_000)), 4_500_000);
         assert_eq!(chunk_size(MIB, 5 * MIB, None), 5 * MIB);
+    }
+
+    /// Storage (S3 presigned PUTs) needs a Content-Length, not chunked transfer encoding: the
+    /// sliced body goes with the length stated.
+    #[tokio::test]
+    async fn sliced_pieces_go_with_their_length() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") || got.len() < 600_000 {
+                let n = tcp.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+            got
+        });
+        let bytes = Bytes::from(vec![7u8; 600_000]);
+        let result = put_part(reqwest::Client::new(), 1, format!("http://{addr}/part"), bytes).await;
+        assert!(result.is_ok(), "{result:?}");
+        let got = server.await.unwrap();
+        let split = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&got[..split]).to_ascii_lowercase();
+        assert!(head.contains("content-length: 600000"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert_eq!(got.len() - split - 4, 600_000);
     }
 
     #[test]
