@@ -2,7 +2,7 @@
 //! without a Content-Length, then `PUT ?digest=`) arrive whole, in chunks within the upstream's
 //! limits; a wrong digest or an upstream that dies leaves nothing behind upstream; the relay logs
 //! in upstream itself; its memory stays bounded whatever the blob's size.
-//! (Direct parts to presigned storage need S3: the Lambda suite covers that path.)
+//! Direct parts run against a fake upstream that offers them (real S3: the Lambda suite).
 
 mod support;
 
@@ -352,4 +352,142 @@ fn the_relay_logs_in_upstream_while_the_client_sends_no_credentials() {
         assert!(other.status().is_client_error(), "{}", other.status());
         assert!(other.headers().get("www-authenticate").is_none());
     });
+}
+
+/// A stand-in for Berth on Lambda: it offers direct uploads, hands out part URLs that point at
+/// its own `/storage/N`, refuses PATCHes and bodies without a Content-Length at storage (as S3
+/// does), and at completion assembles the parts and checks the digest and part sizes.
+mod fake_direct {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use sha2::{Digest, Sha256};
+
+    pub const MIN_PART: usize = 5 * 1024 * 1024;
+
+    #[derive(Default)]
+    pub struct Store {
+        pub parts: BTreeMap<u32, Vec<u8>>,
+        pub blobs: Vec<(String, usize)>,
+        pub patches: usize,
+    }
+
+    pub async fn start() -> (String, Arc<Mutex<Store>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let store = Arc::new(Mutex::new(Store::default()));
+        let (s, a) = (store.clone(), addr.clone());
+        let app = axum::Router::new().fallback(move |method: http::Method, uri: http::Uri, headers: http::HeaderMap, body: Bytes| {
+            let (store, addr) = (s.clone(), a.clone());
+            async move { handle(&store, &addr, method, uri, headers, body) }
+        })
+        .layer(axum::extract::DefaultBodyLimit::disable());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (addr, store)
+    }
+
+    fn handle(
+        store: &Mutex<Store>,
+        addr: &str,
+        method: http::Method,
+        uri: http::Uri,
+        headers: http::HeaderMap,
+        body: Bytes,
+    ) -> http::Response<axum::body::Body> {
+        let path = uri.path();
+        let query = uri.query().unwrap_or_default();
+        let reply = |status: u16, hdrs: &[(&str, String)], body: String| {
+            let mut r = http::Response::builder().status(status);
+            for (k, v) in hdrs {
+                r = r.header(*k, v);
+            }
+            r.body(axum::body::Body::from(body)).unwrap()
+        };
+        let mut store = store.lock().unwrap();
+        // The relay's --token on every registry call; storage URLs are checked for none below.
+        if path.starts_with("/v2/") && path != "/v2/" && headers.get("authorization").is_none_or(|v| v != "Bearer secret") {
+            return reply(401, &[], r#"{"errors":[{"code":"UNAUTHORIZED","message":"no token"}]}"#.into());
+        }
+        match (&method, path) {
+            (&http::Method::GET, "/v2/") => reply(200, &[], "{}".into()),
+            (&http::Method::POST, p) if p.ends_with("/blobs/uploads/") => reply(
+                202,
+                &[
+                    ("location", format!("http://{addr}/v2/d/app/blobs/uploads/s1")),
+                    ("berth-direct-upload", "parts".into()),
+                    ("oci-chunk-max-length", "4500000".into()),
+                ],
+                String::new(),
+            ),
+            (&http::Method::POST, p) if p.ends_with("/parts") => {
+                let arg = |k: &str| {
+                    query.split('&').find_map(|kv| kv.strip_prefix(&format!("{k}="))).and_then(|v| v.parse::<u32>().ok())
+                };
+                let (first, count) = (arg("first").unwrap_or(1), arg("count").unwrap_or(100));
+                let parts: Vec<_> = (first..first + count)
+                    .map(|n| serde_json::json!({"number": n, "url": format!("http://{addr}/storage/{n}?X-Amz-Signature=x")}))
+                    .collect();
+                let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 900;
+                let json = serde_json::json!({"parts": parts, "min_part_size": MIN_PART, "max_part_size": 5u64 << 30, "max_parts": 10000, "expires": expires});
+                reply(200, &[("content-type", "application/json".into())], json.to_string())
+            }
+            (&http::Method::PUT, p) if p.starts_with("/storage/") => {
+                if headers.contains_key("authorization") {
+                    return reply(400, &[], "a registry token sent to storage".into());
+                }
+                if !headers.contains_key("content-length") || headers.contains_key("transfer-encoding") {
+                    return reply(411, &[], "MissingContentLength".into());
+                }
+                let n: u32 = p.trim_start_matches("/storage/").parse().unwrap();
+                store.parts.insert(n, body.to_vec());
+                reply(200, &[("etag", "\"x\"".into())], String::new())
+            }
+            (&http::Method::PATCH, _) => {
+                store.patches += 1;
+                reply(400, &[], r#"{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"direct session"}]}"#.into())
+            }
+            (&http::Method::PUT, p) if p.ends_with("/uploads/s1") => {
+                let digest = query.trim_start_matches("digest=").replace("%3A", ":");
+                let parts = std::mem::take(&mut store.parts);
+                let sizes: Vec<usize> = parts.values().map(Vec::len).collect();
+                if sizes.iter().rev().skip(1).any(|&s| s < MIN_PART) || !parts.keys().copied().eq(1..=parts.len() as u32) {
+                    return reply(400, &[], format!("bad parts {sizes:?}"));
+                }
+                let mut whole: Vec<u8> = parts.into_values().flatten().collect();
+                whole.extend_from_slice(&body);
+                let got = format!("sha256:{}", super::hex(&Sha256::digest(&whole)));
+                if got != digest {
+                    return reply(400, &[], r#"{"errors":[{"code":"DIGEST_INVALID","message":"x"}]}"#.into());
+                }
+                store.blobs.push((digest.clone(), whole.len()));
+                reply(201, &[("location", format!("http://{addr}/v2/d/app/blobs/{digest}"))], String::new())
+            }
+            (&http::Method::DELETE, _) => reply(204, &[], String::new()),
+            _ => reply(404, &[], String::new()),
+        }
+    }
+}
+
+#[test]
+fn direct_parts_go_to_storage_urls_without_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (addr, store) = rt.block_on(fake_direct::start());
+    let relay = Relay::start(&addr, dir.path(), &["--part-mib", "5", "--jobs", "3", "--token", "secret"], &[]);
+    let len = 23 * 1024 * 1024 + 5;
+    let (body, digest) = streamed(len, 17);
+    let (small_body, small_digest) = streamed(1024 * 1024, 19);
+    rt.block_on(async {
+        let http = client();
+        assert_eq!(docker_push(&http, &relay.url, "d/app", body, &digest).await, 201);
+        // Under the upstream's OCI-Chunk-Max-Length: one PUT with the bytes, no parts.
+        assert_eq!(docker_push(&http, &relay.url, "d/app", small_body, &small_digest).await, 201);
+    });
+    let store = store.lock().unwrap();
+    assert_eq!(store.blobs, vec![(digest, len), (small_digest, 1024 * 1024)]);
+    assert_eq!(store.patches, 0);
+    let log = relay.log();
+    assert!(log.contains("pieces=5 direct=true"), "{log}");
+    assert!(log.contains("pieces=0 direct=false"), "{log}");
 }
