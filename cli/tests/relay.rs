@@ -491,3 +491,29 @@ fn direct_parts_go_to_storage_urls_without_the_token() {
     assert!(log.contains("pieces=5 direct=true"), "{log}");
     assert!(log.contains("pieces=0 direct=false"), "{log}");
 }
+
+#[test]
+fn a_stalled_client_fails_its_upload_after_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Server::start(&dir.path().join("data"), &free_addr());
+    let relay = Relay::start(&upstream.addr, dir.path(), &["--part-mib", "1", "--idle-timeout", "1"], &[]);
+    runtime().block_on(async {
+        let http = client();
+        let post = http.post(format!("{}/v2/stalled/app/blobs/uploads/", relay.url)).send().await.unwrap();
+        let location = post.headers()["location"].to_str().unwrap().to_owned();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+        let patch = tokio::spawn(http.patch(format!("{}{location}", relay.url)).body(body).send());
+        tx.send(Ok(Bytes::from(vec![1u8; 1500 * 1024]))).await.unwrap();
+        // Then nothing, with the connection open.
+        let answered = tokio::time::timeout(Duration::from_secs(20), patch).await.expect("the relay gave up").unwrap();
+        if let Ok(resp) = answered {
+            assert_eq!(resp.status(), 400);
+        }
+        drop(tx);
+        let status = http.get(format!("{}{location}", relay.url)).send().await.unwrap();
+        assert_eq!(status.status(), 404, "the session outlived its stalled client");
+    });
+}
