@@ -9,9 +9,11 @@ mod image_layout;
 mod local;
 mod push;
 mod push_image;
+mod relay;
 mod serve;
 mod tls;
 mod token_client;
+mod upstream;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +41,9 @@ enum Command {
     /// offers it, else in chunks; resumable), a manifest, or a whole image (OCI layout dir or
     /// tar, docker archive, `-` for a tar on stdin; see docs/push.md); prints its digest.
     Push(push::PushArgs),
+    /// A registry on 127.0.0.1 that relays pushes of any size to a Berth that caps request
+    /// bodies (Lambda, Workers): run it in CI, then `docker push 127.0.0.1:PORT/repo:tag`.
+    Relay(relay::RelayArgs),
     /// Write a tiny demo image as an OCI layout (no download needed), for the README's
     /// Quickstart: `skopeo copy oci:DIR:TAG docker://…` pushes it.
     Demo(demo::DemoArgs),
@@ -77,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => return in_runtime(serve::run(args), cli.log_format),
         Command::Push(args) => return in_runtime(push::run(args), cli.log_format),
+        Command::Relay(args) => return in_runtime(relay::run(args), cli.log_format),
     };
     match admin {
         Ok(()) => std::process::ExitCode::SUCCESS,

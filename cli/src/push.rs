@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Mutex;
 
 use crate::token_client::TokenSource;
+use crate::upstream::{credentials, explain, fail, header, is_loopback, offset_of, with_query, PartUrl, PartUrls, Registry};
 
 #[derive(clap::Args)]
 pub struct PushArgs {
@@ -98,16 +99,6 @@ impl PushArgs {
 
 const MIB: u64 = 1024 * 1024;
 
-fn read_password_line() -> Result<String, String> {
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).map_err(|e| format!("reading the password from stdin: {e}"))?;
-    let password = line.trim_end_matches(['\r', '\n']).to_owned();
-    if password.is_empty() {
-        return Err("no password on stdin".into());
-    }
-    Ok(password)
-}
-
 /// What a resumed push needs to know; saved after every part or chunk.
 #[derive(Serialize, Deserialize, Clone, Default)]
 struct PushState {
@@ -119,41 +110,6 @@ struct PushState {
     done_parts: Vec<u32>,
     /// Chunked: bytes the registry acknowledged.
     offset: u64,
-}
-
-pub(crate) struct Registry {
-    http: reqwest::Client,
-    base: String,
-    pub(crate) repo: String,
-    /// A token given on the command line, used as is.
-    token: Option<String>,
-    /// Else tokens from the registry's token endpoint, when it asks for them.
-    tokens: Option<TokenSource>,
-}
-
-impl Registry {
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}/v2/{}/{}", self.base, self.repo, path)
-    }
-
-    pub(crate) fn absolute(&self, location: &str) -> String {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_owned()
-        } else {
-            format!("{}{}", self.base, location)
-        }
-    }
-
-    /// A request to the registry with its current token (a fresh one when the last is about to
-    /// expire). Storage URLs are requested with `http` directly: they carry their own signature.
-    pub(crate) async fn request(&self, method: reqwest::Method, url: &str) -> Result<reqwest::RequestBuilder, String> {
-        let req = self.http.request(method, url);
-        Ok(match (&self.token, &self.tokens) {
-            (Some(t), _) => req.bearer_auth(t),
-            (None, Some(source)) => req.bearer_auth(source.token().await?),
-            (None, None) => req,
-        })
-    }
 }
 
 /// Splits `REGISTRY/REPO[:TAG|@DIGEST]` into the base URL, the repository and the reference.
@@ -182,78 +138,16 @@ fn parse_target(target: &str, plain_http: bool) -> Result<(String, String, Optio
     Ok((format!("{scheme}://{host}"), repo, reference))
 }
 
-/// Whether `host[:port]/…` names this machine: docker talks plain HTTP to such registries
-/// without being told, and so does `berth push`.
-fn is_loopback(target: &str) -> bool {
-    let authority = target.split('/').next().unwrap_or_default();
-    let host = if let Some(bracketed) = authority.strip_prefix('[') {
-        bracketed.split(']').next().unwrap_or_default()
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// A failed request as a sentence that says what to do next. reqwest's own text stops at
-/// "error sending request for url (…)"; the cause (refused, TLS, DNS) is further down its chain.
-pub fn explain(what: &str, err: &reqwest::Error) -> String {
-    let mut causes = Vec::new();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(err);
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !causes.contains(&text) {
-            causes.push(text);
-        }
-        source = e.source();
-    }
-    let cause = if causes.is_empty() { err.to_string() } else { causes.join(": ") };
-    // Without the query: a presigned storage URL's query is its credential.
-    let url = err.url().map(|u| format!("{}://{}{}", u.scheme(), u.authority(), u.path())).unwrap_or_default();
-    let https = url.starts_with("https://");
-    let lower = cause.to_ascii_lowercase();
-    let hint = if https && (lower.contains("invalidcontenttype") || lower.contains("corrupt message") || lower.contains("wrong version number")) {
-        // What rustls sees when an HTTP server answers its ClientHello in plain text.
-        " — the registry seems to speak plain HTTP, not HTTPS: give it as http://HOST:PORT/REPO (or as HOST:PORT/REPO with --plain-http)"
-    } else if lower.contains("connection refused") {
-        " — nothing listens there: is the registry running, and are the host and port right?"
-    } else if https && (lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")) {
-        " — the TLS handshake failed: check the registry's certificate, or use --plain-http if it speaks plain HTTP"
-    } else if err.is_timeout() {
-        " — no answer in time: check the network, then run the same command again to resume"
-    } else if lower.contains("dns") || lower.contains("failed to lookup") || lower.contains("name or service") {
-        " — the registry's host name does not resolve: check the spelling"
-    } else {
-        ""
-    };
-    format!("{what} {url}: {cause}{hint}")
-}
-
-pub(crate) fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
-pub(crate) async fn fail(what: &str, resp: reqwest::Response) -> String {
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    format!("{what}: {status} {}", body.chars().take(500).collect::<String>())
-}
-
 pub async fn run(args: PushArgs) -> Result<(), String> {
     let (base, repo, reference) = parse_target(&args.target, args.plain_http)?;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
-    let credentials = match (&args.username, args.password_stdin) {
-        (Some(user), true) => Some((user.clone(), read_password_line()?)),
-        (Some(user), false) => match std::env::var("BERTH_PASSWORD") {
-            Ok(password) => Some((user.clone(), password)),
-            Err(_) => return Err("--username needs --password-stdin (or BERTH_PASSWORD)".into()),
-        },
-        (None, true) => return Err("--password-stdin needs --username".into()),
-        (None, false) => None,
-    };
+    if args.password_stdin && args.file.as_os_str() == "-" {
+        return Err("--password-stdin and `-` (an image on stdin) both read stdin: give the password in BERTH_PASSWORD".into());
+    }
+    let credentials = credentials(args.username.as_deref(), args.password_stdin)?;
     let tokens = match &args.token {
         Some(_) => None,
         None => TokenSource::discover(&http, &base, &repo, credentials).await?,
@@ -436,11 +330,6 @@ pub(crate) async fn push_blob_file(
     Ok(())
 }
 
-fn with_query(url: &str, query: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{query}")
-}
-
 /// Is the saved session still open on the registry? (For chunked ones, picks up its offset.)
 async fn session_alive(registry: &Registry, state: &PushState) -> bool {
     let Ok(req) = registry.request(reqwest::Method::GET, &registry.absolute(&state.location)).await else {
@@ -474,17 +363,6 @@ async fn start_session(registry: &Registry, args: &BlobOpts, size: u64) -> Resul
         chunk.max(1)
     };
     Ok(PushState { location, direct, part_size, ..PushState::default() })
-}
-
-#[derive(Deserialize)]
-struct PartUrls {
-    parts: Vec<PartUrl>,
-}
-
-#[derive(Deserialize)]
-struct PartUrl {
-    number: u32,
-    url: String,
 }
 
 async fn push_direct(
@@ -598,13 +476,6 @@ async fn push_chunked(
         save_state(state_file, state).await?;
     }
     Ok(state.location.clone())
-}
-
-/// Bytes received, from a `Range: 0-N` header (inclusive; `0-0` may also mean none).
-fn offset_of(resp: &reqwest::Response) -> Option<u64> {
-    let range = header(resp, "range")?;
-    let end: u64 = range.split_once('-')?.1.trim().parse().ok()?;
-    Some(if end == 0 { 0 } else { end + 1 })
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ use futures_util::StreamExt;
 use indicatif::MultiProgress;
 use sha2::{Digest as _, Sha256};
 
-use crate::push::{self, BlobOpts, Registry};
+use crate::push::{self, BlobOpts};
+use crate::upstream::{explain, fail, header, Registry};
 
 #[derive(clap::Args)]
 pub struct ImageArgs {
@@ -484,12 +485,12 @@ async fn mount(registry: &Registry, digest: &str, from: &str) -> Result<bool, St
         .await?
         .send()
         .await
-        .map_err(|e| push::explain("mounting a blob", &e))?;
+        .map_err(|e| explain("mounting a blob", &e))?;
     match resp.status().as_u16() {
         201 => Ok(true),
         202 => {
             // Not mounted: the registry opened a session we do not use; do not leave it open.
-            if let Some(location) = push::header(&resp, "location") {
+            if let Some(location) = header(&resp, "location") {
                 let url = registry.absolute(&location);
                 if let Ok(req) = registry.request(reqwest::Method::DELETE, &url).await {
                     let _ = req.send().await;
@@ -497,7 +498,7 @@ async fn mount(registry: &Registry, digest: &str, from: &str) -> Result<bool, St
             }
             Ok(false)
         }
-        _ => Err(push::fail("mounting a blob", resp).await),
+        _ => Err(fail("mounting a blob", resp).await),
     }
 }
 

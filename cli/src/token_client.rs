@@ -28,7 +28,7 @@ impl TokenSource {
         repo: &str,
         credentials: Option<(String, String)>,
     ) -> Result<Option<TokenSource>, String> {
-        let resp = http.get(format!("{base}/v2/")).send().await.map_err(|e| crate::push::explain("reaching the registry at", &e))?;
+        let resp = http.get(format!("{base}/v2/")).send().await.map_err(|e| crate::upstream::explain("reaching the registry at", &e))?;
         if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
             return Ok(None);
         }
@@ -72,7 +72,7 @@ impl TokenSource {
         if let Some((user, password)) = &self.credentials {
             req = req.basic_auth(user, Some(password));
         }
-        let resp = req.send().await.map_err(|e| crate::push::explain("the token endpoint", &e))?;
+        let resp = req.send().await.map_err(|e| crate::upstream::explain("the token endpoint", &e))?;
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         if !status.is_success() {
