@@ -460,8 +460,7 @@ test_relay() {
   local T; T=$(mktemp -d /tmp/berth-rl.XXXXXX)
   echo "$T" >>"$WORK/extra-dirs"
   local docker=${DOCKER_CLI:-docker}
-  timeout -k 10 "$TEST_TIMEOUT" "$BERTH_BIN" relay --upstream "http://$REG" --listen 127.0.0.1:0 \
-    >"$T/relay.out" 2>"$T/relay.log" &
+  "$BERTH_BIN" relay --upstream "http://$REG" --listen 127.0.0.1:0 >"$T/relay.out" 2>"$T/relay.log" &
   local rpid=$! relay= i
   register_pid "$rpid"
   for ((i = 0; i < 100; i++)); do
@@ -488,7 +487,8 @@ test_relay() {
   [ -n "$dg" ] || fail "no digest in docker push output"
   local hwm; hwm=$(awk '/VmHWM/ {print $2}' "/proc/$rpid/status")
   ok "relay peak RSS $((hwm / 1024)) MiB for a $RELAY_LAYER_MIB MiB layer"
-  [ "$((hwm / 1024))" -lt "$RELAY_LAYER_MIB" ] || fail "the relay held the layer in memory (peak RSS $((hwm / 1024)) MiB)"
+  # Bounded by the pieces in flight (docs/relay.md), whatever the layer's size.
+  [ "$((hwm / 1024))" -lt 96 ] || fail "the relay's peak RSS is $((hwm / 1024)) MiB, over its 96 MiB bound"
   must skopeo inspect --raw --tls-verify=false "docker://$REG/$name" >"$T/raw.json"
   expect_eq "the registry serves docker's manifest" "$dg" "sha256:$(sha256_of "$T/raw.json")"
   must skopeo copy --quiet --src-tls-verify=false "docker://$REG/$name" "oci:$T/back:1"
@@ -504,7 +504,8 @@ test_relay() {
   c "$docker" rm "$cid" >/dev/null
   c "$docker" rmi "$relay/$name" >/dev/null
   rm -f "$T/big.back" "$T/rootfs/data/big.bin" "$T/rootfs.tar"
-  stop_pid "$rpid" 10
+  kill -TERM "$rpid" 2>/dev/null
+  wait "$rpid" 2>/dev/null || true # its status is TERM's; the test's `set -e` must not see it
 }
 
 stop_docker() { # stop_docker PID DIR: dockerd, the containerd it may have started, key.json
@@ -664,7 +665,7 @@ for t in "${selected[@]}"; do
   t0=$SECONDS
   # In the background and waited for, so that a signal to this script is handled at once
   # (cleanup stops the test, which stops its dockerd) instead of after the test ends.
-  timeout -k 15 "$TEST_TIMEOUT" bash "$self" --run-one "$t" &
+  timeout -k 15 "$TEST_TIMEOUT" bash ${CLIENTS_XTRACE:+-x} "$self" --run-one "$t" &
   test_pid=$!
   wait "$test_pid"
   rc=$?
