@@ -485,6 +485,15 @@ test_relay() {
   [ "$rc" = 0 ] || { tail -20 "$T/relay.log"; fail "docker push through the relay (exit $rc)"; }
   local dg; dg=$(sed -n 's/.*digest: \(sha256:[0-9a-f]\{64\}\).*/\1/p' "$T/push.log" | tail -1)
   [ -n "$dg" ] || fail "no digest in docker push output"
+  # How the relay sent it: direct parts where the registry offers them (Lambda), else chunks.
+  local how; how=$(grep 'blob relayed' "$T/relay.log" | grep -o 'bytes=[0-9]* pieces=[0-9]* direct=[a-z]*' | sort -t= -k2 -n | tail -1)
+  [ -n "$how" ] || { tail -5 "$T/relay.log"; fail "the relay logged no relayed layer"; }
+  ok "the layer went upstream as: $how"
+  if curl -s -o /dev/null -D - -X POST "http://$REG/v2/${PREFIX}relay/probe/blobs/uploads/" | grep -qi '^berth-direct-upload: parts'; then
+    [[ "$how" == *direct=true* ]] || fail "the registry offers direct uploads but the relay sent chunks"
+  else
+    [[ "$how" == *direct=false* ]] || fail "the relay sent direct parts to a registry that offers none"
+  fi
   local hwm; hwm=$(awk '/VmHWM/ {print $2}' "/proc/$rpid/status")
   ok "relay peak RSS $((hwm / 1024)) MiB for a $RELAY_LAYER_MIB MiB layer"
   # Bounded by the pieces in flight (docs/relay.md), whatever the layer's size.
