@@ -307,10 +307,10 @@ fn memory_stays_bounded_for_a_256_mib_layer() {
     eprintln!("relay peak RSS after 256 MiB: {} MiB", peak / 1024);
 }
 
-#[test]
-fn the_relay_logs_in_upstream_while_the_client_sends_no_credentials() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("auth.toml");
+/// An auth config in `dir` with user `ci` (password `a-long-password`) allowed to push `team/**`,
+/// plus `extra` settings of its `[token]` table.
+fn auth_config(dir: &Path, extra: &str) -> PathBuf {
+    let config = dir.join("auth.toml");
     let admin = |args: &[&str], stdin: &str| {
         use std::io::Write;
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -330,6 +330,18 @@ fn the_relay_logs_in_upstream_while_the_client_sends_no_credentials() {
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("\n[[access]]\nrepositories = [\"team/**\"]\nprincipals = [\"group:builders\"]\nactions = [\"pull\", \"push\"]\n");
     std::fs::write(&config, text).unwrap();
+    if !extra.is_empty() {
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains("[token]\n"), "{text}");
+        std::fs::write(&config, text.replacen("[token]\n", &format!("[token]\n{extra}\n"), 1)).unwrap();
+    }
+    config
+}
+
+#[test]
+fn the_relay_logs_in_upstream_while_the_client_sends_no_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = auth_config(dir.path(), "");
     let upstream = Server::start_with(&dir.path().join("data"), &free_addr(), &["--auth-config", config.to_str().unwrap()]);
     let relay = Relay::start(
         &upstream.addr,
@@ -351,6 +363,84 @@ fn the_relay_logs_in_upstream_while_the_client_sends_no_credentials() {
         let other = http.post(format!("{}/v2/other/app/blobs/uploads/", relay.url)).send().await.unwrap();
         assert!(other.status().is_client_error(), "{}", other.status());
         assert!(other.headers().get("www-authenticate").is_none());
+    });
+}
+
+/// Upstream tokens live one second here (and are accepted for 30 more: the clock-skew leeway),
+/// while the client takes 34 seconds to send its layer: every chunk after the first half-minute
+/// reaches the upstream only because the relay renewed its token on the way.
+#[test]
+fn a_token_that_expires_mid_push_is_renewed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = auth_config(dir.path(), "ttl_secs = 1");
+    let upstream = Server::start_with(&dir.path().join("data"), &free_addr(), &["--auth-config", config.to_str().unwrap()]);
+    let relay = Relay::start(
+        &upstream.addr,
+        dir.path(),
+        &["--part-mib", "1", "--username", "ci"],
+        &[("BERTH_PASSWORD", "a-long-password")],
+    );
+    const PIECES: usize = 34;
+    const PIECE: usize = 1024 * 1024;
+    let digest = format!(
+        "sha256:{}",
+        hex(&(0..PIECES).fold(Sha256::new(), |h, i| h.chain_update(piece_at(i * PIECE, PIECE, 21))).finalize())
+    );
+    // One piece a second, as a slow CI link would send it.
+    let paced = futures_util::stream::unfold(0usize, |i| async move {
+        if i == PIECES {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Some((Ok::<_, std::io::Error>(Bytes::from(piece_at(i * PIECE, PIECE, 21))), i + 1))
+    });
+    runtime().block_on(async {
+        let http = client();
+        let status = docker_push(&http, &relay.url, "team/slow", reqwest::Body::wrap_stream(paced), &digest).await;
+        assert_eq!(status, 201, "relay log:\n{}", relay.log());
+        let via_relay = http.head(format!("{}/v2/team/slow/blobs/{digest}", relay.url)).send().await.unwrap();
+        assert_eq!(via_relay.status(), 200);
+    });
+}
+
+/// The relay killed in the middle of a layer: the client's request fails (no 2xx), and the
+/// upstream shows nothing of the layer, since only a completed, verified upload becomes a blob.
+#[test]
+fn a_relay_killed_mid_layer_leaves_nothing_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Server::start(&dir.path().join("data"), &free_addr());
+    let mut relay = Relay::start(&upstream.addr, dir.path(), &["--part-mib", "1"], &[]);
+    const PIECES: usize = 40;
+    const PIECE: usize = 256 * 1024;
+    let digest = format!(
+        "sha256:{}",
+        hex(&(0..PIECES).fold(Sha256::new(), |h, i| h.chain_update(piece_at(i * PIECE, PIECE, 9))).finalize())
+    );
+    let paced = futures_util::stream::unfold(0usize, |i| async move {
+        if i == PIECES {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Some((Ok::<_, std::io::Error>(Bytes::from(piece_at(i * PIECE, PIECE, 9))), i + 1))
+    });
+    runtime().block_on(async {
+        let http = client();
+        let post = http.post(format!("{}/v2/team/killed/blobs/uploads/", relay.url)).send().await.unwrap();
+        assert_eq!(post.status(), 202);
+        let location = post.headers()["location"].to_str().unwrap().to_owned();
+        let patch = tokio::spawn(http.patch(format!("{}{location}", relay.url)).body(reqwest::Body::wrap_stream(paced)).send());
+        // About half the layer is through (and some of it upstream) when the relay dies.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        relay.child.kill().unwrap();
+        relay.child.wait().unwrap();
+        // Usually the connection breaks (what docker sees); an answer must not be a success.
+        if let Ok(resp) = patch.await.unwrap() {
+            assert!(!resp.status().is_success(), "PATCH answered {} after the relay died", resp.status());
+        }
+        let head = http.head(format!("http://{}/v2/team/killed/blobs/{digest}", upstream.addr)).send().await.unwrap();
+        assert_eq!(head.status(), 404, "a half-sent layer is visible upstream");
     });
 }
 
