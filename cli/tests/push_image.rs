@@ -445,3 +445,69 @@ fn a_cut_off_layer_upload_resumes_on_the_next_run() {
     assert!(err(&pushed).contains("resuming the upload saved in"), "{}", err(&pushed));
     assert_all_there(&addr, "res/app", &layout);
 }
+
+/// The registry goes away in the middle of an image's big layer: the push fails saying how to
+/// resume and tags nothing; once the registry is back, the same command resumes the layer where
+/// the registry had it and finishes, tag last.
+#[test]
+fn a_registry_that_goes_away_mid_push_is_resumed_by_the_next_run() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let server = Server::start(data.path(), &addr);
+    // One 48 MiB layer, its config and manifest, as an OCI layout.
+    let dir = work.path().join("layout");
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let layer = pattern(48 << 20, 77);
+    let d_layer = put_blob(&dir, &layer);
+    let config = serde_json::to_vec(&json!({ "architecture": "amd64", "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": [d_layer] } }))
+    .unwrap();
+    let d_config = put_blob(&dir, &config);
+    let manifest = serde_json::to_vec(&json!({ "schemaVersion": 2, "mediaType": MANIFEST,
+        "config": desc("application/vnd.oci.image.config.v1+json", &d_config, config.len()),
+        "layers": [desc("application/vnd.oci.image.layer.v1.tar", &d_layer, layer.len())] }))
+    .unwrap();
+    let d_manifest = put_blob(&dir, &manifest);
+    let mut top = desc(MANIFEST, &d_manifest, manifest.len());
+    top["annotations"] = json!({ "org.opencontainers.image.ref.name": "v1" });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&json!({ "schemaVersion": 2, "manifests": [top] })).unwrap()).unwrap();
+
+    let state = work.path().join("state");
+    let target = format!("{addr}/gone/app:v1");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["push", "--quiet", "--jobs", "1", "--chunk-mib", "1", "--state-dir", state.to_str().unwrap()])
+        .args([dir.to_str().unwrap(), &target])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the registry has part of the layer (the state file records it), then kill it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let offset_saved = || {
+        std::fs::read_dir(&state).into_iter().flatten().flatten().any(|e| {
+            let saved: Value = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+            saved["offset"].as_u64().unwrap_or(0) >= 2 << 20
+        })
+    };
+    while !offset_saved() {
+        assert!(std::time::Instant::now() < deadline, "the first push never got 2 MiB in");
+        assert!(first.try_wait().unwrap().is_none(), "the first push ended before the registry went away");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.kill();
+    let failed = first.wait_with_output().unwrap();
+    assert!(!failed.status.success(), "the push succeeded without its registry");
+    let message = String::from_utf8_lossy(&failed.stderr).into_owned();
+    assert!(message.contains("again"), "the failure does not say to run it again:\n{message}");
+
+    let _server = Server::start(data.path(), &addr);
+    assert_eq!(tag_digest(&addr, "gone/app", "v1"), None, "a failed push left a tag");
+    let second = push(dir.to_str().unwrap(), &target, &state, None, &[]);
+    assert!(second.status.success(), "{}", err(&second));
+    assert!(err(&second).contains("resuming the upload saved in"), "{}", err(&second));
+    assert_eq!(tag_digest(&addr, "gone/app", "v1").as_deref(), Some(d_manifest.as_str()));
+    let head = request(&addr, "HEAD", &format!("/v2/gone/app/blobs/{d_layer}"), &[], b"");
+    assert_eq!(head.header("content-length"), Some(layer.len().to_string().as_str()));
+}
