@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Mutex;
 
 use crate::token_client::TokenSource;
-use crate::upstream::{credentials, explain, fail, header, is_loopback, offset_of, with_query, PartUrl, PartUrls, Registry};
+use crate::upstream::{explain, fail, header, is_loopback, offset_of, with_query, PartUrl, PartUrls, Registry};
 
 #[derive(clap::Args)]
 pub struct PushArgs {
@@ -51,18 +51,8 @@ pub struct PushArgs {
     /// Never use the direct-upload extension, even where offered.
     #[arg(long)]
     no_direct: bool,
-    /// Bearer token for the registry (never sent to storage URLs). Without it, berth push gets
-    /// tokens from the registry's token endpoint when it asks for them (anonymous, or with
-    /// --username).
-    #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Log in to the token endpoint as this user (a robot, or `oidc` with a CI identity token).
-    #[arg(long, env = "BERTH_USERNAME")]
-    username: Option<String>,
-    /// Read the password (or robot secret, or identity token) from the first line of stdin;
-    /// without it, from BERTH_PASSWORD.
-    #[arg(long)]
-    password_stdin: bool,
+    #[command(flatten)]
+    login: crate::upstream::Login,
     /// Where resumable push state is kept.
     #[arg(long, env = "BERTH_PUSH_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -144,15 +134,15 @@ pub async fn run(args: PushArgs) -> Result<(), String> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
-    if args.password_stdin && args.file.as_os_str() == "-" {
+    if args.login.password_stdin && args.file.as_os_str() == "-" {
         return Err("--password-stdin and `-` (an image on stdin) both read stdin: give the password in BERTH_PASSWORD".into());
     }
-    let credentials = credentials(args.username.as_deref(), args.password_stdin)?;
-    let tokens = match &args.token {
+    let credentials = args.login.credentials()?;
+    let tokens = match &args.login.token {
         Some(_) => None,
         None => TokenSource::discover(&http, &base, &repo, credentials).await?,
     };
-    let registry = Registry { http, base, repo, token: args.token.clone(), tokens };
+    let registry = Registry { http, base, repo, token: args.login.token.clone(), tokens };
     if args.manifest {
         let reference = reference.ok_or("a manifest needs a tag or digest: REGISTRY/REPO:TAG")?;
         let digest = push_manifest(&registry, &args.file, &reference).await?;

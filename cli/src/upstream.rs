@@ -45,7 +45,31 @@ impl Registry {
 
 /// `--username` with `--password-stdin` or BERTH_PASSWORD, as (user, password); None without
 /// `--username`.
-pub fn credentials(username: Option<&str>, password_stdin: bool) -> Result<Option<(String, String)>, String> {
+/// How `berth push` and `berth relay` authenticate to a registry: the same flags for both.
+#[derive(clap::Args, Clone)]
+pub struct Login {
+    /// Bearer token for the registry, used as is (never sent to storage URLs). Without it,
+    /// tokens come from the registry's token endpoint when it asks for them (anonymous, or with
+    /// --username), one per repository.
+    #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Log in to the token endpoint as this user (a robot, or `oidc` with a CI identity token).
+    #[arg(long, env = "BERTH_USERNAME")]
+    pub username: Option<String>,
+    /// Read the password (or robot secret, or identity token) from the first line of stdin;
+    /// without it, from BERTH_PASSWORD.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+impl Login {
+    /// The user and password to log in with, if any (reads stdin or BERTH_PASSWORD).
+    pub fn credentials(&self) -> Result<Option<(String, String)>, String> {
+        credentials(self.username.as_deref(), self.password_stdin)
+    }
+}
+
+fn credentials(username: Option<&str>, password_stdin: bool) -> Result<Option<(String, String)>, String> {
     match (username, password_stdin) {
         (Some(user), true) => Ok(Some((user.to_owned(), read_password_line()?))),
         (Some(user), false) => match std::env::var("BERTH_PASSWORD") {

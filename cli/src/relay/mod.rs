@@ -35,17 +35,8 @@ pub struct RelayArgs {
     /// Use plain HTTP for an upstream given as HOST[:PORT] that is not on loopback.
     #[arg(long)]
     plain_http: bool,
-    /// Bearer token for the upstream, used as is. Without it the relay gets tokens from the
-    /// upstream's token endpoint (anonymous, or with --username), one per repository.
-    #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Log in to the upstream's token endpoint as this user (a robot, or `oidc` with a CI
-    /// identity token as the password).
-    #[arg(long, env = "BERTH_USERNAME")]
-    username: Option<String>,
-    /// Read the password from the first line of stdin; without it, from BERTH_PASSWORD.
-    #[arg(long)]
-    password_stdin: bool,
+    #[command(flatten)]
+    login: crate::upstream::Login,
     /// Part size in MiB for direct uploads (at least the upstream's minimum, 5 MiB on S3), and
     /// the chunk size otherwise (kept within the upstream's advertised limits).
     #[arg(long, default_value_t = 16)]
@@ -105,7 +96,7 @@ impl Relay {
 pub async fn run(args: RelayArgs) -> Result<(), String> {
     release_big_buffers_at_once();
     let base = upstream_base(&args.upstream, args.plain_http)?;
-    let credentials = crate::upstream::credentials(args.username.as_deref(), args.password_stdin)?;
+    let credentials = args.login.credentials()?;
     let http = reqwest::Client::builder()
         // Redirects (307 to presigned storage URLs on blob GETs) go back to the client as they are.
         .redirect(reqwest::redirect::Policy::none())
@@ -120,7 +111,7 @@ pub async fn run(args: RelayArgs) -> Result<(), String> {
     let relay = Arc::new(Relay {
         http,
         base: base.clone(),
-        token: args.token,
+        token: args.login.token,
         credentials,
         repos: Mutex::new(HashMap::new()),
         uploads: upload::Sessions::default(),
