@@ -101,6 +101,14 @@ impl PartStore for R2Parts {
         self.0.delete(key).await.map_err(|e| r2_error("delete", key, e))
     }
 
+    async fn delete_keys(&self, keys: &[String]) -> StorageResult<()> {
+        crate::calls::note("r2.delete_multiple");
+        self.0
+            .delete_multiple(keys.to_vec())
+            .await
+            .map_err(|e| r2_error("delete", &keys.join(" "), e))
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> StorageResult<()> {
         loop {
             crate::calls::note("r2.list");

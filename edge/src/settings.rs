@@ -50,8 +50,38 @@ fn number(env: &Env, name: &str, default: u64) -> Result<u64, String> {
     }
 }
 
+thread_local! {
+    /// The settings as first read in this isolate. Vars and secrets are fixed for an isolate's
+    /// life (a deploy or a new secret value starts new isolates), so they are read and parsed
+    /// once, not on every request: a dozen lookups through the JS boundary each time otherwise.
+    static PARSED: std::cell::RefCell<Option<Settings>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Settings {
+    /// This isolate's settings (read on its first request). Bindings (`kv`) are taken from
+    /// the request's `env` each time: they are handles, not values.
     pub fn from_env(env: &Env) -> Result<Settings, String> {
+        if let Some(parsed) = PARSED.with(|p| p.borrow().as_ref().map(Settings::clone_values)) {
+            return Ok(Settings { kv: env.kv(KV_BINDING).ok(), ..parsed });
+        }
+        let settings = Self::read(env)?;
+        PARSED.with(|p| *p.borrow_mut() = Some(settings.clone_values()));
+        Ok(settings)
+    }
+
+    fn clone_values(&self) -> Settings {
+        Settings {
+            config: self.config.clone(),
+            part_size: self.part_size,
+            kv: None,
+            presigner: self.presigner.clone(),
+            blob_cache: self.blob_cache,
+            auth_config: self.auth_config.clone(),
+            count_backend_calls: self.count_backend_calls,
+        }
+    }
+
+    fn read(env: &Env) -> Result<Settings, String> {
         let secret = text(env, "UPLOAD_SECRET").ok_or(
             "the Worker has no UPLOAD_SECRET: set it with `wrangler secret put UPLOAD_SECRET` (any long random string)",
         )?;

@@ -63,6 +63,13 @@ pub trait PartStore: MaybeSendSync {
     async fn delete(&self, key: &str) -> StorageResult<()>;
     /// Removes every object whose key starts with `prefix`.
     async fn delete_prefix(&self, prefix: &str) -> StorageResult<()>;
+    /// Removes these objects (missing ones are no error); a store with a batch delete uses it.
+    async fn delete_keys(&self, keys: &[String]) -> StorageResult<()> {
+        for key in keys {
+            self.delete(key).await?;
+        }
+        Ok(())
+    }
     /// Makes the complete object `object` (`size` bytes) the content of `digest`, only where
     /// there is no content for `digest` yet (create-only, so content already stored stays);
     /// returns whether it did. The blob key layout and pointer format are the store's.
@@ -85,7 +92,18 @@ pub struct PartedUpload {
     /// Bytes after the last full part, kept in a staging object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tail: Option<Tail>,
+    /// Staged tails this upload replaced with later ones (still stored), so completion deletes
+    /// them by key instead of listing the staging prefix. At most [`MAX_SUPERSEDED`]; past that,
+    /// `superseded_overflow` is set and completion lists the prefix as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded_overflow: bool,
 }
+
+/// Superseded tails remembered by key; an upload of more unaligned chunks than this falls back
+/// to listing its staging prefix at completion (the session record stays small either way).
+pub const MAX_SUPERSEDED: usize = 16;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Tail {
@@ -193,6 +211,14 @@ impl<S: PartStore> PartedWriter<S> {
     /// Stages what does not fill a part; returns the new state.
     pub async fn finish_state(mut self) -> StorageResult<PartedUpload> {
         if self.changed {
+            // The tail just read is replaced (by a new one, or by parts): completion deletes it.
+            if let Some(old) = self.state.tail.take() {
+                if self.state.superseded.len() < MAX_SUPERSEDED {
+                    self.state.superseded.push(old.key);
+                } else {
+                    self.state.superseded_overflow = true;
+                }
+            }
             self.state.tail = if self.pending.is_empty() {
                 None
             } else {
@@ -302,32 +328,33 @@ pub async fn commit<S: PartStore + ?Sized>(
     if stored != size {
         return Err(StorageError::new(format!("upload {id}: stored {stored} bytes, the session says {size}")));
     }
-    publish(store, id, digest, size, state.tail.as_ref().map(|t| t.key.as_str())).await
+    publish(store, id, digest, size).await?;
+    cleanup_staging(store, id, state).await
+}
+
+/// Deletes what an upload staged: its tails by key (one call for the current one and each it
+/// superseded), or by listing the prefix when it superseded too many to remember. A request
+/// killed after staging a tail but before its session was saved leaves that tail to the bucket's
+/// lifecycle rule on `uploads/`.
+pub async fn cleanup_staging<S: PartStore + ?Sized>(store: &S, id: &str, state: &PartedUpload) -> StorageResult<()> {
+    if state.superseded_overflow {
+        return store.delete_prefix(&staging_prefix(id)).await;
+    }
+    let keys: Vec<String> = state.superseded.iter().cloned().chain(state.tail.iter().map(|t| t.key.clone())).collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    store.delete_keys(&keys).await
 }
 
 /// Publishes the complete object `data/<id>` as `digest`'s content: a create-only pointer, not a
 /// copy. Where the content is stored already, it stays and the new copy goes.
-///
-/// Then deletes the upload's current staged tail, if it had one: one call, where listing the
-/// staging prefix and deleting what it holds took two on every completion. Tails an upload
-/// superseded (a chunk that did not end on a part boundary, then another) stay under
-/// `uploads/<id>/` for the bucket's lifecycle rule on `uploads/`, as a killed request's do; they
-/// cannot be deleted when superseded, since the session that names them may yet be the one saved.
-pub async fn publish<S: PartStore + ?Sized>(
-    store: &S,
-    id: &str,
-    digest: &Digest,
-    size: u64,
-    staged_tail: Option<&str>,
-) -> StorageResult<()> {
+pub async fn publish<S: PartStore + ?Sized>(store: &S, id: &str, digest: &Digest, size: u64) -> StorageResult<()> {
     let object = data_key(id);
     if !store.link(digest, &object, size).await? {
         store.delete(&object).await?;
     }
-    match staged_tail {
-        Some(key) => store.delete(key).await,
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// Discards an upload: its multipart upload (when still open), its object and its staging.

@@ -511,8 +511,18 @@ test_relay() {
   cmp -s "$T/big.back" "$T/rootfs/data/big.bin" || fail "the big layer's file differs after the round trip"
   ok "the $RELAY_LAYER_MIB MiB file is identical after docker push and pull through the relay"
   c "$docker" rm "$cid" >/dev/null
-  c "$docker" rmi "$relay/$name" >/dev/null
   rm -f "$T/big.back" "$T/rootfs/data/big.bin" "$T/rootfs.tar"
+
+  # `docker save | berth push -`: the image as docker keeps it (uncompressed layer tars), straight
+  # to the registry; pulled back by docker through the relay, the same image ID.
+  local saved=${PREFIX}relay/saved:1
+  "$docker" save "$relay/$name" | c "$BERTH_BIN" push --quiet - "$REG/$saved" >"$T/saved.digest" \
+    || fail "docker save | berth push -"
+  must skopeo inspect --raw --tls-verify=false "docker://$REG/$saved" >"$T/saved.json"
+  expect_eq "the saved image's manifest as berth push printed it" "$(cat "$T/saved.digest")" "sha256:$(sha256_of "$T/saved.json")"
+  must "$docker" pull --quiet "$relay/$saved" >/dev/null
+  expect_eq "image ID of the docker-saved image after the round trip" "$id" "$(c "$docker" image inspect --format '{{.Id}}' "$relay/$saved")"
+  c "$docker" rmi "$relay/$name" "$relay/$saved" >/dev/null
   kill -TERM "$rpid" 2>/dev/null
   wait "$rpid" 2>/dev/null || true # its status is TERM's; the test's `set -e` must not see it
 }

@@ -294,7 +294,7 @@ impl BlobStore for S3BlobStore {
         let state = UploadState::parse(backend)?;
         if state.direct {
             // Assembled by `direct_complete` already; parts went to storage, nothing was staged.
-            return parted::publish(&self.bucket, id, digest, size, None).await;
+            return parted::publish(&self.bucket, id, digest, size).await;
         }
         parted::commit(&self.bucket, id, &state.upload, digest, size).await
     }

@@ -158,9 +158,23 @@ async fn the_tail_carries_over_to_the_next_request() {
     assert_eq!(store.keys(""), store_before);
     commit(&store, "u1", &s4, &digest_of(&data), 25).await.unwrap();
     assert_eq!(store.content(&digest_of(&data)), Bytes::from(data));
-    // Completion deletes the current tail by its key (no listing); the tails it superseded are
-    // the bucket lifecycle rule's, as a killed request's are.
-    assert_eq!(store.keys("uploads/"), vec!["uploads/u1/tail-5".to_owned(), "uploads/u1/tail-7".to_owned()]);
+    // Completion deletes the current tail and those it superseded, by key (no listing).
+    assert_eq!(s4.superseded, vec!["uploads/u1/tail-5".to_owned(), "uploads/u1/tail-7".to_owned()]);
+    assert!(store.keys("uploads/").is_empty(), "staging removed: {:?}", store.keys("uploads/"));
+}
+
+#[tokio::test]
+async fn an_upload_of_many_unaligned_chunks_still_leaves_no_staging() {
+    let store = FakeParts::default();
+    let data: Vec<u8> = (0..=255u8).cycle().take(3 * (MAX_SUPERSEDED + 4)).collect();
+    let mut state = PartedUpload::new(PART);
+    for piece in data.chunks(3) {
+        state = request(&store, &state, &[piece]).await;
+    }
+    assert!(state.superseded_overflow && state.superseded.len() == MAX_SUPERSEDED, "{state:?}");
+    commit(&store, "u1", &state, &digest_of(&data), data.len() as u64).await.unwrap();
+    assert_eq!(store.content(&digest_of(&data)), Bytes::from(data));
+    assert!(store.keys("uploads/").is_empty(), "staging removed");
 }
 
 #[tokio::test]
