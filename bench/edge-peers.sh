@@ -28,7 +28,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy AWS_CA_BUNDLE AUTH_USER AUTH_PASSWORD AUTH_HEADER
+unset AUTH_USER AUTH_PASSWORD AUTH_HEADER
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 wrangler="$root/.tools/node/node_modules/.bin/wrangler"
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
@@ -98,6 +98,8 @@ peer_gz=$(cat "$work"/peer-dist/*.js | gzip -9 | wc -c)
 cp -a bench/hello "$work/hello"
 
 # --- three wrangler dev, each on a free port pair (HTTP, inspector) -------------------------------
+# Everything from here is loopback (npm above may have needed a proxy).
+unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy AWS_CA_BUNDLE
 declare -A port inspector pid url
 start() { # name dir wrangler-args...
   local name=$1 dir=$2; shift 2
@@ -162,10 +164,10 @@ layer=$(seed berth "") || die "berth: seeding failed"
 accept="Accept: application/vnd.oci.image.manifest.v1+json"
 declare -A auth=([berth]="X-Bench: 1" [peer]="Authorization: $peer_auth" [hello]="X-Bench: 1")
 for s in berth peer; do
-  for probe in "GET /v2/$repo/manifests/v1" "HEAD /v2/$repo/blobs/$layer"; do
-    code=$(curl -s -o /dev/null -w '%{http_code}' -X "${probe%% *}" -H "${auth[$s]}" -H "$accept" "${url[$s]}${probe#* }")
-    [ "$code" = 200 ] || die "$s: $probe answered $code"
-  done
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "${auth[$s]}" -H "$accept" "${url[$s]}/v2/$repo/manifests/v1" || true)
+  [ "$code" = 200 ] || die "$s: GET of the manifest answered $code"
+  code=$(curl -s -I -o /dev/null -w '%{http_code}' -H "${auth[$s]}" "${url[$s]}/v2/$repo/blobs/$layer" || true)
+  [ "$code" = 200 ] || die "$s: HEAD of the layer answered $code"
 done
 
 # --- requests/s -----------------------------------------------------------------------------------
@@ -198,6 +200,7 @@ push_pull() { # name round
   { head -c 16 /dev/urandom; tail -c +17 "$work/blob.base"; } >"$file"
   digest="sha256:$(sha256sum "$file" | cut -d' ' -f1)"
   before=$(rss_kb "${pid[$s]}")
+  [ "$before" -gt 0 ] || die "$s: no workerd process found in process group ${pid[$s]}"
   ( peak=0; while :; do v=$(rss_kb "${pid[$s]}"); [ "$v" -gt "$peak" ] && peak=$v && echo "$peak" >"$work/peak"; sleep 0.2; done ) &
   sampler=$!
   t0=$(date +%s.%N)
