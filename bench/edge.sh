@@ -40,7 +40,8 @@ setsid .tools/node/node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$port" 
   --persist-to "$work/state" --show-interactive-dev-session=false --log-level warn \
   --var "UPLOAD_SECRET:bench-$RANDOM$RANDOM" --var MAX_REQUEST_BODY:400000000 "${auth_vars[@]}" >"$work/wrangler.log" 2>&1 &
 pid=$!
-trap 'kill -TERM -- -$pid 2>/dev/null; sleep 2; kill -KILL -- -$pid 2>/dev/null; rm -rf "$work"' EXIT
+# `|| true`: under set -e a failed kill (wrangler already gone) would end the trap before the rm.
+trap 'kill -TERM -- -$pid 2>/dev/null || true; sleep 2; kill -KILL -- -$pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 120); do
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/" || true)
   [ "$code" = 200 ] || [ "$code" = 401 ] && break
