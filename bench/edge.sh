@@ -10,15 +10,16 @@
 # - CPU: bench/edge_cpu.mjs samples the Worker's V8 isolate with the inspector's CPU profiler
 #   while it serves MANIFEST_GETS sequential manifest GETs and one UPLOAD_MIB docker-style
 #   streamed PATCH + PUT; what Workers bill is the isolate's CPU time.
-# wrangler dev listens on EDGE_BENCH_PORT (default 8710) and its inspector on the next port;
-# it is stopped by PID (its process group) on exit. Numbers from `wrangler dev` on a shared VM
-# are local figures, not Cloudflare's edge.
+# wrangler dev listens on EDGE_BENCH_PORT (default: a free pair picked now by tests/free-port.sh)
+# and its inspector on the next port; it is stopped by PID (its process group) on exit. Numbers
+# from `wrangler dev` on a shared VM are local figures, not Cloudflare's edge.
+# bench/edge-peers.sh runs this Worker next to cloudflare/serverless-registry and a hello Worker.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy AWS_CA_BUNDLE
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
-port=${EDGE_BENCH_PORT:-8710} inspector=$(( ${EDGE_BENCH_PORT:-8710} + 1 ))
+port=${EDGE_BENCH_PORT:-$(bash tests/free-port.sh 2)} && inspector=$(( port + 1 ))
 duration=${BENCH_DURATION:-10s} conns=${BENCH_CONNS:-16}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 work=$(mktemp -d /tmp/berth-edge-bench.XXXXXX)
@@ -39,7 +40,8 @@ setsid .tools/node/node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$port" 
   --persist-to "$work/state" --show-interactive-dev-session=false --log-level warn \
   --var "UPLOAD_SECRET:bench-$RANDOM$RANDOM" --var MAX_REQUEST_BODY:400000000 "${auth_vars[@]}" >"$work/wrangler.log" 2>&1 &
 pid=$!
-trap 'kill -TERM -- -$pid 2>/dev/null; sleep 2; kill -KILL -- -$pid 2>/dev/null; rm -rf "$work"' EXIT
+# `|| true`: under set -e a failed kill (wrangler already gone) would end the trap before the rm.
+trap 'kill -TERM -- -$pid 2>/dev/null || true; sleep 2; kill -KILL -- -$pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 120); do
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/" || true)
   [ "$code" = 200 ] || [ "$code" = 401 ] && break

@@ -4,15 +4,18 @@
 // Rust compiled to wasm, the JS glue, GC. "(program)" (V8 internals not attributed to a
 // function) is reported separately. Local R2/KV run in other workers and are not counted.
 //
-//   node bench/edge_cpu.mjs INSPECTOR_PORT URL REPO
-// REPO must hold the tag `v1` (bench/edge.sh pushes it). Prints JSON. AUTH_USER/AUTH_PASSWORD:
-// see below (bench/edge.sh with EDGE_BENCH_AUTH=1).
+//   node bench/edge_cpu.mjs INSPECTOR_PORT URL REPO [TAG]
+// REPO must hold TAG (default `v1`; bench/edge.sh pushes it). Prints JSON. AUTH_USER/AUTH_PASSWORD:
+// see below (bench/edge.sh with EDGE_BENCH_AUTH=1). AUTH_HEADER: a fixed Authorization header
+// value sent on every request instead (e.g. `Basic ...` for cloudflare/serverless-registry, which
+// bench/edge-peers.sh measures with this same script). Any registry works: the upload Location
+// may be absolute or relative and may already carry a query (the peer's `?_stateHash=`).
 import { createRequire } from "node:module";
 import { createHash, randomBytes } from "node:crypto";
 const require = createRequire(import.meta.url);
 const WebSocket = require(process.env.WS_MODULE);
 
-const [inspectorPort, url, repo] = process.argv.slice(2);
+const [inspectorPort, url, repo, tag = "v1"] = process.argv.slice(2);
 const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json`)).json();
 const target = targets.find((t) => t.webSocketDebuggerUrl);
 const ws = new WebSocket(target.webSocketDebuggerUrl);
@@ -64,7 +67,7 @@ const user = process.env.AUTH_USER, password = process.env.AUTH_PASSWORD;
 const tokenGets = Number(process.env.TOKEN_GETS || 20);
 const basic = user && "Basic " + Buffer.from(`${user}:${password}`).toString("base64");
 const tokenUrl = `${url}/token?service=berth&scope=repository:${repo}:pull,push`;
-let headers = {};
+let headers = process.env.AUTH_HEADER ? { authorization: process.env.AUTH_HEADER } : {};
 if (user) {
   const r = await fetch(tokenUrl, { headers: { authorization: basic } });
   if (r.status !== 200) throw new Error(`token: ${r.status} ${await r.text()}`);
@@ -72,11 +75,11 @@ if (user) {
 }
 
 // Warm up (first requests compile the wasm).
-for (let i = 0; i < 20; i++) await (await fetch(`${url}/v2/${repo}/manifests/v1`, { headers: { accept, ...headers } })).arrayBuffer();
+for (let i = 0; i < 20; i++) await (await fetch(`${url}/v2/${repo}/manifests/${tag}`, { headers: { accept, ...headers } })).arrayBuffer();
 
 const get = await profiled(async () => {
   for (let i = 0; i < manifestGets; i++) {
-    const r = await fetch(`${url}/v2/${repo}/manifests/v1`, { headers: { accept, ...headers } });
+    const r = await fetch(`${url}/v2/${repo}/manifests/${tag}`, { headers: { accept, ...headers } });
     await r.arrayBuffer();
     if (r.status !== 200) throw new Error(`manifest GET: ${r.status}`);
   }
@@ -89,14 +92,16 @@ for (let i = 0; i < uploadMiB; i++) hash.update(chunk);
 const digest = "sha256:" + hash.digest("hex");
 const up = await profiled(async () => {
   const start = await fetch(`${url}/v2/${repo}/blobs/uploads/`, { method: "POST", headers });
+  if (start.status !== 202) throw new Error(`POST: ${start.status} ${await start.text()}`);
   const location = start.headers.get("location");
   let sent = 0;
   const body = new ReadableStream({
     pull(c) { if (sent++ < uploadMiB) c.enqueue(new Uint8Array(chunk)); else c.close(); },
   });
-  const patch = await fetch(`${url}${location}`, { method: "PATCH", body, duplex: "half", headers });
+  const patch = await fetch(new URL(location, url), { method: "PATCH", body, duplex: "half", headers });
   if (patch.status !== 202) throw new Error(`PATCH: ${patch.status} ${await patch.text()}`);
-  const put = await fetch(`${url}${patch.headers.get("location")}?digest=${digest}`, { method: "PUT", headers });
+  const next = patch.headers.get("location");
+  const put = await fetch(new URL(`${next}${next.includes("?") ? "&" : "?"}digest=${digest}`, url), { method: "PUT", headers });
   if (put.status !== 201) throw new Error(`PUT: ${put.status} ${await put.text()}`);
 });
 const logins = user && await profiled(async () => {
