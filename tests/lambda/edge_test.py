@@ -160,9 +160,10 @@ def test_presigned_urls():
     push_monolithic(repo, data)
     push_monolithic(repo, other)
     loc = pull_via_redirect(repo, data, "small blob")
-    # An uploaded blob, however small, is a pointer to its upload's object, data/<id>.
+    # A blob pushed whole up to 1 MiB is stored as itself at blobs/<digest> (one write); an
+    # uploaded one is a pointer to its upload's object, data/<id> (test_chunks_accumulate).
     key = object_key(loc)
-    check(key.startswith("data/"), "the redirect names the upload's object data/<id>", key)
+    check(key == "blobs/" + digest(data).replace(":", "/", 1), "the redirect names the small blob's own object", key)
     # A presigned GET (not one of the function's own HEADs or GETs) reached S3.
     check(s3_log_mentions(f"method: GET, uri: /berth/{key}?x-id=GetObject&X-Amz-Algorithm="),
           "the S3 server's log shows the client's presigned GET", key)
