@@ -40,7 +40,9 @@ async function profiled(work) {
   await work();
   const { result } = await send("Profiler.stop");
   const { nodes, samples, timeDeltas } = result.profile;
-  const name = new Map(nodes.map((n) => [n.id, n.callFrame.functionName]));
+  // Anonymous functions are told apart by where they are (script, line), for TOP.
+  const name = new Map(nodes.map((n) => [n.id, n.callFrame.functionName
+    || (n.callFrame.url || n.callFrame.lineNumber >= 0 ? `(anonymous ${n.callFrame.url.split("/").pop()}:${n.callFrame.lineNumber})` : "")]));
   const ms = { busy: 0, program: 0, idle: 0 };
   const self = new Map();
   samples.forEach((id, i) => {
