@@ -7,7 +7,8 @@
 #
 # Environment: BENCH_REQUESTS (500 per latency run), BENCH_BLOB_MIB (1024), BENCH_RUNS (3).
 # The emulator runs one invocation at a time (as one Lambda instance does), so latency is
-# measured with one connection. Ports as tests/lambda/run.sh (9000-9299).
+# measured with one connection. Ports as tests/lambda/run.sh (free ones, picked at run time).
+# Cold start and warm request times next to `berth serve`: bench/lambda-start.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -29,7 +30,8 @@ for _ in $(seq 1 3000); do grep -q '^INIT_MS=' "$work/serve.log" && break; sleep
 grep -q '^INIT_MS=' "$work/serve.log" || { cat "$work/serve.log" >&2; exit 1; }
 INIT_MS=$(sed -n 's/^INIT_MS=//p' "$work/serve.log")
 IN_PROCESS=$(grep -o 'init_ms=[0-9.]*' "$work/serve.log" | head -1 | cut -d= -f2 || true)
-URL=http://127.0.0.1:${LAMBDA_PORT:-9000}
+# run.sh picks its ports at run time: the URL is the one it prints.
+URL=$(sed -n 's/^BERTH_URL=\([^ ]*\).*/\1/p' "$work/serve.log")
 BERTH=$root/target/release/berth
 repo=bench-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')/app
 

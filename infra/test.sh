@@ -59,7 +59,7 @@ step "Lambda adapter: HTTP suite, edges, real clients, berth push (cargo lambda 
 bash tests/lambda/run.sh
 
 step "deployment artifacts the Terraform modules point at: the Lambda zip (the Worker bundle is built above)"
-(cd lambda && cargo lambda build --release --compiler cargo --output-format zip --locked -p berth-lambda)
+(cd lambda && cargo lambda build --profile lambda --compiler cargo --output-format zip --locked -p berth-lambda)
 ls -l target/lambda/berth-lambda/bootstrap.zip edge/build/index.js edge/build/index_bg.wasm
 
 step "Terraform: parse, provider schemas, structure, fmt layout (python-hcl2); checkov"

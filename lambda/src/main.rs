@@ -28,11 +28,19 @@ async fn main() -> Result<(), lambda_http::Error> {
         .with_ansi(false)
         .init();
     let settings = config::Settings::from_env()?;
+    let phase = std::time::Instant::now();
     let sdk = settings.sdk_config().await;
+    let sdk_ms = phase.elapsed().as_secs_f64() * 1000.0;
     let blobs = S3BlobStore::new(&sdk, &settings);
     let meta = S3Meta::new(&sdk, &settings);
-    let mut registry = Registry::new(blobs, meta, settings.core_config(&sdk).await?);
-    let auth = settings.auth(&sdk).await?;
+    // The upload key and the auth config are independent round trips to Secrets Manager (the
+    // bulk of init when both are secrets): fetched at once. Each error is still the one its
+    // setting alone would give, the upload key's first.
+    let phase = std::time::Instant::now();
+    let (core, auth) = tokio::join!(settings.core_config(&sdk), settings.auth(&sdk));
+    let secrets_ms = phase.elapsed().as_secs_f64() * 1000.0;
+    let mut registry = Registry::new(blobs, meta, core?);
+    let auth = auth?;
     let auth_on = auth.is_some();
     if let Some(auth) = auth {
         registry = registry.with_auth(auth);
@@ -40,6 +48,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let registry: Arc<LambdaRegistry> = Arc::new(registry);
     tracing::info!(
         init_ms = started.elapsed().as_secs_f64() * 1000.0,
+        sdk_ms,
+        secrets_ms,
         bucket = %settings.bucket,
         meta_bucket = %settings.meta_bucket,
         auth = auth_on,
