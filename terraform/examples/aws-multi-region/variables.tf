@@ -24,7 +24,7 @@ variable "regions" {
 }
 
 variable "lambda_zip" {
-  description = "The function's bootstrap.zip; the default is where `cargo lambda build --release --compiler cargo --output-format zip -p berth-lambda` puts it."
+  description = "The function's bootstrap.zip; the default is where `cargo lambda build --profile lambda --compiler cargo --output-format zip -p berth-lambda` puts it."
   type        = string
   default     = "../../../target/lambda/berth-lambda/bootstrap.zip"
 }

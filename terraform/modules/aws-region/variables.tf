@@ -10,7 +10,7 @@ variable "name" {
 }
 
 variable "lambda_zip" {
-  description = "Path to the function's bootstrap.zip, built offline by `cargo lambda build --release --compiler cargo --output-format zip -p berth-lambda` (x86_64)."
+  description = "Path to the function's bootstrap.zip, built offline by `cargo lambda build --profile lambda --compiler cargo --output-format zip -p berth-lambda` (x86_64)."
   type        = string
 }
 
