@@ -38,7 +38,9 @@ def blob_key(blob):
     return "blobs/" + blob.replace(":", "/", 1)
 
 
-layer = os.urandom(3000)
+# Over 1 MiB, so it is an upload published as a pointer to data/<id> (smaller blobs pushed
+# whole are stored as themselves at blobs/<digest>, like the config here).
+layer = os.urandom(1536 * 1024 + 3000)
 config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
 layer_digest, config_digest = push_blob(layer), push_blob(config)
 manifest = json.dumps({
@@ -88,6 +90,8 @@ for blob in (layer_digest, config_digest, manifest_digest):
     if data:
         pointed.append(data)
 check(pointed, "uploaded blobs are pointers to their upload's data")
+check(s3.head_object(Bucket="berth", Key=blob_key(config_digest)).get("Metadata", {}).get("berth-data") is None,
+      "a small blob pushed whole is stored as itself")
 pull_layer_from("berth", "pointer replicated, data not yet: still the home bucket")
 for data in pointed:
     s3.copy_object(Bucket="berth-replica", Key=data, CopySource={"Bucket": "berth", "Key": data})
