@@ -289,7 +289,17 @@ pub(crate) fn tag_of(name: &str) -> Option<String> {
 
 /// Whether `want` (from --ref or the target's tag) names `name` (an annotation, a RepoTag).
 pub(crate) fn names_match(name: &str, want: &str) -> bool {
-    name == want || tag_of(name).as_deref() == Some(want) || name.strip_prefix("docker.io/library/") == Some(want)
+    name == want || tag_of(name).as_deref() == Some(want) || short_name(name) == want
+}
+
+/// A fully qualified name (what podman and docker write: `HOST[:PORT]/library/foo:tag`) as
+/// people type it: without the registry host, and without the `library/` of official images.
+fn short_name(name: &str) -> &str {
+    let rest = match name.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
+        _ => name,
+    };
+    rest.strip_prefix("library/").unwrap_or(rest)
 }
 
 /// Counts for the summary line.
@@ -509,11 +519,14 @@ mod tests {
     #[test]
     fn tags_of_names() {
         assert_eq!(tag_of("v1").as_deref(), Some("v1"));
-        assert_eq!(tag_of("docker.io/library/foo:latest").as_deref(), Some("latest"));
+        assert_eq!(tag_of("registry.example/library/foo:latest").as_deref(), Some("latest"));
         assert_eq!(tag_of("reg:5000/a").as_deref(), None);
         assert_eq!(tag_of("a:v2").as_deref(), Some("v2"));
-        assert!(names_match("docker.io/library/foo:latest", "latest"));
-        assert!(names_match("docker.io/library/foo:latest", "foo:latest"));
+        assert!(names_match("registry.example/library/foo:latest", "latest"));
+        assert!(names_match("registry.example/library/foo:latest", "foo:latest"));
+        assert!(names_match("localhost:5000/team/app:1", "team/app:1"));
+        assert!(names_match("localhost/app:1", "app:1"));
+        assert!(!names_match("team/app:1", "app:1"), "a first path segment without . or : is no host");
         assert!(!names_match("foo:v1", "v2"));
     }
 
