@@ -35,7 +35,10 @@ log "structure, schemas and layout (python-hcl2)"
 
 log "checkov"
 # --skip-download: no guidelines from the network (there is none here).
-out=$(.tools/tf-checkov/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet -o json) || true
+# Through the venv's python, not the script's shebang: pip writes the absolute path of the
+# directory the venv was created through into it, and a clone that shares the per-machine cache
+# (.tools links there) may be gone by the next run.
+out=$(.tools/tf-checkov/bin/python .tools/tf-checkov/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet -o json) || true
 summary=$(python3 -c '
 import json, sys
 d = json.loads(sys.stdin.read())
