@@ -270,12 +270,7 @@ async fn push_blob(registry: &Registry, args: &PushArgs) -> Result<String, Strin
 
 /// Whether the repository has the blob (HEAD).
 pub(crate) async fn blob_exists(registry: &Registry, digest: &str) -> Result<bool, String> {
-    let head = registry
-        .request(reqwest::Method::HEAD, &registry.url(&format!("blobs/{digest}")))
-        .await?
-        .send()
-        .await
-        .map_err(|e| explain("HEAD blob", &e))?;
+    let head = registry.send(reqwest::Method::HEAD, &registry.url(&format!("blobs/{digest}")), "HEAD blob").await?;
     Ok(head.status().is_success())
 }
 
@@ -304,12 +299,7 @@ pub(crate) async fn push_blob_file(
         push_chunked(registry, path, &mut state, &state_file, size, progress).await?
     };
     let url = with_query(&registry.absolute(&location), &format!("digest={digest}"));
-    let resp = registry
-        .request(reqwest::Method::PUT, &url)
-        .await?
-        .send()
-        .await
-        .map_err(|e| explain("completing the upload", &e))?;
+    let resp = registry.send(reqwest::Method::PUT, &url, "completing the upload").await?;
     if resp.status() != reqwest::StatusCode::CREATED {
         let err = fail("completing the upload", resp).await;
         // The session is gone (the registry discards it on a failed completion).
@@ -329,12 +319,7 @@ async fn session_alive(registry: &Registry, state: &PushState) -> bool {
 }
 
 async fn start_session(registry: &Registry, args: &BlobOpts, size: u64) -> Result<PushState, String> {
-    let resp = registry
-        .request(reqwest::Method::POST, &registry.url("blobs/uploads/"))
-        .await?
-        .send()
-        .await
-        .map_err(|e| explain("starting the upload", &e))?;
+    let resp = registry.send(reqwest::Method::POST, &registry.url("blobs/uploads/"), "starting the upload").await?;
     if resp.status() != reqwest::StatusCode::ACCEPTED {
         return Err(fail("starting the upload", resp).await);
     }
@@ -373,12 +358,7 @@ async fn push_direct(
         let first = batch[0];
         let last = *batch.last().unwrap_or(&first);
         let url = format!("{}/parts?first={first}&count={}", registry.absolute(&state.location), last - first + 1);
-        let resp = registry
-            .request(reqwest::Method::POST, &url)
-            .await?
-            .send()
-            .await
-            .map_err(|e| explain("asking for part URLs", &e))?;
+        let resp = registry.send(reqwest::Method::POST, &url, "asking for part URLs").await?;
         if !resp.status().is_success() {
             return Err(fail("asking for part URLs", resp).await);
         }
@@ -428,12 +408,7 @@ async fn push_chunked(
     progress: &ProgressBar,
 ) -> Result<String, String> {
     // A resumed session: the registry says how far it got.
-    let status = registry
-        .request(reqwest::Method::GET, &registry.absolute(&state.location))
-        .await?
-        .send()
-        .await
-        .map_err(|e| explain("upload status", &e))?;
+    let status = registry.send(reqwest::Method::GET, &registry.absolute(&state.location), "upload status").await?;
     state.offset = offset_of(&status).unwrap_or(0);
     progress.set_position(state.offset);
     while state.offset < size {

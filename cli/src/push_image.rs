@@ -25,7 +25,7 @@ use indicatif::MultiProgress;
 use sha2::{Digest as _, Sha256};
 
 use crate::push::{self, BlobOpts};
-use crate::upstream::{explain, fail, header, Registry};
+use crate::upstream::{fail, header, Registry};
 
 #[derive(clap::Args)]
 pub struct ImageArgs {
@@ -408,8 +408,10 @@ pub(crate) async fn run(
     }
 
     // 2. Manifests by digest: children, the top, then referrers (after their subjects).
-    let (children, top) = image.manifests.split_at(image.manifests.len() - 1);
-    for m in children.iter().chain(top).chain(&image.referrers) {
+    let Some((top, children)) = image.manifests.split_last() else {
+        return Err("the image has no manifest to push (nothing was tagged)".into());
+    };
+    for m in children.iter().chain(std::iter::once(top)).chain(&image.referrers) {
         let got = push::put_manifest(registry, m.bytes.clone(), &m.media_type, &m.digest)
             .await
             .map_err(|e| format!("{e} (manifest {}; nothing was tagged)", m.digest))?;
@@ -418,7 +420,6 @@ pub(crate) async fn run(
         }
     }
     // 3. The tag, last.
-    let top = &top[0];
     if let Some(tag) = &tag {
         push::put_manifest(registry, top.bytes.clone(), &top.media_type, tag).await?;
     }
@@ -490,12 +491,7 @@ async fn push_one(
 /// Cross-repository mount; `false` when the registry opened an upload instead (then cancelled).
 async fn mount(registry: &Registry, digest: &str, from: &str) -> Result<bool, String> {
     let url = format!("{}?mount={digest}&from={from}", registry.url("blobs/uploads/"));
-    let resp = registry
-        .request(reqwest::Method::POST, &url)
-        .await?
-        .send()
-        .await
-        .map_err(|e| explain("mounting a blob", &e))?;
+    let resp = registry.send(reqwest::Method::POST, &url, "mounting a blob").await?;
     match resp.status().as_u16() {
         201 => Ok(true),
         202 => {

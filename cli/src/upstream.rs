@@ -41,10 +41,14 @@ impl Registry {
             (None, None) => req,
         })
     }
+
+    /// A request without a body, sent; a failure to get any answer is explained (`what` names
+    /// the step for the message).
+    pub async fn send(&self, method: reqwest::Method, url: &str, what: &str) -> Result<reqwest::Response, String> {
+        self.request(method, url).await?.send().await.map_err(|e| explain(what, &e))
+    }
 }
 
-/// `--username` with `--password-stdin` or BERTH_PASSWORD, as (user, password); None without
-/// `--username`.
 /// How `berth push` and `berth relay` authenticate to a registry: the same flags for both.
 #[derive(clap::Args, Clone)]
 pub struct Login {
@@ -69,6 +73,8 @@ impl Login {
     }
 }
 
+/// `--username` with `--password-stdin` or BERTH_PASSWORD, as (user, password); None without
+/// `--username`.
 fn credentials(username: Option<&str>, password_stdin: bool) -> Result<Option<(String, String)>, String> {
     match (username, password_stdin) {
         (Some(user), true) => Ok(Some((user.to_owned(), read_password_line()?))),

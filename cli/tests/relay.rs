@@ -338,17 +338,23 @@ fn auth_config(dir: &Path, extra: &str) -> PathBuf {
     config
 }
 
-#[test]
-fn the_relay_logs_in_upstream_while_the_client_sends_no_credentials() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = auth_config(dir.path(), "");
-    let upstream = Server::start_with(&dir.path().join("data"), &free_addr(), &["--auth-config", config.to_str().unwrap()]);
+/// A `berth serve` with that auth config, and a relay logged in to it as `ci`.
+fn relay_logged_in(dir: &Path, token_settings: &str) -> (Server, Relay) {
+    let config = auth_config(dir, token_settings);
+    let upstream = Server::start_with(&dir.join("data"), &free_addr(), &["--auth-config", config.to_str().unwrap()]);
     let relay = Relay::start(
         &upstream.addr,
-        dir.path(),
+        dir,
         &["--part-mib", "1", "--username", "ci"],
         &[("BERTH_PASSWORD", "a-long-password")],
     );
+    (upstream, relay)
+}
+
+#[test]
+fn the_relay_logs_in_upstream_while_the_client_sends_no_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, relay) = relay_logged_in(dir.path(), "");
     let (body, digest) = streamed(5 * 1024 * 1024 + 3, 13);
     runtime().block_on(async {
         let http = client();
@@ -372,14 +378,7 @@ fn the_relay_logs_in_upstream_while_the_client_sends_no_credentials() {
 #[test]
 fn a_token_that_expires_mid_push_is_renewed() {
     let dir = tempfile::tempdir().unwrap();
-    let config = auth_config(dir.path(), "ttl_secs = 1");
-    let upstream = Server::start_with(&dir.path().join("data"), &free_addr(), &["--auth-config", config.to_str().unwrap()]);
-    let relay = Relay::start(
-        &upstream.addr,
-        dir.path(),
-        &["--part-mib", "1", "--username", "ci"],
-        &[("BERTH_PASSWORD", "a-long-password")],
-    );
+    let (_upstream, relay) = relay_logged_in(dir.path(), "ttl_secs = 1");
     const PIECES: usize = 34;
     const PIECE: usize = 1024 * 1024;
     let digest = format!(

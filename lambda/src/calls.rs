@@ -17,8 +17,11 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
 static TALLY: Mutex<Option<BTreeMap<String, u32>>> = Mutex::new(None);
 
+/// Read once: the environment of a Lambda instance does not change, and `start` runs on every
+/// request.
 pub fn enabled() -> bool {
-    std::env::var_os("BERTH_COUNT_BACKEND_CALLS").is_some_and(|v| !v.is_empty())
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("BERTH_COUNT_BACKEND_CALLS").is_some_and(|v| !v.is_empty()))
 }
 
 /// Starts a request's count (when counting is on).
