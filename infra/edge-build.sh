@@ -5,7 +5,7 @@
 #   1. wrangler (pinned, runs on Node 20), wasm-opt (binaryen 132) and esbuild from npm into
 #      .tools/node, from infra/edge/package-lock.json;
 #   2. a Rust toolchain for wasm32 (infra/edge/wasm-toolchain.sh: rustup's target, else Debian's
-#      rustc-web with std built once into .tools/wasm-sysroot);
+#      rustc-web with std built once into .tools/wasm-sysroot-immediate-abort);
 #   3. wasm-bindgen-cli at exactly edge/Cargo.lock's wasm-bindgen version, and worker-build,
 #      with `cargo install` into .tools/bin;
 #   4. `wrangler deploy --dry-run --outdir target/edge-dist`, which runs wrangler.toml's build

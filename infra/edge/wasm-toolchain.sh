@@ -4,9 +4,17 @@
 #
 # rustup's wasm32 target is used where it is installed. Otherwise (this machine: no rustup
 # target can be downloaded) Debian's rustc-web + rust-web-src + cargo-web + lld-22: std is built
-# once from source (`-Zbuild-std`) into a private sysroot under .tools/wasm-sysroot, and a
+# once from source (`-Zbuild-std`) into a private sysroot under .tools/wasm-sysroot-immediate-abort, and a
 # `rustc` wrapper passes `--sysroot`, so that later builds, `worker-build` included, run like a
 # normal toolchain with an installed target. The sysroot is rebuilt when rustc's version changes.
+#
+# That std is built with the `immediate-abort` panic strategy: a panic is a bare wasm trap, with
+# no message formatting, panic hook or backtrace symbolizer behind it (a tenth of the bundle).
+# Nothing panics on a request path by design; workerd still reports the trap as an exception on
+# that request. The directory printed holds a file `panic-strategy` saying so, and
+# worker-build.sh compiles the Worker with the same strategy (rustup's std has no such variant,
+# so there it stays `abort`). Sysroot and wrapper have their own names, so a checkout from before
+# this change, sharing .tools, keeps its own.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tools="$root/.tools"
@@ -25,13 +33,13 @@ if ! [ -x /usr/bin/rustc ] || ! [ -d /usr/lib/rustlib/src/rust/library ] || ! [ 
     rustc-web rust-web-src cargo-web lld-22 >/dev/null
 fi
 
-sysroot="$tools/wasm-sysroot"
-bin="$tools/wasm-rust-bin"
+sysroot="$tools/wasm-sysroot-immediate-abort"
+bin="$tools/wasm-rust-bin-immediate-abort"
 version=$(/usr/bin/rustc --version)
 host=$(/usr/bin/rustc -vV | sed -n 's/^host: //p')
 if [ "$(cat "$sysroot/.rustc-version" 2>/dev/null)" != "$version" ]; then
   log "building std for wasm32-unknown-unknown with $version (once)"
-  work="$tools/wasm-std-build"
+  work="$tools/wasm-std-build-immediate-abort"
   rm -rf "$work" "$sysroot"
   mkdir -p "$work/src"
   # An empty library whose only purpose is to make cargo build std. `lto = true` keeps the
@@ -51,8 +59,9 @@ panic = "abort"
 [workspace]
 TOML
   : >"$work/src/lib.rs"
-  (cd "$work" && RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc /usr/bin/cargo build --release -q \
-    -Zbuild-std=std,panic_abort --target wasm32-unknown-unknown)
+  (cd "$work" && RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort" \
+    /usr/bin/cargo build --release -q -Zbuild-std=std,panic_abort --target wasm32-unknown-unknown)
   lib="$sysroot/lib/rustlib/wasm32-unknown-unknown/lib"
   mkdir -p "$lib"
   find "$work/target/wasm32-unknown-unknown/release/deps" -name 'lib*.rlib' \
@@ -72,4 +81,5 @@ if [ "$(cat "$bin/rustc" 2>/dev/null)" != "$wrapper" ]; then
   printf '%s\n' "$wrapper" >"$bin/rustc.new" && chmod +x "$bin/rustc.new" && mv -f "$bin/rustc.new" "$bin/rustc"
 fi
 [ -L "$bin/cargo" ] || ln -sf /usr/bin/cargo "$bin/cargo"
+[ "$(cat "$bin/panic-strategy" 2>/dev/null)" = immediate-abort ] || echo immediate-abort >"$bin/panic-strategy"
 echo "$bin"

@@ -17,6 +17,13 @@ export RUSTC="$rust_bin/rustc"
 export WASM_BINDGEN_BIN="$tools/bin/wasm-bindgen"
 export WASM_OPT_BIN="$tools/node/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$tools/node/node_modules/.bin/esbuild"
+# The std of this toolchain was built to abort without a panic message (wasm-toolchain.sh); the
+# Worker must be compiled with the same strategy. Only the wasm target gets these flags: build
+# scripts and proc macros run on the host with its normal std.
+if [ "$(cat "$rust_bin/panic-strategy" 2>/dev/null)" = immediate-abort ]; then
+  export RUSTC_BOOTSTRAP=1
+  export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort"
+fi
 cd "$root"
 variant=${1:-}
 case "$variant" in
