@@ -196,4 +196,13 @@ print("  ok: rules loaded by prometheus:", ", ".join(names))
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://$reg/metrics")
 [ "$code" = 404 ] || fail "/metrics on the registry's address answered $code"
 ok "/metrics is not served on the registry's address (404)"
+# The request id: the caller's comes back, and every log line of that request (the audit
+# line too) carries it.
+hdr=$(curl -s -o /dev/null -D - -H 'X-Request-Id: obs-check-1' -X DELETE "http://$reg/v2/obs/quiet/manifests/v1" | tr -d '\r' | grep -i '^x-request-id:' || true)
+[ "$hdr" = "x-request-id: obs-check-1" ] || fail "X-Request-Id not echoed: [$hdr]"
+for _ in $(seq 1 20); do grep -q 'request{id=obs-check-1}: audit' "$WORK/berth.log" && break; sleep 0.1; done
+grep 'request{id=obs-check-1}' "$WORK/berth.log" | sed 's/^/  log: /'
+grep -q 'request{id=obs-check-1}: audit' "$WORK/berth.log" || fail "no audit line with the request id in berth.log"
+grep -q 'request{id=obs-check-1}: berth::serve: request' "$WORK/berth.log" || fail "no request line with the request id"
+ok "X-Request-Id echoed, and on the request's audit and request log lines"
 step "passed"
