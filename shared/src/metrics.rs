@@ -76,9 +76,10 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// What a request meant beyond its route, read from the route and the status.
+/// What a request meant beyond its route, read from the route and the status. In an
+/// [`Observation`] the repository is its label value (possibly [`OTHER_REPOSITORIES`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Meaning {
+pub enum Meaning {
     /// A manifest GET answered 200. A HEAD is not a pull (clients HEAD to check for updates;
     /// Docker Hub does not count it either).
     Pull(String),
@@ -192,6 +193,15 @@ impl Default for Metrics {
     }
 }
 
+/// What [`Metrics::observe`] counted for one request: its labels and what it meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub route: &'static str,
+    pub method: &'static str,
+    pub status: u16,
+    pub meaning: Meaning,
+}
+
 /// One value, for runtimes that ship metrics as records rather than a scrape (Lambda's
 /// embedded metric format): a name, its labels and a number.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,31 +217,33 @@ impl Metrics {
         Metrics { max_repositories, state: Mutex::new(State::default()) }
     }
 
-    /// Counts one request. Never fails: a poisoned lock (a panic elsewhere while it was held)
-    /// still holds counters worth keeping.
-    pub fn observe(&self, x: &Exchange<'_>) {
+    /// Counts one request, and returns what it counted (for runtimes that also ship each
+    /// request as a record: Lambda's embedded metric format). Never fails: a poisoned lock (a
+    /// panic elsewhere while it was held) still holds counters worth keeping.
+    pub fn observe(&self, x: &Exchange<'_>) -> Observation {
         let route = route_label(x.method, x.path);
         let method = method_label(x.method);
-        let meaning = meaning(x);
+        let mut meaning = meaning(x);
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         *s.requests.entry((route, method, x.status.as_u16())).or_default() += 1;
         s.latency.entry((route, method)).or_default().observe(x.seconds);
         *s.bytes_in.entry(route).or_default() += x.bytes_in;
         *s.bytes_out.entry(route).or_default() += x.bytes_out;
-        match meaning {
+        match &mut meaning {
             Meaning::Pull(name) => {
-                let label = s.repository(name, self.max_repositories);
-                *s.pulls.entry(label).or_default() += 1;
+                *name = s.repository(std::mem::take(name), self.max_repositories);
+                *s.pulls.entry(name.clone()).or_default() += 1;
             }
             Meaning::Push(name) => {
-                let label = s.repository(name, self.max_repositories);
-                *s.pushes.entry(label).or_default() += 1;
+                *name = s.repository(std::mem::take(name), self.max_repositories);
+                *s.pushes.entry(name.clone()).or_default() += 1;
             }
             Meaning::UploadStarted => s.uploads_started += 1,
-            Meaning::UploadFinished(how) => *s.uploads_finished.entry(how).or_default() += 1,
-            Meaning::AuthFailure(reason) => *s.auth_failures.entry(reason).or_default() += 1,
+            Meaning::UploadFinished(how) => *s.uploads_finished.entry(*how).or_default() += 1,
+            Meaning::AuthFailure(reason) => *s.auth_failures.entry(*reason).or_default() += 1,
             Meaning::Nothing => {}
         }
+        Observation { route, method, status: x.status.as_u16(), meaning }
     }
 
     /// Storage in use and (when the operator configured one) the capacity or quota it is

@@ -163,3 +163,16 @@ fn latency_histogram_and_bytes_in_the_text_format() {
 fn label_values_are_escaped() {
     assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
 }
+
+#[test]
+fn observe_returns_what_it_counted_with_the_folded_label() {
+    let m = Metrics::new(1);
+    let h = HeaderMap::new();
+    let get = Method::GET;
+    let first = m.observe(&exchange(&get, "/v2/a/manifests/v1", 200, &h));
+    assert_eq!(first, Observation { route: "manifest_get", method: "GET", status: 200, meaning: Meaning::Pull("a".into()) });
+    let second = m.observe(&exchange(&get, "/v2/b/manifests/v1", 200, &h));
+    assert_eq!(second.meaning, Meaning::Pull(OTHER_REPOSITORIES.into()));
+    let miss = m.observe(&exchange(&get, "/v2/b/manifests/v9", 404, &h));
+    assert_eq!(miss.meaning, Meaning::Nothing);
+}
