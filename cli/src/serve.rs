@@ -283,7 +283,8 @@ async fn handle(
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let ctx = berth_core::native::request_context();
     // The id the core puts on the response, on every log line of the request (audit included).
-    let span = tracing::info_span!("request", id = %berth_core::observe::request_id(&parts.headers, &ctx));
+    let request_id = berth_core::observe::request_id(&parts.headers, &ctx);
+    let span = tracing::info_span!("request", id = %request_id);
     // The body is read on this (the connection's) task and handed over through a short queue,
     // so receiving the next chunk overlaps with hashing and writing this one.
     let (stream, pump, received) = pump_body(body, limits.body_timeout);
@@ -298,7 +299,9 @@ async fn handle(
         Ok(response) => response,
         Err(e) => {
             tracing::error!(%method, uri = %uri, "request task failed: {e}");
-            berth_core::internal_error()
+            let mut response = berth_core::internal_error();
+            berth_core::observe::stamp_request_id(&mut response, &request_id);
+            response
         }
     };
     let elapsed = started.elapsed().as_secs_f64();

@@ -33,7 +33,9 @@ pub async fn handle(
     let response = if event_size(&parts, &body) > MAX_EVENT_BYTES {
         // Lambda itself refuses such an event before the function runs; local emulators do not,
         // so the cap is enforced here too and tests see what production does.
-        berth_core::body_too_large(crate::config::MAX_BODY_BYTES)
+        let mut response = berth_core::body_too_large(crate::config::MAX_BODY_BYTES);
+        berth_core::observe::stamp_request_id(&mut response, &request_id);
+        response
     } else {
         let bytes = match body {
             EventBody::Empty => bytes::Bytes::new(),

@@ -34,6 +34,15 @@ pub fn request_id(headers: &HeaderMap, ctx: &RequestContext) -> String {
     hex::encode(&digest[..16])
 }
 
+/// Puts the request id on a response, for the answers an adapter makes without
+/// [`Registry::handle`] (a body over Lambda's cap, a request task that panicked). The id is sane
+/// by construction (checked or hex), so this never fails; if it did, there would be no header.
+pub fn stamp_request_id(response: &mut Response, id: &str) {
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+}
+
 fn is_sane(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_REQUEST_ID
@@ -76,10 +85,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Some(health) => self.health(health, req.method()).await,
             None => self.answer(req, ctx).await,
         };
-        // Sane by construction (checked or hex), so this never fails; if it did, no header.
-        if let Ok(value) = HeaderValue::from_str(&id) {
-            response.headers_mut().insert(REQUEST_ID_HEADER, value);
-        }
+        stamp_request_id(&mut response, &id);
         response
     }
 
