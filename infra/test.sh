@@ -43,6 +43,9 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash infra/fuzz.sh
 step "real OCI clients against berth serve"
 bash tests/clients/run.sh
 
+step "observability: Prometheus scrapes berth serve while skopeo pushes and pulls; promtool on the alert rules"
+bash tests/observability/run.sh
+
 step "README.md's Quickstart, as written (skopeo, docker, berth push, curl) against berth serve"
 bash tests/quickstart.sh
 

@@ -13,6 +13,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::local::{FsBlobStore, RedbMeta};
 
+mod prometheus;
+
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -52,6 +54,18 @@ pub struct ServeArgs {
     /// Seconds a request may hold an upload session while it writes (the claim's lease).
     #[arg(long, env = "BERTH_UPLOAD_LEASE", default_value_t = berth_core::DEFAULT_UPLOAD_LEASE_SECS, hide = true)]
     upload_lease: u64,
+    /// Serve Prometheus metrics at /metrics on this address (e.g. 127.0.0.1:9500), never on
+    /// the registry's. Off when not given: no port is opened that the operator did not ask
+    /// for, and nothing is counted (see docs/observability.md).
+    #[arg(long, env = "BERTH_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// How many repositories get their own `repository` label value; the rest share `_other`.
+    #[arg(long, env = "BERTH_METRICS_MAX_REPOSITORIES", default_value_t = berth_core::metrics::DEFAULT_MAX_REPOSITORIES)]
+    metrics_max_repositories: usize,
+    /// The storage capacity or quota, in bytes, exported as berth_storage_capacity_bytes so
+    /// that the shipped alert fires when the data directory passes 85 % of it.
+    #[arg(long, env = "BERTH_STORAGE_CAPACITY")]
+    storage_capacity: Option<u64>,
 }
 
 type LocalRegistry = Registry<FsBlobStore, RedbMeta>;
@@ -89,6 +103,14 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         tracing::info!(config = %path.display(), "token auth is on");
     }
     let registry = Arc::new(registry);
+    let metrics = match args.metrics_addr {
+        Some(addr) => {
+            let metrics = Arc::new(berth_core::metrics::Metrics::new(args.metrics_max_repositories));
+            prometheus::start(addr, metrics.clone(), args.data_dir.clone(), args.storage_capacity).await?;
+            Some(metrics)
+        }
+        None => None,
+    };
     // One process serves this directory, so no request is in flight: claims left by a crash
     // are stale, and a client resuming its upload must not wait for them to lapse.
     match registry.release_all_upload_claims().await {
@@ -110,7 +132,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         header_timeout: Duration::from_secs(args.header_timeout.max(1)),
         body_timeout: Duration::from_secs(args.body_timeout.max(1)),
     };
-    serve_connections(listener, registry, limits, tls).await;
+    serve_connections(listener, registry, limits, tls, metrics).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -130,6 +152,7 @@ async fn serve_connections(
     registry: Arc<LocalRegistry>,
     limits: Limits,
     tls: Option<Arc<crate::tls::Tls>>,
+    metrics: Option<Arc<berth_core::metrics::Metrics>>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -157,10 +180,12 @@ async fn serve_connections(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!("cannot set TCP_NODELAY: {e}");
         }
-        let registry = registry.clone();
+        let (registry, metrics) = (registry.clone(), metrics.clone());
         let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let registry = registry.clone();
-            async move { Ok::<_, Infallible>(handle(registry, peer, req.map(axum::body::Body::new), limits).await) }
+            let (registry, metrics) = (registry.clone(), metrics.clone());
+            async move {
+                Ok::<_, Infallible>(handle(registry, metrics.as_deref(), peer, req.map(axum::body::Body::new), limits).await)
+            }
         });
         let (builders, graceful, tls) = (builders.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
@@ -246,34 +271,55 @@ async fn open<'b>(
 
 async fn handle(
     registry: Arc<LocalRegistry>,
+    metrics: Option<&berth_core::metrics::Metrics>,
     peer: SocketAddr,
     req: http::Request<axum::body::Body>,
     limits: Limits,
 ) -> axum::response::Response {
+    use tracing::Instrument;
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(berth_core::auth::ClientAddr(peer.ip().to_string()));
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    let ctx = berth_core::native::request_context();
+    // The id the core puts on the response, on every log line of the request (audit included).
+    let request_id = berth_core::observe::request_id(&parts.headers, &ctx);
+    let span = tracing::info_span!("request", id = %request_id);
     // The body is read on this (the connection's) task and handed over through a short queue,
     // so receiving the next chunk overlaps with hashing and writing this one.
-    let (stream, pump) = pump_body(body, limits.body_timeout);
+    let (stream, pump, received) = pump_body(body, limits.body_timeout);
     let req = http::Request::from_parts(parts, stream);
     // Run the protocol on its own task: when a client hangs up, hyper drops this handler's
     // future, and a request cut off between two storage steps (or holding an upload claim)
     // must still finish its bookkeeping. Its body stream then ends with an error instead.
-    let task = tokio::spawn(async move { registry.handle(req, berth_core::native::request_context()).await });
+    let task = tokio::spawn(async move { registry.handle(req, ctx).await }.instrument(span.clone()));
     let (_, joined) = tokio::join!(pump, task);
+    let _entered = span.enter();
     let response = match joined {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(%method, uri = %uri, "request task failed: {e}");
-            berth_core::internal_error()
+            let mut response = berth_core::internal_error();
+            berth_core::observe::stamp_request_id(&mut response, &request_id);
+            response
         }
     };
+    let elapsed = started.elapsed().as_secs_f64();
     tracing::info!(
         %method, uri = %uri, status = response.status().as_u16(), peer = %peer,
-        ms = started.elapsed().as_secs_f64() * 1000.0, "request"
+        ms = elapsed * 1000.0, "request"
     );
+    if let Some(metrics) = metrics {
+        metrics.observe(&berth_core::metrics::Exchange {
+            method: &method,
+            path: uri.path(),
+            status: response.status(),
+            response_headers: response.headers(),
+            seconds: elapsed,
+            bytes_in: received.load(std::sync::atomic::Ordering::Relaxed),
+            bytes_out: prometheus::bytes_out(method == http::Method::HEAD, &response),
+        });
+    }
     response.map(|body| match body {
         Body::Empty => axum::body::Body::empty(),
         Body::Full(bytes) => axum::body::Body::from(bytes),
@@ -325,13 +371,16 @@ enum Frame {
 /// Splits a request body into a stream for the core and the future that feeds it. The stream
 /// ends cleanly only after `End`: if the feeder is dropped midway (the client went away), the
 /// core sees an error, never a silently shortened body.
+/// The third value counts the body bytes received (for metrics).
 fn pump_body(
     body: axum::body::Body,
     idle: Duration,
-) -> (berth_core::ByteStream, impl std::future::Future<Output = ()> + Send) {
+) -> (berth_core::ByteStream, impl std::future::Future<Output = ()> + Send, Arc<std::sync::atomic::AtomicU64>) {
     use http_body::Body as _;
     let empty = body.is_end_stream();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(PUMP_DEPTH);
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
     let pump = async move {
         if empty {
             return;
@@ -339,7 +388,10 @@ fn pump_body(
         let mut data = body.into_data_stream();
         loop {
             let frame = match tokio::time::timeout(idle, data.next()).await {
-                Ok(Some(Ok(chunk))) => Frame::Data(chunk),
+                Ok(Some(Ok(chunk))) => {
+                    counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Frame::Data(chunk)
+                }
                 Ok(Some(Err(e))) => Frame::Failed(format!("client body: {e}")),
                 Ok(None) => Frame::End,
                 // A stalled client must not hold its upload (and its buffers) for ever.
@@ -353,7 +405,7 @@ fn pump_body(
         }
     };
     if empty {
-        return (Box::pin(futures_util::stream::empty()), pump);
+        return (Box::pin(futures_util::stream::empty()), pump, received);
     }
     let mut ended = false;
     let stream = futures_util::stream::poll_fn(move |cx| {
@@ -376,7 +428,7 @@ fn pump_body(
             }
         })
     });
-    (Box::pin(stream), pump)
+    (Box::pin(stream), pump, received)
 }
 
 /// The key that signs upload ids, kept in the data directory so ids survive restarts.

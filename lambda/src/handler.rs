@@ -13,8 +13,10 @@ pub type LambdaRegistry = Registry<S3BlobStore, S3Meta>;
 
 pub async fn handle(
     registry: &LambdaRegistry,
+    emf: Option<&crate::emf::Emf>,
     event: Event,
 ) -> Result<EventResponse<EventBody>, lambda_http::Error> {
+    use tracing::Instrument;
     let started = std::time::Instant::now();
     crate::calls::start();
     let client = client_addr(&event);
@@ -23,10 +25,17 @@ pub async fn handle(
         parts.extensions.insert(client);
     }
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    let ctx = berth_core::native::request_context();
+    // The id the core puts on the response, on every log line of the request (audit included).
+    let request_id = berth_core::observe::request_id(&parts.headers, &ctx);
+    let span = tracing::info_span!("request", id = %request_id);
+    let mut bytes_in = 0;
     let response = if event_size(&parts, &body) > MAX_EVENT_BYTES {
         // Lambda itself refuses such an event before the function runs; local emulators do not,
         // so the cap is enforced here too and tests see what production does.
-        berth_core::body_too_large(crate::config::MAX_BODY_BYTES)
+        let mut response = berth_core::body_too_large(crate::config::MAX_BODY_BYTES);
+        berth_core::observe::stamp_request_id(&mut response, &request_id);
+        response
     } else {
         let bytes = match body {
             EventBody::Empty => bytes::Bytes::new(),
@@ -35,12 +44,13 @@ pub async fn handle(
             // Only WebSocket events carry other variants.
             _ => bytes::Bytes::new(),
         };
+        bytes_in = bytes.len() as u64;
         let stream: berth_core::ByteStream = if bytes.is_empty() {
             Box::pin(futures_util::stream::empty())
         } else {
             Box::pin(futures_util::stream::once(async move { Ok(bytes) }))
         };
-        registry.handle(http::Request::from_parts(parts, stream), berth_core::native::request_context()).await
+        registry.handle(http::Request::from_parts(parts, stream), ctx).instrument(span.clone()).await
     };
     let (mut head, body) = response.into_parts();
     fold_repeated_headers(&mut head.headers);
@@ -60,10 +70,28 @@ pub async fn handle(
         }
     };
     let body = if matches!(&body, EventBody::Binary(b) if b.is_empty()) { EventBody::Empty } else { body };
-    tracing::info!(
-        %method, uri = %uri, status = head.status.as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0, "request"
-    );
+    let elapsed = started.elapsed().as_secs_f64();
+    let _entered = span.enter();
+    tracing::info!(%method, uri = %uri, status = head.status.as_u16(), ms = elapsed * 1000.0, "request");
+    if let Some(emf) = emf {
+        let bytes_out = match (&body, method == http::Method::HEAD) {
+            (EventBody::Binary(b), false) => b.len() as u64,
+            _ => 0,
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let exchange = berth_core::metrics::Exchange {
+            method: &method,
+            path: uri.path(),
+            status: head.status,
+            response_headers: &head.headers,
+            seconds: elapsed,
+            bytes_in,
+            bytes_out,
+        };
+        emf.emit(&exchange, &request_id, now_ms);
+    }
     Ok(EventResponse::from_parts(head, body))
 }
 

@@ -5,6 +5,7 @@
 
 mod calls;
 mod config;
+mod emf;
 mod handler;
 mod s3;
 
@@ -46,6 +47,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         registry = registry.with_auth(auth);
     }
     let registry: Arc<LambdaRegistry> = Arc::new(registry);
+    let emf = Arc::new(emf::Emf::from_env());
     tracing::info!(
         init_ms = started.elapsed().as_secs_f64() * 1000.0,
         sdk_ms,
@@ -56,8 +58,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         "berth is ready for Lambda events"
     );
     lambda_http::run(lambda_http::service_fn(move |event| {
-        let registry = registry.clone();
-        async move { handler::handle(&registry, event).await }
+        let (registry, emf) = (registry.clone(), emf.clone());
+        async move { handler::handle(&registry, emf.as_ref().as_ref(), event).await }
     }))
     .await
 }

@@ -16,7 +16,9 @@ pub mod events;
 pub mod hash;
 pub mod manifests;
 pub mod memory;
+pub mod metrics;
 pub mod names;
+pub mod observe;
 pub mod parted;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 pub mod native;
@@ -133,8 +135,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         &self.meta
     }
 
-    /// Answers one request. Never panics on input; every client fault is an OCI error.
-    pub async fn handle(&self, req: Request, ctx: RequestContext) -> Response {
+    /// Answers a request of the registry's API (and the token endpoint); [`Registry::handle`]
+    /// (src/observe.rs) wraps it with what every response gets.
+    async fn answer(&self, req: Request, ctx: RequestContext) -> Response {
         let head = req.method() == Method::HEAD;
         if let Some(auth) = self.auth.as_deref().filter(|_| req.uri().path() == auth::TOKEN_PATH) {
             return auth.token_endpoint(req, &ctx).await.into_response(head);
