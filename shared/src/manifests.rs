@@ -281,6 +281,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         let (media_type, parsed) = parse_manifest(header_str(&parts.headers, "content-type"), &bytes)?;
         let (tags, query_tags) = push_tags(&reference, parts.uri.query())?;
+        self.check_tag_policies(&name, &tags, &digest).await?;
         self.check_references(&name, &parsed).await?;
 
         // Content first, then the record that makes it visible, then what points at it.
@@ -399,15 +400,41 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         Ok(())
     }
 
+    /// Refuses a push before anything is written when a tag it applies is refused, or is
+    /// immutable and points elsewhere: the usual case leaves no trace. `set_tag` checks again
+    /// against the record it writes over, which is what holds under races.
+    async fn check_tag_policies(&self, name: &RepoName, tags: &[String], digest: &Digest) -> Result<()> {
+        for tag in tags {
+            self.policies.check_tag_allowed(name.as_str(), tag)?;
+            if self.policies.immutable_rule(name.as_str(), tag).is_some() {
+                let current = self.get_record::<TagRecord>(&tag_key(name, tag)).await?;
+                let current = current.as_ref().map(|c| c.digest.as_str());
+                self.policies.check_tag_move(name.as_str(), tag, current, &digest.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Points a tag at a digest with a conditional write, so concurrent pushes of one tag
     /// serialize: each write is made against the version it read, or retried. `now` is when
-    /// the tag moved (the push's time).
+    /// the tag moved (the push's time). An immutable tag is checked against the record read in
+    /// the same round: a concurrent push that created it first makes this write's condition
+    /// fail, and the next round sees its digest and refuses.
     async fn set_tag(&self, name: &RepoName, tag: &str, digest: &Digest, now: u64) -> Result<()> {
         let key = tag_key(name, tag);
         let record = TagRecord { digest: digest.to_string(), tagged_at: now };
+        let immutable = self.policies.immutable_rule(name.as_str(), tag).is_some();
         for _ in 0..8 {
             let cond = match self.meta.get(&key).await? {
-                Some(current) => Precondition::Version(current.version),
+                Some(current) => {
+                    if immutable {
+                        let current_digest = serde_json::from_slice::<TagRecord>(&current.value)
+                            .map_err(|e| crate::StorageError::new(format!("corrupt metadata record {key}: {e}")))?
+                            .digest;
+                        self.policies.check_tag_move(name.as_str(), tag, Some(&current_digest), &record.digest)?;
+                    }
+                    Precondition::Version(current.version)
+                }
                 None => Precondition::Absent,
             };
             if let PutOutcome::Written { .. } = self.put_record(&key, &record, cond).await? {
@@ -426,6 +453,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 let Some(tagged) = self.get_record::<TagRecord>(&key).await? else {
                     return Err(manifest_unknown(&reference));
                 };
+                self.policies.check_tag_delete(name.as_str(), tag)?;
                 self.meta.delete(&key).await?;
                 // For the event only: the manifest the tag named (it stays).
                 let digest = parse_digest(&tagged.digest)?;
@@ -455,6 +483,19 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 return Err(manifest_unknown(digest));
             };
             let mut ops = self.tags_pointing_at(name, digest).await?;
+            let prefix = tag_prefix(name);
+            let tag_of = |op: &BatchOp| match op {
+                BatchOp::Delete { key, .. } => key.strip_prefix(&prefix).map(str::to_owned),
+                _ => None,
+            };
+            if record.deleted {
+                // The sweep below never takes an immutable tag either (a re-push of the same
+                // digest brings its manifest back).
+                ops.retain(|op| tag_of(op).is_none_or(|t| self.policies.immutable_rule(name.as_str(), &t).is_none()));
+            } else {
+                let tags: Vec<String> = ops.iter().filter_map(tag_of).collect();
+                self.policies.check_manifest_delete(name.as_str(), &digest.to_string(), tags.iter().map(String::as_str))?;
+            }
             if let Some(subject) = &record.subject {
                 let key = referrer_key(name, subject, digest);
                 ops.push(BatchOp::Delete { key, cond: Precondition::None });

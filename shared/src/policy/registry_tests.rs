@@ -1,0 +1,195 @@
+//! Tag policies through `Registry::handle` on the in-memory stores: pushes over an immutable
+//! tag, refused tags, deletes, and concurrent pushes racing for one immutable tag.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use crate::manifests::OCI_MANIFEST;
+use crate::memory::{MemoryBlobStore, MemoryMetaStore};
+use crate::storage::{BatchOp, ByteStream, MetaStore, Precondition, PutOutcome, StorageResult, Versioned};
+use crate::{Config, Registry, RequestContext};
+
+use super::Policies;
+
+const POLICIES: &str = r#"
+[[policies.immutable_tags]]
+repositories = ["prod/**"]
+tags = ["v*"]
+[[policies.refused_tags]]
+repositories = ["prod/**"]
+tags = ["latest"]
+message = "push a version tag"
+"#;
+
+/// A metadata store that yields to the scheduler before every operation, so requests joined
+/// on one task interleave at every storage call, as concurrent requests on a real store do.
+struct Yielding(MemoryMetaStore);
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+impl MetaStore for Yielding {
+    async fn get(&self, key: &str) -> StorageResult<Option<Versioned>> {
+        tokio::task::yield_now().await;
+        self.0.get(key).await
+    }
+    async fn put(&self, key: &str, value: Bytes, cond: Precondition) -> StorageResult<PutOutcome> {
+        tokio::task::yield_now().await;
+        self.0.put(key, value, cond).await
+    }
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        tokio::task::yield_now().await;
+        self.0.delete(key).await
+    }
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StorageResult<Vec<String>> {
+        tokio::task::yield_now().await;
+        self.0.list(prefix, after, limit).await
+    }
+    async fn apply(&self, ops: Vec<BatchOp>) -> StorageResult<Vec<bool>> {
+        tokio::task::yield_now().await;
+        self.0.apply(ops).await
+    }
+}
+
+struct Harness {
+    registry: Registry<MemoryBlobStore, Yielding>,
+    random: AtomicU8,
+}
+
+fn harness(policies: &str) -> Harness {
+    let registry = Registry::new(MemoryBlobStore::new(), Yielding(MemoryMetaStore::new()), Config::new(b"s".to_vec()))
+        .with_policies(Arc::new(Policies::from_policy_file(policies).unwrap()));
+    Harness { registry, random: AtomicU8::new(0) }
+}
+
+fn stream_of(bytes: Bytes) -> ByteStream {
+    Box::pin(futures_util::stream::iter([Ok(bytes)]))
+}
+
+impl Harness {
+    async fn send(&self, method: &str, uri: &str, body: &[u8]) -> (StatusCode, String) {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", OCI_MANIFEST)
+            .body(stream_of(Bytes::copy_from_slice(body)))
+            .unwrap();
+        let random = [self.random.fetch_add(1, Ordering::Relaxed); 16];
+        let response = self.registry.handle(req, RequestContext { now: 1_700_000_000, random }).await;
+        let status = response.status();
+        let body = match response.into_body() {
+            crate::Body::Full(b) => String::from_utf8_lossy(&b).into_owned(),
+            _ => String::new(),
+        };
+        (status, body)
+    }
+
+    /// A distinct image manifest (its config blob is pushed first); returns (bytes, digest).
+    async fn image(&self, repo: &str, n: u32) -> (Vec<u8>, String) {
+        let config = format!("{{\"n\":{n}}}");
+        let digest = crate::hash::sha256_of(config.as_bytes());
+        let (status, _) = self.send("POST", &format!("/v2/{repo}/blobs/uploads/?digest={digest}"), config.as_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": config.len() },
+            "layers": [],
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let digest = crate::hash::sha256_of(&bytes);
+        (bytes, digest)
+    }
+
+    async fn put(&self, repo: &str, reference: &str, bytes: &[u8]) -> (StatusCode, String) {
+        self.send("PUT", &format!("/v2/{repo}/manifests/{reference}"), bytes).await
+    }
+
+    async fn tag_digest(&self, repo: &str, tag: &str) -> Option<String> {
+        let key = crate::records::tag_key(&crate::names::RepoName::parse(repo).unwrap(), tag);
+        self.registry.get_record::<crate::records::TagRecord>(&key).await.unwrap().map(|t| t.digest)
+    }
+}
+
+#[tokio::test]
+async fn an_immutable_tag_never_moves_and_a_retry_of_the_same_digest_succeeds() {
+    let h = harness(POLICIES);
+    let (one, d1) = h.image("prod/app", 1).await;
+    let (two, d2) = h.image("prod/app", 2).await;
+    assert_eq!(h.put("prod/app", "v1", &one).await.0, StatusCode::CREATED);
+    assert_eq!(h.put("prod/app", "v1", &one).await.0, StatusCode::CREATED, "CI retry of the same digest");
+    let (status, body) = h.put("prod/app", "v1", &two).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("\"DENIED\"") && body.contains("immutable") && body.contains(&d1), "{body}");
+    // Refused before anything was written: the second manifest is not in the repository.
+    assert_eq!(h.send("GET", &format!("/v2/prod/app/manifests/{d2}"), b"").await.0, StatusCode::NOT_FOUND);
+    // By digest with ?tag= too.
+    let (status, _) = h.put("prod/app", &format!("{d2}?tag=v1"), &two).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(h.tag_digest("prod/app", "v1").await.as_deref(), Some(d1.as_str()));
+    // Mutable tags in the same repository move freely; other repositories are not covered.
+    assert_eq!(h.put("prod/app", "main", &one).await.0, StatusCode::CREATED);
+    assert_eq!(h.put("prod/app", "main", &two).await.0, StatusCode::CREATED);
+    let (one_dev, _) = h.image("dev/app", 1).await;
+    let (two_dev, _) = h.image("dev/app", 2).await;
+    assert_eq!(h.put("dev/app", "v1", &one_dev).await.0, StatusCode::CREATED);
+    assert_eq!(h.put("dev/app", "v1", &two_dev).await.0, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn an_immutable_tag_and_its_manifest_cannot_be_deleted() {
+    let h = harness(POLICIES);
+    let (one, d1) = h.image("prod/app", 1).await;
+    assert_eq!(h.put("prod/app", "v1", &one).await.0, StatusCode::CREATED);
+    let (status, body) = h.send("DELETE", "/v2/prod/app/manifests/v1", b"").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = h.send("DELETE", &format!("/v2/prod/app/manifests/{d1}"), b"").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("immutable tag v1 points at it"), "{body}");
+    assert_eq!(h.send("GET", "/v2/prod/app/manifests/v1", b"").await.0, StatusCode::OK);
+    // A manifest only mutable tags point at is deleted as before.
+    let (two, d2) = h.image("prod/app", 2).await;
+    assert_eq!(h.put("prod/app", "main", &two).await.0, StatusCode::CREATED);
+    assert_eq!(h.send("DELETE", &format!("/v2/prod/app/manifests/{d2}"), b"").await.0, StatusCode::ACCEPTED);
+    // An unknown immutable-looking tag is still 404, not 403.
+    assert_eq!(h.send("DELETE", "/v2/prod/app/manifests/v9", b"").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_refused_tag_is_never_created() {
+    let h = harness(POLICIES);
+    let (one, d1) = h.image("prod/app", 1).await;
+    let (status, body) = h.put("prod/app", "latest", &one).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("tag latest is not allowed in prod/app") && body.contains("push a version tag"), "{body}");
+    assert_eq!(h.send("GET", &format!("/v2/prod/app/manifests/{d1}"), b"").await.0, StatusCode::NOT_FOUND);
+    // One refused tag among several: none is applied.
+    let (status, _) = h.put("prod/app", &format!("{d1}?tag=v1&tag=latest"), &one).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(h.tag_digest("prod/app", "v1").await, None);
+    let (one_dev, _) = h.image("dev/app", 1).await;
+    assert_eq!(h.put("dev/app", "latest", &one_dev).await.0, StatusCode::CREATED);
+}
+
+/// Several pushes of different manifests to one new immutable tag at once: exactly one wins,
+/// the others get 403, and the tag points at the winner. Every storage call yields, so the
+/// pushes' reads and conditional writes interleave. Fails without the check inside `set_tag`
+/// (the pre-check alone lets every push read "no tag yet").
+#[tokio::test]
+async fn racing_pushes_to_a_new_immutable_tag_leave_exactly_one_winner() {
+    for round in 0..20u32 {
+        let h = harness(POLICIES);
+        let mut images = Vec::new();
+        for n in 0..4 {
+            images.push(h.image("prod/app", round * 10 + n).await);
+        }
+        let results = futures_util::future::join_all(images.iter().map(|(bytes, _)| h.put("prod/app", "v1", bytes))).await;
+        let winners: Vec<usize> = (0..4).filter(|i| results[*i].0 == StatusCode::CREATED).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        assert!(results.iter().all(|(s, _)| *s == StatusCode::CREATED || *s == StatusCode::FORBIDDEN), "{results:?}");
+        let tagged = h.tag_digest("prod/app", "v1").await.unwrap();
+        assert_eq!(tagged, images[winners[0]].1, "round {round}");
+    }
+}
