@@ -32,7 +32,7 @@ impl Policies {
 
     /// A config file that holds only `[policies]`, for a registry without token auth
     /// (`berth serve --policy-config`, the Worker's `POLICY_CONFIG`, the Lambda function's
-    /// `BERTH_POLICY_CONFIG_TOML`). Any auth table in it is an error: a file meant to turn auth
+    /// `BERTH_POLICY_CONFIG`). Any auth table in it is an error: a file meant to turn auth
     /// on must not be read here and leave the registry open.
     pub fn from_policy_file(text: &str) -> Result<Self, String> {
         let table: toml::Table = toml::from_str(text).map_err(|e| format!("policy config: {e}"))?;
@@ -46,10 +46,19 @@ impl Policies {
         Policies::new(&config.policies).map_err(|e| format!("policy config: {e}"))
     }
 
-    /// The `[policies]` of an auth config's text (the Worker's and Lambda's AUTH_CONFIG).
-    pub fn from_auth_toml(text: &str) -> Result<Self, String> {
-        let config = crate::auth::AuthConfig::from_toml(text)?;
-        Policies::new(&config.policies).map_err(|e| format!("auth config: {e}"))
+    /// What a runtime applies, from its two settings: the `[policies]` of its auth config (if
+    /// auth is on) and a policies-only file (see [`Policies::from_policy_file`]). At most one of
+    /// them may hold policies, so no rule is silently ignored; neither: no policies.
+    pub fn from_settings(auth: Option<&crate::auth::AuthConfig>, policy_file: Option<&str>) -> Result<Self, String> {
+        let in_auth = auth.map(|a| &a.policies).filter(|p| !p.is_empty());
+        match (in_auth, policy_file) {
+            (Some(_), Some(_)) => Err("policies are given twice: in the auth config's [policies] and in the \
+                                       policy config; keep them in one place"
+                .into()),
+            (Some(config), None) => Policies::new(config).map_err(|e| format!("auth config: {e}")),
+            (None, Some(text)) => Policies::from_policy_file(text),
+            (None, None) => Ok(Policies::default()),
+        }
     }
 
     pub fn config(&self) -> &PolicyConfig {
@@ -190,6 +199,19 @@ mod tests {
         let err = Policies::from_policy_file("[[policies.retention]]\nrepositories = [\"a\"]\nkeep_last = 0").unwrap_err();
         assert!(err.starts_with("policy config: policies.retention rule 1: keep_last = 0"), "{err}");
         assert!(Policies::from_policy_file("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn policies_come_from_one_place() {
+        let file = "[[policies.refused_tags]]\nrepositories = [\"p/*\"]\ntags = [\"latest\"]";
+        let auth_with = crate::auth::AuthConfig::from_toml(file).unwrap();
+        let auth_without = crate::auth::AuthConfig::from_toml("[[access]]\nrepositories = [\"**\"]\npublic = true").unwrap();
+        assert!(Policies::from_settings(None, None).unwrap().is_empty());
+        assert!(!Policies::from_settings(None, Some(file)).unwrap().is_empty());
+        assert!(!Policies::from_settings(Some(&auth_with), None).unwrap().is_empty());
+        assert!(!Policies::from_settings(Some(&auth_without), Some(file)).unwrap().is_empty());
+        let err = Policies::from_settings(Some(&auth_with), Some(file)).unwrap_err();
+        assert!(err.contains("given twice"), "{err}");
     }
 }
 
