@@ -409,7 +409,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             if self.policies.immutable_rule(name.as_str(), tag).is_some() {
                 let current = self.get_record::<TagRecord>(&tag_key(name, tag)).await?;
                 let current = current.as_ref().map(|c| c.digest.as_str());
-                self.policies.check_tag_move(name.as_str(), tag, current, &digest.to_string())?;
+                self.policies.check_tag_move(name.as_str(), tag, current, digest.as_ref())?;
             }
         }
         Ok(())
@@ -494,7 +494,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 ops.retain(|op| tag_of(op).is_none_or(|t| self.policies.immutable_rule(name.as_str(), &t).is_none()));
             } else {
                 let tags: Vec<String> = ops.iter().filter_map(tag_of).collect();
-                self.policies.check_manifest_delete(name.as_str(), &digest.to_string(), tags.iter().map(String::as_str))?;
+                self.policies.check_manifest_delete(name.as_str(), digest.as_ref(), tags.iter().map(String::as_str))?;
             }
             if let Some(subject) = &record.subject {
                 let key = referrer_key(name, subject, digest);
