@@ -193,3 +193,36 @@ async fn racing_pushes_to_a_new_immutable_tag_leave_exactly_one_winner() {
         assert_eq!(tagged, images[winners[0]].1, "round {round}");
     }
 }
+
+/// A delete by digest racing pushes of the same manifest under an immutable tag: whatever the
+/// interleaving, the tag (once it exists) names a live manifest, and a refused delete is 403.
+#[tokio::test]
+async fn a_delete_racing_a_push_of_an_immutable_tag_never_leaves_it_dangling() {
+    let mut outcomes = std::collections::BTreeSet::new();
+    for round in 0..40u32 {
+        let h = harness(POLICIES);
+        let (bytes, digest) = h.image("prod/app", round).await;
+        assert_eq!(h.put("prod/app", "main", &bytes).await.0, StatusCode::CREATED);
+        let uri = format!("/v2/prod/app/manifests/{digest}");
+        // The delete starts `round` scheduling steps after the push: each round interleaves
+        // the two differently.
+        let delete = async {
+            for _ in 0..round {
+                tokio::task::yield_now().await;
+            }
+            h.send("DELETE", &uri, b"").await
+        };
+        let (pushed, deleted) = tokio::join!(h.put("prod/app", "v1", &bytes), delete);
+        outcomes.insert(deleted.0.as_u16());
+        assert_eq!(pushed.0, StatusCode::CREATED, "round {round}: {pushed:?}");
+        assert!(
+            [StatusCode::ACCEPTED, StatusCode::FORBIDDEN, StatusCode::NOT_FOUND].contains(&deleted.0),
+            "round {round}: {deleted:?}"
+        );
+        assert_eq!(h.tag_digest("prod/app", "v1").await.as_deref(), Some(digest.as_str()), "round {round}");
+        let (status, body) = h.send("GET", "/v2/prod/app/manifests/v1", b"").await;
+        assert_eq!(status, StatusCode::OK, "round {round}: the immutable tag dangles after {deleted:?}: {body}");
+    }
+    // Both sides of the race were reached: deletes that won (and were undone) and refused ones.
+    assert_eq!(outcomes.into_iter().collect::<Vec<_>>(), [202, 403]);
+}
