@@ -283,6 +283,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         let (tags, query_tags) = push_tags(&reference, parts.uri.query())?;
         self.check_tag_policies(&name, &tags, &digest).await?;
         self.check_references(&name, &parsed).await?;
+        self.charge_quotas(&name, &digest, bytes.len() as u64, ctx.now).await?;
 
         // Content first, then the record that makes it visible, then what points at it.
         self.blobs.put_verified(&digest, bytes.clone()).await?;

@@ -120,6 +120,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
 
     /// Makes a verified blob part of a repository (and the repository part of the catalog).
     pub(crate) async fn link_blob(&self, name: &RepoName, digest: &Digest, size: u64, now: u64) -> Result<()> {
+        // Quotas first: a refused blob is never linked (docs/quotas.md).
+        self.charge_quotas(name, digest, size, now).await?;
         self.put_record(&blob_key(name, digest), &BlobLink { size, linked_at: now }, Precondition::None).await?;
         self.ensure_repo(name).await
     }

@@ -16,6 +16,56 @@ pub struct PolicyConfig {
     /// What garbage collection may delete; the first rule whose repositories match applies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retention: Vec<RetentionRule>,
+    /// Storage limits per namespace (docs/quotas.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<QuotaRule>,
+}
+
+/// A storage limit on the repositories matching `repositories`, which share one usage
+/// (each digest counted once) under `name`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRule {
+    pub name: String,
+    pub repositories: Vec<String>,
+    pub limit: ByteSize,
+}
+
+/// A number of bytes, or a text such as `"10 GiB"`, `"500MB"`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    pub fn bytes(&self) -> Result<u64, String> {
+        let text = match self {
+            ByteSize::Bytes(n) => return Ok(*n),
+            ByteSize::Text(t) => t.trim(),
+        };
+        let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+        let (number, unit) = (text[..split].trim(), text[split..].trim());
+        let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size such as \"10 GiB\""))?;
+        let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            other => return Err(format!("{text:?}: unknown unit {other:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
+        };
+        let bytes = number * scale as f64;
+        if !(bytes.is_finite() && bytes < u64::MAX as f64) {
+            return Err(format!("{text:?} is too large"));
+        }
+        Ok(bytes as u64)
+    }
 }
 
 impl PolicyConfig {
@@ -115,6 +165,22 @@ fn check_list(list: &[String], what: &str, check: fn(&str) -> Result<(), String>
 impl PolicyConfig {
     /// Checks every rule; the error names the table and rule number as written in the file.
     pub fn validate(&self) -> Result<(), String> {
+        for (i, rule) in self.quotas.iter().enumerate() {
+            let at = |e: String| format!("policies.quotas rule {}: {e}", i + 1);
+            let name_ok = !rule.name.is_empty()
+                && rule.name.len() <= 64
+                && rule.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+            if !name_ok {
+                return Err(at(format!("name {:?} must be 1-64 of a-z 0-9 . _ -", rule.name)));
+            }
+            if let Some(j) = self.quotas[..i].iter().position(|q| q.name == rule.name) {
+                return Err(at(format!("name {:?} is also rule {}'s; each quota needs its own", rule.name, j + 1)));
+            }
+            check_list(&rule.repositories, "repositories", check_repository_pattern).map_err(at)?;
+            if rule.limit.bytes().map_err(at)? == 0 {
+                return Err(at("limit = 0 would refuse every push; leave the repositories out of quotas instead".into()));
+            }
+        }
         for (i, rule) in self.immutable_tags.iter().enumerate() {
             let at = |e: String| format!("policies.immutable_tags rule {}: {e}", i + 1);
             check_list(&rule.repositories, "repositories", check_repository_pattern).map_err(at)?;
@@ -208,6 +274,17 @@ mod tests {
     }
 
     #[test]
+    fn sizes() {
+        let size = |t: &str| ByteSize::Text(t.into()).bytes();
+        assert_eq!(size("10 GiB"), Ok(10 << 30));
+        assert_eq!(size("500MB"), Ok(500_000_000));
+        assert_eq!(size("1.5 KiB"), Ok(1536));
+        assert_eq!(size("42"), Ok(42));
+        assert_eq!(ByteSize::Bytes(7).bytes(), Ok(7));
+        assert!(size("GiB").is_err());
+    }
+
+    #[test]
     fn mistakes_are_refused_with_the_rule_named() {
         let cases = [
             ("[[immutable_tags]]\nrepositories = [\"prod/**\"]\ntags = []", "immutable_tags rule 1: `tags` needs"),
@@ -235,6 +312,15 @@ mod tests {
             ),
             ("[[retention]]\nrepositories = [\"a\"]\nkeep_days = 3", "unknown field `keep_days`"),
             ("[[quota]]\nrepositories = [\"a\"]", "unknown field `quota`"),
+            ("[[quotas]]\nname = \"t\"\nrepositories = [\"a\"]\nlimit = 0", "quotas rule 1: limit = 0"),
+            ("[[quotas]]\nname = \"t\"\nrepositories = [\"a\"]\nlimit = \"10 GB!\"", "unknown unit"),
+            ("[[quotas]]\nname = \"t\"\nrepositories = [\"a\"]\nlimit = \"lots\"", "is not a size"),
+            ("[[quotas]]\nname = \"T\"\nrepositories = [\"a\"]\nlimit = 1", "name \"T\" must be"),
+            ("[[quotas]]\nname = \"t\"\nrepositories = [\"a\"]", "missing field `limit`"),
+            (
+                "[[quotas]]\nname = \"t\"\nrepositories = [\"a\"]\nlimit = 1\n[[quotas]]\nname = \"t\"\nrepositories = [\"b\"]\nlimit = 1",
+                "quotas rule 2: name \"t\" is also rule 1's",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(text).err().unwrap_or_else(|| panic!("accepted:\n{text}"));

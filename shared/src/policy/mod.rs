@@ -7,6 +7,7 @@
 //! write it allows see the same tag record.
 
 pub mod config;
+pub mod quota;
 pub mod retention;
 
 use crate::auth::glob;

@@ -226,3 +226,95 @@ async fn a_delete_racing_a_push_of_an_immutable_tag_never_leaves_it_dangling() {
     // Both sides of the race were reached: deletes that won (and were undone) and refused ones.
     assert_eq!(outcomes.into_iter().collect::<Vec<_>>(), [202, 403]);
 }
+
+// --- Quotas ---
+
+const QUOTA: &str = r#"
+[[policies.quotas]]
+name = "team"
+repositories = ["team/**"]
+limit = 1000
+"#;
+
+impl Harness {
+    async fn blob(&self, repo: &str, content: &[u8]) -> (StatusCode, String) {
+        let digest = crate::hash::sha256_of(content);
+        self.send("POST", &format!("/v2/{repo}/blobs/uploads/?digest={digest}"), content).await
+    }
+
+    async fn has_blob(&self, repo: &str, content: &[u8]) -> bool {
+        let digest = crate::hash::sha256_of(content);
+        self.send("HEAD", &format!("/v2/{repo}/blobs/{digest}"), b"").await.0 == StatusCode::OK
+    }
+
+    async fn used(&self) -> u64 {
+        self.registry.quota_usage().await.unwrap()[0].used
+    }
+}
+
+#[tokio::test]
+async fn a_push_over_quota_is_refused_and_leaves_nothing_visible() {
+    let h = harness(QUOTA);
+    assert_eq!(h.blob("team/a", &[1; 600]).await.0, StatusCode::CREATED);
+    assert_eq!(h.used().await, 600);
+    let (status, body) = h.blob("team/a", &[2; 500]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("\"DENIED\"") && body.contains("quota team exceeded"), "{body}");
+    assert!(body.contains("600 bytes") && body.contains("1000 bytes") && body.contains("500 bytes"), "{body}");
+    assert!(!h.has_blob("team/a", &[2; 500]).await, "the refused blob is not in the repository");
+    assert_eq!(h.used().await, 600);
+    // What fits still goes in; repositories outside the namespace are not limited.
+    assert_eq!(h.blob("team/b", &[3; 400]).await.0, StatusCode::CREATED);
+    assert_eq!(h.used().await, 1000);
+    assert_eq!(h.blob("other/x", &[4; 5000]).await.0, StatusCode::CREATED);
+    // A manifest counts too: its config blob fits, the manifest does not.
+    let h = harness(QUOTA);
+    assert_eq!(h.blob("team/m", &[5; 950]).await.0, StatusCode::CREATED);
+    let (manifest, digest) = h.image("team/m", 1).await;
+    let (status, body) = h.put("team/m", "v1", &manifest).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(h.send("GET", &format!("/v2/team/m/manifests/{digest}"), b"").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(h.send("GET", "/v2/team/m/manifests/v1", b"").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_blob_is_counted_once_per_namespace() {
+    let h = harness(QUOTA);
+    let layer = [7u8; 700];
+    assert_eq!(h.blob("team/a", &layer).await.0, StatusCode::CREATED);
+    // The same blob in a second repository of the namespace, pushed again and mounted.
+    assert_eq!(h.blob("team/b", &layer).await.0, StatusCode::CREATED);
+    let digest = crate::hash::sha256_of(&layer);
+    let (status, _) = h.send("POST", &format!("/v2/team/c/blobs/uploads/?mount={digest}&from=team/a"), b"").await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(h.blob("team/a", &layer).await.0, StatusCode::CREATED, "a retry");
+    assert_eq!(h.used().await, 700);
+}
+
+/// Ten pushes of different 300-byte blobs at once into a 1000-byte quota: exactly three fit,
+/// whatever the interleaving, and the usage is the sum of what was linked. Concurrent pushes
+/// of one blob into two repositories count it once.
+#[tokio::test]
+async fn concurrent_pushes_never_exceed_the_quota() {
+    for round in 0..10u8 {
+        let h = harness(QUOTA);
+        let blobs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![round * 16 + i; 300]).collect();
+        let h = &h;
+        let results = futures_util::future::join_all(blobs.iter().enumerate().map(|(i, b)| {
+            let repo = format!("team/r{}", i % 3);
+            async move { h.blob(&repo, b).await.0 }
+        }))
+        .await;
+        let created = results.iter().filter(|s| **s == StatusCode::CREATED).count();
+        assert_eq!(created, 3, "round {round}: {results:?}");
+        assert!(results.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::FORBIDDEN), "{results:?}");
+        assert_eq!(h.used().await, 900, "round {round}");
+
+        let h = harness(QUOTA);
+        // 400 bytes: both reservations fit at once, one of them is given back.
+        let same = vec![round; 400];
+        let (a, b) = tokio::join!(h.blob("team/a", &same), h.blob("team/b", &same));
+        assert_eq!((a.0, b.0), (StatusCode::CREATED, StatusCode::CREATED), "round {round}");
+        assert_eq!(h.used().await, 400, "round {round}: counted once");
+    }
+}
