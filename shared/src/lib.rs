@@ -217,6 +217,10 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         match &endpoint {
             Endpoint::Base => Ok(Reply::json(StatusCode::OK, b"{}".to_vec())),
             Endpoint::Catalog => self.catalog(&req).await,
+            Endpoint::Quotas => {
+                let body = serde_json::json!({ "quotas": self.quota_usage().await? });
+                Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()))
+            }
             Endpoint::TagsList { name } => self.tags_list(name, &req).await,
             Endpoint::ManifestGet { name, reference } => self.get_manifest(name, reference, &req, head).await,
             Endpoint::ManifestPut { name, reference } => self.put_manifest(name, reference, &req, body, ctx).await,

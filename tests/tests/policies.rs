@@ -292,3 +292,27 @@ fn berth_serve_loads_policies_without_changing_auth() {
     assert_eq!(status, None);
     assert!(log.contains("policies.retention rule 1: keep_last = 0"), "{log}");
 }
+
+/// A quota of 2 KiB over `*/quota-*`: a blob that fits is counted once however many of its
+/// repositories hold it; one over the rest is 403 DENIED naming the quota and the usage, and
+/// is not in the repository; `GET /v2/_berth/quotas` reports the usage.
+#[tokio::test]
+async fn a_push_over_quota_is_refused() {
+    needs_policy!();
+    let (a, b) = (common::repo("quota-a"), common::repo("quota-b"));
+    let layer = random_bytes(1500);
+    push_blob(&a, &layer).await;
+    push_blob(&b, &layer).await;
+    let big = random_bytes(1000);
+    let r = post(format!("/v2/{a}/blobs/uploads/?digest={}", sha256(&big))).body(big.clone()).send().await;
+    let v = assert_oci_error(&r, 403, "DENIED");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(message.contains("quota small exceeded") && message.contains("1500 bytes) used"), "{message}");
+    assert_eq!(v["detail"]["used"], 1500);
+    assert_status(&head(format!("/v2/{a}/blobs/{}", sha256(&big))).send().await, 404);
+    let r = get("/v2/_berth/quotas").send().await;
+    assert_status(&r, 200);
+    assert_eq!(r.json()["quotas"][0]["name"], "small");
+    assert_eq!(r.json()["quotas"][0]["limit"], 2048);
+    assert_eq!(r.json()["quotas"][0]["used"], 1500);
+}

@@ -289,6 +289,10 @@ async fn a_blob_is_counted_once_per_namespace() {
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(h.blob("team/a", &layer).await.0, StatusCode::CREATED, "a retry");
     assert_eq!(h.used().await, 700);
+    let (status, body) = h.send("GET", "/v2/_berth/quotas", b"").await;
+    assert_eq!(status, StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body, serde_json::json!({"quotas": [{"name": "team", "repositories": ["team/**"], "limit": 1000, "used": 700}]}));
 }
 
 /// Ten pushes of different 300-byte blobs at once into a 1000-byte quota: exactly three fit,
