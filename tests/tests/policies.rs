@@ -315,4 +315,11 @@ async fn a_push_over_quota_is_refused() {
     assert_eq!(r.json()["quotas"][0]["name"], "small");
     assert_eq!(r.json()["quotas"][0]["limit"], 2048);
     assert_eq!(r.json()["quotas"][0]["used"], 1500);
+    // The admin command reads the same endpoint.
+    if bin().exists() {
+        let out = Command::new(bin()).args(["quota", "usage", "--url", &target().base_url()]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.starts_with("small\t1.5 KiB of 2.0 KiB (73.2%)\t1500 of 2048 bytes\t*/quota-*"), "{text}");
+    }
 }
