@@ -586,8 +586,9 @@ init_work() {
 # --policy-config` (whatever registry the other tests use: the clients' output depends only on
 # the core's answer, the same in every runtime), with `v*` immutable and `latest` refused in
 # prod/**. docker push over an immutable tag and of a refused tag fail with the policy's message;
-# the same digest pushed again succeeds (CI retries); skopeo cannot delete the immutable tag.
-# The error lines are printed, and quoted in docs/policies.md.
+# the same digest pushed again succeeds (CI retries); skopeo cannot delete the immutable tag;
+# skopeo copy into a 1 MiB quota fails (docs/quotas.md). The error lines are printed, and
+# quoted in docs/policies.md and docs/quotas.md.
 test_policies() {
   local T; T=$(mktemp -d /tmp/berth-po.XXXXXX)
   echo "$T" >>"$WORK/extra-dirs"
@@ -600,6 +601,10 @@ tags = ["v*"]
 repositories = ["prod/**"]
 tags = ["latest"]
 message = "push a version tag"
+[[policies.quotas]]
+name = "small"
+repositories = ["small/**"]
+limit = "1 MiB"
 P
   local port; port=$(bash "$root/tests/free-port.sh") || fail "no free port"
   local R=127.0.0.1:$port
@@ -642,6 +647,16 @@ P
   grep -q 'cannot be deleted: immutable tag v1 points at it.*(403 Forbidden)' "$T/delete.log" \
     || fail "skopeo delete: unexpected output: $(cat "$T/delete.log")"
   ok "skopeo delete of the immutable tag fails with: $(tail -1 "$T/delete.log")"
+  # Over quota: the fixture's LAYER_MIB layer does not fit in 1 MiB.
+  ensure_layout
+  rc=0
+  c skopeo copy --quiet --dest-tls-verify=false "oci:$LAYOUT:v1" "docker://$R/small/app:v1" >"$T/quota.log" 2>&1 || rc=$?
+  [ "$rc" != 0 ] || fail "skopeo copy went over the quota"
+  grep -q 'denied: quota small exceeded: 1.0 MiB (1048576 bytes) allowed, .* used, this push adds ' "$T/quota.log" \
+    || fail "skopeo copy over quota: unexpected output: $(cat "$T/quota.log")"
+  ok "skopeo copy over quota fails with: $(tail -1 "$T/quota.log")"
+  must_fail skopeo inspect --tls-verify=false "docker://$R/small/app:v1"
+  c "$BERTH_BIN" quota usage --url "http://$R" | sed 's/^/    /'
   stop_pid "$spid" 20
 }
 
