@@ -123,10 +123,22 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     async fn charge_one(&self, rule_no: usize, rule: &QuotaRule, limit: u64, digest: &Digest, size: u64, now: u64) -> Result<bool> {
         let key = member_key(&rule.name, digest);
         let member = Member { size, linked_at: now };
-        if let Some(found) = self.meta.get(&key).await? {
-            // Counted already. Losing this write means another push touched it just now: fine.
-            self.put_record(&key, &member, Precondition::Version(found.version)).await?;
+        // Counted already: touch it, so a recount running now does not drop it. If the touch
+        // loses, either another push touched it (it stays: done) or a recount dropped it (it
+        // is absent: charge it as new). Found by a_recount_racing_a_push_never_under_counts.
+        let mut touched = false;
+        for _ in 0..ATTEMPTS {
+            let Some(found) = self.meta.get(&key).await? else { break };
+            if let PutOutcome::Written { .. } = self.put_record(&key, &member, Precondition::Version(found.version)).await? {
+                touched = true;
+                break;
+            }
+        }
+        if touched {
             return Ok(false);
+        }
+        if self.meta.get(&key).await?.is_some() {
+            return Err(busy(&rule.name));
         }
         self.reserve(rule_no, rule, limit, size).await?;
         match self.put_record(&key, &member, Precondition::Absent).await? {
@@ -162,6 +174,88 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             }
         }
         Err(busy(quota))
+    }
+
+    /// Recounts quota `name` from what its repositories hold now (blob links and live
+    /// manifests, each digest once), for garbage collection to call after it unlinks content
+    /// (or an admin): the only way usage shrinks. A counted digest no repository holds is
+    /// dropped only if no push touched it for `grace_secs` (at least the upload lease), and only
+    /// on condition that it is unchanged since it was read; the new total is written on
+    /// condition that no push reserved meanwhile, else the recount starts again. So a digest a
+    /// push is linking right now is never dropped and usage is never under-counted
+    /// (docs/quotas.md). Digests held but not counted (content from before the quota existed)
+    /// are counted. Returns the usage after.
+    pub async fn recount_quota(&self, name: &str, now: u64, grace_secs: u64) -> Result<QuotaReport> {
+        let Some(rule) = self.policies.config.quotas.iter().find(|q| q.name == name) else {
+            return Err(crate::StorageError::new(format!("no quota named {name:?} is configured")).into());
+        };
+        let key = usage_key(name);
+        for _ in 0..ATTEMPTS {
+            let cond = match self.meta.get(&key).await? {
+                Some(found) => Precondition::Version(found.version),
+                None => Precondition::Absent,
+            };
+            let held = self.held_by(&rule.repositories).await?;
+            let members_prefix = format!("quota-blobs/{name}@");
+            let mut total: u64 = 0;
+            let mut counted = std::collections::BTreeSet::new();
+            for member_key in self.list_all(&members_prefix).await? {
+                let Some((member, version)) = self.get_versioned::<Member>(&member_key).await? else { continue };
+                let digest = member_key[members_prefix.len()..].to_owned();
+                let idle = now.saturating_sub(member.linked_at) >= grace_secs;
+                if !held.contains_key(&digest) && idle {
+                    let op = crate::storage::BatchOp::Delete { key: member_key, cond: Precondition::Version(version) };
+                    if self.meta.apply(vec![op]).await?.first() == Some(&true) {
+                        continue;
+                    }
+                    // Touched since it was read: a push is linking it; it stays counted.
+                }
+                total = total.saturating_add(member.size);
+                counted.insert(digest);
+            }
+            for (digest, size) in held.iter().filter(|(d, _)| !counted.contains(*d)) {
+                let Ok(parsed) = crate::names::parse_digest(digest) else { continue };
+                let member = Member { size: *size, linked_at: now };
+                // Absent: a push that counted it meanwhile also reserved, and the write below fails.
+                self.put_record(&member_key(name, &parsed), &member, Precondition::Absent).await?;
+                total = total.saturating_add(*size);
+            }
+            if let PutOutcome::Written { .. } = self.put_record(&key, &Usage { bytes: total }, cond).await? {
+                return Ok(QuotaReport {
+                    name: rule.name.clone(),
+                    repositories: rule.repositories.clone(),
+                    limit: rule.limit.bytes().unwrap_or(u64::MAX),
+                    used: total,
+                });
+            }
+        }
+        Err(busy(name))
+    }
+
+    /// Every digest the repositories matching `patterns` hold (linked blobs, live manifests),
+    /// with its size.
+    async fn held_by(&self, patterns: &[String]) -> Result<std::collections::BTreeMap<String, u64>> {
+        use crate::records::{BlobLink, ManifestRecord, REPOS};
+        let mut held = std::collections::BTreeMap::new();
+        for repo_key in self.list_all(REPOS).await? {
+            let repo = &repo_key[REPOS.len()..];
+            if !any_match(patterns, repo) {
+                continue;
+            }
+            for prefix in [format!("blobs/{repo}@"), format!("manifests/{repo}@")] {
+                for key in self.list_all(&prefix).await? {
+                    let size = if prefix.starts_with("blobs/") {
+                        self.get_record::<BlobLink>(&key).await?.map(|l| l.size)
+                    } else {
+                        self.get_record::<ManifestRecord>(&key).await?.filter(|m| !m.deleted).map(|m| m.size)
+                    };
+                    if let Some(size) = size {
+                        held.insert(key[prefix.len()..].to_owned(), size);
+                    }
+                }
+            }
+        }
+        Ok(held)
     }
 
     /// Every configured quota with its usage now.

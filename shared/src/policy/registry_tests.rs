@@ -322,3 +322,81 @@ async fn concurrent_pushes_never_exceed_the_quota() {
         assert_eq!(h.used().await, 400, "round {round}: counted once");
     }
 }
+
+const LATER: u64 = 1_700_000_000 + 3600;
+
+#[tokio::test]
+async fn a_recount_frees_what_no_repository_holds() {
+    let h = harness(QUOTA);
+    assert_eq!(h.blob("team/a", &[1; 300]).await.0, StatusCode::CREATED);
+    assert_eq!(h.blob("team/b", &[1; 300]).await.0, StatusCode::CREATED);
+    assert_eq!(h.blob("team/a", &[2; 400]).await.0, StatusCode::CREATED);
+    assert_eq!(h.used().await, 700);
+    let two = crate::hash::sha256_of(&[2; 400]);
+    assert_eq!(h.send("DELETE", &format!("/v2/team/a/blobs/{two}"), b"").await.0, StatusCode::ACCEPTED);
+    // Within the grace period nothing is dropped (a push may be linking it right now).
+    assert_eq!(h.registry.recount_quota("team", LATER, 7200).await.unwrap().used, 700);
+    assert_eq!(h.registry.recount_quota("team", LATER, 900).await.unwrap().used, 300);
+    // Still held by team/b: unlinking it from team/a frees nothing.
+    let one = crate::hash::sha256_of(&[1; 300]);
+    assert_eq!(h.send("DELETE", &format!("/v2/team/a/blobs/{one}"), b"").await.0, StatusCode::ACCEPTED);
+    assert_eq!(h.registry.recount_quota("team", LATER, 900).await.unwrap().used, 300);
+    // The freed room takes new pushes; the dropped digest is charged again when it comes back.
+    assert_eq!(h.blob("team/c", &[2; 400]).await.0, StatusCode::CREATED);
+    assert_eq!(h.used().await, 700);
+    assert!(h.registry.recount_quota("nope", LATER, 900).await.is_err());
+}
+
+#[tokio::test]
+async fn a_recount_counts_content_from_before_the_quota() {
+    let h = harness("");
+    assert_eq!(h.blob("team/a", &[1; 300]).await.0, StatusCode::CREATED);
+    let (manifest, _) = h.image("team/a", 1).await;
+    assert_eq!(h.put("team/a", "v1", &manifest).await.0, StatusCode::CREATED);
+    let h = Harness {
+        registry: Registry { policies: Arc::new(Policies::from_policy_file(QUOTA).unwrap()), ..h.registry },
+        random: AtomicU8::new(100),
+    };
+    assert_eq!(h.used().await, 0);
+    let report = h.registry.recount_quota("team", LATER, 900).await.unwrap();
+    assert_eq!(report.used, 300 + 7 + manifest.len() as u64);
+    // Counted now: pushing it again into another repository charges nothing.
+    assert_eq!(h.blob("team/b", &[1; 300]).await.0, StatusCode::CREATED);
+    assert_eq!(h.used().await, report.used);
+}
+
+/// A recount racing a push that links a counted digest no repository holds any more (the
+/// membership is old, the link is not written yet when the recount scans): in every
+/// interleaving the digest stays counted, so usage never falls below what is held.
+#[tokio::test]
+async fn a_recount_racing_a_push_never_under_counts() {
+    let mut reached = std::collections::BTreeSet::new();
+    for round in 0..40u32 {
+        let h = harness(QUOTA);
+        let layer = [9u8; 500];
+        let digest = crate::hash::sha256_of(&layer);
+        assert_eq!(h.blob("team/a", &layer).await.0, StatusCode::CREATED);
+        assert_eq!(h.send("DELETE", &format!("/v2/team/a/blobs/{digest}"), b"").await.0, StatusCode::ACCEPTED);
+        let push = async {
+            for _ in 0..round {
+                tokio::task::yield_now().await;
+            }
+            // Later than the recount's grace, so only the touch can protect the membership.
+            let random = [200; 16];
+            let req = http::Request::builder()
+                .method("POST")
+                .uri(format!("/v2/team/b/blobs/uploads/?digest={digest}"))
+                .body(stream_of(Bytes::copy_from_slice(&layer)))
+                .unwrap();
+            h.registry.handle(req, RequestContext { now: LATER, random }).await.status()
+        };
+        let (status, recount) = tokio::join!(push, h.registry.recount_quota("team", LATER + 10, 900));
+        assert_eq!(status, StatusCode::CREATED, "round {round}");
+        let after = recount.map(|r| r.used);
+        reached.insert(format!("{after:?}"));
+        assert_eq!(h.used().await, 500, "round {round}: the linked layer is counted (recount said {after:?})");
+    }
+    // Both sides: recounts that dropped the digest before the push re-charged it, and
+    // recounts that kept it because the push had touched it.
+    assert!(reached.len() >= 2, "{reached:?}");
+}
