@@ -426,15 +426,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         let record = TagRecord { digest: digest.to_string(), tagged_at: now };
         let immutable = self.policies.immutable_rule(name.as_str(), tag).is_some();
         for _ in 0..8 {
-            let cond = match self.meta.get(&key).await? {
-                Some(current) => {
+            let cond = match self.get_versioned::<TagRecord>(&key).await? {
+                Some((current, version)) => {
                     if immutable {
-                        let current_digest = serde_json::from_slice::<TagRecord>(&current.value)
-                            .map_err(|e| crate::StorageError::new(format!("corrupt metadata record {key}: {e}")))?
-                            .digest;
-                        self.policies.check_tag_move(name.as_str(), tag, Some(&current_digest), &record.digest)?;
+                        self.policies.check_tag_move(name.as_str(), tag, Some(&current.digest), &record.digest)?;
                     }
-                    Precondition::Version(current.version)
+                    Precondition::Version(version)
                 }
                 None => Precondition::Absent,
             };
