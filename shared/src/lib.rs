@@ -222,7 +222,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()))
             }
             Endpoint::TagsList { name } => self.tags_list(name, &req).await,
-            Endpoint::ManifestGet { name, reference } => self.get_manifest(name, reference, &req, head).await,
+            Endpoint::ManifestGet { name, reference } => self.get_manifest(name, reference, &req, head, ctx.now).await,
             Endpoint::ManifestPut { name, reference } => self.put_manifest(name, reference, &req, body, ctx).await,
             Endpoint::ManifestDelete { name, reference } => self.delete_manifest(name, reference).await,
             Endpoint::BlobGet { name, digest } => self.get_blob(name, digest, &req, false, ctx).await,

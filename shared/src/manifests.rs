@@ -12,7 +12,7 @@ use crate::error::{oci, ErrorCode, RegistryError, Result};
 use crate::events::Found;
 use crate::hash;
 use crate::names::{is_valid_tag, parse_digest, Digest, Reference, RepoName};
-use crate::records::{manifest_key, referrer_key, tag_key, tag_prefix, ManifestRecord, TagRecord};
+use crate::records::{manifest_key, referrer_key, tag_key, tag_prefix, ManifestRecord, TagRecord, PULL_RECORD_SECS};
 use crate::reply::names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use crate::reply::Reply;
 use crate::storage::{BatchOp, BlobStore, MetaStore, Precondition, PutOutcome};
@@ -195,6 +195,20 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         }
     }
 
+    /// Records a pull time: at most one write per manifest per [`PULL_RECORD_SECS`], on
+    /// condition that the record is unchanged since read, so it never revives a tombstone
+    /// nor undoes a push; like every write of the record it raises the generation.
+    async fn note_pull(&self, name: &RepoName, digest: &Digest, now: u64) -> Result<()> {
+        let key = manifest_key(name, digest);
+        let Some((record, version)) = self.get_versioned::<ManifestRecord>(&key).await? else { return Ok(()) };
+        if record.deleted || record.pulled_at.is_some_and(|at| now.saturating_sub(at) < PULL_RECORD_SECS) {
+            return Ok(());
+        }
+        let pulled = ManifestRecord { generation: record.generation + 1, pulled_at: Some(now), ..record };
+        self.put_record(&key, &pulled, Precondition::Version(version)).await?;
+        Ok(())
+    }
+
     /// Whether a manifest is in the repository (a tombstone is not).
     async fn manifest_exists(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
         let record = self.get_record::<ManifestRecord>(&manifest_key(name, digest)).await?;
@@ -207,6 +221,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         reference: &str,
         req: &crate::Parts,
         head: bool,
+        now: u64,
     ) -> Result<Reply> {
         let name = RepoName::parse(name)?;
         // A tag that could never have been pushed names no manifest: 404, as the conformance
@@ -216,6 +231,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             _ => e,
         })?;
         let (digest, record) = self.resolve(&name, &reference).await?;
+        if !head && record.pulled_at.is_none_or(|at| now.saturating_sub(at) >= PULL_RECORD_SECS) {
+            // A pull is answered even if its time cannot be written (a storage hiccup, or a
+            // push or another pull writing the record at the same moment).
+            let _ = self.note_pull(&name, &digest, now).await;
+        }
         let by_tag = matches!(reference, Reference::Tag(_));
         if by_tag {
             let accept: Vec<&str> =
@@ -295,6 +315,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             generation: 0,
             deleted: false,
             pushed_at: ctx.now,
+            pulled_at: None,
         };
         self.publish(&name, &digest, &record, &tags, &parsed).await?;
         self.ensure_repo(&name).await?;
@@ -335,14 +356,14 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     ) -> Result<()> {
         let key = manifest_key(name, digest);
         for _ in 0..ATTEMPTS {
-            let (version, generation) = self.write_live_record(&key, record).await?;
+            let (version, generation, pulled_at) = self.write_live_record(&key, record).await?;
             if let Some(subject) = &record.subject {
                 self.add_referrer(name, subject, digest, &record.media_type, record.size, parsed).await?;
             }
             for tag in tags {
                 self.set_tag(name, tag, digest, record.pushed_at).await?;
             }
-            let again = ManifestRecord { generation: generation + 1, deleted: false, ..record.clone() };
+            let again = ManifestRecord { generation: generation + 1, deleted: false, pulled_at, ..record.clone() };
             if let PutOutcome::Written { .. } = self.put_record(&key, &again, Precondition::Version(version)).await? {
                 return Ok(());
             }
@@ -350,17 +371,17 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         Err(busy(format!("manifest {digest}")))
     }
 
-    /// Writes `record` as the live manifest record, one generation above whatever is there.
-    /// Returns the new version and generation.
-    async fn write_live_record(&self, key: &str, record: &ManifestRecord) -> Result<(String, u64)> {
+    /// Writes `record` as the live manifest record, one generation above whatever is there
+    /// (keeping its pull time). Returns the new version, generation and pull time.
+    async fn write_live_record(&self, key: &str, record: &ManifestRecord) -> Result<(String, u64, Option<u64>)> {
         for _ in 0..ATTEMPTS {
-            let (cond, generation) = match self.get_versioned::<ManifestRecord>(key).await? {
-                Some((current, version)) => (Precondition::Version(version), current.generation + 1),
-                None => (Precondition::Absent, 1),
+            let (cond, generation, pulled_at) = match self.get_versioned::<ManifestRecord>(key).await? {
+                Some((current, version)) => (Precondition::Version(version), current.generation + 1, current.pulled_at),
+                None => (Precondition::Absent, 1, None),
             };
-            let record = ManifestRecord { generation, deleted: false, ..record.clone() };
+            let record = ManifestRecord { generation, deleted: false, pulled_at, ..record.clone() };
             if let PutOutcome::Written { version } = self.put_record(key, &record, cond).await? {
-                return Ok((version, generation));
+                return Ok((version, generation, pulled_at));
             }
         }
         Err(busy(key))

@@ -70,6 +70,10 @@ fn stream_of(bytes: Bytes) -> ByteStream {
 
 impl Harness {
     async fn send(&self, method: &str, uri: &str, body: &[u8]) -> (StatusCode, String) {
+        self.send_at(method, uri, body, 1_700_000_000).await
+    }
+
+    async fn send_at(&self, method: &str, uri: &str, body: &[u8], now: u64) -> (StatusCode, String) {
         let req = http::Request::builder()
             .method(method)
             .uri(uri)
@@ -77,7 +81,7 @@ impl Harness {
             .body(stream_of(Bytes::copy_from_slice(body)))
             .unwrap();
         let random = [self.random.fetch_add(1, Ordering::Relaxed); 16];
-        let response = self.registry.handle(req, RequestContext { now: 1_700_000_000, random }).await;
+        let response = self.registry.handle(req, RequestContext { now, random }).await;
         let status = response.status();
         let body = match response.into_body() {
             crate::Body::Full(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -399,4 +403,36 @@ async fn a_recount_racing_a_push_never_under_counts() {
     // Both sides: recounts that dropped the digest before the push re-charged it, and
     // recounts that kept it because the push had touched it.
     assert!(reached.len() >= 2, "{reached:?}");
+}
+
+// --- Pull times (retention's "pulled within") ---
+
+#[tokio::test]
+async fn pull_times_are_written_at_most_hourly_and_survive_a_push() {
+    let h = harness("");
+    let (bytes, digest) = h.image("team/app", 1).await;
+    assert_eq!(h.put("team/app", "v1", &bytes).await.0, StatusCode::CREATED);
+    let key = crate::records::manifest_key(&crate::names::RepoName::parse("team/app").unwrap(), &crate::names::parse_digest(&digest).unwrap());
+    let record = || async { h.registry.get_versioned::<crate::records::ManifestRecord>(&key).await.unwrap().unwrap() };
+    assert_eq!(record().await.0.pulled_at, None);
+    let t0 = 1_700_000_100;
+    // A HEAD is no pull (clients probe with it).
+    assert_eq!(h.send_at("HEAD", "/v2/team/app/manifests/v1", b"", t0).await.0, StatusCode::OK);
+    assert_eq!(record().await.0.pulled_at, None);
+    assert_eq!(h.send_at("GET", "/v2/team/app/manifests/v1", b"", t0).await.0, StatusCode::OK);
+    let (first, version) = record().await;
+    assert_eq!(first.pulled_at, Some(t0));
+    // Within the hour: no write at all.
+    assert_eq!(h.send_at("GET", &format!("/v2/team/app/manifests/{digest}"), b"", t0 + 3599).await.0, StatusCode::OK);
+    assert_eq!(record().await.1, version, "a pull within the hour writes nothing");
+    assert_eq!(h.send_at("GET", "/v2/team/app/manifests/v1", b"", t0 + 3600).await.0, StatusCode::OK);
+    let (later, _) = record().await;
+    assert_eq!(later.pulled_at, Some(t0 + 3600));
+    assert!(later.generation > first.generation, "every write of the record raises its generation");
+    // A push of the same manifest keeps the pull time; a delete still works after pulls.
+    assert_eq!(h.put("team/app", "v2", &bytes).await.0, StatusCode::CREATED);
+    assert_eq!(record().await.0.pulled_at, Some(t0 + 3600));
+    assert_eq!(h.send("DELETE", &format!("/v2/team/app/manifests/{digest}"), b"").await.0, StatusCode::ACCEPTED);
+    assert_eq!(h.send_at("GET", "/v2/team/app/manifests/v1", b"", t0 + 9000).await.0, StatusCode::NOT_FOUND);
+    assert!(record().await.0.deleted, "a pull never revives a tombstone");
 }

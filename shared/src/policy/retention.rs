@@ -40,7 +40,7 @@ pub struct ManifestInfo {
     pub digest: String,
     /// `ManifestRecord::pushed_at`; 0: unknown, long ago.
     pub pushed_at: u64,
-    /// Last pull, where recorded (not yet: always None today).
+    /// `ManifestRecord::pulled_at`: the last pull, to within an hour; None: not recorded.
     pub pulled_at: Option<u64>,
     /// The `subject` of a referrer (signature, SBOM).
     pub subject: Option<String>,
