@@ -169,6 +169,14 @@ fn push_tags(reference: &Reference, query: Option<&str>) -> Result<(Vec<String>,
     Ok((all, from_query))
 }
 
+/// Whether a pull at `now` should write the record's pull time: retention only asks when a
+/// manifest was last used (pushed or pulled), so within an hour of either there is nothing to
+/// write (a pull right after a push, the usual case, stays a read).
+fn pull_due(record: &ManifestRecord, now: u64) -> bool {
+    let last_used = record.pushed_at.max(record.pulled_at.unwrap_or(0));
+    now.saturating_sub(last_used) >= PULL_RECORD_SECS
+}
+
 /// Whether an Accept header admits `media_type`. No Accept header admits everything.
 fn accepts(accept: &[&str], media_type: &str) -> bool {
     accept.is_empty()
@@ -201,7 +209,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     async fn note_pull(&self, name: &RepoName, digest: &Digest, now: u64) -> Result<()> {
         let key = manifest_key(name, digest);
         let Some((record, version)) = self.get_versioned::<ManifestRecord>(&key).await? else { return Ok(()) };
-        if record.deleted || record.pulled_at.is_some_and(|at| now.saturating_sub(at) < PULL_RECORD_SECS) {
+        if record.deleted || !pull_due(&record, now) {
             return Ok(());
         }
         let pulled = ManifestRecord { generation: record.generation + 1, pulled_at: Some(now), ..record };
@@ -231,7 +239,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             _ => e,
         })?;
         let (digest, record) = self.resolve(&name, &reference).await?;
-        if !head && record.pulled_at.is_none_or(|at| now.saturating_sub(at) >= PULL_RECORD_SECS) {
+        if !head && pull_due(&record, now) {
             // A pull is answered even if its time cannot be written (a storage hiccup, or a
             // push or another pull writing the record at the same moment).
             let _ = self.note_pull(&name, &digest, now).await;

@@ -414,8 +414,10 @@ async fn pull_times_are_written_at_most_hourly_and_survive_a_push() {
     assert_eq!(h.put("team/app", "v1", &bytes).await.0, StatusCode::CREATED);
     let key = crate::records::manifest_key(&crate::names::RepoName::parse("team/app").unwrap(), &crate::names::parse_digest(&digest).unwrap());
     let record = || async { h.registry.get_versioned::<crate::records::ManifestRecord>(&key).await.unwrap().unwrap() };
+    // Within the hour of the push: nothing to write (retention asks "pushed or pulled").
+    assert_eq!(h.send_at("GET", "/v2/team/app/manifests/v1", b"", 1_700_000_100).await.0, StatusCode::OK);
     assert_eq!(record().await.0.pulled_at, None);
-    let t0 = 1_700_000_100;
+    let t0 = 1_700_000_000 + 7200;
     // A HEAD is no pull (clients probe with it).
     assert_eq!(h.send_at("HEAD", "/v2/team/app/manifests/v1", b"", t0).await.0, StatusCode::OK);
     assert_eq!(record().await.0.pulled_at, None);
