@@ -223,6 +223,10 @@ mod tests {
         assert_eq!(Route::parse("/v2"), Some(Route::Base));
         assert_eq!(Route::parse("/v2/_catalog"), Some(Route::Catalog));
         assert_eq!(Route::parse("/v2/_berth/quotas"), Some(Route::Quotas));
+        // Quota usage names every namespace: only for whoever may list the catalog.
+        let quotas = Endpoint::of(&Method::GET, QUOTAS_PATH).unwrap();
+        assert_eq!(quotas.access(), Access::Catalog);
+        assert_eq!(Endpoint::of(&Method::PUT, QUOTAS_PATH), Err(Unrouted::MethodNotAllowed));
         assert_eq!(
             Route::parse("/v2/org/team/app/manifests/v1"),
             Some(Route::Manifest { name: "org/team/app".into(), reference: "v1".into() })
