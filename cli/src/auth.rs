@@ -7,16 +7,32 @@ use std::sync::Arc;
 
 use berth_core::auth::{Auth, AuthConfig, CpuJob, CpuPool};
 use berth_core::native::ReqwestFetch;
+use berth_core::policy::Policies;
 
-/// Loads and checks the auth config; a bad file stops start-up with the reason.
-pub fn load(path: &Path, scheme: &'static str) -> Result<Auth, String> {
+/// Loads and checks the auth config; a bad file stops start-up with the reason. Returns the
+/// config too: its `[policies]` apply (see `policies`).
+pub fn load(path: &Path, scheme: &'static str) -> Result<(Auth, AuthConfig), String> {
     let config = read_config(path)?;
     let auth = Auth::new(&config)?.with_default_scheme(scheme).with_cpu_pool(Box::new(BlockingPool::new()));
     // Only OIDC trust needs outbound HTTPS (and the system's CA certificates).
     if config.oidc.is_empty() {
-        return Ok(auth);
+        return Ok((auth, config));
     }
-    Ok(auth.with_fetcher(Box::new(ReqwestFetch::new()?)))
+    Ok((auth.with_fetcher(Box::new(ReqwestFetch::new()?)), config))
+}
+
+/// The tag and retention policies: the auth config's `[policies]`, or a policies-only file
+/// (`--policy-config`, for a registry without auth). A bad file stops start-up.
+pub fn policies(auth: Option<&AuthConfig>, policy_file: Option<&Path>) -> Result<Policies, String> {
+    let text = match policy_file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?),
+        None => None,
+    };
+    let at = |e: String| match policy_file {
+        Some(path) => format!("{}: {e}", path.display()),
+        None => e,
+    };
+    Policies::from_settings(auth, text.as_deref()).map_err(at)
 }
 
 /// Password checks (Argon2, tens of ms each) on tokio's blocking threads, at most one per core

@@ -9,6 +9,7 @@ mod image_layout;
 mod local;
 mod push;
 mod push_image;
+mod quota;
 mod relay;
 mod serve;
 mod tls;
@@ -59,6 +60,9 @@ enum Command {
     /// Robot accounts (generated secrets, for machines) in the auth config.
     #[command(subcommand)]
     Robot(admin::AccountCommand),
+    /// Quota usage of a running registry (docs/quotas.md).
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -83,6 +87,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => return in_runtime(serve::run(args), cli.log_format),
         Command::Push(args) => return in_runtime(push::run(args), cli.log_format),
         Command::Relay(args) => return in_runtime(relay::run(args), cli.log_format),
+        Command::Quota(cmd) => return in_runtime(quota::run(cmd), cli.log_format),
     };
     match admin {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -32,6 +32,11 @@ pub struct ServeArgs {
     /// registry is open to anyone who can reach it.
     #[arg(long, env = "BERTH_AUTH_CONFIG")]
     auth_config: Option<PathBuf>,
+    /// Tag and retention policies for a registry without --auth-config: a TOML file with only
+    /// `[policies]` (see docs/policies.md). With --auth-config, put them in that file instead.
+    /// Giving this file never turns auth on or off.
+    #[arg(long, env = "BERTH_POLICY_CONFIG")]
+    policy_config: Option<PathBuf>,
     /// Most client connections open at once; more wait in the listen queue. Every connection
     /// costs a file descriptor, and the registry needs some for its own files.
     #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value_t = 1024)]
@@ -95,13 +100,27 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key)?),
         _ => None,
     };
+    let mut auth_config = None;
     if let Some(path) = &args.auth_config {
         // The token realm is derived from the request (unless the config names one): its
         // scheme is what this server speaks, unless a proxy in front says X-Forwarded-Proto.
         let scheme = if tls.is_some() { "https" } else { "http" };
-        registry = registry.with_auth(crate::auth::load(path, scheme)?);
+        let (auth, config) = crate::auth::load(path, scheme)?;
+        registry = registry.with_auth(auth);
+        auth_config = Some(config);
         tracing::info!(config = %path.display(), "token auth is on");
     }
+    let policies = crate::auth::policies(auth_config.as_ref(), args.policy_config.as_deref())?;
+    if !policies.is_empty() {
+        let p = policies.config();
+        tracing::info!(
+            immutable_tags = p.immutable_tags.len(),
+            refused_tags = p.refused_tags.len(),
+            retention = p.retention.len(),
+            "tag policies are on"
+        );
+    }
+    registry = registry.with_policies(policies);
     let registry = Arc::new(registry);
     let metrics = match args.metrics_addr {
         Some(addr) => {

@@ -5,7 +5,8 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use berth_core::auth::{Auth, HttpFetch, MAX_JWKS_BYTES};
+use berth_core::auth::{Auth, AuthConfig, HttpFetch, MAX_JWKS_BYTES};
+use berth_core::policy::Policies;
 
 thread_local! {
     /// The config text and what it compiled to. Workers isolates are single-threaded; a new
@@ -28,6 +29,30 @@ pub fn compiled(text: &str) -> Result<Arc<Auth>, String> {
         let auth = Arc::new(auth);
         *slot.borrow_mut() = Some((text.to_owned(), auth.clone()));
         Ok(auth)
+    })
+}
+
+thread_local! {
+    /// The two config texts and the policies they compiled to, as for `COMPILED`.
+    static POLICIES: RefCell<Option<((Option<String>, Option<String>), Arc<Policies>)>> = const { RefCell::new(None) };
+}
+
+/// The tag policies: AUTH_CONFIG's `[policies]`, or POLICY_CONFIG's for a Worker without auth
+/// (never both); compiled once per isolate.
+pub fn policies(auth_config: Option<&str>, policy_config: Option<&str>) -> Result<Arc<Policies>, String> {
+    let key = (auth_config.map(str::to_owned), policy_config.map(str::to_owned));
+    POLICIES.with(|slot| {
+        if let Some((seen, policies)) = slot.borrow().as_ref() {
+            if *seen == key {
+                return Ok(policies.clone());
+            }
+        }
+        let auth = auth_config.map(AuthConfig::from_toml).transpose().map_err(|e| format!("AUTH_CONFIG: {e}"))?;
+        let policies = Arc::new(
+            Policies::from_settings(auth.as_ref(), policy_config).map_err(|e| format!("POLICY_CONFIG or AUTH_CONFIG: {e}"))?,
+        );
+        *slot.borrow_mut() = Some((key, policies.clone()));
+        Ok(policies)
     })
 }
 

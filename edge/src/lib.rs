@@ -94,6 +94,10 @@ mod worker_main {
                 Err(message) => return misconfigured(&message),
             }
         }
+        match crate::auth::policies(settings.auth_config.as_deref(), settings.policy_config.as_deref()) {
+            Ok(policies) => registry = registry.with_policies(policies),
+            Err(message) => return misconfigured(&message),
+        }
         let ctx = match request_context() {
             Ok(ctx) => ctx,
             Err(message) => return misconfigured(&message),

@@ -25,6 +25,9 @@ pub struct Settings {
     pub blob_cache: bool,
     /// Token auth's config (secret AUTH_CONFIG, from `berth auth export`); none: auth off.
     pub auth_config: Option<String>,
+    /// Tag policies for a Worker without auth (var POLICY_CONFIG: TOML with only `[policies]`,
+    /// docs/policies.md); with auth they live in AUTH_CONFIG.
+    pub policy_config: Option<String>,
     /// Answer with the storage operations each request made (COUNT_BACKEND_CALLS; for
     /// bench/request-cost.sh, see `calls`).
     pub count_backend_calls: bool,
@@ -77,6 +80,7 @@ impl Settings {
             presigner: self.presigner.clone(),
             blob_cache: self.blob_cache,
             auth_config: self.auth_config.clone(),
+            policy_config: self.policy_config.clone(),
             count_backend_calls: self.count_backend_calls,
         }
     }
@@ -125,6 +129,7 @@ impl Settings {
             presigner,
             blob_cache,
             auth_config: text(env, "AUTH_CONFIG"),
+            policy_config: text(env, "POLICY_CONFIG"),
             count_backend_calls: text(env, "COUNT_BACKEND_CALLS").is_some(),
         })
     }

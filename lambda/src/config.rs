@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use berth_core::auth::Auth;
+use berth_core::auth::{Auth, AuthConfig};
+use berth_core::policy::Policies;
 use berth_core::Config;
 
 /// Lambda refuses synchronous invocations whose event is larger than this.
@@ -111,20 +112,25 @@ impl Settings {
     /// the Secrets Manager secret named by `BERTH_AUTH_CONFIG_SECRET` (name or ARN; what a
     /// deployment should use: it holds the signing keys), else from `BERTH_AUTH_CONFIG_TOML` itself.
     /// Neither: no auth. A bad config stops the function at init, so a deployment never serves
-    /// with half a policy.
-    pub async fn auth(&self, sdk: &aws_config::SdkConfig) -> Result<Option<Auth>, String> {
+    /// with half a policy. Also returns the tag policies: the auth config's `[policies]`, or
+    /// `BERTH_POLICY_CONFIG` (TOML with only `[policies]`, for a function without auth).
+    pub async fn auth(&self, sdk: &aws_config::SdkConfig) -> Result<(Option<Auth>, Policies), String> {
         let text = match (var("BERTH_AUTH_CONFIG_SECRET"), var("BERTH_AUTH_CONFIG_TOML")) {
             (Some(_), Some(_)) => return Err("set BERTH_AUTH_CONFIG_SECRET or BERTH_AUTH_CONFIG_TOML, not both".into()),
-            (Some(secret), None) => self.read_secret(sdk, "BERTH_AUTH_CONFIG_SECRET", &secret).await?,
-            (None, Some(text)) => text,
-            (None, None) => return Ok(None),
+            (Some(secret), None) => Some(self.read_secret(sdk, "BERTH_AUTH_CONFIG_SECRET", &secret).await?),
+            (None, Some(text)) => Some(text),
+            (None, None) => None,
         };
+        let config = text.as_deref().map(AuthConfig::from_toml).transpose()?;
+        let policies = Policies::from_settings(config.as_ref(), var("BERTH_POLICY_CONFIG").as_deref())
+            .map_err(|e| format!("BERTH_POLICY_CONFIG or the auth config: {e}"))?;
+        let Some(text) = text else { return Ok((None, policies)) };
         let auth = Auth::from_toml(&text)?;
         if !auth.trusts_oidc_issuers() {
-            return Ok(Some(auth));
+            return Ok((Some(auth), policies));
         }
         let fetcher = berth_core::native::ReqwestFetch::new()?;
-        Ok(Some(auth.with_fetcher(Box::new(fetcher))))
+        Ok((Some(auth.with_fetcher(Box::new(fetcher))), policies))
     }
 
     /// A secret's string value; `setting` names the variable that pointed at it, for errors.

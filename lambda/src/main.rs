@@ -41,11 +41,13 @@ async fn main() -> Result<(), lambda_http::Error> {
     let (core, auth) = tokio::join!(settings.core_config(&sdk), settings.auth(&sdk));
     let secrets_ms = phase.elapsed().as_secs_f64() * 1000.0;
     let mut registry = Registry::new(blobs, meta, core?);
-    let auth = auth?;
+    let (auth, policies) = auth?;
     let auth_on = auth.is_some();
     if let Some(auth) = auth {
         registry = registry.with_auth(auth);
     }
+    let policies_on = !policies.is_empty();
+    registry = registry.with_policies(policies);
     let registry: Arc<LambdaRegistry> = Arc::new(registry);
     let emf = Arc::new(emf::Emf::from_env());
     tracing::info!(
@@ -55,6 +57,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         bucket = %settings.bucket,
         meta_bucket = %settings.meta_bucket,
         auth = auth_on,
+        policies = policies_on,
         "berth is ready for Lambda events"
     );
     lambda_http::run(lambda_http::service_fn(move |event| {

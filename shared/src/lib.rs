@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod names;
 pub mod observe;
 pub mod parted;
+pub mod policy;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 pub mod native;
 mod records;
@@ -105,11 +106,31 @@ pub struct Registry<B, M> {
     pub(crate) auth: Option<std::sync::Arc<auth::Auth>>,
     /// Who hears of every request's [`Event`]: the audit log first, then the runtime's sinks.
     pub(crate) sinks: Vec<std::sync::Arc<dyn EventSink>>,
+    /// Immutable and refused tags (none by default); see [`Registry::with_policies`].
+    pub(crate) policies: std::sync::Arc<policy::Policies>,
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     pub fn new(blobs: B, meta: M, config: Config) -> Self {
-        Registry { blobs, meta, config, auth: None, sinks: vec![std::sync::Arc::new(auth::AuditLog)] }
+        Registry {
+            blobs,
+            meta,
+            config,
+            auth: None,
+            sinks: vec![std::sync::Arc::new(auth::AuditLog)],
+            policies: Default::default(),
+        }
+    }
+
+    /// Applies tag policies (immutable and refused tags) to every push and delete, with or
+    /// without auth. Shared, like [`Registry::with_auth`].
+    pub fn with_policies(mut self, policies: impl Into<std::sync::Arc<policy::Policies>>) -> Self {
+        self.policies = policies.into();
+        self
+    }
+
+    pub fn policies(&self) -> &policy::Policies {
+        &self.policies
     }
 
     /// Turns on token auth: every request is checked before dispatch, and the token endpoint
@@ -199,8 +220,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         match &endpoint {
             Endpoint::Base => Ok(Reply::json(StatusCode::OK, b"{}".to_vec())),
             Endpoint::Catalog => self.catalog(&req).await,
+            Endpoint::Quotas => {
+                let body = serde_json::json!({ "quotas": self.quota_usage().await? });
+                Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()))
+            }
             Endpoint::TagsList { name } => self.tags_list(name, &req).await,
-            Endpoint::ManifestGet { name, reference } => self.get_manifest(name, reference, &req, head).await,
+            Endpoint::ManifestGet { name, reference } => self.get_manifest(name, reference, &req, head, ctx.now).await,
             Endpoint::ManifestPut { name, reference } => self.put_manifest(name, reference, &req, body, ctx).await,
             Endpoint::ManifestDelete { name, reference } => self.delete_manifest(name, reference).await,
             Endpoint::BlobGet { name, digest } => self.get_blob(name, digest, &req, false, ctx).await,

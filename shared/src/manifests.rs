@@ -12,7 +12,7 @@ use crate::error::{oci, ErrorCode, RegistryError, Result};
 use crate::events::Found;
 use crate::hash;
 use crate::names::{is_valid_tag, parse_digest, Digest, Reference, RepoName};
-use crate::records::{manifest_key, referrer_key, tag_key, tag_prefix, ManifestRecord, TagRecord};
+use crate::records::{manifest_key, referrer_key, tag_key, tag_prefix, ManifestRecord, TagRecord, PULL_RECORD_SECS};
 use crate::reply::names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use crate::reply::Reply;
 use crate::storage::{BatchOp, BlobStore, MetaStore, Precondition, PutOutcome};
@@ -169,6 +169,14 @@ fn push_tags(reference: &Reference, query: Option<&str>) -> Result<(Vec<String>,
     Ok((all, from_query))
 }
 
+/// Whether a pull at `now` should write the record's pull time: retention only asks when a
+/// manifest was last used (pushed or pulled), so within an hour of either there is nothing to
+/// write (a pull right after a push, the usual case, stays a read).
+fn pull_due(record: &ManifestRecord, now: u64) -> bool {
+    let last_used = record.pushed_at.max(record.pulled_at.unwrap_or(0));
+    now.saturating_sub(last_used) >= PULL_RECORD_SECS
+}
+
 /// Whether an Accept header admits `media_type`. No Accept header admits everything.
 fn accepts(accept: &[&str], media_type: &str) -> bool {
     accept.is_empty()
@@ -195,6 +203,20 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         }
     }
 
+    /// Records a pull time: at most one write per manifest per [`PULL_RECORD_SECS`], on
+    /// condition that the record is unchanged since read, so it never revives a tombstone
+    /// nor undoes a push; like every write of the record it raises the generation.
+    async fn note_pull(&self, name: &RepoName, digest: &Digest, now: u64) -> Result<()> {
+        let key = manifest_key(name, digest);
+        let Some((record, version)) = self.get_versioned::<ManifestRecord>(&key).await? else { return Ok(()) };
+        if record.deleted || !pull_due(&record, now) {
+            return Ok(());
+        }
+        let pulled = ManifestRecord { generation: record.generation + 1, pulled_at: Some(now), ..record };
+        self.put_record(&key, &pulled, Precondition::Version(version)).await?;
+        Ok(())
+    }
+
     /// Whether a manifest is in the repository (a tombstone is not).
     async fn manifest_exists(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
         let record = self.get_record::<ManifestRecord>(&manifest_key(name, digest)).await?;
@@ -207,6 +229,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         reference: &str,
         req: &crate::Parts,
         head: bool,
+        now: u64,
     ) -> Result<Reply> {
         let name = RepoName::parse(name)?;
         // A tag that could never have been pushed names no manifest: 404, as the conformance
@@ -216,6 +239,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             _ => e,
         })?;
         let (digest, record) = self.resolve(&name, &reference).await?;
+        if !head && pull_due(&record, now) {
+            // A pull is answered even if its time cannot be written (a storage hiccup, or a
+            // push or another pull writing the record at the same moment).
+            let _ = self.note_pull(&name, &digest, now).await;
+        }
         let by_tag = matches!(reference, Reference::Tag(_));
         if by_tag {
             let accept: Vec<&str> =
@@ -281,7 +309,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         let (media_type, parsed) = parse_manifest(header_str(&parts.headers, "content-type"), &bytes)?;
         let (tags, query_tags) = push_tags(&reference, parts.uri.query())?;
+        self.check_tag_policies(&name, &tags, &digest).await?;
         self.check_references(&name, &parsed).await?;
+        self.charge_quotas(&name, &digest, bytes.len() as u64, ctx.now).await?;
 
         // Content first, then the record that makes it visible, then what points at it.
         self.blobs.put_verified(&digest, bytes.clone()).await?;
@@ -293,6 +323,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             generation: 0,
             deleted: false,
             pushed_at: ctx.now,
+            pulled_at: None,
         };
         self.publish(&name, &digest, &record, &tags, &parsed).await?;
         self.ensure_repo(&name).await?;
@@ -333,14 +364,14 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     ) -> Result<()> {
         let key = manifest_key(name, digest);
         for _ in 0..ATTEMPTS {
-            let (version, generation) = self.write_live_record(&key, record).await?;
+            let (version, generation, pulled_at) = self.write_live_record(&key, record).await?;
             if let Some(subject) = &record.subject {
                 self.add_referrer(name, subject, digest, &record.media_type, record.size, parsed).await?;
             }
             for tag in tags {
                 self.set_tag(name, tag, digest, record.pushed_at).await?;
             }
-            let again = ManifestRecord { generation: generation + 1, deleted: false, ..record.clone() };
+            let again = ManifestRecord { generation: generation + 1, deleted: false, pulled_at, ..record.clone() };
             if let PutOutcome::Written { .. } = self.put_record(&key, &again, Precondition::Version(version)).await? {
                 return Ok(());
             }
@@ -348,17 +379,17 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         Err(busy(format!("manifest {digest}")))
     }
 
-    /// Writes `record` as the live manifest record, one generation above whatever is there.
-    /// Returns the new version and generation.
-    async fn write_live_record(&self, key: &str, record: &ManifestRecord) -> Result<(String, u64)> {
+    /// Writes `record` as the live manifest record, one generation above whatever is there
+    /// (keeping its pull time). Returns the new version, generation and pull time.
+    async fn write_live_record(&self, key: &str, record: &ManifestRecord) -> Result<(String, u64, Option<u64>)> {
         for _ in 0..ATTEMPTS {
-            let (cond, generation) = match self.get_versioned::<ManifestRecord>(key).await? {
-                Some((current, version)) => (Precondition::Version(version), current.generation + 1),
-                None => (Precondition::Absent, 1),
+            let (cond, generation, pulled_at) = match self.get_versioned::<ManifestRecord>(key).await? {
+                Some((current, version)) => (Precondition::Version(version), current.generation + 1, current.pulled_at),
+                None => (Precondition::Absent, 1, None),
             };
-            let record = ManifestRecord { generation, deleted: false, ..record.clone() };
+            let record = ManifestRecord { generation, deleted: false, pulled_at, ..record.clone() };
             if let PutOutcome::Written { version } = self.put_record(key, &record, cond).await? {
-                return Ok((version, generation));
+                return Ok((version, generation, pulled_at));
             }
         }
         Err(busy(key))
@@ -399,15 +430,38 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         Ok(())
     }
 
+    /// Refuses a push before anything is written when a tag it applies is refused, or is
+    /// immutable and points elsewhere: the usual case leaves no trace. `set_tag` checks again
+    /// against the record it writes over, which is what holds under races.
+    async fn check_tag_policies(&self, name: &RepoName, tags: &[String], digest: &Digest) -> Result<()> {
+        for tag in tags {
+            self.policies.check_tag_allowed(name.as_str(), tag)?;
+            if self.policies.immutable_rule(name.as_str(), tag).is_some() {
+                let current = self.get_record::<TagRecord>(&tag_key(name, tag)).await?;
+                let current = current.as_ref().map(|c| c.digest.as_str());
+                self.policies.check_tag_move(name.as_str(), tag, current, digest.as_ref())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Points a tag at a digest with a conditional write, so concurrent pushes of one tag
     /// serialize: each write is made against the version it read, or retried. `now` is when
-    /// the tag moved (the push's time).
+    /// the tag moved (the push's time). An immutable tag is checked against the record read in
+    /// the same round: a concurrent push that created it first makes this write's condition
+    /// fail, and the next round sees its digest and refuses.
     async fn set_tag(&self, name: &RepoName, tag: &str, digest: &Digest, now: u64) -> Result<()> {
         let key = tag_key(name, tag);
         let record = TagRecord { digest: digest.to_string(), tagged_at: now };
+        let immutable = self.policies.immutable_rule(name.as_str(), tag).is_some();
         for _ in 0..8 {
-            let cond = match self.meta.get(&key).await? {
-                Some(current) => Precondition::Version(current.version),
+            let cond = match self.get_versioned::<TagRecord>(&key).await? {
+                Some((current, version)) => {
+                    if immutable {
+                        self.policies.check_tag_move(name.as_str(), tag, Some(&current.digest), &record.digest)?;
+                    }
+                    Precondition::Version(version)
+                }
                 None => Precondition::Absent,
             };
             if let PutOutcome::Written { .. } = self.put_record(&key, &record, cond).await? {
@@ -426,6 +480,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 let Some(tagged) = self.get_record::<TagRecord>(&key).await? else {
                     return Err(manifest_unknown(&reference));
                 };
+                self.policies.check_tag_delete(name.as_str(), tag)?;
                 self.meta.delete(&key).await?;
                 // For the event only: the manifest the tag named (it stays).
                 let digest = parse_digest(&tagged.digest)?;
@@ -455,6 +510,19 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 return Err(manifest_unknown(digest));
             };
             let mut ops = self.tags_pointing_at(name, digest).await?;
+            let prefix = tag_prefix(name);
+            let tag_of = |op: &BatchOp| match op {
+                BatchOp::Delete { key, .. } => key.strip_prefix(&prefix).map(str::to_owned),
+                _ => None,
+            };
+            if record.deleted {
+                // The sweep below never takes an immutable tag either (a re-push of the same
+                // digest brings its manifest back).
+                ops.retain(|op| tag_of(op).is_none_or(|t| self.policies.immutable_rule(name.as_str(), &t).is_none()));
+            } else {
+                let tags: Vec<String> = ops.iter().filter_map(tag_of).collect();
+                self.policies.check_manifest_delete(name.as_str(), digest.as_ref(), tags.iter().map(String::as_str))?;
+            }
             if let Some(subject) = &record.subject {
                 let key = referrer_key(name, subject, digest);
                 ops.push(BatchOp::Delete { key, cond: Precondition::None });

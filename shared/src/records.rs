@@ -70,7 +70,15 @@ pub(crate) struct ManifestRecord {
     /// When the manifest was last pushed (a tombstone keeps the time of the last push).
     #[serde(default)]
     pub pushed_at: u64,
+    /// When it was last pulled (GET), to within [`PULL_RECORD_SECS`]: retention's "pulled
+    /// within". Kept across pushes. None: not pulled since pull times were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled_at: Option<u64>,
 }
+
+/// A pull time is written at most once per manifest in this many seconds: pulls stay reads,
+/// bar one write an hour per pulled manifest.
+pub(crate) const PULL_RECORD_SECS: u64 = 3600;
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -120,6 +128,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
 
     /// Makes a verified blob part of a repository (and the repository part of the catalog).
     pub(crate) async fn link_blob(&self, name: &RepoName, digest: &Digest, size: u64, now: u64) -> Result<()> {
+        // Quotas first: a refused blob is never linked (docs/quotas.md).
+        self.charge_quotas(name, digest, size, now).await?;
         self.put_record(&blob_key(name, digest), &BlobLink { size, linked_at: now }, Precondition::None).await?;
         self.ensure_repo(name).await
     }

@@ -17,7 +17,12 @@ pub enum Route {
     /// Berth's direct-upload extension: presigned part URLs for an upload session.
     UploadParts { name: String, id: String },
     Referrers { name: String, digest: String },
+    /// Berth's quota usage (docs/quotas.md). `_` cannot start a repository name.
+    Quotas,
 }
+
+/// Where Berth's quota usage is served.
+pub const QUOTAS_PATH: &str = "/v2/_berth/quotas";
 
 impl Route {
     /// None for a path that is no endpoint.
@@ -29,6 +34,9 @@ impl Route {
         };
         if rest == "_catalog" {
             return Some(Route::Catalog);
+        }
+        if rest == "_berth/quotas" {
+            return Some(Route::Quotas);
         }
         let segs: Vec<&str> = rest.split('/').collect();
         let n = segs.len();
@@ -118,6 +126,8 @@ pub enum Endpoint {
     /// Berth's direct-upload extension: presigned part URLs for an upload session.
     UploadParts { name: String, id: String },
     Referrers { name: String, digest: String },
+    /// GET: every quota with its usage (an admin's view, like the catalog).
+    Quotas,
 }
 
 /// Why a request names no endpoint: answered 404 or 405 before anything is read or stored.
@@ -135,6 +145,7 @@ impl Endpoint {
         let endpoint = match route {
             Route::Base if read => Endpoint::Base,
             Route::Catalog if m == Method::GET => Endpoint::Catalog,
+            Route::Quotas if m == Method::GET => Endpoint::Quotas,
             Route::Tags { name } if m == Method::GET => Endpoint::TagsList { name },
             Route::Manifest { name, reference } if read => Endpoint::ManifestGet { name, reference },
             Route::Manifest { name, reference } if m == Method::PUT => Endpoint::ManifestPut { name, reference },
@@ -160,7 +171,8 @@ impl Endpoint {
     pub fn access(&self) -> Access<'_> {
         match self {
             Endpoint::Base => Access::Login,
-            Endpoint::Catalog => Access::Catalog,
+            // Names every namespace and its size: for whoever may list every repository.
+            Endpoint::Catalog | Endpoint::Quotas => Access::Catalog,
             Endpoint::TagsList { name }
             | Endpoint::ManifestGet { name, .. }
             | Endpoint::BlobGet { name, .. }
@@ -182,6 +194,7 @@ impl Endpoint {
         match self {
             Endpoint::Base => "base",
             Endpoint::Catalog => "catalog",
+            Endpoint::Quotas => "quotas",
             Endpoint::TagsList { .. } => "tags_list",
             Endpoint::ManifestGet { .. } => "manifest_get",
             Endpoint::ManifestPut { .. } => "manifest_put",
@@ -209,6 +222,11 @@ mod tests {
         assert_eq!(Route::parse("/v2/"), Some(Route::Base));
         assert_eq!(Route::parse("/v2"), Some(Route::Base));
         assert_eq!(Route::parse("/v2/_catalog"), Some(Route::Catalog));
+        assert_eq!(Route::parse("/v2/_berth/quotas"), Some(Route::Quotas));
+        // Quota usage names every namespace: only for whoever may list the catalog.
+        let quotas = Endpoint::of(&Method::GET, QUOTAS_PATH).unwrap();
+        assert_eq!(quotas.access(), Access::Catalog);
+        assert_eq!(Endpoint::of(&Method::PUT, QUOTAS_PATH), Err(Unrouted::MethodNotAllowed));
         assert_eq!(
             Route::parse("/v2/org/team/app/manifests/v1"),
             Some(Route::Manifest { name: "org/team/app".into(), reference: "v1".into() })

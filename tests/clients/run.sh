@@ -34,7 +34,7 @@ self=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}
 here=$(dirname "$self")
 root=$(cd "$here/../.." && pwd)
 
-ALL_TESTS=(skopeo skopeo-v2s2 skopeo-delete podman docker oras-monolithic oras-chunked push-image relay)
+ALL_TESTS=(skopeo skopeo-v2s2 skopeo-delete podman docker oras-monolithic oras-chunked push-image relay policies)
 
 # Never let a proxy setting send loopback traffic elsewhere.
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
@@ -580,6 +580,84 @@ init_work() {
   trap cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
+}
+
+# Tag policies as docker and skopeo users meet them (docs/policies.md): an own `berth serve
+# --policy-config` (whatever registry the other tests use: the clients' output depends only on
+# the core's answer, the same in every runtime), with `v*` immutable and `latest` refused in
+# prod/**. docker push over an immutable tag and of a refused tag fail with the policy's message;
+# the same digest pushed again succeeds (CI retries); skopeo cannot delete the immutable tag;
+# skopeo copy into a 1 MiB quota fails (docs/quotas.md). The error lines are printed, and
+# quoted in docs/policies.md and docs/quotas.md.
+test_policies() {
+  local T; T=$(mktemp -d /tmp/berth-po.XXXXXX)
+  echo "$T" >>"$WORK/extra-dirs"
+  local docker=${DOCKER_CLI:-docker}
+  cat >"$T/policy.toml" <<'P'
+[[policies.immutable_tags]]
+repositories = ["prod/**"]
+tags = ["v*"]
+[[policies.refused_tags]]
+repositories = ["prod/**"]
+tags = ["latest"]
+message = "push a version tag"
+[[policies.quotas]]
+name = "small"
+repositories = ["small/**"]
+limit = "1 MiB"
+P
+  local port; port=$(bash "$root/tests/free-port.sh") || fail "no free port"
+  local R=127.0.0.1:$port
+  "$BERTH_BIN" serve --addr "$R" --data-dir "$T/data" --policy-config "$T/policy.toml" >"$T/serve.log" 2>&1 &
+  local spid=$! i
+  register_pid "$spid"
+  for ((i = 0; i < 100; i++)); do
+    [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$R/v2/")" = 200 ] && break
+    kill -0 "$spid" 2>/dev/null || fail "berth serve --policy-config exited: $(tail -5 "$T/serve.log")"
+    sleep 0.1
+  done
+  ok "berth serve --policy-config on $R"
+  start_dockerd "$T"
+  make_rootfs_tar "$T/a.tar" policy-a
+  make_rootfs_tar "$T/b.tar" policy-b
+  must "$docker" import "$T/a.tar" "$R/prod/app:v1" >/dev/null
+  must "$docker" push "$R/prod/app:v1" >"$T/push-a.log" 2>&1
+  must "$docker" tag "$R/prod/app:v1" policy-first:1
+  must "$docker" import "$T/b.tar" "$R/prod/app:v1" >/dev/null
+  local rc=0
+  c "$docker" push "$R/prod/app:v1" >"$T/move.log" 2>&1 || rc=$?
+  [ "$rc" != 0 ] || fail "docker push moved an immutable tag"
+  grep -q '^denied: tag v1 in prod/app is immutable (policies.immutable_tags rule 1): it points at sha256:' "$T/move.log" \
+    || fail "docker push over an immutable tag: unexpected output: $(cat "$T/move.log")"
+  ok "docker push over an immutable tag fails (exit $rc) with: $(tail -1 "$T/move.log")"
+  must "$docker" tag "$R/prod/app:v1" "$R/prod/app:latest"
+  rc=0
+  c "$docker" push "$R/prod/app:latest" >"$T/latest.log" 2>&1 || rc=$?
+  [ "$rc" != 0 ] || fail "docker push created a refused tag"
+  grep -qx 'denied: tag latest is not allowed in prod/app (policies.refused_tags rule 1): push a version tag' "$T/latest.log" \
+    || fail "docker push of a refused tag: unexpected output: $(cat "$T/latest.log")"
+  ok "docker push of a refused tag fails (exit $rc) with: $(tail -1 "$T/latest.log")"
+  # The first image again under v1 (a CI retry): accepted.
+  must "$docker" tag policy-first:1 "$R/prod/app:v1"
+  must "$docker" push "$R/prod/app:v1" >"$T/retry.log" 2>&1
+  ok "docker push of the same image to the immutable tag succeeds"
+  rc=0
+  c skopeo delete --tls-verify=false "docker://$R/prod/app:v1" >"$T/delete.log" 2>&1 || rc=$?
+  [ "$rc" != 0 ] || fail "skopeo deleted an immutable tag's manifest"
+  grep -q 'cannot be deleted: immutable tag v1 points at it.*(403 Forbidden)' "$T/delete.log" \
+    || fail "skopeo delete: unexpected output: $(cat "$T/delete.log")"
+  ok "skopeo delete of the immutable tag fails with: $(tail -1 "$T/delete.log")"
+  # Over quota: the fixture's LAYER_MIB layer does not fit in 1 MiB.
+  ensure_layout
+  rc=0
+  c skopeo copy --quiet --dest-tls-verify=false "oci:$LAYOUT:v1" "docker://$R/small/app:v1" >"$T/quota.log" 2>&1 || rc=$?
+  [ "$rc" != 0 ] || fail "skopeo copy went over the quota"
+  grep -q 'denied: quota small exceeded: 1.0 MiB (1048576 bytes) allowed, .* used, this push adds ' "$T/quota.log" \
+    || fail "skopeo copy over quota: unexpected output: $(cat "$T/quota.log")"
+  ok "skopeo copy over quota fails with: $(tail -1 "$T/quota.log")"
+  must_fail skopeo inspect --tls-verify=false "docker://$R/small/app:v1"
+  c "$BERTH_BIN" quota usage --url "http://$R" | sed 's/^/    /'
+  stop_pid "$spid" 20
 }
 
 # tests/clients/auth.sh sources this file for the helpers and fixtures above, and stops here.

@@ -29,6 +29,9 @@ pub struct AuthConfig {
     pub oidc: Vec<TrustPolicy>,
     #[serde(default)]
     pub login: LoginConfig,
+    /// Immutable and refused tags, retention: see `crate::policy` and docs/policies.md.
+    #[serde(default, skip_serializing_if = "crate::policy::PolicyConfig::is_empty")]
+    pub policies: crate::policy::PolicyConfig,
 }
 
 impl AuthConfig {

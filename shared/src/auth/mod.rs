@@ -71,6 +71,8 @@ impl Auth {
                 return Err(format!("auth config: token.realm {realm:?} must be an http(s) URL"));
             }
         }
+        // Checked here too, so that the admin commands never write a file serve would refuse.
+        crate::policy::Policies::new(&config.policies).map_err(|e| format!("auth config: {e}"))?;
         Ok(Auth {
             service: t.service.clone(),
             issuer: t.issuer.clone(),
