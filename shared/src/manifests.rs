@@ -196,7 +196,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 
     /// Whether a manifest is in the repository (a tombstone is not).
-    async fn manifest_exists(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+    pub(crate) async fn manifest_exists(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
         let record = self.get_record::<ManifestRecord>(&manifest_key(name, digest)).await?;
         Ok(record.is_some_and(|r| !r.deleted))
     }
@@ -281,10 +281,15 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         let (media_type, parsed) = parse_manifest(header_str(&parts.headers, "content-type"), &bytes)?;
         let (tags, query_tags) = push_tags(&reference, parts.uri.query())?;
-        self.check_references(&name, &parsed).await?;
+        self.check_references(&name, &parsed, ctx.now).await?;
 
         // Content first, then the record that makes it visible, then what points at it.
         self.blobs.put_verified(&digest, bytes.clone()).await?;
+        if self.content_written(&digest).await? == crate::gc::Written::Lost {
+            // Garbage collection deleted these bytes just after we wrote them (docs/gc.md): once
+            // more, and they stay (the next collection sees our record first).
+            self.blobs.put_verified(&digest, bytes.clone()).await?;
+        }
         let subject = parsed.subject().map(|s| s.digest().to_string());
         let record = ManifestRecord {
             media_type: media_type.clone(),
@@ -365,7 +370,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 
     /// A manifest may only name blobs (image) or manifests (index) this repository holds.
-    async fn check_references(&self, name: &RepoName, parsed: &Parsed) -> Result<()> {
+    /// A condemned blob link is revived on the way (docs/gc.md); `now` is the push's time.
+    async fn check_references(&self, name: &RepoName, parsed: &Parsed, now: u64) -> Result<()> {
         let missing = |d: &Digest, what: &str| {
             oci(ErrorCode::ManifestBlobUnknown, format!("the manifest names {what} {d}, which is not in this repository; push it first"))
                 .with_detail(serde_json::json!({ "digest": d.to_string() }))
@@ -378,9 +384,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 }));
                 let checks = blobs.map(|d| async move {
                     let digest = parse_digest(d.digest().as_ref())?;
-                    match self.blob_link(name, &digest).await? {
-                        Some(_) => Ok(()),
-                        None => Err(missing(&digest, "blob")),
+                    match self.use_link(name, &digest, now).await? {
+                        true => Ok(()),
+                        false => Err(missing(&digest, "blob")),
                     }
                 });
                 try_join_all(checks).await?;
@@ -448,7 +454,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// transactions the batch is one commit; elsewhere a crash part-way leaves the manifest with
     /// some of its tags, all of which still resolve, and the next delete finishes the job.
     /// Returns the record as it was before the delete.
-    async fn delete_by_digest(&self, name: &RepoName, digest: &Digest) -> Result<ManifestRecord> {
+    pub(crate) async fn delete_by_digest(&self, name: &RepoName, digest: &Digest) -> Result<ManifestRecord> {
         let key = manifest_key(name, digest);
         for _ in 0..ATTEMPTS {
             let Some((record, version)) = self.get_versioned::<ManifestRecord>(&key).await? else {
