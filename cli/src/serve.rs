@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Seconds a request may hold an upload session while it writes (the claim's lease).
     #[arg(long, env = "BERTH_UPLOAD_LEASE", default_value_t = berth_core::DEFAULT_UPLOAD_LEASE_SECS, hide = true)]
     upload_lease: u64,
+    /// Garbage collection while serving (--gc-interval; docs/gc.md).
+    #[command(flatten)]
+    gc: crate::gc::ScheduleFlags,
 }
 
 type LocalRegistry = Registry<FsBlobStore, RedbMeta>;
@@ -96,6 +99,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         Ok(n) => tracing::info!(uploads = n, "released upload claims left by an earlier run"),
         Err(e) => return Err(format!("cannot read upload sessions: {e:?}")),
     }
+    args.gc.spawn(registry.clone());
 
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
