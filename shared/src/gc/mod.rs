@@ -60,8 +60,9 @@ pub struct GcOptions {
     /// Take the run over even if another GC's lease has not lapsed (a single-process registry
     /// that knows no other GC runs: `berth gc` on a stopped server).
     pub take_over: bool,
-    /// Test-only: a plain mark-and-sweep (Distribution's): delete what a scan finds unreferenced
-    /// at once, with no condemned state and no settle window. Breaks images under concurrent
+    /// Test-only: a plain mark-and-sweep (Distribution's, with the grace period on links):
+    /// delete what a scan finds unreferenced at once, with no condemned state, no revive and no
+    /// settle window. Breaks images under concurrent
     /// pushes; exists so the race tests can show that they would catch it.
     #[doc(hidden)]
     pub unsafe_sweep: bool,

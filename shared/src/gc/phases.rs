@@ -249,7 +249,7 @@ async fn links<B: BlobStore, M: MetaStore>(
             continue;
         }
         if opts.unsafe_sweep {
-            if !referenced {
+            if !referenced && now >= link.linked_at.saturating_add(opts.grace_secs) {
                 io.delete(&key).await?;
                 r.links_removed += 1;
             }

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod race;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
