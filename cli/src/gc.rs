@@ -11,31 +11,7 @@ use berth_core::{BlobStore, Budget, GcOptions, GcReport, MetaStore, Registry};
 
 use crate::local::{FsBlobStore, RedbMeta};
 
-/// `90`, `90s`, `15m`, `24h`, `7d`: seconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let ms = parse_millis(s)?;
-    if ms % 1000 != 0 {
-        return Err(format!("{s:?}: whole seconds only here"));
-    }
-    Ok(ms / 1000)
-}
-
-/// As [`parse_duration`], also `250ms`: milliseconds.
-pub fn parse_millis(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 24h or 7d"))?;
-    let scale = match unit {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m, h or d")),
-    };
-    n.checked_mul(scale).ok_or_else(|| format!("{s:?} is too long"))
-}
+pub use berth_core::gc::{parse_duration, parse_millis};
 
 /// The settings `berth gc` and `berth serve --gc-interval` share.
 #[derive(clap::Args, Clone, Debug)]
@@ -196,22 +172,5 @@ impl ScheduleFlags {
                 }
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90").unwrap(), 90);
-        assert_eq!(parse_duration("15m").unwrap(), 900);
-        assert_eq!(parse_duration("24h").unwrap(), 86400);
-        assert_eq!(parse_duration("7d").unwrap(), 7 * 86400);
-        assert!(parse_duration("1w").is_err());
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("250ms").is_err());
-        assert_eq!(super::parse_millis("250ms").unwrap(), 250);
     }
 }

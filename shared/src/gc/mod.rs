@@ -85,7 +85,58 @@ impl Default for GcOptions {
     }
 }
 
+/// `90`, `90s`, `15m`, `24h`, `7d` (and `250ms`): milliseconds. The one syntax of every GC
+/// setting, in every runtime's configuration.
+pub fn parse_millis(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 24h or 7d"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m, h or d")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// As [`parse_millis`], in whole seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
+    let ms = parse_millis(s)?;
+    if ms % 1000 != 0 {
+        return Err(format!("{s:?}: whole seconds only here"));
+    }
+    Ok(ms / 1000)
+}
+
 impl GcOptions {
+    /// The options of a scheduled run in a serverless runtime, from its settings (environment
+    /// variables, Worker vars): `BERTH_GC_GRACE`, `BERTH_GC_SETTLE`, `BERTH_GC_UPLOAD_IDLE`
+    /// (durations), `BERTH_GC_DRY_RUN` (`true`). Unset: the defaults. An invalid value is an
+    /// error naming the setting, so a deployment learns of it from its first run's log.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> std::result::Result<GcOptions, String> {
+        let duration = |name: &str, default: u64| match var(name) {
+            None => Ok(default),
+            Some(v) if v.trim().is_empty() => Ok(default),
+            Some(v) => parse_duration(&v).map_err(|e| format!("{name}: {e}")),
+        };
+        let dry_run = match var("BERTH_GC_DRY_RUN").as_deref().map(str::trim) {
+            None | Some("") | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => return Err(format!("BERTH_GC_DRY_RUN: {other:?} is not true or false")),
+        };
+        Ok(GcOptions {
+            grace_secs: duration("BERTH_GC_GRACE", DEFAULT_GRACE_SECS)?,
+            settle_secs: duration("BERTH_GC_SETTLE", DEFAULT_SETTLE_SECS)?,
+            upload_idle_secs: duration("BERTH_GC_UPLOAD_IDLE", DEFAULT_UPLOAD_IDLE_SECS)?,
+            dry_run,
+            ..GcOptions::default()
+        })
+    }
+
     /// settle never exceeds grace: content a request just linked must outlive its own
     /// request's settle window.
     fn settle(&self) -> u64 {

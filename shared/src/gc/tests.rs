@@ -629,3 +629,17 @@ fn the_grace_period_keeps_fresh_uploads() {
         assert_eq!(head.status(), StatusCode::OK);
     });
 }
+
+#[test]
+fn options_from_settings() {
+    let vars = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    };
+    let o = GcOptions::from_vars(vars(&[("BERTH_GC_GRACE", "2h"), ("BERTH_GC_DRY_RUN", "true")])).unwrap();
+    assert_eq!((o.grace_secs, o.settle_secs, o.dry_run), (7200, DEFAULT_SETTLE_SECS, true));
+    let err = GcOptions::from_vars(vars(&[("BERTH_GC_SETTLE", "1w")])).unwrap_err();
+    assert!(err.starts_with("BERTH_GC_SETTLE"), "{err}");
+    assert_eq!(parse_millis("250ms").unwrap(), 250);
+    assert!(parse_duration("250ms").is_err());
+    assert_eq!(parse_duration("7d").unwrap(), 7 * 86400);
+}
