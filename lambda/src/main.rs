@@ -7,10 +7,13 @@ mod calls;
 mod config;
 mod handler;
 mod s3;
+mod scheduled;
 
 use std::sync::Arc;
 
 use berth_core::Registry;
+use lambda_http::request::LambdaRequest;
+use lambda_http::{LambdaEvent, Service as _};
 
 use crate::handler::LambdaRegistry;
 use crate::s3::{S3BlobStore, S3Meta};
@@ -55,9 +58,24 @@ async fn main() -> Result<(), lambda_http::Error> {
         auth = auth_on,
         "berth is ready for Lambda events"
     );
-    lambda_http::run(lambda_http::service_fn(move |event| {
+    // One function, two event sources: HTTP (function URL, API Gateway, ALB) and the
+    // EventBridge schedule that runs garbage collection. lambda_http's adapter takes HTTP
+    // events only, so the event is looked at first and handed to it when it is one.
+    lambda_http::lambda_runtime::run(lambda_http::service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let registry = registry.clone();
-        async move { handler::handle(&registry, event).await }
+        async move { dispatch(&registry, event).await }
     }))
     .await
+}
+
+async fn dispatch(registry: &LambdaRegistry, event: LambdaEvent<serde_json::Value>) -> Result<serde_json::Value, lambda_http::Error> {
+    let LambdaEvent { payload, context } = event;
+    if scheduled::is_scheduled(&payload) {
+        let report = scheduled::collect(registry, context.deadline).await?;
+        return Ok(serde_json::to_value(report)?);
+    }
+    let request: LambdaRequest = serde_json::from_value(payload)?;
+    let mut adapter = lambda_http::Adapter::from(lambda_http::service_fn(|event| handler::handle(registry, event)));
+    let response = adapter.call(LambdaEvent::new(request, context)).await?;
+    Ok(serde_json::to_value(response)?)
 }
