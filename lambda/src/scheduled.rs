@@ -5,10 +5,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use berth_core::{Budget, GcReport};
+use berth_core::{BlobStore, Budget, GcReport, MetaStore, Registry};
 use serde_json::Value;
 
-use crate::handler::LambdaRegistry;
 
 /// Time left for the last step and the checkpoint write after the deadline GC stops at.
 const MARGIN_SECS: u64 = 60;
@@ -25,7 +24,7 @@ fn now() -> u64 {
 
 /// One scheduled invocation: GC until `deadline_ms` (the invocation's, Unix milliseconds)
 /// minus a margin. The report is the invocation's result and a log line.
-pub async fn collect(registry: &LambdaRegistry, deadline_ms: u64) -> Result<GcReport, String> {
+pub async fn collect<B: BlobStore, M: MetaStore>(registry: &Registry<B, M>, deadline_ms: u64) -> Result<GcReport, String> {
     // S3 has no multi-key transactions: dead link records stay (docs/gc.md).
     let opts = crate::config::gc_options()?;
     let deadline = (deadline_ms / 1000).saturating_sub(MARGIN_SECS);
