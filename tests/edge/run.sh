@@ -14,11 +14,11 @@
 #      (tests/clients/run.sh push-image relay);
 #   5. auth: tests/tests/auth.rs and tests/clients/auth.sh against Workers with the tests' own
 #      AUTH_CONFIG (tests/edge/launch-auth.sh), and a bad AUTH_CONFIG answered with 500;
-#   7. gc: garbage collection fired by the Cron Trigger (tests/edge/gc.sh, its own instance).
 #   6. contract: the core's storage contract (berth_core::contract) on the R2 stores inside
 #      workerd: builds the contract bundle (EDGE_BUNDLE=contract infra/edge-build.sh), starts
 #      it (tests/edge/wrangler-contract.toml) and calls its POST /__berth/contract, which
 #      answers 200 `ok` or 500 with what failed; checks the production bundle lacks the route.
+#   7. gc: garbage collection fired by the Cron Trigger (tests/edge/gc.sh, its own instance).
 # Every instance is stopped by PID (its process group) on exit.
 #
 #   bash tests/edge/run.sh                # everything
