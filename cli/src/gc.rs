@@ -108,7 +108,7 @@ fn human(r: &GcReport) -> String {
     format!(
         "garbage collection{}: {} steps, {}\n\
          upload sessions aborted: {}\n\
-         manifests deleted (policies): {}\n\
+         manifests condemned by policies: {}, deleted: {}\n\
          blob links condemned: {}, revived: {}, removed from their repository: {}, records deleted: {}\n\
          content condemned: {}, deleted: {}\n\
          bytes {verb} freed: {}\n\
@@ -117,6 +117,7 @@ fn human(r: &GcReport) -> String {
         r.steps,
         if r.finished { "finished" } else { "not finished (the next run continues)" },
         r.uploads_aborted,
+        r.manifests_condemned,
         r.manifests_deleted,
         r.links_condemned,
         r.links_revived,

@@ -195,12 +195,6 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         }
     }
 
-    /// Whether a manifest is in the repository (a tombstone is not).
-    pub(crate) async fn manifest_exists(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
-        let record = self.get_record::<ManifestRecord>(&manifest_key(name, digest)).await?;
-        Ok(record.is_some_and(|r| !r.deleted))
-    }
-
     pub(crate) async fn get_manifest(
         &self,
         name: &str,
@@ -298,6 +292,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             generation: 0,
             deleted: false,
             pushed_at: ctx.now,
+            condemned_at: None,
         };
         self.publish(&name, &digest, &record, &tags, &parsed).await?;
         self.ensure_repo(&name).await?;
@@ -394,7 +389,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Parsed::Index(index) => {
                 let checks = index.manifests().iter().map(|d| async move {
                     let digest = parse_digest(d.digest().as_ref())?;
-                    match self.manifest_exists(name, &digest).await? {
+                    match self.use_manifest(name, &digest).await? {
                         true => Ok(()),
                         false => Err(missing(&digest, "manifest")),
                     }
@@ -483,6 +478,31 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             // A push wrote the record meanwhile: read it again and delete what it added too.
         }
         Err(busy(format!("manifest {digest}")))
+    }
+
+    /// Garbage collection's delete of a manifest a policy condemned: the tombstone first, on
+    /// condition that the record is still the `version` GC judged (a push or an index PUT that
+    /// revived it meanwhile wins), then its referrer entry and tags. A tag read after the
+    /// tombstone and before its removal resolves to nothing, as for any deleted manifest.
+    /// Returns whether it was deleted.
+    pub(crate) async fn tombstone_if_unchanged(&self, name: &RepoName, digest: &Digest, version: &str) -> Result<bool> {
+        let key = manifest_key(name, digest);
+        let Some((record, current)) = self.get_versioned::<ManifestRecord>(&key).await? else { return Ok(false) };
+        if current != version || record.deleted {
+            return Ok(false);
+        }
+        let tombstone = ManifestRecord { generation: record.generation + 1, deleted: true, ..record.clone() };
+        if let PutOutcome::Conflict = self.put_record(&key, &tombstone, Precondition::Version(current)).await? {
+            return Ok(false);
+        }
+        let mut ops = self.tags_pointing_at(name, digest).await?;
+        if let Some(subject) = &record.subject {
+            ops.push(BatchOp::Delete { key: referrer_key(name, subject, digest), cond: Precondition::None });
+        }
+        if !ops.is_empty() {
+            self.meta.apply(ops).await?;
+        }
+        Ok(true)
     }
 
     /// Conditional deletes of the tags that point at `digest`, each on the version read, so a

@@ -96,6 +96,11 @@ pub(crate) struct ManifestRecord {
     /// When the manifest was last pushed (a tombstone keeps the time of the last push).
     #[serde(default)]
     pub pushed_at: u64,
+    /// Garbage collection, on a retention policy's word, will delete it once this time (GC's
+    /// clock) is a settle window old; still live until then, and an index PUT that lists it
+    /// revives it (docs/gc.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condemned_at: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {

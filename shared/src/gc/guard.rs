@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{oci, ErrorCode, RegistryError, Result};
 use crate::names::{Digest, RepoName};
-use crate::records::{blob_key, BlobLink};
+use crate::records::{blob_key, manifest_key, BlobLink, ManifestRecord};
 use crate::storage::{BlobStore, MetaStore, Precondition, PutOutcome};
 use crate::Registry;
 
@@ -73,6 +73,29 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             }
             // Exactly one of this put and GC's put of `dead` (same version) succeeds.
             let revived = BlobLink::live(link.size, now);
+            if let PutOutcome::Written { .. } = self.put_record(&key, &revived, Precondition::Version(version)).await? {
+                return Ok(true);
+            }
+        }
+        Err(being_collected(digest))
+    }
+
+    /// A manifest an index may list: live (not a tombstone), and revived first if a policy
+    /// condemned it. Exactly one of the revive and GC's tombstone (both conditional on the
+    /// version read) succeeds.
+    pub(crate) async fn use_manifest(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+        let key = manifest_key(name, digest);
+        for _ in 0..ATTEMPTS {
+            let Some((record, version)) = self.get_versioned::<ManifestRecord>(&key).await? else {
+                return Ok(false);
+            };
+            if record.deleted {
+                return Ok(false);
+            }
+            if record.condemned_at.is_none() {
+                return Ok(true);
+            }
+            let revived = ManifestRecord { condemned_at: None, generation: record.generation + 1, ..record };
             if let PutOutcome::Written { .. } = self.put_record(&key, &revived, Precondition::Version(version)).await? {
                 return Ok(true);
             }

@@ -152,6 +152,9 @@ pub struct GcReport {
     pub finished: bool,
     pub steps: u64,
     pub uploads_aborted: u64,
+    /// Manifests a policy condemned, marked (they go a settle window later, unless an index
+    /// PUT lists them meanwhile).
+    pub manifests_condemned: u64,
     pub manifests_deleted: u64,
     pub links_condemned: u64,
     pub links_revived: u64,

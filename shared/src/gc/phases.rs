@@ -31,7 +31,7 @@ pub(super) async fn step<B: BlobStore, M: MetaStore>(
     };
     match cp.phase {
         Phase::Policy => {
-            policy(io, opts, cp).await?;
+            policy(io, opts, cp, now).await?;
             next(cp, Phase::Uploads);
         }
         Phase::Uploads => {
@@ -78,9 +78,15 @@ async fn each_key<B: BlobStore, M: MetaStore>(
     }
 }
 
-/// Tombstones the manifests a policy condemned, unless a live index of their repository lists
-/// them (an index's children go with the index, never before it).
-async fn policy<B: BlobStore, M: MetaStore>(io: &Io<'_, B, M>, opts: &GcOptions, cp: &mut Checkpoint) -> Result<()> {
+/// Condemns the manifests a policy handed in, unless a live index of their repository lists
+/// them (an index's children go with the index, never before it). The links phase deletes
+/// them a settle window later (see [`manifests_due`]).
+async fn policy<B: BlobStore, M: MetaStore>(
+    io: &Io<'_, B, M>,
+    opts: &GcOptions,
+    cp: &mut Checkpoint,
+    now: u64,
+) -> Result<()> {
     for (repo, digest) in &opts.condemned_manifests {
         let Some((name, digest)) = parse_condemned(repo, digest) else {
             tracing::warn!(repo, digest, "gc: a condemned manifest that is no valid reference; skipped");
@@ -88,8 +94,8 @@ async fn policy<B: BlobStore, M: MetaStore>(io: &Io<'_, B, M>, opts: &GcOptions,
             continue;
         };
         let key = manifest_key(&name, &digest);
-        let Some((record, _)) = io.get::<ManifestRecord>(&key).await? else { continue };
-        if record.deleted {
+        let Some((record, version)) = io.get::<ManifestRecord>(&key).await? else { continue };
+        if record.deleted || record.condemned_at.is_some() {
             continue;
         }
         match repo_references(io, opts, &name).await? {
@@ -103,19 +109,51 @@ async fn policy<B: BlobStore, M: MetaStore>(io: &Io<'_, B, M>, opts: &GcOptions,
                 continue;
             }
         }
-        if io.dry() {
-            let tombstone = ManifestRecord { deleted: true, ..record };
-            io.put(&key, &tombstone, Precondition::None).await?;
-        } else if let Err(e) = io.reg.delete_by_digest(&name, &digest).await {
-            if e.code != crate::ErrorCode::ManifestUnknown {
-                return Err(e);
-            }
-            continue;
+        let condemned =
+            ManifestRecord { condemned_at: Some(now), generation: record.generation + 1, ..record };
+        if io.put(&key, &condemned, Precondition::Version(version)).await? {
+            cp.report.manifests_condemned += 1;
         }
-        tracing::info!(%name, %digest, dry_run = io.dry(), "gc: deleted a manifest a policy condemned");
-        cp.report.manifests_deleted += 1;
     }
     Ok(())
+}
+
+/// Deletes (tombstones) the repository's condemned manifests whose settle window has passed,
+/// on the version read in the scan that found no live index listing them; revives those a
+/// live index lists.
+async fn manifests_due<B: BlobStore, M: MetaStore>(
+    io: &Io<'_, B, M>,
+    opts: &GcOptions,
+    cp: &mut Checkpoint,
+    name: &RepoName,
+    refs: &RepoRefs,
+    now: u64,
+) -> Result<u64> {
+    let mut deleted_here = 0;
+    for (digest, record, version) in &refs.condemned {
+        let Some(at) = record.condemned_at else { continue };
+        if now < at.saturating_add(opts.settle()) {
+            continue;
+        }
+        let key = manifest_key(name, digest);
+        if refs.children.contains(&digest.to_string()) {
+            let live = ManifestRecord { condemned_at: None, generation: record.generation + 1, ..record.clone() };
+            io.put(&key, &live, Precondition::Version(version.clone())).await?;
+            continue;
+        }
+        let deleted = if io.dry() {
+            let tombstone = ManifestRecord { deleted: true, ..record.clone() };
+            io.put(&key, &tombstone, Precondition::Version(version.clone())).await?
+        } else {
+            io.reg.tombstone_if_unchanged(name, digest, version).await?
+        };
+        if deleted {
+            tracing::info!(%name, %digest, dry_run = io.dry(), "gc: deleted a manifest a policy condemned");
+            cp.report.manifests_deleted += 1;
+            deleted_here += 1;
+        }
+    }
+    Ok(deleted_here)
 }
 
 /// One page of upload sessions: aborts the idle ones. True when the phase is done.
@@ -163,6 +201,8 @@ struct RepoRefs {
     blobs: HashSet<String>,
     /// Manifests live indexes list.
     children: HashSet<String>,
+    /// Live manifests a policy condemned, with the version read in this scan.
+    condemned: Vec<(Digest, ManifestRecord, String)>,
 }
 
 /// Reads every live manifest of the repository. None when one cannot be read: then nothing in
@@ -174,13 +214,16 @@ async fn repo_references<B: BlobStore, M: MetaStore>(
 ) -> Result<Option<RepoRefs>> {
     let mut keys = Vec::new();
     each_key(io, &manifest_prefix(name), opts.page, |k| keys.push(k)).await?;
-    let mut refs = RepoRefs { blobs: HashSet::new(), children: HashSet::new() };
+    let mut refs = RepoRefs { blobs: HashSet::new(), children: HashSet::new(), condemned: Vec::new() };
     for key in keys {
-        let Some((record, _)) = io.get::<ManifestRecord>(&key).await? else { continue };
+        let Some((record, version)) = io.get::<ManifestRecord>(&key).await? else { continue };
         if record.deleted {
             continue;
         }
         let Some(digest) = digest_of_key(&key).and_then(|d| parse_digest(d).ok()) else { return Ok(None) };
+        if record.condemned_at.is_some() {
+            refs.condemned.push((digest.clone(), record.clone(), version));
+        }
         let Some(bytes) = read_all(io, &digest).await? else {
             tracing::warn!(%name, %digest, "gc: a live manifest's bytes are missing; repository skipped");
             return Ok(None);
@@ -234,10 +277,18 @@ async fn links<B: BlobStore, M: MetaStore>(
             candidates.push((key, link, version));
         }
     }
-    let Some(refs) = repo_references(io, opts, &name).await? else {
+    let Some(mut refs) = repo_references(io, opts, &name).await? else {
         cp.report.skipped += 1;
         return Ok(false);
     };
+    if manifests_due(io, opts, cp, &name, &refs, now).await? > 0 {
+        // What the deleted manifests referenced may go now (in this run, when settle allows).
+        let Some(fresh) = repo_references(io, opts, &name).await? else {
+            cp.report.skipped += 1;
+            return Ok(false);
+        };
+        refs = fresh;
+    }
     let settle = opts.settle();
     let r = &mut cp.report;
     for (key, link, version) in candidates {

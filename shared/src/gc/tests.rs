@@ -474,10 +474,17 @@ fn an_index_keeps_its_children() {
             assert_eq!(r.links_condemned + r.content_condemned, 0, "{r:?}");
         }
         w.pull("r", "multi").await.unwrap();
-        // A policy that condemns the index: its children are left (they are live manifests).
+        // A policy that condemns the index: it goes a settle window later; its children stay
+        // (they are live manifests).
         let policy = GcOptions { condemned_manifests: vec![("r".into(), crate::hash::sha256_of(&idx))], ..opts() };
-        assert_eq!(collect(&w.gc, &policy, T0 + 11 * GRACE).await.manifests_deleted, 1);
+        let r = collect(&w.gc, &policy, T0 + 11 * GRACE).await;
+        assert_eq!((r.manifests_condemned, r.manifests_deleted), (1, 0), "{r:?}");
+        w.pull("r", "multi").await.unwrap();
+        let r = collect(&w.gc, &opts(), T0 + 11 * GRACE + SETTLE).await;
+        assert_eq!(r.manifests_deleted, 1, "{r:?}");
+        assert!(w.pull("r", "multi").await.is_err(), "the tag went with the index");
         w.pull("r", &crate::hash::sha256_of(&m1)).await.unwrap();
+        w.pull("r", &crate::hash::sha256_of(&m2)).await.unwrap();
     });
 }
 
@@ -642,4 +649,56 @@ fn options_from_settings() {
     assert_eq!(parse_millis("250ms").unwrap(), 250);
     assert!(parse_duration("250ms").is_err());
     assert_eq!(parse_duration("7d").unwrap(), 7 * 86400);
+}
+
+/// A policy condemned an untagged manifest; an index listing it is pushed while a GC past the
+/// settle window deletes condemned manifests: the index PUT revived the child first, so the
+/// delete loses and the index pulls whole.
+#[test]
+fn an_index_push_revives_a_child_a_policy_condemned() {
+    block_on(async {
+        let w = world();
+        let (config, layer) = (b"config-c".as_slice(), b"layer-c".as_slice());
+        w.push_blob("r", config, T0).await;
+        w.push_blob("r", layer, T0).await;
+        let child = image(config, &[layer]);
+        let child_digest = crate::hash::sha256_of(&child);
+        w.push_manifest("r", &child_digest, &child, IMAGE, T0).await;
+        let c = T0 + 10;
+        let policy = GcOptions { condemned_manifests: vec![("r".into(), child_digest.clone())], ..opts() };
+        assert_eq!(collect(&w.gc, &policy, c).await.manifests_condemned, 1);
+        // The GC runs after the index PUT checked (and revived) its child, before its record.
+        let idx = index(&[&child]);
+        w.gc_before("put", &format!("manifests/r@{}", crate::hash::sha256_of(&idx)), opts(), c + SETTLE);
+        let put = w.push_manifest("r", "multi", &idx, INDEX, c + SETTLE).await;
+        assert_eq!(put.status(), StatusCode::CREATED);
+        assert!(w.hook_fired());
+        assert_eq!(w.gc.gc_report().await.unwrap().unwrap().manifests_deleted, 0);
+        for later in [c + 2 * SETTLE, c + 10 * GRACE] {
+            let r = collect(&w.gc, &opts(), later).await;
+            assert_eq!(r.manifests_deleted, 0, "{r:?}");
+        }
+        w.pull("r", "multi").await.unwrap();
+    });
+}
+
+/// The same push after the delete: refused (400 MANIFEST_BLOB_UNKNOWN names the child), never
+/// an index with a deleted child.
+#[test]
+fn an_index_push_after_the_policy_delete_is_refused() {
+    block_on(async {
+        let w = world();
+        let (config, layer) = (b"config-d".as_slice(), b"layer-d".as_slice());
+        w.push_blob("r", config, T0).await;
+        w.push_blob("r", layer, T0).await;
+        let child = image(config, &[layer]);
+        let child_digest = crate::hash::sha256_of(&child);
+        w.push_manifest("r", &child_digest, &child, IMAGE, T0).await;
+        let policy = GcOptions { condemned_manifests: vec![("r".into(), child_digest.clone())], ..opts() };
+        collect(&w.gc, &policy, T0 + 10).await;
+        assert_eq!(collect(&w.gc, &opts(), T0 + 10 + SETTLE).await.manifests_deleted, 1);
+        let put = w.push_manifest("r", "multi", &index(&[&child]), INDEX, T0 + 11 + SETTLE).await;
+        assert_eq!(put.status(), StatusCode::BAD_REQUEST);
+        assert!(w.pull("r", "multi").await.is_err());
+    });
 }
