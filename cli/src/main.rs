@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod demo;
 mod docker_archive;
+mod gc;
 mod image_layout;
 mod local;
 mod push;
@@ -38,6 +39,9 @@ enum LogFormat {
 enum Command {
     /// Run the registry locally on embedded storage (blob files + an embedded database).
     Serve(serve::ServeArgs),
+    /// Collect garbage in a stopped `berth serve`'s data directory: blobs no manifest
+    /// references (after --grace), abandoned uploads; --dry-run reports only (docs/gc.md).
+    Gc(gc::GcArgs),
     /// Push a blob (big layers: in parallel parts straight to storage where the registry
     /// offers it, else in chunks; resumable), a manifest, or a whole image (OCI layout dir or
     /// tar, docker archive, `-` for a tar on stdin; see docs/push.md); prints its digest.
@@ -86,6 +90,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => return in_runtime(serve::run(args), cli.log_format),
         Command::Push(args) => return in_runtime(push::run(args), cli.log_format),
+        Command::Gc(args) => return in_runtime(gc::run(args), cli.log_format),
         Command::Relay(args) => return in_runtime(relay::run(args), cli.log_format),
         Command::Quota(cmd) => return in_runtime(quota::run(cmd), cli.log_format),
     };

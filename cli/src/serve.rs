@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// that the shipped alert fires when the data directory passes 85 % of it.
     #[arg(long, env = "BERTH_STORAGE_CAPACITY")]
     storage_capacity: Option<u64>,
+    /// Garbage collection while serving (--gc-interval; docs/gc.md).
+    #[command(flatten)]
+    gc: crate::gc::ScheduleFlags,
 }
 
 type LocalRegistry = Registry<FsBlobStore, RedbMeta>;
@@ -137,6 +140,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         Ok(n) => tracing::info!(uploads = n, "released upload claims left by an earlier run"),
         Err(e) => return Err(format!("cannot read upload sessions: {e:?}")),
     }
+    args.gc.spawn(registry.clone());
 
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

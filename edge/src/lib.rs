@@ -111,6 +111,54 @@ mod worker_main {
         translate::response(registry.handle(request, ctx).await, &handoff)
     }
 
+    /// The Cron Trigger (`[triggers] crons` in wrangler.toml, `cloudflare_workers_cron_trigger`
+    /// in terraform/modules/cloudflare): garbage collection (docs/gc.md) for a bounded time,
+    /// continued by the next trigger from its checkpoint in R2. `wrangler dev --test-scheduled`
+    /// fires it at `/__scheduled`.
+    #[event(scheduled)]
+    async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::ScheduleContext) {
+        if let Err(message) = collect(&env).await {
+            console_error!("berth: garbage collection: {message}");
+        }
+    }
+
+    async fn collect(env: &Env) -> Result<(), String> {
+        let settings = Settings::from_env(env)?;
+        let bucket = env
+            .bucket(BUCKET_BINDING)
+            .map_err(|_| format!("the Worker has no R2 bucket bound as {BUCKET_BINDING}"))?;
+        let var = |name: &str| env.var(name).ok().map(|v| v.to_string());
+        // R2 has no multi-key transactions: dead link records stay (docs/gc.md).
+        let opts = berth_core::GcOptions::from_vars(var)?;
+        let budget = match var("BERTH_GC_BUDGET") {
+            Some(v) => berth_core::gc::parse_duration(&v).map_err(|e| format!("BERTH_GC_BUDGET: {e}"))?,
+            None => DEFAULT_GC_BUDGET_SECS,
+        };
+        let blobs = R2Blobs::new(
+            bucket.clone(),
+            ManifestCache::new(settings.kv),
+            BodyHandoff::default(),
+            settings.part_size,
+            settings.presigner,
+        );
+        let registry = Registry::new(blobs, R2Meta::new(bucket), settings.config);
+        let clock = || (js_sys::Date::now() / 1000.0) as u64;
+        let deadline = clock().saturating_add(budget);
+        let report = registry
+            .gc(&opts, &berth_core::Budget { clock: &clock, deadline: Some(deadline), max_steps: None })
+            .await
+            .map_err(|e| e.message)?;
+        worker::console_log!(
+            "berth: garbage collection: {}",
+            serde_json::to_string(&report).unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    /// How long one trigger collects (wall time, mostly R2 round trips): well inside a Cron
+    /// Trigger's limits; `BERTH_GC_BUDGET` changes it.
+    const DEFAULT_GC_BUDGET_SECS: u64 = 60;
+
     /// The time and randomness the core needs, from the runtime (`Date.now`,
     /// `crypto.getRandomValues`): the core never reads a clock or an RNG itself.
     fn request_context() -> Result<RequestContext, String> {

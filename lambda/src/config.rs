@@ -192,3 +192,16 @@ impl Settings {
         self.client_for("meta", sdk, self.meta_endpoint.as_deref(), self.meta_region.as_deref())
     }
 }
+
+/// Garbage collection's settings for the scheduled invocations (docs/gc.md): durations like
+/// `24h`; unset, the core's defaults. Read here, like every other setting, so that
+/// terraform/tests sees the names the function reads.
+pub fn gc_options() -> Result<berth_core::GcOptions, String> {
+    let settings = [
+        ("BERTH_GC_GRACE", var("BERTH_GC_GRACE")),
+        ("BERTH_GC_SETTLE", var("BERTH_GC_SETTLE")),
+        ("BERTH_GC_UPLOAD_IDLE", var("BERTH_GC_UPLOAD_IDLE")),
+        ("BERTH_GC_DRY_RUN", var("BERTH_GC_DRY_RUN")),
+    ];
+    berth_core::GcOptions::from_vars(|name| settings.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.clone()))
+}

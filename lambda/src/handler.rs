@@ -2,7 +2,7 @@
 //! protocol is berth-core's.
 
 
-use berth_core::{Body, Registry};
+use berth_core::{BlobStore, Body, MetaStore, Registry};
 use futures_util::StreamExt;
 use lambda_http::{Body as EventBody, Request as Event, RequestExt as _, Response as EventResponse};
 
@@ -11,8 +11,9 @@ use crate::s3::{S3BlobStore, S3Meta};
 
 pub type LambdaRegistry = Registry<S3BlobStore, S3Meta>;
 
-pub async fn handle(
-    registry: &LambdaRegistry,
+/// Generic over the stores so the event translation is tested on the memory stores.
+pub async fn handle<B: BlobStore, M: MetaStore>(
+    registry: &Registry<B, M>,
     emf: Option<&crate::emf::Emf>,
     event: Event,
 ) -> Result<EventResponse<EventBody>, lambda_http::Error> {

@@ -8,10 +8,13 @@ mod config;
 mod emf;
 mod handler;
 mod s3;
+mod scheduled;
 
 use std::sync::Arc;
 
-use berth_core::Registry;
+use berth_core::{BlobStore, MetaStore, Registry};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{LambdaEvent, Service as _};
 
 use crate::handler::LambdaRegistry;
 use crate::s3::{S3BlobStore, S3Meta};
@@ -60,9 +63,82 @@ async fn main() -> Result<(), lambda_http::Error> {
         policies = policies_on,
         "berth is ready for Lambda events"
     );
-    lambda_http::run(lambda_http::service_fn(move |event| {
+    // One function, two event sources: HTTP (function URL, API Gateway, ALB) and the
+    // EventBridge schedule that runs garbage collection. lambda_http's adapter takes HTTP
+    // events only, so the event is looked at first and handed to it when it is one.
+    lambda_http::lambda_runtime::run(lambda_http::service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let (registry, emf) = (registry.clone(), emf.clone());
-        async move { handler::handle(&registry, emf.as_ref().as_ref(), event).await }
+        async move { dispatch(&registry, emf.as_ref().as_ref(), event).await }
     }))
     .await
+}
+
+async fn dispatch<B: BlobStore, M: MetaStore>(
+    registry: &Registry<B, M>,
+    emf: Option<&emf::Emf>,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, lambda_http::Error> {
+    let LambdaEvent { payload, context } = event;
+    if scheduled::is_scheduled(&payload) {
+        let report = scheduled::collect(registry, context.deadline).await?;
+        return Ok(serde_json::to_value(report)?);
+    }
+    let request: LambdaRequest = serde_json::from_value(payload)?;
+    let mut adapter = lambda_http::Adapter::from(lambda_http::service_fn(|event| handler::handle(registry, emf, event)));
+    let response = adapter.call(LambdaEvent::new(request, context)).await?;
+    Ok(serde_json::to_value(response)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_core::{Config, MemoryBlobStore, MemoryMetaStore, Registry};
+    use lambda_http::{Context, LambdaEvent};
+    use serde_json::json;
+
+    fn registry() -> Registry<MemoryBlobStore, MemoryMetaStore> {
+        Registry::new(MemoryBlobStore::new(), MemoryMetaStore::new(), Config::new(vec![1; 32]))
+    }
+
+    fn context() -> Context {
+        let mut ctx = Context::default();
+        // Unix milliseconds, as the runtime API gives it: ten minutes from now.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        ctx.deadline = now.as_millis() as u64 + 600_000;
+        ctx
+    }
+
+    /// An HTTP event still goes through lambda_http's adapter and comes back as its response.
+    #[tokio::test]
+    async fn http_events_are_answered_as_before() {
+        let event = json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": "/v2/", "rawQueryString": "",
+            "headers": { "host": "example.lambda-url.eu-west-1.on.aws" },
+            "requestContext": {
+                "accountId": "1", "apiId": "x", "domainName": "example.lambda-url.eu-west-1.on.aws",
+                "domainPrefix": "example", "requestId": "r", "routeKey": "$default", "stage": "$default",
+                "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": 0,
+                "http": { "method": "GET", "path": "/v2/", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t" }
+            },
+            "isBase64Encoded": false
+        });
+        let out = super::dispatch(&registry(), None, LambdaEvent::new(event, context())).await.unwrap();
+        assert_eq!(out["statusCode"], 200, "{out}");
+        assert!(out["headers"]["docker-distribution-api-version"].is_string(), "{out}");
+    }
+
+    /// EventBridge's scheduled event runs garbage collection and answers its report.
+    #[tokio::test]
+    async fn a_scheduled_event_collects_garbage() {
+        let event = json!({
+            "version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "1", "time": "2026-01-01T00:00:00Z", "region": "eu-west-1",
+            "resources": ["arn:aws:events:eu-west-1:1:rule/berth-gc"], "detail": {}
+        });
+        let registry = registry();
+        let out = super::dispatch(&registry, None, LambdaEvent::new(event, context())).await.unwrap();
+        assert_eq!(out["finished"], true, "{out}");
+        assert_eq!(out["dry_run"], false, "{out}");
+        // The run left its report in the metadata store.
+        assert!(registry.gc_report().await.unwrap().is_some());
+    }
 }

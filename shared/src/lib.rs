@@ -13,6 +13,7 @@ pub mod body;
 pub mod contract;
 pub mod error;
 pub mod events;
+pub mod gc;
 pub mod hash;
 pub mod manifests;
 pub mod memory;
@@ -36,6 +37,7 @@ use http::{Method, StatusCode};
 pub use body::Body;
 pub use error::{ErrorCode, RegistryError, StorageError};
 pub use events::{Event, EventAction, EventSink};
+pub use gc::{Budget, GcOptions, GcReport};
 pub use routes::{Access, Action, Endpoint, Route, Unrouted};
 pub use storage::{
     BlobStore, ByteRange, ByteStream, DirectLimits, MetaStore, Precondition, PutOutcome, StoredBlob,

@@ -217,12 +217,6 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         Ok(())
     }
 
-    /// Whether a manifest is in the repository (a tombstone is not).
-    async fn manifest_exists(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
-        let record = self.get_record::<ManifestRecord>(&manifest_key(name, digest)).await?;
-        Ok(record.is_some_and(|r| !r.deleted))
-    }
-
     pub(crate) async fn get_manifest(
         &self,
         name: &str,
@@ -310,11 +304,16 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         let (media_type, parsed) = parse_manifest(header_str(&parts.headers, "content-type"), &bytes)?;
         let (tags, query_tags) = push_tags(&reference, parts.uri.query())?;
         self.check_tag_policies(&name, &tags, &digest).await?;
-        self.check_references(&name, &parsed).await?;
+        self.check_references(&name, &parsed, ctx.now).await?;
         self.charge_quotas(&name, &digest, bytes.len() as u64, ctx.now).await?;
 
         // Content first, then the record that makes it visible, then what points at it.
         self.blobs.put_verified(&digest, bytes.clone()).await?;
+        if self.content_written(&digest).await? == crate::gc::Written::Lost {
+            // Garbage collection deleted these bytes just after we wrote them (docs/gc.md): once
+            // more, and they stay (the next collection sees our record first).
+            self.blobs.put_verified(&digest, bytes.clone()).await?;
+        }
         let subject = parsed.subject().map(|s| s.digest().to_string());
         let record = ManifestRecord {
             media_type: media_type.clone(),
@@ -324,6 +323,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             deleted: false,
             pushed_at: ctx.now,
             pulled_at: None,
+            condemned_at: None,
         };
         self.publish(&name, &digest, &record, &tags, &parsed).await?;
         self.ensure_repo(&name).await?;
@@ -396,7 +396,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 
     /// A manifest may only name blobs (image) or manifests (index) this repository holds.
-    async fn check_references(&self, name: &RepoName, parsed: &Parsed) -> Result<()> {
+    /// A condemned blob link is revived on the way (docs/gc.md); `now` is the push's time.
+    async fn check_references(&self, name: &RepoName, parsed: &Parsed, now: u64) -> Result<()> {
         let missing = |d: &Digest, what: &str| {
             oci(ErrorCode::ManifestBlobUnknown, format!("the manifest names {what} {d}, which is not in this repository; push it first"))
                 .with_detail(serde_json::json!({ "digest": d.to_string() }))
@@ -409,9 +410,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 }));
                 let checks = blobs.map(|d| async move {
                     let digest = parse_digest(d.digest().as_ref())?;
-                    match self.blob_link(name, &digest).await? {
-                        Some(_) => Ok(()),
-                        None => Err(missing(&digest, "blob")),
+                    match self.use_link(name, &digest, now).await? {
+                        true => Ok(()),
+                        false => Err(missing(&digest, "blob")),
                     }
                 });
                 try_join_all(checks).await?;
@@ -419,7 +420,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Parsed::Index(index) => {
                 let checks = index.manifests().iter().map(|d| async move {
                     let digest = parse_digest(d.digest().as_ref())?;
-                    match self.manifest_exists(name, &digest).await? {
+                    match self.use_manifest(name, &digest).await? {
                         true => Ok(()),
                         false => Err(missing(&digest, "manifest")),
                     }
@@ -503,7 +504,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// transactions the batch is one commit; elsewhere a crash part-way leaves the manifest with
     /// some of its tags, all of which still resolve, and the next delete finishes the job.
     /// Returns the record as it was before the delete.
-    async fn delete_by_digest(&self, name: &RepoName, digest: &Digest) -> Result<ManifestRecord> {
+    pub(crate) async fn delete_by_digest(&self, name: &RepoName, digest: &Digest) -> Result<ManifestRecord> {
         let key = manifest_key(name, digest);
         for _ in 0..ATTEMPTS {
             let Some((record, version)) = self.get_versioned::<ManifestRecord>(&key).await? else {
@@ -545,6 +546,31 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             // A push wrote the record meanwhile: read it again and delete what it added too.
         }
         Err(busy(format!("manifest {digest}")))
+    }
+
+    /// Garbage collection's delete of a manifest a policy condemned: the tombstone first, on
+    /// condition that the record is still the `version` GC judged (a push or an index PUT that
+    /// revived it meanwhile wins), then its referrer entry and tags. A tag read after the
+    /// tombstone and before its removal resolves to nothing, as for any deleted manifest.
+    /// Returns whether it was deleted.
+    pub(crate) async fn tombstone_if_unchanged(&self, name: &RepoName, digest: &Digest, version: &str) -> Result<bool> {
+        let key = manifest_key(name, digest);
+        let Some((record, current)) = self.get_versioned::<ManifestRecord>(&key).await? else { return Ok(false) };
+        if current != version || record.deleted {
+            return Ok(false);
+        }
+        let tombstone = ManifestRecord { generation: record.generation + 1, deleted: true, ..record.clone() };
+        if let PutOutcome::Conflict = self.put_record(&key, &tombstone, Precondition::Version(current)).await? {
+            return Ok(false);
+        }
+        let mut ops = self.tags_pointing_at(name, digest).await?;
+        if let Some(subject) = &record.subject {
+            ops.push(BatchOp::Delete { key: referrer_key(name, subject, digest), cond: Precondition::None });
+        }
+        if !ops.is_empty() {
+            self.meta.apply(ops).await?;
+        }
+        Ok(true)
     }
 
     /// Conditional deletes of the tags that point at `digest`, each on the version read, so a

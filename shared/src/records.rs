@@ -34,6 +34,18 @@ pub(crate) fn referrer_key(name: &RepoName, subject: &str, digest: &Digest) -> S
     format!("{}{digest}", referrer_prefix(name, subject))
 }
 pub(crate) const UPLOADS: &str = "uploads/";
+pub(crate) const BLOBS: &str = "blobs/";
+pub(crate) const MANIFESTS: &str = "manifests/";
+pub(crate) fn blob_prefix(name: &RepoName) -> String {
+    format!("{BLOBS}{name}@")
+}
+pub(crate) fn manifest_prefix(name: &RepoName) -> String {
+    format!("{MANIFESTS}{name}@")
+}
+/// The digest at the end of a `blobs/<name>@<digest>` or `manifests/<name>@<digest>` key.
+pub(crate) fn digest_of_key(key: &str) -> Option<&str> {
+    key.rsplit_once('@').map(|(_, d)| d)
+}
 pub(crate) fn upload_key(id: &str) -> String {
     format!("{UPLOADS}{id}")
 }
@@ -49,6 +61,20 @@ pub(crate) struct BlobLink {
     /// When the blob was last linked into the repository (pushed or mounted).
     #[serde(default)]
     pub linked_at: u64,
+    /// Garbage collection found no manifest of the repository referencing it at this time (GC's
+    /// clock). Still present; a manifest PUT that references it revives it (docs/gc.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condemned_at: Option<u64>,
+    /// Garbage collection removed it: absent to every reader, never revived, overwritten by the
+    /// next upload or mount of the digest into the repository.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead: bool,
+}
+
+impl BlobLink {
+    pub(crate) fn live(size: u64, linked_at: u64) -> Self {
+        BlobLink { size, linked_at, condemned_at: None, dead: false }
+    }
 }
 
 /// A manifest stored in a repository; its bytes live in the blob store under its digest.
@@ -74,6 +100,11 @@ pub(crate) struct ManifestRecord {
     /// within". Kept across pushes. None: not pulled since pull times were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pulled_at: Option<u64>,
+    /// Garbage collection, on a retention policy's word, will delete it once this time (GC's
+    /// clock) is a settle window old; still live until then, and an index PUT that lists it
+    /// revives it (docs/gc.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condemned_at: Option<u64>,
 }
 
 /// A pull time is written at most once per manifest in this many seconds: pulls stay reads,
@@ -128,14 +159,16 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
 
     /// Makes a verified blob part of a repository (and the repository part of the catalog).
     pub(crate) async fn link_blob(&self, name: &RepoName, digest: &Digest, size: u64, now: u64) -> Result<()> {
-        // Quotas first: a refused blob is never linked (docs/quotas.md).
+        // Quotas first: a refused blob is never linked (docs/quotas.md). A plain put: it turns a
+        // condemned or dead link (docs/gc.md) live again too.
         self.charge_quotas(name, digest, size, now).await?;
-        self.put_record(&blob_key(name, digest), &BlobLink { size, linked_at: now }, Precondition::None).await?;
+        self.put_record(&blob_key(name, digest), &BlobLink::live(size, now), Precondition::None).await?;
         self.ensure_repo(name).await
     }
 
     pub(crate) async fn blob_link(&self, name: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        Ok(self.get_record::<BlobLink>(&blob_key(name, digest)).await?.map(|l| l.size))
+        // A dead link (garbage collection removed it) is no link.
+        Ok(self.get_record::<BlobLink>(&blob_key(name, digest)).await?.filter(|l| !l.dead).map(|l| l.size))
     }
 
     pub(crate) async fn ensure_repo(&self, name: &RepoName) -> Result<()> {

@@ -29,21 +29,25 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 #[derive(Serialize, Deserialize, Clone)]
 pub(crate) struct Session {
-    repo: String,
-    offset: u64,
+    pub(crate) repo: String,
+    pub(crate) offset: u64,
     /// Serialized sha256 state of the bytes so far.
-    hash: String,
+    pub(crate) hash: String,
     /// The blob store's own state for this upload.
-    backend: String,
-    started: u64,
+    pub(crate) backend: String,
+    pub(crate) started: u64,
     /// While a request writes to the upload, the Unix time its claim lapses (0: nobody writes).
     /// Two requests writing one session at once would interleave bytes under one hash state, so
     /// a request claims the session (a conditional write) before it touches the data.
     #[serde(default)]
-    writing_until: u64,
+    pub(crate) writing_until: u64,
+    /// When a request last claimed the session to write (0: never): with `started`, what
+    /// garbage collection measures idleness from.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) touched: u64,
     /// The client sends the parts to storage itself (Berth's direct-upload extension).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    direct: bool,
+    pub(crate) direct: bool,
 }
 
 const BUSY: &str = "another request is writing this upload or just changed it; check its status \
@@ -166,6 +170,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             return Err(self.out_of_order(name, id, session.offset, BUSY.to_owned()));
         }
         session.writing_until = ctx.now.saturating_add(self.config.upload_lease_secs.max(1));
+        session.touched = ctx.now;
         match self.put_record(&upload_key(id), &session, Precondition::Version(version)).await? {
             PutOutcome::Written { version } => Ok((session, version)),
             PutOutcome::Conflict => Err(self.busy(name, id, session.offset).await),
@@ -226,6 +231,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             backend,
             started: ctx.now,
             writing_until: 0,
+            touched: 0,
             direct: false,
         };
         self.put_record(&upload_key(&id), &session, Precondition::Absent).await?;
@@ -255,6 +261,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             backend,
             started: ctx.now,
             writing_until: 0,
+            touched: 0,
             direct: false,
         };
         let session = match self.append(name, &id, session.clone(), headers, body).await {
@@ -296,7 +303,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             return Err(oci(ErrorCode::DigestInvalid, format!("the {size} uploaded bytes have digest {actual}, not {digest}"))
                 .with_detail(serde_json::json!({ "expected": digest.to_string(), "actual": actual })));
         }
-        self.blobs.put_verified(digest, bytes).await?;
+        self.blobs.put_verified(digest, bytes.clone()).await?;
+        if self.content_written(digest).await? == crate::gc::Written::Lost {
+            // Garbage collection deleted it just after we wrote it (docs/gc.md): once more.
+            self.blobs.put_verified(digest, bytes).await?;
+        }
         self.link_blob(name, digest, size, ctx.now).await?;
         Ok(Self::created_reply(name, digest, size))
     }
@@ -428,6 +439,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             .with_detail(serde_json::json!({ "expected": digest.to_string(), "actual": actual })));
         }
         self.blobs.upload_commit(id, &session.backend, digest, session.offset).await?;
+        self.upload_committed(digest).await?;
         self.link_blob(name, digest, session.offset, ctx.now).await
     }
 
@@ -520,6 +532,17 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 }
 
+impl<B: BlobStore, M: MetaStore> Registry<B, M> {
+    /// After `upload_commit` of `digest`, before its link: an upload cannot write its bytes
+    /// again, so content garbage collection deleted right after the commit fails the upload.
+    pub(crate) async fn upload_committed(&self, digest: &Digest) -> Result<()> {
+        match self.content_written(digest).await? {
+            crate::gc::Written::Kept => Ok(()),
+            crate::gc::Written::Lost => Err(crate::gc::being_collected(digest)),
+        }
+    }
+}
+
 /// Blobs pushed whole up to this size are verified in memory and written at once
 /// (`put_small_blob`); a bound on what one request buffers, like the manifest limit.
 pub const SMALL_BLOB_BYTES: u64 = 1024 * 1024;
@@ -565,6 +588,10 @@ pub(crate) fn too_large(limit: u64) -> RegistryError {
     )
     .with_detail(serde_json::json!({ "limit": limit }))
     .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

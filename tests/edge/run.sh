@@ -18,10 +18,11 @@
 #      workerd: builds the contract bundle (EDGE_BUNDLE=contract infra/edge-build.sh), starts
 #      it (tests/edge/wrangler-contract.toml) and calls its POST /__berth/contract, which
 #      answers 200 `ok` or 500 with what failed; checks the production bundle lacks the route.
+#   7. gc: garbage collection fired by the Cron Trigger (tests/edge/gc.sh, its own instance).
 # Every instance is stopped by PID (its process group) on exit.
 #
 #   bash tests/edge/run.sh                # everything
-#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push relay auth contract
+#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push relay auth contract gc
 # Ports: every server gets a free port the kernel picks at run time (tests/free-port.sh; a fixed
 # one collided with other services once): A, B, the contract instance and their inspectors, the clients' front, s3s-fs
 # for B's presigned URLs, the auth step's Workers (each launcher's PORT..PORT+3) and its issuer.
@@ -37,7 +38,7 @@ free_port() { bash "$root/tests/free-port.sh" "$@" || { echo "edge: no free port
 port_a=$(free_port) inspector_a=$(free_port) port_b=$(free_port) inspector_b=$(free_port)
 port_c=$(free_port) inspector_c=$(free_port)
 port_r=$(free_port) inspector_r=$(free_port)
-steps=${EDGE_STEPS:-suite clients edge push relay auth contract}
+steps=${EDGE_STEPS:-suite clients edge push relay auth contract gc}
 work=$(mktemp -d /tmp/berth-edge.XXXXXX)
 pids=()
 failed=()
@@ -218,6 +219,11 @@ if [[ " $steps " == *" auth "* ]]; then
       || { echo "bad AUTH_CONFIG: got $code $(cat "$work/bad-auth.body")"; exit 1; }
     echo "  ok: a bad AUTH_CONFIG gets 500 naming it, on every request"
   ) || failed+=("auth-config")
+fi
+
+if [[ " $steps " == *" gc "* ]]; then
+  say "garbage collection: the Cron Trigger under wrangler dev --test-scheduled (tests/edge/gc.sh)"
+  bash tests/edge/gc.sh || failed+=("gc")
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then

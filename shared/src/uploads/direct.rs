@@ -159,6 +159,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         self.meta.delete(&upload_key(id)).await?;
         result?;
+        self.upload_committed(digest).await?;
         self.link_blob(name, digest, size, ctx.now).await?;
         Ok(Self::created_reply(name, digest, size))
     }

@@ -22,6 +22,10 @@ module "home" {
   # replicates to the other two regions.
   create_auth_config_secret   = true
   auth_config_replica_regions = [var.regions.second, var.regions.third]
+
+  # Garbage collection every hour (docs/gc.md), here only: the other regions share this
+  # region's metadata.
+  gc_schedule = "rate(1 hour)"
 }
 
 module "second" {

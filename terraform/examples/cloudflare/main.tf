@@ -13,4 +13,7 @@ module "berth" {
 
   presign_access_key_id     = var.presign_access_key_id
   presign_secret_access_key = var.presign_secret_access_key
+
+  # Garbage collection every hour (docs/gc.md).
+  gc_crons = ["17 * * * *"]
 }

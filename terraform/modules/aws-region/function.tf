@@ -129,6 +129,10 @@ resource "aws_lambda_function" "this" {
         BERTH_UPLOAD_SECRET_ID     = aws_secretsmanager_secret.upload_key.name
         BERTH_REDIRECT_EXPIRY_SECS = tostring(var.redirect_expiry_seconds)
         BERTH_PART_URL_EXPIRY_SECS = tostring(var.part_url_expiry_seconds)
+        BERTH_GC_GRACE             = var.gc_grace
+        BERTH_GC_SETTLE            = var.gc_settle
+        BERTH_GC_UPLOAD_IDLE       = var.gc_upload_idle
+        BERTH_GC_DRY_RUN           = "false"
         RUST_LOG                   = var.log_level
       },
       local.auth_config_secret_name == null ? {} : { BERTH_AUTH_CONFIG_SECRET = local.auth_config_secret_name },
@@ -173,4 +177,35 @@ resource "aws_lambda_permission" "url_invoke" {
   function_name            = aws_lambda_function.this.function_name
   principal                = "*"
   invoked_via_function_url = true
+}
+
+# Garbage collection (docs/gc.md): EventBridge invokes the function with a "Scheduled Event",
+# which it runs the core's collection for, until shortly before the invocation's deadline; the
+# next invocation continues from the checkpoint in the metadata bucket. The home region only:
+# one metadata store, one run.
+locals {
+  gc = var.gc_schedule != null && local.is_home ? 1 : 0
+}
+
+resource "aws_cloudwatch_event_rule" "gc" {
+  count               = local.gc
+  name                = "${var.name}-gc"
+  description         = "Berth garbage collection (docs/gc.md)"
+  schedule_expression = var.gc_schedule
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_event_target" "gc" {
+  count = local.gc
+  rule  = aws_cloudwatch_event_rule.gc[0].name
+  arn   = aws_lambda_function.this.arn
+}
+
+resource "aws_lambda_permission" "gc" {
+  count         = local.gc
+  statement_id  = "AllowGarbageCollectionSchedule"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.this.function_name
+  principal     = "events.amazonaws.com"
+  source_arn    = aws_cloudwatch_event_rule.gc[0].arn
 }

@@ -108,6 +108,30 @@ variable "stale_upload_days" {
   default     = 7
 }
 
+variable "gc_schedule" {
+  description = "EventBridge schedule expression (e.g. \"rate(1 hour)\") on which the function collects garbage (docs/gc.md); created in the home region only, whose metadata every region shares. null: no garbage collection."
+  type        = string
+  default     = null
+}
+
+variable "gc_grace" {
+  description = "How long an uploaded blob no manifest references is kept (BERTH_GC_GRACE; s, m, h or d)."
+  type        = string
+  default     = "24h"
+}
+
+variable "gc_settle" {
+  description = "Upper bound on a request's duration that garbage collection waits out before deleting (BERTH_GC_SETTLE); at least the function timeout."
+  type        = string
+  default     = "1h"
+}
+
+variable "gc_upload_idle" {
+  description = "Upload sessions untouched this long are aborted with their data (BERTH_GC_UPLOAD_IDLE)."
+  type        = string
+  default     = "24h"
+}
+
 variable "noncurrent_version_days" {
   description = "Days a deleted or overwritten object's old version is kept (the bucket is versioned for replication)."
   type        = number

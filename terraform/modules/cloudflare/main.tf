@@ -12,6 +12,11 @@ locals {
       MAX_REQUEST_BODY = tostring(var.max_request_body)
       PART_SIZE        = tostring(var.part_size)
       BLOB_CACHE       = var.blob_cache ? "on" : "off"
+      # Garbage collection on the Cron Trigger below (edge/src/lib.rs, docs/gc.md).
+      BERTH_GC_GRACE       = var.gc_grace
+      BERTH_GC_SETTLE      = var.gc_settle
+      BERTH_GC_UPLOAD_IDLE = var.gc_upload_idle
+      BERTH_GC_BUDGET      = var.gc_budget
     },
     local.presign ? {
       S3_ENDPOINT  = "https://${var.account_id}.r2.cloudflarestorage.com"
@@ -167,4 +172,14 @@ resource "cloudflare_workers_route" "this" {
   pattern    = var.route.pattern
   script     = cloudflare_worker.this.name
   depends_on = [cloudflare_workers_deployment.this]
+}
+
+# Garbage collection (docs/gc.md): the Worker's scheduled handler runs on these crons; each
+# trigger collects for gc_budget and the next one continues from the checkpoint in R2.
+resource "cloudflare_workers_cron_trigger" "gc" {
+  count       = length(var.gc_crons) == 0 ? 0 : 1
+  account_id  = var.account_id
+  script_name = cloudflare_worker.this.name
+  schedules   = [for cron in var.gc_crons : { cron = cron }]
+  depends_on  = [cloudflare_workers_deployment.this]
 }

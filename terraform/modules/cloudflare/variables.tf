@@ -72,6 +72,36 @@ variable "blob_cache" {
   default     = true
 }
 
+variable "gc_crons" {
+  description = "Cron expressions on which the Worker collects garbage (docs/gc.md), e.g. [\"17 * * * *\"]; each trigger collects for gc_budget and the next continues. Empty: no garbage collection."
+  type        = list(string)
+  default     = []
+}
+
+variable "gc_grace" {
+  description = "BERTH_GC_GRACE: how long an uploaded blob no manifest references is kept (s, m, h or d)."
+  type        = string
+  default     = "24h"
+}
+
+variable "gc_settle" {
+  description = "BERTH_GC_SETTLE: upper bound on a request's duration that garbage collection waits out before deleting."
+  type        = string
+  default     = "1h"
+}
+
+variable "gc_upload_idle" {
+  description = "BERTH_GC_UPLOAD_IDLE: upload sessions untouched this long are aborted with their data."
+  type        = string
+  default     = "24h"
+}
+
+variable "gc_budget" {
+  description = "BERTH_GC_BUDGET: how long one Cron Trigger collects (wall time)."
+  type        = string
+  default     = "60s"
+}
+
 variable "presign_access_key_id" {
   description = "Access key id of an R2 API token (Object Read & Write on the bucket). With presign_secret_access_key, blob GETs are answered with 307 redirects to presigned R2 URLs; null streams blobs through the Worker."
   type        = string
