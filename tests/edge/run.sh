@@ -107,7 +107,10 @@ fi
 if [[ " $steps " == *" suite "* || " $steps " == *" clients "* || " $steps " == *" edge "* \
       || " $steps " == *" push "* ]]; then
   say "start wrangler dev"
-  start a "$port_a" "$inspector_a" --var MAX_REQUEST_BODY:400000000
+  # A runs with the tag policies tests/tests/policies.rs expects (only its `*/prod-*` and
+  # `*/quota-*` repositories are affected), so that file runs against the Worker too.
+  start a "$port_a" "$inspector_a" --var MAX_REQUEST_BODY:400000000 \
+    --var "POLICY_CONFIG:$(grep -v '^#' tests/tests/policies/policy.toml)"
   # B's presigned URLs point at s3s-fs, which checks signatures and expiry as R2's S3 API does
   # (R2 itself holds the object on Cloudflare; here the test copies it into s3s-fs's directory).
   s3_port=$(free_port)
@@ -150,8 +153,8 @@ if [[ " $steps " == *" suite "* ]]; then
   for f in tests/tests/*.rs; do
     case "$f" in tests/tests/auth.rs | tests/tests/body_limit.rs) ;; *) suite_tests+=(--test "$(basename "$f" .rs)") ;; esac
   done
-  BERTH_URL=$url_a cargo test --release --locked -p berth-tests --no-fail-fast "${suite_tests[@]}" -- "${args[@]}" \
-    || failed+=("suite")
+  BERTH_URL=$url_a BERTH_POLICY_URL=$url_a cargo test --release --locked -p berth-tests --no-fail-fast \
+    "${suite_tests[@]}" -- "${args[@]}" || failed+=("suite")
 fi
 
 if [[ " $steps " == *" clients "* ]]; then
