@@ -12,6 +12,6 @@ const walk = (dir) => readdirSync(dir).forEach((f) => {
   total += gz;
   console.log(`  ${p}: ${gz} B gzip`);
 });
-walk("dist");
+walk(process.argv[2] ?? "dist");
 console.log(`UI assets: ${(total / 1024).toFixed(1)} KiB gzip (budget ${BUDGET / 1024} KiB)`);
 if (total > BUDGET) { console.error("over budget"); process.exit(1); }

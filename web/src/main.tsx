@@ -66,7 +66,7 @@ function Copy({ text, label }: { text: string; label: string }) {
   );
 }
 
-function Header({ user, onLogout }: { user: string | null; onLogout: () => void }) {
+function Header({ user, onLogout, authOff }: { user: string | null; onLogout: () => void; authOff: boolean }) {
   return (
     <header>
       <a href="#/" class="brand">Berth</a>
@@ -76,7 +76,7 @@ function Header({ user, onLogout }: { user: string | null; onLogout: () => void 
             <span>Signed in as <strong>{user}</strong></span>{" "}
             <button type="button" onClick={onLogout}>Log out</button>
           </>
-        ) : (
+        ) : authOff ? null : (
           <a href="#/login">Log in</a>
         )}
       </nav>
@@ -348,7 +348,7 @@ function Image({ repo, reference }: { repo: string; reference: string }) {
             <dt>Digest</dt><dd class="digest">{img.data.digest}</dd>
             <dt>Media type</dt><dd>{img.data.mediaType}</dd>
             {m.artifactType && <><dt>Artifact type</dt><dd>{m.artifactType}</dd></>}
-            <dt>Total size</dt><dd>{formatSize(imageSize(m, img.data.size))}</dd>
+            <dt>{isIndex(m) ? "Size (index and platform manifests; layers on each platform's page)" : "Size (manifest, config, layers)"}</dt><dd>{formatSize(imageSize(m, img.data.size))}</dd>
             {m.subject && <><dt>Refers to</dt><dd><a class="digest" href={`#/r/${repo}@${m.subject.digest}`}>{m.subject.digest}</a></dd></>}
           </dl>
           <h2>Pull</h2>
@@ -397,7 +397,7 @@ function App() {
   const key = `${user}:${location.hash}`;
   return (
     <>
-      <Header user={user} onLogout={() => { logout(); setUser(null); location.hash = "#/"; }} />
+      <Header user={user} authOff={auth.startsWith("Auth is off")} onLogout={() => { logout(); setUser(null); location.hash = "#/"; }} />
       {auth && <p class="note banner">{auth}</p>}
       <div key={key}>
         {route.view === "login" && <Login onDone={() => { setUser(currentUser()); location.hash = "#/"; }} />}
