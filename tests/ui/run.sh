@@ -84,6 +84,14 @@ push "" v1 demo/multi:old
 push "" single demo/multi:single
 push "" sig "demo/multi@$SIG"
 seq -f '%03g' 0 59 | xargs -P 4 -I {} skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/layout:single" "docker://$REG/many/app-{}:v1"
+# 55 tags: two pages of the tag list. One push, then the same manifest under more tags, one at
+# a time (concurrent writes of one manifest are refused with 429 and a retry hint).
+push "" single demo/many-tags:t00
+ct="application/vnd.oci.image.manifest.v1+json"
+curl -sf -H "Accept: $ct" "http://$REG/v2/demo/many-tags/manifests/t00" -o "$WORK/single.json"
+for t in $(seq -f 't%02g' 1 54); do
+  curl -sf -X PUT -H "Content-Type: $ct" --data-binary "@$WORK/single.json" "http://$REG/v2/demo/many-tags/manifests/$t" >/dev/null
+done
 shots=""
 [ "${SHOTS:-}" = 1 ] && shots="$root/docs/ui"
 node "$here/ui.test.mjs" open "$REG" "$INDEX" "$SIG" "$shots"

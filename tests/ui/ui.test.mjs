@@ -119,6 +119,27 @@ if (mode === "open") {
     assert.ok(!tags.includes("old") && tags.includes("v1"), `skopeo list-tags: ${tags}`);
   });
 
+  await test("delete-a-manifest", async (page) => {
+    await page.goto(`${BASE}/ui/#/r/many/app-000@v1`);
+    await page.getByRole("heading", { name: "Layers" }).waitFor();
+    await page.getByRole("button", { name: "Delete manifest" }).click(); // confirm() accepted
+    await page.getByRole("heading", { name: "many/app-000" }).waitFor();
+    await page.getByText("No tags.").waitFor();
+    assert.deepEqual(listTags("many/app-000"), []);
+  });
+
+  await test("tag-pages", async (page) => {
+    await page.goto(`${BASE}/ui/#/r/demo/many-tags`);
+    const table = page.getByRole("table", { name: "Tags of demo/many-tags" });
+    await table.getByRole("cell", { name: "t00", exact: true }).waitFor();
+    assert.equal(await table.locator("tbody tr").count(), 50);
+    await page.getByRole("button", { name: "Next tags" }).click();
+    await table.getByRole("cell", { name: "t54", exact: true }).waitFor();
+    assert.equal(await table.locator("tbody tr").count(), 5);
+    await page.getByRole("button", { name: "Previous tags" }).click();
+    await table.getByRole("cell", { name: "t00", exact: true }).waitFor();
+  });
+
   await test("phone-and-dark", async (page) => {
     await page.goto(`${BASE}/ui/#/r/demo/multi@v1`);
     await page.getByRole("heading", { name: "Platforms" }).waitFor();

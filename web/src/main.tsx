@@ -186,8 +186,10 @@ interface TagRow { tag: string; digest?: string; size?: number; error?: string }
 function Tags({ repo }: { repo: string }) {
   const [sort, setSort] = useState<"name" | "size">("name");
   const [status, setStatus] = useState("");
+  const [last, setLast] = useState<string[]>([""]); // `last` of each page seen: back/next
+  const cursor = last[last.length - 1];
   const list = useLoad(async () => {
-    const res = await api(`/v2/${repo}/tags/list?n=${PAGE}`, {}, `tags of ${repo}`);
+    const res = await api(`/v2/${repo}/tags/list?n=${PAGE}${cursor ? `&last=${encodeURIComponent(cursor)}` : ""}`, {}, `tags of ${repo}`);
     const tags: string[] = (await res.json()).tags ?? [];
     const rows: TagRow[] = await Promise.all(tags.map(async (tag) => {
       try {
@@ -197,8 +199,8 @@ function Tags({ repo }: { repo: string }) {
         return { tag, error: errText(e) };
       }
     }));
-    return { rows, more: nextLast(res) !== null, canDelete: await mayDelete(repo) };
-  }, [repo]);
+    return { rows, next: nextLast(res), canDelete: await mayDelete(repo) };
+  }, [repo, cursor]);
   const rows = [...(list.data?.rows ?? [])].sort((a, b) => (sort === "name" ? a.tag.localeCompare(b.tag) : (b.size ?? 0) - (a.size ?? 0)));
   const del = async (tag: string) => {
     if (!confirm(`Delete tag ${repo}:${tag}? The image stays if other tags or digests refer to it.`)) return;
@@ -218,7 +220,7 @@ function Tags({ repo }: { repo: string }) {
       <Status error={list.error} loading={!list.data} />
       {list.data && (
         <>
-          <p class="note">Push times are not shown: the registry API has no push time for a tag.</p>
+          <p class="note">{PAGE} tags a page, sorted within the page. Push times are not shown: the registry API has no push time for a tag.</p>
           <label for="sort">Sort by</label>{" "}
           <select id="sort" value={sort} onChange={(e) => setSort((e.target as HTMLSelectElement).value as "name" | "size")}>
             <option value="name">name</option>
@@ -237,8 +239,11 @@ function Tags({ repo }: { repo: string }) {
               ))}
             </tbody>
           </table>
-          {list.data.more && <p class="note">Showing the first {PAGE} tags.</p>}
           {rows.length === 0 && <p>No tags.</p>}
+          <div class="pager">
+            <button type="button" disabled={last.length < 2} onClick={() => setLast(last.slice(0, -1))}>Previous tags</button>
+            <button type="button" disabled={!list.data.next} onClick={() => setLast([...last, list.data!.next!])}>Next tags</button>
+          </div>
         </>
       )}
     </main>
