@@ -155,6 +155,14 @@ if (mode === "open") {
     await page.getByRole("alert").getByText(/manifest demo\/multi:nope: 404 MANIFEST_UNKNOWN/).waitFor();
   });
 
+  await test("registry-gone-says-so", async (page, context) => {
+    await page.goto(`${BASE}/ui/#/r/demo/multi`);
+    await page.getByRole("cell", { name: "v1", exact: true }).waitFor();
+    await context.setOffline(true);
+    await page.goto(`${BASE}/ui/#/r/demo/multi@v1`).catch(() => {}); // same page, new hash
+    await page.getByRole("alert").getByText(/manifest demo\/multi:v1: no answer from the registry/).waitFor();
+  });
+
   await test("keyboard-navigation", async (page) => {
     await page.goto(`${BASE}/ui/#/r/demo/multi`);
     await page.getByRole("cell", { name: "v1", exact: true }).waitFor();

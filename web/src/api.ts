@@ -42,7 +42,9 @@ function parseChallenge(header: string | null): Challenge | null {
 /** Whether the registry asks for tokens at all (`GET /v2/` answers 401 when auth is on). */
 export async function authEnabled(): Promise<boolean> {
   if (authOn !== null) return authOn;
-  const res = await fetch("/v2/", { headers: { Accept: "application/json" } });
+  const res = await fetch("/v2/", { headers: { Accept: "application/json" } }).catch((e: unknown) => {
+    throw new ApiError(0, `GET /v2/: no answer from the registry (${e instanceof Error ? e.message : e})`);
+  });
   challengeInfo = parseChallenge(res.headers.get("WWW-Authenticate"));
   authOn = res.status === 401 && challengeInfo !== null;
   return authOn;
@@ -108,7 +110,9 @@ export async function api(path: string, init: RequestInit = {}, what = path): Pr
   const go = (token?: string | null) => {
     const headers = new Headers(init.headers);
     if (token) headers.set("Authorization", `Bearer ${token}`);
-    return fetch(path, { ...init, headers });
+    return fetch(path, { ...init, headers }).catch((e: unknown) => {
+      throw new ApiError(0, `${what}: no answer from the registry (${e instanceof Error ? e.message : e})`);
+    });
   };
   let res = await go();
   if (res.status === 401) {
