@@ -258,6 +258,9 @@ interface ImageConfig {
   history?: { created?: string; created_by?: string; comment?: string; empty_layer?: boolean }[];
 }
 
+// Configs worth showing as an image's config; an artifact's config (often empty) is only named.
+const IMAGE_CONFIGS = ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+
 function Layers({ layers }: { layers: Descriptor[] }) {
   return (
     <table aria-label="Layers">
@@ -376,9 +379,9 @@ function Image({ repo, reference }: { repo: string; reference: string }) {
           ) : (
             <>
               <section aria-labelledby="lay"><h2 id="lay">Layers</h2><Layers layers={m.layers ?? []} /></section>
-              {m.config && m.config.mediaType.includes("image.config") || m.config?.mediaType === "application/vnd.docker.container.image.v1+json"
-                ? <Config repo={repo} digest={m.config!.digest} />
-                : m.config && <p>Config: {m.config.mediaType} · {formatSize(m.config.size)}</p>}
+              {m.config && (IMAGE_CONFIGS.includes(m.config.mediaType)
+                ? <Config repo={repo} digest={m.config.digest} />
+                : <p>Config: {m.config.mediaType} · {formatSize(m.config.size)}</p>)}
             </>
           )}
           <Referrers repo={repo} digest={img.data.digest} />
