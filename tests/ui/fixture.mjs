@@ -44,7 +44,10 @@ function image(arch) {
     config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
     layers: [l1, l2].map((l) => ({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...l })),
   });
-  return { mediaType: "application/vnd.oci.image.manifest.v1+json", ...blob(m), platform: { os: "linux", architecture: arch } };
+  const desc = { mediaType: "application/vnd.oci.image.manifest.v1+json", ...blob(m), platform: { os: "linux", architecture: arch } };
+  // What the UI shows as the image's size: manifest, config and layers.
+  Object.defineProperty(desc, "total", { value: desc.size + config.size + l1.size + l2.size, enumerable: false });
+  return desc;
 }
 
 const amd = image("amd64");
@@ -66,4 +69,4 @@ writeFileSync(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0
 writeFileSync(join(dir, "index.json"), JSON.stringify({
   schemaVersion: 2, manifests: [ref(indexDesc, "v1"), ref(amd, "single"), ref(sigDesc, "sig")],
 }));
-console.log(JSON.stringify({ index: indexDesc.digest, amd64: amd.digest, arm64: arm.digest, sig: sigDesc.digest }));
+console.log(JSON.stringify({ indexTotal: indexDesc.size + amd.total + arm.total, index: indexDesc.digest, amd64: amd.digest, arm64: arm.digest, sig: sigDesc.digest }));

@@ -71,6 +71,8 @@ start() {
 fixture=$(node "$here/fixture.mjs" "$WORK/layout")
 INDEX=$(jq -r .index <<<"$fixture")
 SIG=$(jq -r .sig <<<"$fixture")
+INDEX_TOTAL=$(jq -r .indexTotal <<<"$fixture")
+export INDEX_TOTAL
 # push CREDS SRC_REF DEST: skopeo copy from the fixture layout.
 push() {
   local creds=$1; shift

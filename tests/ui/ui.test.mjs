@@ -83,6 +83,9 @@ if (mode === "open") {
     await page.getByRole("heading", { name: "Platforms" }).waitFor();
     await page.getByRole("link", { name: "linux/arm64" }).waitFor();
     await page.getByText(INDEX).first().waitFor();
+    // The size of an index counts its platforms' manifests, configs and layers.
+    const total = Number(process.env.INDEX_TOTAL);
+    await page.getByText(`${(total / 1024).toFixed(1)} KiB`, { exact: true }).waitFor();
     // The signature referrer, grouped under its artifact type.
     await page.getByRole("heading", { name: /application\/vnd\.dev\.cosign\.simplesigning\.v1\+json/ }).waitFor();
     await page.getByRole("link", { name: SIG }).waitFor();

@@ -186,6 +186,17 @@ export function imageSize(m: Manifest, manifestSize: number): number {
   return manifestSize + (m.config?.size ?? 0) + (m.layers ?? []).reduce((s, d) => s + d.size, 0);
 }
 
+/** Everything an image or index stores: for an index, its platforms' manifests, configs and
+ *  layers too (one request per platform). Blobs shared between platforms count once each time. */
+export async function fullSize(repo: string, m: Manifest, manifestSize: number): Promise<number> {
+  if (!isIndex(m)) return imageSize(m, manifestSize);
+  const parts = await Promise.all((m.manifests ?? []).map(async (d) => {
+    const child = await getManifest(repo, d.digest);
+    return imageSize(child.manifest, child.size);
+  }));
+  return parts.reduce((a, b) => a + b, manifestSize);
+}
+
 /** The `<n>`/`last` pagination of the catalog and the tag list, read from the Link header. */
 export function nextLast(res: Response): string | null {
   const link = res.headers.get("Link");

@@ -2,7 +2,7 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import "./style.css";
 import {
-  api, ApiError, authEnabled, currentUser, Descriptor, formatSize, getManifest, imageSize, isIndex,
+  api, ApiError, authEnabled, currentUser, Descriptor, formatSize, fullSize, getManifest, isIndex,
   login, logout, Manifest, mayDelete, nextLast,
 } from "./api";
 
@@ -194,7 +194,7 @@ function Tags({ repo }: { repo: string }) {
     const rows: TagRow[] = await Promise.all(tags.map(async (tag) => {
       try {
         const m = await getManifest(repo, tag);
-        return { tag, digest: m.digest, size: imageSize(m.manifest, m.size) };
+        return { tag, digest: m.digest, size: await fullSize(repo, m.manifest, m.size) };
       } catch (e) {
         return { tag, error: errText(e) };
       }
@@ -331,7 +331,10 @@ function Referrers({ repo, digest }: { repo: string; digest: string }) {
 
 function Image({ repo, reference }: { repo: string; reference: string }) {
   const [status, setStatus] = useState("");
-  const img = useLoad(async () => ({ ...(await getManifest(repo, reference)), canDelete: await mayDelete(repo) }), [repo, reference]);
+  const img = useLoad(async () => {
+    const got = await getManifest(repo, reference);
+    return { ...got, total: await fullSize(repo, got.manifest, got.size), canDelete: await mayDelete(repo) };
+  }, [repo, reference]);
   const isTag = !reference.includes(":");
   const del = async () => {
     if (!img.data) return;
@@ -356,7 +359,7 @@ function Image({ repo, reference }: { repo: string; reference: string }) {
             <dt>Digest</dt><dd class="digest">{img.data.digest}</dd>
             <dt>Media type</dt><dd>{img.data.mediaType}</dd>
             {m.artifactType && <><dt>Artifact type</dt><dd>{m.artifactType}</dd></>}
-            <dt>{isIndex(m) ? "Size (index and platform manifests; layers on each platform's page)" : "Size (manifest, config, layers)"}</dt><dd>{formatSize(imageSize(m, img.data.size))}</dd>
+            <dt>{isIndex(m) ? "Size (all platforms: manifests, configs, layers)" : "Size (manifest, config, layers)"}</dt><dd>{formatSize(img.data.total)}</dd>
             {m.subject && <><dt>Refers to</dt><dd><a class="digest" href={`#/r/${repo}@${m.subject.digest}`}>{m.subject.digest}</a></dd></>}
           </dl>
           <h2>Pull</h2>
