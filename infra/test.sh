@@ -52,6 +52,9 @@ bash tests/quickstart.sh
 step "berth serve over TLS: curl (HTTP/2), skopeo with a test CA, certificate reload on SIGHUP, docker"
 bash tests/clients/tls.sh
 
+step "web interface: committed assets rebuilt from the lockfile, Playwright (chromium) against berth serve, auth off and on"
+bash tests/ui/run.sh
+
 step "token auth with real OCI clients (docker login, skopeo, podman, oras, OIDC) against berth serve --auth-config"
 bash tests/clients/auth.sh
 

@@ -302,6 +302,14 @@ async fn handle(
     use tracing::Instrument;
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
+    // The web interface (docs/ui.md): the core decides which paths are its own.
+    let accept = parts.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    if let Some(page) = berth_core::ui::respond(&parts.method, parts.uri.path(), accept) {
+        return page.map(|b| match b {
+            Body::Full(bytes) => axum::body::Body::from(bytes),
+            _ => axum::body::Body::empty(),
+        });
+    }
     parts.extensions.insert(berth_core::auth::ClientAddr(peer.ip().to_string()));
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let ctx = berth_core::native::request_context();

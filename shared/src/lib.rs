@@ -30,6 +30,7 @@ mod reply;
 pub mod routes;
 pub mod storage;
 pub mod tags;
+pub mod ui;
 pub mod uploads;
 
 use http::{Method, StatusCode};

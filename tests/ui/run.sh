@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The web interface, end to end (docs/ui.md):
+#   1. rebuilds web/dist from web/package-lock.json (npm ci) and fails if the committed copy
+#      differs, or the assets exceed 150 KiB gzip (web/size.mjs prints the size);
+#   2. starts `berth serve` (auth off) on a free 127.0.0.1 port, pushes a two-platform index, a
+#      signature referrer and 60 small repositories with skopeo, and drives Debian's chromium
+#      with playwright-core through tests/ui/ui.test.mjs (open mode; screenshots into docs/ui/
+#      when SHOTS=1);
+#   3. the same with auth on (anonymous, a reader, a writer).
+#
+#   bash tests/ui/run.sh
+# Environment: BERTH_BIN (default <repo>/target/release/berth, as the other suites), SHOTS=1 (refresh docs/ui/*.png),
+# KEEP_WORK=1 (keep the temporary directory). Installs chromium, skopeo and jq with apt-get and
+# web/node_modules with npm ci only when missing. Everything started here is stopped by PID.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+BERTH_BIN=${BERTH_BIN:-$root/target/release/berth}
+export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
+
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v jq >/dev/null || need+=(jq)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}"
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+[ -x "$BERTH_BIN" ] || { echo "berth binary not found: $BERTH_BIN (cargo build, or set BERTH_BIN)" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/berth-ui.XXXXXX)
+export WORK
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ "${KEEP_WORK:-}" = 1 ] || [ "${ok:-0}" != 1 ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+# 1. The committed assets are what the lockfile builds.
+cd "$root/web"
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npx tsc --noEmit
+npx vite build --logLevel warn --outDir "$WORK/dist" --emptyOutDir
+node size.mjs "$WORK/dist"
+diff -r "$root/web/dist" "$WORK/dist" \
+  || { echo "web/dist is not what web/ builds: run 'npm run build' in web/ and commit web/dist" >&2; exit 1; }
+echo "web/dist is current"
+cd "$root"
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+# start NAME ARGS...: berth serve on a free port; sets REG.
+start() {
+  local name=$1; shift
+  local port; port=$(free_port)
+  REG=127.0.0.1:$port
+  "$BERTH_BIN" serve --addr "$REG" --data-dir "$WORK/data-$name" "$@" >"$WORK/server-$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://$REG/v2/" || true)
+    [ "$code" = 200 ] || [ "$code" = 401 ] && return 0
+    sleep 0.1
+  done
+  cat "$WORK/server-$name.log"; echo "berth serve ($name) did not come up" >&2; exit 1
+}
+fixture=$(node "$here/fixture.mjs" "$WORK/layout")
+INDEX=$(jq -r .index <<<"$fixture")
+SIG=$(jq -r .sig <<<"$fixture")
+INDEX_TOTAL=$(jq -r .indexTotal <<<"$fixture")
+export INDEX_TOTAL
+# push CREDS SRC_REF DEST: skopeo copy from the fixture layout.
+push() {
+  local creds=$1; shift
+  skopeo copy --quiet --all --dest-tls-verify=false ${creds:+--dest-creds "$creds"} "oci:$WORK/layout:$1" "docker://$REG/$2"
+}
+
+# 2. Auth off.
+start open
+push "" v1 demo/multi:v1
+push "" v1 demo/multi:old
+push "" single demo/multi:single
+push "" sig "demo/multi@$SIG"
+seq -f '%03g' 0 59 | xargs -P 4 -I {} skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/layout:single" "docker://$REG/many/app-{}:v1"
+# 55 tags: two pages of the tag list. One push, then the same manifest under more tags, one at
+# a time (concurrent writes of one manifest are refused with 429 and a retry hint).
+push "" single demo/many-tags:t00
+ct="application/vnd.oci.image.manifest.v1+json"
+curl -sf -H "Accept: $ct" "http://$REG/v2/demo/many-tags/manifests/t00" -o "$WORK/single.json"
+for t in $(seq -f 't%02g' 1 54); do
+  curl -sf -X PUT -H "Content-Type: $ct" --data-binary "@$WORK/single.json" "http://$REG/v2/demo/many-tags/manifests/$t" >/dev/null
+done
+shots=""
+[ "${SHOTS:-}" = 1 ] && shots="$root/docs/ui"
+node "$here/ui.test.mjs" open "$REG" "$INDEX" "$SIG" "$shots"
+
+# 3. Auth on.
+CONF=$WORK/auth.toml
+ALICE_PW=alice-$RANDOM-$RANDOM BOB_PW=bob-$RANDOM-$RANDOM
+export ALICE_PW BOB_PW
+"$BERTH_BIN" key generate --kid k1 --config "$CONF" >/dev/null
+echo "$ALICE_PW" | "$BERTH_BIN" user add alice --group devs --config "$CONF" 2>/dev/null
+echo "$BOB_PW" | "$BERTH_BIN" user add bob --group readers --config "$CONF" 2>/dev/null
+cat >>"$CONF" <<'EOF'
+
+[catalog]
+principals = ["group:devs"]
+
+[[access]]
+repositories = ["public/**"]
+public = true
+
+[[access]]
+repositories = ["team/**", "public/**"]
+principals = ["group:devs"]
+actions = ["pull", "push", "delete"]
+
+[[access]]
+repositories = ["team/**"]
+principals = ["group:readers"]
+actions = ["pull"]
+EOF
+start auth --auth-config "$CONF"
+push "alice:$ALICE_PW" single public/app:v1
+push "alice:$ALICE_PW" single team/secret:v1
+push "alice:$ALICE_PW" single team/secret:old
+node "$here/ui.test.mjs" auth "$REG" "" "" "$shots"
+ok=1
+echo "ui: all passed"

@@ -1,0 +1,245 @@
+// Browser tests of the web interface (playwright-core driving Debian's chromium) against a
+// `berth serve` that tests/ui/run.sh started and filled with skopeo. Run by run.sh:
+//   node ui.test.mjs open   REG INDEX_DIGEST SIG_DIGEST SHOTS_DIR   (auth off)
+//   node ui.test.mjs auth   REG                                     (auth on; ALICE_PW, BOB_PW)
+// Prints `--- PASS name` / `--- FAIL name` per test; exits non-zero on any failure.
+import { createRequire } from "node:module";
+import { execFileSync } from "node:child_process";
+import assert from "node:assert/strict";
+
+const require = createRequire(new URL("../../web/package.json", import.meta.url));
+const { chromium } = require("playwright-core");
+
+const [mode, REG, INDEX, SIG, SHOTS] = process.argv.slice(2);
+const BASE = `http://${REG}`;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu"],
+});
+let failed = 0;
+
+async function test(name, fn, contextOptions = {}) {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 900 }, ...contextOptions });
+  context.setDefaultTimeout(10000);
+  const page = await context.newPage();
+  const problems = [];
+  page.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+  page.on("pageerror", (e) => problems.push(String(e)));
+  page.on("dialog", (d) => d.accept());
+  try {
+    await fn(page, context);
+    // Expected API refusals log "Failed to load resource"; anything else (a CSP violation, an
+    // exception) fails the test.
+    const bad = problems.filter((p) => !/Failed to load resource/.test(p));
+    assert.deepEqual(bad, [], "browser console errors");
+    console.log(`--- PASS ${name}`);
+  } catch (e) {
+    failed++;
+    console.log(`--- FAIL ${name}\n${e.stack ?? e}`);
+    if (SHOTS) await page.screenshot({ path: `${process.env.WORK ?? "/tmp"}/fail-${name}.png` }).catch(() => {});
+  } finally {
+    await context.close();
+  }
+}
+
+const shot = (page, name) => SHOTS ? page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true }) : null;
+const listTags = (repo) => JSON.parse(execFileSync("skopeo", [
+  "list-tags", "--tls-verify=false", ...(mode === "auth" ? ["--creds", `alice:${process.env.ALICE_PW}`] : []), `docker://${REG}/${repo}`,
+])).Tags;
+
+if (mode === "open") {
+  await test("root-redirect-and-headers", async (page) => {
+    const res = await page.goto(`${BASE}/`);
+    assert.equal(new URL(page.url()).pathname, "/ui/");
+    const h = res.headers();
+    assert.match(h["content-security-policy"], /frame-ancestors 'none'/);
+    assert.doesNotMatch(h["content-security-policy"], /unsafe-inline/);
+    assert.equal(h["x-content-type-options"], "nosniff");
+    assert.equal(h["referrer-policy"], "no-referrer");
+    // The registry API is unchanged next to it.
+    assert.equal((await page.request.get(`${BASE}/v2/`)).status(), 200);
+  });
+
+  await test("find-a-repository-among-many", async (page) => {
+    await page.goto(`${BASE}/ui/`);
+    const list = page.getByRole("list", { name: "Repositories" });
+    await list.getByRole("link").first().waitFor();
+    assert.equal(await list.getByRole("link").count(), 50, "first catalog page of n=50");
+    await page.getByRole("button", { name: "Next page" }).click();
+    await list.getByRole("link", { name: "many/app-059" }).waitFor();
+    await shot(page, "repositories");
+    await page.getByRole("button", { name: "Previous page" }).click();
+    await page.getByLabel("Search by name").fill("app-042");
+    await page.getByRole("button", { name: "Search" }).click();
+    await page.waitForFunction(() => document.querySelectorAll("ul.list a").length === 1);
+    await list.getByRole("link", { name: "many/app-042" }).click();
+    await page.getByRole("heading", { name: "many/app-042" }).waitFor();
+    await page.getByRole("cell", { name: "v1", exact: true }).waitFor();
+  });
+
+  await test("multi-platform-index-layers-referrer-copy", async (page, context) => {
+    await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: BASE });
+    await page.goto(`${BASE}/ui/#/r/demo/multi@v1`);
+    await page.getByRole("heading", { name: "Platforms" }).waitFor();
+    await page.getByRole("link", { name: "linux/arm64" }).waitFor();
+    await page.getByText(INDEX).first().waitFor();
+    // The size of an index counts its platforms' manifests, configs and layers.
+    const total = Number(process.env.INDEX_TOTAL);
+    await page.getByText(`${(total / 1024).toFixed(1)} KiB`, { exact: true }).waitFor();
+    // The signature referrer, grouped under its artifact type.
+    await page.getByRole("heading", { name: /application\/vnd\.dev\.cosign\.simplesigning\.v1\+json/ }).waitFor();
+    await page.getByRole("link", { name: SIG }).waitFor();
+    await page.getByRole("button", { name: "Copy pull command by digest" }).click();
+    await page.getByText("Copied").waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), `docker pull ${REG}/demo/multi@${INDEX}`);
+    await page.getByRole("button", { name: "Copy pull command by tag" }).click();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), `docker pull ${REG}/demo/multi:v1`);
+    await shot(page, "index");
+    await page.getByRole("link", { name: "linux/amd64" }).click();
+    const layers = page.getByRole("table", { name: "Layers" });
+    await layers.waitFor();
+    assert.equal(await layers.locator("tbody tr").count(), 2);
+    await layers.getByText("application/vnd.oci.image.layer.v1.tar+gzip").first().waitFor();
+    await page.getByText('["/bin/hello"]').waitFor();
+    await page.getByText("ARCH=amd64").waitFor();
+    await page.getByText("org.opencontainers.image.source=https://example.com/berth-ui-test").waitFor();
+    await page.getByText("COPY hello.txt /").waitFor();
+    await shot(page, "image");
+  });
+
+  await test("delete-a-tag", async (page) => {
+    assert.ok(listTags("demo/multi").includes("old"), "fixture tag present before");
+    await page.goto(`${BASE}/ui/#/r/demo/multi`);
+    const table = page.getByRole("table", { name: "Tags of demo/multi" });
+    await table.getByRole("cell", { name: "old", exact: true }).waitFor();
+    await shot(page, "tags");
+    await page.getByRole("button", { name: "Delete tag old" }).click(); // confirm() accepted
+    await page.getByText("Deleted tag old.").waitFor();
+    // The list reloads from the registry: old goes, v1 stays.
+    await table.getByRole("cell", { name: "old", exact: true }).waitFor({ state: "detached" });
+    await table.getByRole("cell", { name: "v1", exact: true }).waitFor();
+    const tags = listTags("demo/multi");
+    assert.ok(!tags.includes("old") && tags.includes("v1"), `skopeo list-tags: ${tags}`);
+  });
+
+  await test("delete-a-manifest", async (page) => {
+    await page.goto(`${BASE}/ui/#/r/many/app-000@v1`);
+    await page.getByRole("heading", { name: "Layers" }).waitFor();
+    await page.getByRole("button", { name: "Delete manifest" }).click(); // confirm() accepted
+    await page.getByRole("heading", { name: "many/app-000" }).waitFor();
+    await page.getByText("No tags.").waitFor();
+    assert.deepEqual(listTags("many/app-000"), []);
+  });
+
+  await test("tag-pages", async (page) => {
+    await page.goto(`${BASE}/ui/#/r/demo/many-tags`);
+    const table = page.getByRole("table", { name: "Tags of demo/many-tags" });
+    await table.getByRole("cell", { name: "t00", exact: true }).waitFor();
+    assert.equal(await table.locator("tbody tr").count(), 50);
+    await page.getByRole("button", { name: "Next tags" }).click();
+    await table.getByRole("cell", { name: "t54", exact: true }).waitFor();
+    assert.equal(await table.locator("tbody tr").count(), 5);
+    await page.getByRole("button", { name: "Previous tags" }).click();
+    await table.getByRole("cell", { name: "t00", exact: true }).waitFor();
+  });
+
+  await test("phone-and-dark", async (page) => {
+    await page.goto(`${BASE}/ui/#/r/demo/multi@v1`);
+    await page.getByRole("heading", { name: "Platforms" }).waitFor();
+    await page.getByRole("link", { name: SIG }).waitFor(); // the long artifact type is on the page
+    // isMobile widens the layout viewport to fit overflowing content: compare with the screen.
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - 380);
+    assert.ok(overflow <= 1, `page wider than the phone screen by ${overflow}px`);
+    const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.equal(bg, "rgb(13, 17, 23)", "dark background");
+    await shot(page, "index-phone-dark");
+  }, { viewport: { width: 380, height: 800 }, colorScheme: "dark", isMobile: true });
+
+  await test("errors-say-what-failed", async (page) => {
+    await page.goto(`${BASE}/ui/#/r/demo/multi@nope`);
+    await page.getByRole("alert").getByText(/manifest demo\/multi:nope: 404 MANIFEST_UNKNOWN/).waitFor();
+  });
+
+  await test("registry-gone-says-so", async (page, context) => {
+    await page.goto(`${BASE}/ui/#/r/demo/multi`);
+    await page.getByRole("cell", { name: "v1", exact: true }).waitFor();
+    await context.setOffline(true);
+    await page.goto(`${BASE}/ui/#/r/demo/multi@v1`).catch(() => {}); // same page, new hash
+    await page.getByRole("alert").getByText(/manifest demo\/multi:v1: no answer from the registry/).waitFor();
+  });
+
+  await test("keyboard-navigation", async (page) => {
+    await page.goto(`${BASE}/ui/#/r/demo/multi`);
+    await page.getByRole("cell", { name: "v1", exact: true }).waitFor();
+    for (let i = 0; i < 30; i++) {
+      await page.keyboard.press("Tab");
+      if (await page.evaluate(() => document.activeElement?.textContent === "v1")) break;
+    }
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "demo/multi:v1" }).waitFor();
+  });
+} else if (mode === "auth") {
+  const login = async (page, user, pw) => {
+    await page.goto(`${BASE}/ui/#/login`);
+    await page.getByLabel("User or robot name").fill(user);
+    await page.getByLabel("Password or secret").fill(pw);
+    await page.getByRole("button", { name: "Log in" }).click();
+    await page.getByText(`Signed in as ${user}`).waitFor();
+  };
+
+  await test("anonymous-sees-only-public", async (page) => {
+    await page.goto(`${BASE}/ui/`);
+    await page.getByText(/You may not list the repositories/).waitFor();
+    assert.equal(await page.getByRole("link", { name: "team/secret" }).count(), 0);
+    await page.getByLabel("Open a repository by name").fill("public/app");
+    await page.getByRole("button", { name: "Open" }).click();
+    await page.getByRole("cell", { name: "v1", exact: true }).waitFor();
+    assert.equal(await page.getByRole("button", { name: /Delete/ }).count(), 0, "no delete for anonymous");
+    await shot(page, "anonymous-public");
+    await page.goto(`${BASE}/ui/#/r/team/secret`);
+    await page.getByRole("alert").getByText(/tags of team\/secret: 401/).waitFor();
+    assert.equal(await page.getByRole("cell", { name: "v1", exact: true }).count(), 0);
+  });
+
+  await test("reader-has-no-delete-and-forged-delete-is-403", async (page) => {
+    await login(page, "bob", process.env.BOB_PW);
+    await page.goto(`${BASE}/ui/#/r/team/secret`);
+    await page.getByRole("cell", { name: "v1", exact: true }).waitFor();
+    assert.equal(await page.getByRole("button", { name: /Delete/ }).count(), 0, "no delete button for bob");
+    // A forged delete with bob's best token: the API refuses it.
+    const status = await page.evaluate(async (realm) => {
+      const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: sessionStorage.getItem("berth.refresh"), service: "berth", scope: "repository:team/secret:pull,delete" });
+      const { token } = await (await fetch(realm, { method: "POST", body: form })).json();
+      const res = await fetch("/v2/team/secret/manifests/v1", { method: "DELETE", headers: { Authorization: `Bearer ${token}` } });
+      return res.status;
+    }, `${BASE}/token`);
+    assert.equal(status, 403);
+    assert.ok(listTags("team/secret").includes("v1"));
+    // No cookie carries the login.
+    assert.deepEqual(await page.context().cookies(), []);
+  });
+
+  await test("writer-lists-and-deletes", async (page) => {
+    await login(page, "alice", process.env.ALICE_PW);
+    await page.goto(`${BASE}/ui/#/`);
+    await page.getByRole("link", { name: "team/secret" }).click();
+    await page.getByRole("button", { name: "Delete tag old" }).click();
+    await page.getByText("Deleted tag old.").waitFor();
+    assert.ok(!listTags("team/secret").includes("old"));
+    await page.getByRole("button", { name: "Log out" }).click();
+    await page.getByRole("link", { name: "Log in" }).waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("berth.refresh")), null);
+  });
+
+  await test("wrong-password-says-so", async (page) => {
+    await page.goto(`${BASE}/ui/#/login`);
+    await page.getByLabel("User or robot name").fill("alice");
+    await page.getByLabel("Password or secret").fill("wrong");
+    await page.getByRole("button", { name: "Log in" }).click();
+    await page.getByRole("alert").getByText(/login failed: 401/).waitFor();
+  });
+}
+
+await browser.close();
+console.log(failed ? `${failed} failed` : "all passed");
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,423 @@
+import { render } from "preact";
+import { useEffect, useState } from "preact/hooks";
+import "./style.css";
+import {
+  api, ApiError, authEnabled, currentUser, Descriptor, formatSize, fullSize, getManifest, isIndex,
+  login, logout, Manifest, mayDelete, nextLast,
+} from "./api";
+
+// Hash routes, so the server serves one page for every view:
+//   #/                 repositories    #/r/NAME           tags of NAME
+//   #/r/NAME@REF       an image        #/login            login form
+type Route = { view: "repos" } | { view: "login" } | { view: "tags"; repo: string } | { view: "image"; repo: string; ref: string };
+
+function parseRoute(hash: string): Route {
+  const h = decodeURIComponent(hash.replace(/^#\/?/, ""));
+  if (h === "login") return { view: "login" };
+  if (h.startsWith("r/")) {
+    const rest = h.slice(2);
+    const at = rest.indexOf("@");
+    return at < 0 ? { view: "tags", repo: rest } : { view: "image", repo: rest.slice(0, at), ref: rest.slice(at + 1) };
+  }
+  return { view: "repos" };
+}
+
+const host = location.host;
+const errText = (e: unknown) => (e instanceof ApiError || e instanceof Error ? e.message : String(e));
+
+/** Loads with `load`; shows "Loading…", then the result or what failed (never an endless spinner). */
+function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data?: T; error?: string; reload: () => void } {
+  const [state, setState] = useState<{ data?: T; error?: string }>({});
+  const [n, setN] = useState(0);
+  useEffect(() => {
+    let live = true;
+    setState({});
+    const timeout = new Promise<never>((_, rej) => setTimeout(() => rej(new Error("no answer from the registry within 30 s")), 30000));
+    Promise.race([load(), timeout]).then(
+      (data) => live && setState({ data }),
+      (e) => live && setState({ error: errText(e) }),
+    );
+    return () => { live = false; };
+  }, [...deps, n]);
+  return { ...state, reload: () => setN(n + 1) };
+}
+
+function Status({ error, loading }: { error?: string; loading: boolean }) {
+  if (error) return <p class="error" role="alert">Failed: {error}</p>;
+  return loading ? <p aria-live="polite">Loading…</p> : null;
+}
+
+function Copy({ text, label }: { text: string; label: string }) {
+  const [done, setDone] = useState("");
+  const copy = async () => {
+    try {
+      await navigator.clipboard.writeText(text);
+      setDone("Copied");
+    } catch (e) {
+      setDone(`Copy failed: ${errText(e)}`);
+    }
+  };
+  return (
+    <div class="copy">
+      <code>{text}</code>
+      <button type="button" onClick={copy} aria-label={label}>Copy</button>
+      <span role="status">{done}</span>
+    </div>
+  );
+}
+
+function Header({ user, onLogout, authOff }: { user: string | null; onLogout: () => void; authOff: boolean }) {
+  return (
+    <header>
+      <a href="#/" class="brand">Berth</a>
+      <nav aria-label="Account">
+        {user ? (
+          <>
+            <span>Signed in as <strong>{user}</strong></span>{" "}
+            <button type="button" onClick={onLogout}>Log out</button>
+          </>
+        ) : authOff ? null : (
+          <a href="#/login">Log in</a>
+        )}
+      </nav>
+    </header>
+  );
+}
+
+function Login({ onDone }: { onDone: () => void }) {
+  const [error, setError] = useState("");
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    const f = e.target as HTMLFormElement;
+    const data = new FormData(f);
+    setBusy(true);
+    setError("");
+    try {
+      await login(String(data.get("username")), String(data.get("password")));
+      onDone();
+    } catch (err) {
+      setError(errText(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <main>
+      <h1>Log in</h1>
+      <form onSubmit={submit} class="login">
+        <label for="username">User or robot name</label>
+        <input id="username" name="username" autocomplete="username" required />
+        <label for="password">Password or secret</label>
+        <input id="password" name="password" type="password" autocomplete="current-password" required />
+        <button type="submit" disabled={busy}>{busy ? "Logging in…" : "Log in"}</button>
+        {error && <p class="error" role="alert">{error}</p>}
+      </form>
+    </main>
+  );
+}
+
+const PAGE = 50;
+
+/** Catalog pages, `n`/`last` as the API gives them; search filters by name (the API has no search). */
+function Repos() {
+  const [last, setLast] = useState<string[]>([""]); // stack of `last` values: back/next
+  const [query, setQuery] = useState("");
+  const [openName, setOpenName] = useState("");
+  const cursor = last[last.length - 1];
+  const page = useLoad(async () => {
+    // With a search term, walk the catalog (pages of 1000) and keep the matches.
+    if (query) {
+      const found: string[] = [];
+      let after = "";
+      for (let i = 0; i < 100 && found.length < PAGE; i++) {
+        const res = await api(`/v2/_catalog?n=1000${after ? `&last=${encodeURIComponent(after)}` : ""}`, {}, "repository list");
+        const names: string[] = (await res.json()).repositories ?? [];
+        found.push(...names.filter((n) => n.includes(query)));
+        const next = nextLast(res);
+        if (!next || names.length === 0) break;
+        after = next;
+      }
+      return { names: found.slice(0, PAGE), next: null as string | null };
+    }
+    const res = await api(`/v2/_catalog?n=${PAGE}${cursor ? `&last=${encodeURIComponent(cursor)}` : ""}`, {}, "repository list");
+    const names: string[] = (await res.json()).repositories ?? [];
+    return { names, next: nextLast(res) };
+  }, [cursor, query]);
+  const denied = page.error && /^repository list: 40[13]/.test(page.error);
+  return (
+    <main>
+      <h1>Repositories</h1>
+      <form role="search" onSubmit={(e) => { e.preventDefault(); setQuery(((e.target as HTMLFormElement).elements.namedItem("q") as HTMLInputElement).value.trim()); setLast([""]); }}>
+        <label for="q">Search by name</label>
+        <input id="q" name="q" type="search" placeholder="team/app" />
+        <button type="submit">Search</button>
+      </form>
+      {denied ? (
+        <p class="note" role="alert">
+          You may not list the repositories ({page.error}). Open one by name below, or log in.
+        </p>
+      ) : (
+        <Status error={page.error} loading={!page.data} />
+      )}
+      {page.data && (
+        <>
+          {page.data.names.length === 0 && <p>No repositories{query ? ` matching “${query}”` : ""}.</p>}
+          <ul class="list" aria-label="Repositories">
+            {page.data.names.map((n) => <li key={n}><a href={`#/r/${n}`}>{n}</a></li>)}
+          </ul>
+          <div class="pager">
+            <button type="button" disabled={last.length < 2} onClick={() => setLast(last.slice(0, -1))}>Previous page</button>
+            <button type="button" disabled={!page.data.next} onClick={() => setLast([...last, page.data!.next!])}>Next page</button>
+          </div>
+        </>
+      )}
+      <form onSubmit={(e) => { e.preventDefault(); if (openName) location.hash = `#/r/${openName.trim()}`; }}>
+        <label for="open">Open a repository by name</label>
+        <input id="open" value={openName} onInput={(e) => setOpenName((e.target as HTMLInputElement).value)} placeholder="public/app" />
+        <button type="submit">Open</button>
+      </form>
+    </main>
+  );
+}
+
+interface TagRow { tag: string; digest?: string; size?: number; error?: string }
+
+function Tags({ repo }: { repo: string }) {
+  const [sort, setSort] = useState<"name" | "size">("name");
+  const [status, setStatus] = useState("");
+  const [last, setLast] = useState<string[]>([""]); // `last` of each page seen: back/next
+  const cursor = last[last.length - 1];
+  const list = useLoad(async () => {
+    const res = await api(`/v2/${repo}/tags/list?n=${PAGE}${cursor ? `&last=${encodeURIComponent(cursor)}` : ""}`, {}, `tags of ${repo}`);
+    const tags: string[] = (await res.json()).tags ?? [];
+    const rows: TagRow[] = await Promise.all(tags.map(async (tag) => {
+      try {
+        const m = await getManifest(repo, tag);
+        return { tag, digest: m.digest, size: await fullSize(repo, m.manifest, m.size) };
+      } catch (e) {
+        return { tag, error: errText(e) };
+      }
+    }));
+    return { rows, next: nextLast(res), canDelete: await mayDelete(repo) };
+  }, [repo, cursor]);
+  const rows = [...(list.data?.rows ?? [])].sort((a, b) => (sort === "name" ? a.tag.localeCompare(b.tag) : (b.size ?? 0) - (a.size ?? 0)));
+  const del = async (tag: string) => {
+    if (!confirm(`Delete tag ${repo}:${tag}? The image stays if other tags or digests refer to it.`)) return;
+    try {
+      await api(`/v2/${repo}/manifests/${tag}`, { method: "DELETE" }, `delete ${repo}:${tag}`);
+      setStatus(`Deleted tag ${tag}.`);
+      list.reload();
+    } catch (e) {
+      setStatus(`Failed: ${errText(e)}`);
+    }
+  };
+  return (
+    <main>
+      <p><a href="#/">← Repositories</a></p>
+      <h1>{repo}</h1>
+      <p role="status">{status}</p>
+      <Status error={list.error} loading={!list.data} />
+      {list.data && (
+        <>
+          <p class="note">{PAGE} tags a page, sorted within the page. Push times are not shown: the registry API has no push time for a tag.</p>
+          <label for="sort">Sort by</label>{" "}
+          <select id="sort" value={sort} onChange={(e) => setSort((e.target as HTMLSelectElement).value as "name" | "size")}>
+            <option value="name">name</option>
+            <option value="size">size</option>
+          </select>
+          <table aria-label={`Tags of ${repo}`}>
+            <thead><tr><th scope="col">Tag</th><th scope="col">Digest</th><th scope="col">Size</th><th scope="col"><span class="sr">Actions</span></th></tr></thead>
+            <tbody>
+              {rows.map((r) => (
+                <tr key={r.tag}>
+                  <td><a href={`#/r/${repo}@${r.tag}`}>{r.tag}</a></td>
+                  <td class="digest">{r.error ? <span class="error">{r.error}</span> : r.digest}</td>
+                  <td>{r.size !== undefined ? formatSize(r.size) : ""}</td>
+                  <td>{list.data!.canDelete && <button type="button" class="danger" onClick={() => del(r.tag)} aria-label={`Delete tag ${r.tag}`}>Delete</button>}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          {rows.length === 0 && <p>No tags.</p>}
+          <div class="pager">
+            <button type="button" disabled={last.length < 2} onClick={() => setLast(last.slice(0, -1))}>Previous tags</button>
+            <button type="button" disabled={!list.data.next} onClick={() => setLast([...last, list.data!.next!])}>Next tags</button>
+          </div>
+        </>
+      )}
+    </main>
+  );
+}
+
+interface ImageConfig {
+  created?: string;
+  architecture?: string;
+  os?: string;
+  config?: { Entrypoint?: string[]; Cmd?: string[]; Env?: string[]; Labels?: Record<string, string>; WorkingDir?: string; User?: string };
+  history?: { created?: string; created_by?: string; comment?: string; empty_layer?: boolean }[];
+}
+
+// Configs worth showing as an image's config; an artifact's config (often empty) is only named.
+const IMAGE_CONFIGS = ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+
+function Layers({ layers }: { layers: Descriptor[] }) {
+  return (
+    <table aria-label="Layers">
+      <thead><tr><th scope="col">#</th><th scope="col">Media type</th><th scope="col">Size</th><th scope="col">Digest</th></tr></thead>
+      <tbody>
+        {layers.map((l, i) => (
+          <tr key={l.digest + i}><td>{i + 1}</td><td>{l.mediaType}</td><td>{formatSize(l.size)}</td><td class="digest">{l.digest}</td></tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+function Config({ repo, digest }: { repo: string; digest: string }) {
+  const cfg = useLoad(async () => {
+    const res = await api(`/v2/${repo}/blobs/${digest}`, {}, `config ${digest}`);
+    return (await res.json()) as ImageConfig;
+  }, [repo, digest]);
+  if (!cfg.data) return <Status error={cfg.error} loading={true} />;
+  const c = cfg.data.config ?? {};
+  const labels = Object.entries(c.Labels ?? {});
+  return (
+    <section aria-labelledby="cfg">
+      <h2 id="cfg">Config</h2>
+      <dl>
+        <dt>Created</dt><dd>{cfg.data.created ?? "—"}</dd>
+        <dt>Platform</dt><dd>{[cfg.data.os, cfg.data.architecture].filter(Boolean).join("/") || "—"}</dd>
+        <dt>Entrypoint</dt><dd><code>{c.Entrypoint ? JSON.stringify(c.Entrypoint) : "—"}</code></dd>
+        <dt>Cmd</dt><dd><code>{c.Cmd ? JSON.stringify(c.Cmd) : "—"}</code></dd>
+        <dt>Env</dt><dd>{(c.Env ?? []).length ? <ul>{c.Env!.map((e) => <li key={e}><code>{e}</code></li>)}</ul> : "—"}</dd>
+        <dt>Labels</dt><dd>{labels.length ? <ul>{labels.map(([k, v]) => <li key={k}><code>{k}={v}</code></li>)}</ul> : "—"}</dd>
+      </dl>
+      <h3>History</h3>
+      <ol class="history">
+        {(cfg.data.history ?? []).map((h, i) => (
+          <li key={i}><code>{h.created_by ?? ""}</code> <small>{h.created ?? ""}{h.empty_layer ? " (no layer)" : ""}{h.comment ? ` — ${h.comment}` : ""}</small></li>
+        ))}
+      </ol>
+    </section>
+  );
+}
+
+function Referrers({ repo, digest }: { repo: string; digest: string }) {
+  const refs = useLoad(async () => {
+    const res = await api(`/v2/${repo}/referrers/${digest}`, { headers: { Accept: "application/vnd.oci.image.index.v1+json" } }, `referrers of ${digest}`);
+    const idx = (await res.json()) as Manifest;
+    const groups = new Map<string, Descriptor[]>();
+    for (const d of idx.manifests ?? []) {
+      const t = d.artifactType ?? "(no artifact type)";
+      groups.set(t, [...(groups.get(t) ?? []), d]);
+    }
+    return [...groups.entries()];
+  }, [repo, digest]);
+  return (
+    <section aria-labelledby="refs">
+      <h2 id="refs">Referrers</h2>
+      <Status error={refs.error} loading={!refs.data && !refs.error} />
+      {refs.data && refs.data.length === 0 && <p>None (no signatures, SBOMs or attestations refer to this manifest).</p>}
+      {refs.data?.map(([type, ds]) => (
+        <div key={type} class="refgroup">
+          <h3>{type} <small>({ds.length})</small></h3>
+          <ul>{ds.map((d) => <li key={d.digest}><a href={`#/r/${repo}@${d.digest}`} class="digest">{d.digest}</a> · {formatSize(d.size)}</li>)}</ul>
+        </div>
+      ))}
+    </section>
+  );
+}
+
+function Image({ repo, reference }: { repo: string; reference: string }) {
+  const [status, setStatus] = useState("");
+  const img = useLoad(async () => {
+    const got = await getManifest(repo, reference);
+    return { ...got, total: await fullSize(repo, got.manifest, got.size), canDelete: await mayDelete(repo) };
+  }, [repo, reference]);
+  const isTag = !reference.includes(":");
+  const del = async () => {
+    if (!img.data) return;
+    const d = img.data.digest;
+    if (!confirm(`Delete manifest ${repo}@${d}? Every tag pointing at it goes too.`)) return;
+    try {
+      await api(`/v2/${repo}/manifests/${d}`, { method: "DELETE" }, `delete ${repo}@${d}`);
+      location.hash = `#/r/${repo}`;
+    } catch (e) {
+      setStatus(`Failed: ${errText(e)}`);
+    }
+  };
+  const m = img.data?.manifest;
+  return (
+    <main>
+      <p><a href={`#/r/${repo}`}>← {repo}</a></p>
+      <h1>{repo}{isTag ? `:${reference}` : ""}</h1>
+      <Status error={img.error} loading={!img.data} />
+      {img.data && m && (
+        <>
+          <dl>
+            <dt>Digest</dt><dd class="digest">{img.data.digest}</dd>
+            <dt>Media type</dt><dd>{img.data.mediaType}</dd>
+            {m.artifactType && <><dt>Artifact type</dt><dd>{m.artifactType}</dd></>}
+            <dt>{isIndex(m) ? "Size (all platforms: manifests, configs, layers)" : "Size (manifest, config, layers)"}</dt><dd>{formatSize(img.data.total)}</dd>
+            {m.subject && <><dt>Refers to</dt><dd><a class="digest" href={`#/r/${repo}@${m.subject.digest}`}>{m.subject.digest}</a></dd></>}
+          </dl>
+          <h2>Pull</h2>
+          <Copy text={`docker pull ${host}/${repo}@${img.data.digest}`} label="Copy pull command by digest" />
+          {isTag && <Copy text={`docker pull ${host}/${repo}:${reference}`} label="Copy pull command by tag" />}
+          {img.data.canDelete && <p><button type="button" class="danger" onClick={del}>Delete manifest</button></p>}
+          <p role="status">{status}</p>
+          {isIndex(m) ? (
+            <section aria-labelledby="plat">
+              <h2 id="plat">Platforms</h2>
+              <ul class="list">
+                {(m.manifests ?? []).map((d) => (
+                  <li key={d.digest}>
+                    <a href={`#/r/${repo}@${d.digest}`}>{d.platform ? [d.platform.os, d.platform.architecture, d.platform.variant].filter(Boolean).join("/") : d.artifactType ?? d.mediaType}</a>
+                    {" "}<span class="digest">{d.digest}</span> · {formatSize(d.size)}
+                  </li>
+                ))}
+              </ul>
+            </section>
+          ) : (
+            <>
+              <section aria-labelledby="lay"><h2 id="lay">Layers</h2><Layers layers={m.layers ?? []} /></section>
+              {m.config && (IMAGE_CONFIGS.includes(m.config.mediaType)
+                ? <Config repo={repo} digest={m.config.digest} />
+                : <p>Config: {m.config.mediaType} · {formatSize(m.config.size)}</p>)}
+            </>
+          )}
+          <Referrers repo={repo} digest={img.data.digest} />
+        </>
+      )}
+    </main>
+  );
+}
+
+function App() {
+  const [route, setRoute] = useState(parseRoute(location.hash));
+  const [user, setUser] = useState(currentUser());
+  const [auth, setAuth] = useState<string>("");
+  useEffect(() => {
+    const on = () => setRoute(parseRoute(location.hash));
+    addEventListener("hashchange", on);
+    authEnabled().then((a) => setAuth(a ? "" : "Auth is off on this registry: everyone may read and delete."), (e) => setAuth(`Failed to reach the registry: ${errText(e)}`));
+    return () => removeEventListener("hashchange", on);
+  }, []);
+  // A new login or logout changes what may be seen: re-render the view from scratch.
+  const key = `${user}:${location.hash}`;
+  return (
+    <>
+      <Header user={user} authOff={auth.startsWith("Auth is off")} onLogout={() => { logout(); setUser(null); location.hash = "#/"; }} />
+      {auth && <p class="note banner">{auth}</p>}
+      <div key={key}>
+        {route.view === "login" && <Login onDone={() => { setUser(currentUser()); location.hash = "#/"; }} />}
+        {route.view === "repos" && <Repos />}
+        {route.view === "tags" && <Tags repo={route.repo} />}
+        {route.view === "image" && <Image repo={route.repo} reference={route.ref} />}
+      </div>
+    </>
+  );
+}
+
+render(<App />, document.getElementById("app")!);
