@@ -40,10 +40,10 @@ async fn run(env: &Env) -> worker::Result<Response> {
     // and it only ever serves what R2 returned.
     let blobs = R2Blobs::new(
         bucket.clone(),
-        ManifestCache::new(settings.kv),
+        ManifestCache::new(env.clone()),
         BodyHandoff::default(),
         settings.part_size,
-        settings.presigner,
+        settings.presigner.clone(),
     );
     let meta = R2Meta::new(bucket);
     let mut failures = Vec::new();
