@@ -5,7 +5,7 @@
 //! bundles are built without the feature, so they never carry this route.
 
 use berth_core::contract::{blob_store_contract, meta_store_contract};
-use worker::{Env, Method, Response};
+use worker::{web_sys, Env, Response};
 
 use crate::handoff::BodyHandoff;
 use crate::manifest_cache::ManifestCache;
@@ -16,8 +16,9 @@ use crate::settings::{Settings, BUCKET_BINDING};
 pub const PATH: &str = "/__berth/contract";
 
 /// The contract's answer, or None when the request is not for it (the registry handles it).
-pub async fn route(req: &worker::Request, env: &Env) -> Option<worker::Result<Response>> {
-    if req.method() != Method::Post || req.path() != PATH {
+pub async fn route(req: &web_sys::Request, env: &Env) -> Option<worker::Result<Response>> {
+    let path = http::Uri::try_from(req.url()).ok().map(|u| u.path().to_owned());
+    if req.method() != "POST" || path.as_deref() != Some(PATH) {
         return None;
     }
     // A bundle built with the feature still answers only where the deployment asks for it.

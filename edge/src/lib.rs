@@ -54,7 +54,7 @@ mod worker_main {
     #[event(fetch)]
     async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
         #[cfg(feature = "contract")]
-        if let Some(response) = crate::contract::route(&req.clone().into(), &env).await {
+        if let Some(response) = crate::contract::route(&req, &env).await {
             return response;
         }
         let settings = match Settings::from_env(&env) {
