@@ -5,7 +5,7 @@
 //! bundles are built without the feature, so they never carry this route.
 
 use berth_core::contract::{blob_store_contract, meta_store_contract};
-use worker::{Env, Method, Response};
+use worker::{web_sys, Env, Response};
 
 use crate::handoff::BodyHandoff;
 use crate::manifest_cache::ManifestCache;
@@ -16,8 +16,9 @@ use crate::settings::{Settings, BUCKET_BINDING};
 pub const PATH: &str = "/__berth/contract";
 
 /// The contract's answer, or None when the request is not for it (the registry handles it).
-pub async fn route(req: &worker::Request, env: &Env) -> Option<worker::Result<Response>> {
-    if req.method() != Method::Post || req.path() != PATH {
+pub async fn route(req: &web_sys::Request, env: &Env) -> Option<worker::Result<Response>> {
+    let path = http::Uri::try_from(req.url()).ok().map(|u| u.path().to_owned());
+    if req.method() != "POST" || path.as_deref() != Some(PATH) {
         return None;
     }
     // A bundle built with the feature still answers only where the deployment asks for it.
@@ -40,10 +41,10 @@ async fn run(env: &Env) -> worker::Result<Response> {
     // and it only ever serves what R2 returned.
     let blobs = R2Blobs::new(
         bucket.clone(),
-        ManifestCache::new(settings.kv),
+        ManifestCache::new(env.clone()),
         BodyHandoff::default(),
         settings.part_size,
-        settings.presigner,
+        settings.presigner.clone(),
     );
     let meta = R2Meta::new(bucket);
     let mut failures = Vec::new();

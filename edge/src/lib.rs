@@ -36,7 +36,7 @@ mod worker_main {
     use std::rc::Rc;
 
     use berth_core::{Registry, RequestContext};
-    use worker::{console_error, event, Context, Env, Response};
+    use worker::{console_error, event, web_sys, Context, Env, Response};
 
     use crate::blob_cache::BlobCache;
     use crate::handoff::BodyHandoff;
@@ -52,7 +52,7 @@ mod worker_main {
     }
 
     #[event(fetch)]
-    async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
         #[cfg(feature = "contract")]
         if let Some(response) = crate::contract::route(&req, &env).await {
             return response;
@@ -70,23 +70,30 @@ mod worker_main {
             }
         };
         crate::calls::start(settings.count_backend_calls);
+        let ctx_now = match request_context() {
+            Ok(ctx) => ctx,
+            Err(message) => return misconfigured(&message),
+        };
+        let request = match translate::request(&req) {
+            Ok(r) => r,
+            Err(message) => {
+                return translate::response(berth_core::untranslatable_request(message), &BodyHandoff::default())
+            }
+        };
         let handoff = BodyHandoff::default();
         let mut blobs = R2Blobs::new(
             bucket.clone(),
-            ManifestCache::new(settings.kv),
+            ManifestCache::new(env),
             handoff.clone(),
             settings.part_size,
-            settings.presigner,
+            settings.presigner.clone(),
         );
         if settings.blob_cache {
-            if let Ok(url) = req.url() {
-                blobs = blobs.with_blob_cache(BlobCache::new(
-                    url.origin().ascii_serialization(),
-                    Rc::new(ctx),
-                ));
+            if let Some(origin) = translate::origin(&request) {
+                blobs = blobs.with_blob_cache(BlobCache::new(origin, Rc::new(ctx)));
             }
         }
-        let mut registry = Registry::new(blobs, R2Meta::new(bucket), settings.config);
+        let mut registry = Registry::new(blobs, R2Meta::new(bucket), settings.config.clone());
         if let Some(text) = &settings.auth_config {
             match crate::auth::compiled(text) {
                 Ok(auth) => registry = registry.with_auth(auth),
@@ -98,17 +105,7 @@ mod worker_main {
             Ok(policies) => registry = registry.with_policies(policies),
             Err(message) => return misconfigured(&message),
         }
-        let ctx = match request_context() {
-            Ok(ctx) => ctx,
-            Err(message) => return misconfigured(&message),
-        };
-        let request = match translate::request(req) {
-            Ok(r) => r,
-            Err(message) => {
-                return translate::response(berth_core::untranslatable_request(message), &BodyHandoff::default())
-            }
-        };
-        translate::response(registry.handle(request, ctx).await, &handoff)
+        translate::response(registry.handle(request, ctx_now).await, &handoff)
     }
 
     /// The Cron Trigger (`[triggers] crons` in wrangler.toml, `cloudflare_workers_cron_trigger`
@@ -136,12 +133,12 @@ mod worker_main {
         };
         let blobs = R2Blobs::new(
             bucket.clone(),
-            ManifestCache::new(settings.kv),
+            ManifestCache::new(env.clone()),
             BodyHandoff::default(),
             settings.part_size,
-            settings.presigner,
+            settings.presigner.clone(),
         );
-        let registry = Registry::new(blobs, R2Meta::new(bucket), settings.config);
+        let registry = Registry::new(blobs, R2Meta::new(bucket), settings.config.clone());
         let clock = || (js_sys::Date::now() / 1000.0) as u64;
         let deadline = clock().saturating_add(budget);
         let report = registry
@@ -163,18 +160,47 @@ mod worker_main {
     /// `crypto.getRandomValues`): the core never reads a clock or an RNG itself.
     fn request_context() -> Result<RequestContext, String> {
         let now = (js_sys::Date::now() / 1000.0) as u64;
-        let mut random = [0u8; 16];
+        Ok(RequestContext { now, random: random16()? })
+    }
+
+    /// Bytes fetched from `crypto.getRandomValues` per call: 64 requests' worth.
+    const RANDOM_POOL: usize = 16 * 64;
+
+    thread_local! {
+        /// Unused bytes from the runtime's CSPRNG, and how many of them are used. Each byte is
+        /// handed out once; a refill is five calls through the JS boundary, which every request
+        /// paid before (only uploads use the bytes, as nonces of signed upload ids).
+        static RANDOM: std::cell::RefCell<(Vec<u8>, usize)> =
+            const { std::cell::RefCell::new((Vec::new(), 0)) };
+    }
+
+    fn random16() -> Result<[u8; 16], String> {
+        RANDOM.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let (bytes, used) = &mut *pool;
+            if *used + 16 > bytes.len() {
+                *bytes = fresh_random(RANDOM_POOL)?;
+                *used = 0;
+            }
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&bytes[*used..*used + 16]);
+            bytes[*used..*used + 16].fill(0);
+            *used += 16;
+            Ok(out)
+        })
+    }
+
+    fn fresh_random(len: usize) -> Result<Vec<u8>, String> {
         let crypto = js_sys::Reflect::get(&js_sys::global(), &"crypto".into())
             .map_err(|_| "no crypto global")?;
         let get_random: js_sys::Function = js_sys::Reflect::get(&crypto, &"getRandomValues".into())
             .map_err(|_| "no crypto.getRandomValues")?
             .into();
-        let buffer = js_sys::Uint8Array::new_with_length(16);
+        let buffer = js_sys::Uint8Array::new_with_length(len as u32);
         get_random
             .call1(&crypto, &buffer)
             .map_err(|_| "crypto.getRandomValues failed")?;
-        buffer.copy_to(&mut random);
-        Ok(RequestContext { now, random })
+        Ok(buffer.to_vec())
     }
 
     /// A deployment mistake, not a client fault: 500 with an OCI error body that says what to fix.

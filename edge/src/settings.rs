@@ -1,7 +1,9 @@
 //! The Worker's configuration, from its bindings, vars and secrets (see edge/README.md).
 
 use berth_core::Config;
-use worker::{Env, KvStore};
+use std::rc::Rc;
+
+use worker::Env;
 
 use crate::presign::Presigner;
 use crate::r2_upload::R2_MIN_PART;
@@ -19,7 +21,6 @@ pub const DEFAULT_PRESIGN_SECS: u64 = 600;
 pub struct Settings {
     pub config: Config,
     pub part_size: u64,
-    pub kv: Option<KvStore>,
     pub presigner: Option<Presigner>,
     /// Serve uploaded blobs through the Workers Cache API (BLOB_CACHE, default on).
     pub blob_cache: bool,
@@ -57,32 +58,19 @@ thread_local! {
     /// The settings as first read in this isolate. Vars and secrets are fixed for an isolate's
     /// life (a deploy or a new secret value starts new isolates), so they are read and parsed
     /// once, not on every request: a dozen lookups through the JS boundary each time otherwise.
-    static PARSED: std::cell::RefCell<Option<Settings>> = const { std::cell::RefCell::new(None) };
+    static PARSED: std::cell::RefCell<Option<Rc<Settings>>> = const { std::cell::RefCell::new(None) };
 }
 
 impl Settings {
-    /// This isolate's settings (read on its first request). Bindings (`kv`) are taken from
-    /// the request's `env` each time: they are handles, not values.
-    pub fn from_env(env: &Env) -> Result<Settings, String> {
-        if let Some(parsed) = PARSED.with(|p| p.borrow().as_ref().map(Settings::clone_values)) {
-            return Ok(Settings { kv: env.kv(KV_BINDING).ok(), ..parsed });
+    /// This isolate's settings (read on its first request). Bindings (R2, KV) are not settings:
+    /// they are handles, taken from the request's `env` where they are used.
+    pub fn from_env(env: &Env) -> Result<Rc<Settings>, String> {
+        if let Some(parsed) = PARSED.with(|p| p.borrow().clone()) {
+            return Ok(parsed);
         }
-        let settings = Self::read(env)?;
-        PARSED.with(|p| *p.borrow_mut() = Some(settings.clone_values()));
+        let settings = Rc::new(Self::read(env)?);
+        PARSED.with(|p| *p.borrow_mut() = Some(settings.clone()));
         Ok(settings)
-    }
-
-    fn clone_values(&self) -> Settings {
-        Settings {
-            config: self.config.clone(),
-            part_size: self.part_size,
-            kv: None,
-            presigner: self.presigner.clone(),
-            blob_cache: self.blob_cache,
-            auth_config: self.auth_config.clone(),
-            policy_config: self.policy_config.clone(),
-            count_backend_calls: self.count_backend_calls,
-        }
     }
 
     fn read(env: &Env) -> Result<Settings, String> {
@@ -99,7 +87,6 @@ impl Settings {
         // Chunks of a part's size fill parts exactly: no staging between requests.
         config.chunk_min_length = Some(part_size);
         config.max_request_body = Some(number(env, "MAX_REQUEST_BODY", DEFAULT_MAX_REQUEST_BODY)?);
-        let kv = env.kv(KV_BINDING).ok();
         let presigner = match (
             text(env, "S3_ACCESS_KEY_ID"),
             text(env, "S3_SECRET_ACCESS_KEY"),
@@ -125,7 +112,6 @@ impl Settings {
         Ok(Settings {
             config,
             part_size,
-            kv,
             presigner,
             blob_cache,
             auth_config: text(env, "AUTH_CONFIG"),

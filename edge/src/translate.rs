@@ -2,30 +2,45 @@
 
 use berth_core::body::empty_stream;
 use berth_core::{Body, ByteStream};
+use worker::web_sys;
 use worker::{FixedLengthStream, Headers, Response, ResponseBuilder};
 
 use crate::handoff::{from_js, BodyHandoff};
 
 /// The Worker's request as the core's `http::Request<ByteStream>`. The body stays a stream.
-pub fn request(req: worker::Request) -> Result<berth_core::Request, String> {
-    let url = req.url().map_err(|e| format!("request URL: {e}"))?;
+///
+/// Straight from the runtime's `Request`, reading only what the core uses: the method, the URL
+/// (parsed once, by `http`) and the headers. `worker::Request` would also materialize the
+/// `cf` object (a JSON parse in the runtime) and parse the URL again, on every request.
+pub fn request(req: &web_sys::Request) -> Result<berth_core::Request, String> {
     // The whole URL, scheme included: auth's token realm says http or https as the client came.
-    let mut builder = http::Request::builder()
-        .method(req.inner().method().as_str())
-        .uri(url.as_str());
-    // Cloudflare sets it to the client's address (wrangler dev to the local one): "from where"
-    // in the audit log.
-    if let Ok(Some(ip)) = req.headers().get("cf-connecting-ip") {
-        builder = builder.extension(berth_core::auth::ClientAddr(ip));
-    }
-    for (name, value) in req.headers() {
+    let url = req.url();
+    let mut builder = http::Request::builder().method(req.method().as_str()).uri(url.as_str());
+    for (name, value) in &worker::Headers(req.headers()) {
         builder = builder.header(name, value);
     }
-    let body: ByteStream = match req.inner().body() {
+    // Cloudflare sets it to the client's address (wrangler dev to the local one): "from where"
+    // in the audit log.
+    let client = builder
+        .headers_ref()
+        .and_then(|h| h.get("cf-connecting-ip"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(ip) = client {
+        builder = builder.extension(berth_core::auth::ClientAddr(ip));
+    }
+    let body: ByteStream = match req.body() {
         Some(raw) => from_js(raw),
         None => empty_stream(),
     };
     builder.body(body).map_err(|e| format!("request head: {e}"))
+}
+
+/// `scheme://host[:port]` of the request: the zone the Worker serves it in (the runtime gives
+/// the URL serialized, default ports omitted, so this is the URL's origin).
+pub fn origin(req: &berth_core::Request) -> Option<String> {
+    let uri = req.uri();
+    Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?))
 }
 
 /// The core's response as the Worker's. A blob body the store parked goes to the runtime as the

@@ -1,5 +1,6 @@
 //! Manifests: push (verified, references checked), pull with content negotiation, delete.
 
+use bytes::Bytes;
 use futures_util::future::try_join_all;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION, VARY};
 use http::StatusCode;
@@ -12,7 +13,9 @@ use crate::error::{oci, ErrorCode, RegistryError, Result};
 use crate::events::Found;
 use crate::hash;
 use crate::names::{is_valid_tag, parse_digest, Digest, Reference, RepoName};
-use crate::records::{manifest_key, referrer_key, tag_key, tag_prefix, ManifestRecord, TagRecord, PULL_RECORD_SECS};
+use crate::records::{
+    manifest_key, referrer_key, tag_key, tag_prefix, ManifestRecord, TagDigest, TagRecord, PULL_RECORD_SECS,
+};
 use crate::reply::names::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use crate::reply::Reply;
 use crate::storage::{BatchOp, BlobStore, MetaStore, Precondition, PutOutcome};
@@ -177,6 +180,15 @@ fn pull_due(record: &ManifestRecord, now: u64) -> bool {
     now.saturating_sub(last_used) >= PULL_RECORD_SECS
 }
 
+/// What a GET or HEAD of a manifest answers with.
+struct Resolved {
+    digest: Digest,
+    media_type: String,
+    size: u64,
+    /// The manifest's bytes, when the tag record carried them (see `TagRecord`).
+    inline: Option<Bytes>,
+}
+
 /// Whether an Accept header admits `media_type`. No Accept header admits everything.
 fn accepts(accept: &[&str], media_type: &str) -> bool {
     accept.is_empty()
@@ -187,18 +199,31 @@ fn accepts(accept: &[&str], media_type: &str) -> bool {
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
-    async fn resolve(&self, name: &RepoName, reference: &Reference) -> Result<(Digest, ManifestRecord)> {
+    /// The manifest a reference names. By tag this is one read of the tag record, which carries
+    /// the media type, size and (small manifests) bytes; a record written before it did falls
+    /// back to the manifest record and the blob store. A tag never outlives its manifest: a
+    /// delete by digest removes the tags before the record becomes a tombstone (see `publish`
+    /// for the one race that can leave a tag briefly, and `docs/architecture.md`).
+    async fn resolve(&self, name: &RepoName, reference: &Reference) -> Result<Resolved> {
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(tag) => {
                 let Some(record) = self.get_record::<TagRecord>(&tag_key(name, tag)).await? else {
                     return Err(manifest_unknown(reference));
                 };
-                parse_digest(&record.digest)?
+                let digest = parse_digest(&record.digest)?;
+                if let (Some(media_type), Some(size)) = (record.media_type, record.size) {
+                    // Bytes whose length is not the recorded size are not trusted: read them.
+                    let inline = record.manifest.map(|m| Bytes::from(m.into_bytes())).filter(|b| b.len() as u64 == size);
+                    return Ok(Resolved { digest, media_type, size, inline });
+                }
+                digest
             }
         };
         match self.get_record::<ManifestRecord>(&manifest_key(name, &digest)).await? {
-            Some(record) if !record.deleted => Ok((digest, record)),
+            Some(record) if !record.deleted => {
+                Ok(Resolved { digest, media_type: record.media_type, size: record.size, inline: None })
+            }
             _ => Err(manifest_unknown(reference)),
         }
     }
@@ -232,29 +257,29 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             ErrorCode::TagInvalid => manifest_unknown(reference),
             _ => e,
         })?;
-        let (digest, record) = self.resolve(&name, &reference).await?;
-        if !head && pull_due(&record, now) {
-            // A pull is answered even if its time cannot be written (a storage hiccup, or a
-            // push or another pull writing the record at the same moment).
+        let Resolved { digest, media_type, size, inline } = self.resolve(&name, &reference).await?;
+        if !head && self.policies.records_pulls(name.as_str()) {
+            // Only where a retention rule reads pull times: elsewhere a GET by tag stays one
+            // read. A pull is answered even if its time cannot be written (a storage hiccup, or
+            // a push or another pull writing the record at the same moment).
             let _ = self.note_pull(&name, &digest, now).await;
         }
         let by_tag = matches!(reference, Reference::Tag(_));
         if by_tag {
             let accept: Vec<&str> =
                 req.headers.get_all(ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect();
-            if !accepts(&accept, &record.media_type) {
+            if !accepts(&accept, &media_type) {
                 return Err(oci(
                     ErrorCode::ManifestUnknown,
                     format!(
-                        "manifest {reference} is stored as {}, which the request's Accept header excludes",
-                        record.media_type
+                        "manifest {reference} is stored as {media_type}, which the request's Accept header excludes"
                     ),
                 ));
             }
         }
         let etag = format!("\"{digest}\"");
         let mut reply = Reply::new(StatusCode::OK)
-            .found(Found::manifest(&digest, &record.media_type, record.size))
+            .found(Found::manifest(&digest, &media_type, size))
             .header(DOCKER_CONTENT_DIGEST, digest.to_string())
             .header(ETAG, etag.clone());
         reply = if by_tag {
@@ -267,14 +292,17 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         {
             return Ok(reply.status(StatusCode::NOT_MODIFIED));
         }
-        let reply = reply.header(CONTENT_TYPE, record.media_type.clone());
+        let reply = reply.header(CONTENT_TYPE, media_type);
         if head {
-            return Ok(reply.body(Body::Empty, record.size));
+            return Ok(reply.body(Body::Empty, size));
+        }
+        if let Some(bytes) = inline {
+            return Ok(reply.body(Body::Full(bytes), size));
         }
         let Some(stream) = self.blobs.read_manifest(&digest).await? else {
             return Err(crate::StorageError::new(format!("manifest {digest} has a record but no content")).into());
         };
-        Ok(reply.body(Body::Stream(stream), record.size))
+        Ok(reply.body(Body::Stream(stream), size))
     }
 
     pub(crate) async fn put_manifest(
@@ -325,7 +353,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             pulled_at: None,
             condemned_at: None,
         };
-        self.publish(&name, &digest, &record, &tags, &parsed).await?;
+        self.publish(&name, &digest, &record, &bytes, &tags, &parsed).await?;
         self.ensure_repo(&name).await?;
 
         let mut reply = Reply::new(StatusCode::CREATED)
@@ -354,22 +382,30 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// first, the delete's read came after step 2 or its condition fails, so its scan saw our
     /// tags (or it retries and sees them); if the tombstone came first, step 3 fails and we go
     /// round again, which brings the manifest back with our tags.
+    ///
+    /// A GET by tag reads only the tag record (it carries the manifest), so in that last case
+    /// the tag answers between the tombstone and our retry, a few storage calls later: the push
+    /// is still in flight and about to make the manifest live again. Only a push that dies in
+    /// exactly that window leaves a tag that answers for a deleted manifest (before the tag
+    /// carried the manifest it answered 404); the next delete of the digest removes it.
     async fn publish(
         &self,
         name: &RepoName,
         digest: &Digest,
         record: &ManifestRecord,
+        bytes: &[u8],
         tags: &[String],
         parsed: &Parsed,
     ) -> Result<()> {
         let key = manifest_key(name, digest);
+        let tag_value = Self::encode(&key, &TagRecord::new(digest, &record.media_type, bytes, record.pushed_at))?;
         for _ in 0..ATTEMPTS {
             let (version, generation, pulled_at) = self.write_live_record(&key, record).await?;
             if let Some(subject) = &record.subject {
                 self.add_referrer(name, subject, digest, &record.media_type, record.size, parsed).await?;
             }
             for tag in tags {
-                self.set_tag(name, tag, digest, record.pushed_at).await?;
+                self.set_tag(name, tag, digest, &tag_value).await?;
             }
             let again = ManifestRecord { generation: generation + 1, deleted: false, pulled_at, ..record.clone() };
             if let PutOutcome::Written { .. } = self.put_record(&key, &again, Precondition::Version(version)).await? {
@@ -447,25 +483,24 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 
     /// Points a tag at a digest with a conditional write, so concurrent pushes of one tag
-    /// serialize: each write is made against the version it read, or retried. `now` is when
-    /// the tag moved (the push's time). An immutable tag is checked against the record read in
+    /// serialize: each write is made against the version it read, or retried. `record` is the
+    /// encoded `TagRecord` for `digest`. An immutable tag is checked against the record read in
     /// the same round: a concurrent push that created it first makes this write's condition
     /// fail, and the next round sees its digest and refuses.
-    async fn set_tag(&self, name: &RepoName, tag: &str, digest: &Digest, now: u64) -> Result<()> {
+    async fn set_tag(&self, name: &RepoName, tag: &str, digest: &Digest, record: &Bytes) -> Result<()> {
         let key = tag_key(name, tag);
-        let record = TagRecord { digest: digest.to_string(), tagged_at: now };
         let immutable = self.policies.immutable_rule(name.as_str(), tag).is_some();
-        for _ in 0..8 {
-            let cond = match self.get_versioned::<TagRecord>(&key).await? {
+        for _ in 0..ATTEMPTS {
+            let cond = match self.get_versioned::<TagDigest>(&key).await? {
                 Some((current, version)) => {
                     if immutable {
-                        self.policies.check_tag_move(name.as_str(), tag, Some(&current.digest), &record.digest)?;
+                        self.policies.check_tag_move(name.as_str(), tag, Some(&current.digest), digest.as_ref())?;
                     }
                     Precondition::Version(version)
                 }
                 None => Precondition::Absent,
             };
-            if let PutOutcome::Written { .. } = self.put_record(&key, &record, cond).await? {
+            if let PutOutcome::Written { .. } = self.meta.put(&key, record.clone(), cond).await? {
                 return Ok(());
             }
         }
@@ -485,9 +520,13 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 self.meta.delete(&key).await?;
                 // For the event only: the manifest the tag named (it stays).
                 let digest = parse_digest(&tagged.digest)?;
-                match self.get_record::<ManifestRecord>(&manifest_key(&name, &digest)).await? {
-                    Some(record) => Found::manifest(&digest, &record.media_type, record.size),
-                    None => Found { digest: Some(digest.to_string()), ..Found::default() },
+                match (&tagged.media_type, tagged.size) {
+                    (Some(media_type), Some(size)) => Found::manifest(&digest, media_type, size),
+                    // A record from before tags carried the manifest: ask its record.
+                    _ => match self.get_record::<ManifestRecord>(&manifest_key(&name, &digest)).await? {
+                        Some(record) => Found::manifest(&digest, &record.media_type, record.size),
+                        None => Found { digest: Some(digest.to_string()), ..Found::default() },
+                    },
                 }
             }
             Reference::Digest(digest) => {
@@ -579,7 +618,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         let wanted = digest.to_string();
         let mut ops = Vec::new();
         for key in self.list_all(&tag_prefix(name)).await? {
-            if let Some((tag, version)) = self.get_versioned::<TagRecord>(&key).await? {
+            if let Some((tag, version)) = self.get_versioned::<TagDigest>(&key).await? {
                 if tag.digest == wanted {
                     ops.push(BatchOp::Delete { key, cond: Precondition::Version(version) });
                 }
@@ -588,6 +627,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         Ok(ops)
     }
 }
+
+#[cfg(test)]
+mod by_tag;
 
 #[cfg(test)]
 mod tests {

@@ -115,12 +115,62 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-#[derive(Serialize, Deserialize)]
+/// A tag: the manifest it points at, and what a GET or HEAD by tag answers with, so that those
+/// read this one record and nothing else (issue 19: one storage read per pull by tag).
+///
+/// Copying the manifest's media type, size and (when small) bytes here is safe because a
+/// manifest is immutable per digest: its bytes are its digest, so no later write can make a copy
+/// stale. The tag itself stays the one strongly consistent record a move or delete rewrites.
+/// The media type is the one the tag's push stored (a later push of the same bytes by digest
+/// with another Content-Type changes the manifest record, not the tags pushed before it).
+///
+/// Records written before these fields existed have only `digest` (and perhaps `tagged_at`);
+/// readers then fall back to the manifest record and the blob store, as before. Older code
+/// reading a new record ignores the fields it does not know, so a rollback keeps working.
+#[derive(Serialize, Deserialize, Default)]
 pub(crate) struct TagRecord {
     pub digest: String,
     /// When the tag was last pointed at a manifest (pushed or moved).
     #[serde(default)]
     pub tagged_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The manifest's exact bytes, when at most [`INLINE_MANIFEST_BYTES`] (manifests are JSON,
+    /// so UTF-8 text; one that is not valid UTF-8 is not inlined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+}
+
+/// Manifests up to this size ride in their tags' records. Image manifests are 0.5–4 KiB and
+/// multi-platform indexes rarely pass 16 KiB, so nearly every pull by tag is one read; the bound
+/// keeps a tag record a small object (a delete by digest reads every tag record of the
+/// repository, and some metadata stores cap a value: DynamoDB at 400 KB). Bigger manifests keep
+/// the media type and size in the tag (HEAD is still one read) and are read from the blob store.
+pub(crate) const INLINE_MANIFEST_BYTES: usize = 64 * 1024;
+
+/// Just the digest of a tag record, for scans that need no more (the inline bytes are skipped
+/// unparsed instead of being unescaped into a string).
+#[derive(Deserialize)]
+pub(crate) struct TagDigest {
+    pub digest: String,
+}
+
+impl TagRecord {
+    /// The record of a tag pointing at a manifest with these bytes, pushed at `now`.
+    pub(crate) fn new(digest: &Digest, media_type: &str, bytes: &[u8], now: u64) -> Self {
+        let manifest = (bytes.len() <= INLINE_MANIFEST_BYTES)
+            .then(|| std::str::from_utf8(bytes).ok().map(str::to_owned))
+            .flatten();
+        TagRecord {
+            digest: digest.to_string(),
+            tagged_at: now,
+            media_type: Some(media_type.to_owned()),
+            size: Some(bytes.len() as u64),
+            manifest,
+        }
+    }
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {

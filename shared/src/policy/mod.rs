@@ -70,6 +70,17 @@ impl Policies {
         self.config.is_empty()
     }
 
+    /// Whether pulls in `repo` need their time recorded: only a retention rule that keeps or
+    /// deletes by use (`keep_within_days`, `delete_untagged_after_days`) reads it, so elsewhere
+    /// a manifest GET stays one metadata read. The first matching rule applies, as in GC.
+    pub fn records_pulls(&self, repo: &str) -> bool {
+        self.config
+            .retention
+            .iter()
+            .find(|r| any_match(&r.repositories, repo))
+            .is_some_and(|r| r.keep_within_days.is_some() || r.delete_untagged_after_days.is_some())
+    }
+
     /// The immutable_tags rule (1-based, as in docs) that covers `tag` in `repo`, if any.
     pub fn immutable_rule(&self, repo: &str, tag: &str) -> Option<usize> {
         self.config

@@ -409,7 +409,8 @@ async fn a_recount_racing_a_push_never_under_counts() {
 
 #[tokio::test]
 async fn pull_times_are_written_at_most_hourly_and_survive_a_push() {
-    let h = harness("");
+    // Pull times are recorded only where a retention rule reads them.
+    let h = harness("[[policies.retention]]\nrepositories = [\"team/*\"]\nkeep_within_days = 30\n");
     let (bytes, digest) = h.image("team/app", 1).await;
     assert_eq!(h.put("team/app", "v1", &bytes).await.0, StatusCode::CREATED);
     let key = crate::records::manifest_key(&crate::names::RepoName::parse("team/app").unwrap(), &crate::names::parse_digest(&digest).unwrap());
@@ -437,4 +438,19 @@ async fn pull_times_are_written_at_most_hourly_and_survive_a_push() {
     assert_eq!(h.send("DELETE", &format!("/v2/team/app/manifests/{digest}"), b"").await.0, StatusCode::ACCEPTED);
     assert_eq!(h.send_at("GET", "/v2/team/app/manifests/v1", b"", t0 + 9000).await.0, StatusCode::NOT_FOUND);
     assert!(record().await.0.deleted, "a pull never revives a tombstone");
+}
+
+/// Without a retention rule that reads pull times, a GET by tag stays one metadata read and
+/// writes nothing, however long since the push.
+#[tokio::test]
+async fn pulls_write_nothing_where_no_retention_rule_reads_them() {
+    let h = harness("[[policies.retention]]\nrepositories = [\"team/*\"]\nkeep_last = 3\n");
+    let (bytes, digest) = h.image("team/app", 1).await;
+    assert_eq!(h.put("team/app", "v1", &bytes).await.0, StatusCode::CREATED);
+    let key = crate::records::manifest_key(&crate::names::RepoName::parse("team/app").unwrap(), &crate::names::parse_digest(&digest).unwrap());
+    let before = h.registry.get_versioned::<crate::records::ManifestRecord>(&key).await.unwrap().unwrap();
+    assert_eq!(h.send_at("GET", "/v2/team/app/manifests/v1", b"", 1_700_000_000 + 86_400).await.0, StatusCode::OK);
+    let after = h.registry.get_versioned::<crate::records::ManifestRecord>(&key).await.unwrap().unwrap();
+    assert_eq!(after.1, before.1, "no write");
+    assert_eq!(after.0.pulled_at, None);
 }
