@@ -180,7 +180,7 @@ pub(crate) fn policy_delete(
         kind,
         reference = %Safe(reference),
         digest = %Safe(digest),
-        rule = rule.map_or_else(|| "-".to_owned(), |r| r.to_string()),
+        rule = %rule.map_or_else(|| "-".to_owned(), |r| r.to_string()),
         reason = %Safe(reason),
         outcome,
         at = now,
