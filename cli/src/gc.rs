@@ -69,6 +69,14 @@ pub struct GcArgs {
     /// 0 by default: one run removes everything past its grace period.
     #[arg(long, value_parser = parse_duration, default_value = "0")]
     settle: u64,
+    /// The auth config of the registry, for its `[policies]` (retention rules, quotas; see
+    /// docs/policies.md). Same setting as `berth serve --auth-config`.
+    #[arg(long, env = "BERTH_AUTH_CONFIG")]
+    auth_config: Option<PathBuf>,
+    /// The policies-only file of a registry without auth (`berth serve --policy-config`).
+    /// Without either, no retention rule applies and no quota is recounted.
+    #[arg(long, env = "BERTH_POLICY_CONFIG")]
+    policy_config: Option<PathBuf>,
     #[command(flatten)]
     flags: GcFlags,
 }
@@ -85,8 +93,11 @@ pub async fn run(args: GcArgs) -> Result<(), String> {
     let meta = RedbMeta::open(&args.data_dir.join("meta.redb")).map_err(|e| {
         format!("cannot open {}: {e} (is `berth serve` running on it? stop it, or use `berth serve --gc-interval`)", args.data_dir.display())
     })?;
+    // The same policies as the server's: retention decides what goes, quotas are recounted.
+    let auth = args.auth_config.as_deref().map(crate::auth::read_config).transpose()?;
+    let policies = crate::auth::policies(auth.as_ref(), args.policy_config.as_deref())?;
     // GC never signs upload ids: any key will do.
-    let registry = Registry::new(blobs, meta, berth_core::Config::new(vec![0; 32]));
+    let registry = Registry::new(blobs, meta, berth_core::Config::new(vec![0; 32])).with_policies(policies);
     let opts = GcOptions { dry_run: args.dry_run, ..args.flags.options(args.settle) };
     let report = collect(&registry, &opts).await?;
     if args.json {
@@ -108,15 +119,19 @@ fn human(r: &GcReport) -> String {
     format!(
         "garbage collection{}: {} steps, {}\n\
          upload sessions aborted: {}\n\
+         retention: {} repositories judged, {} tags deleted\n\
          manifests condemned by policies: {}, deleted: {}\n\
          blob links condemned: {}, revived: {}, removed from their repository: {}, records deleted: {}\n\
          content condemned: {}, deleted: {}\n\
          bytes {verb} freed: {}\n\
+         quotas recounted: {}\n\
          left alone (unreadable, see the log): {}\n",
         if r.dry_run { " (dry run: nothing changed)" } else { "" },
         r.steps,
         if r.finished { "finished" } else { "not finished (the next run continues)" },
         r.uploads_aborted,
+        r.retention_repositories,
+        r.tags_deleted,
         r.manifests_condemned,
         r.manifests_deleted,
         r.links_condemned,
@@ -126,6 +141,7 @@ fn human(r: &GcReport) -> String {
         r.content_condemned,
         r.content_deleted,
         r.bytes_freed,
+        r.quotas_recounted,
         r.skipped,
     )
 }
@@ -163,6 +179,8 @@ impl ScheduleFlags {
                 tokio::time::sleep(period).await;
                 match collect(&registry, &opts).await {
                     Ok(r) => tracing::info!(
+                        tags_deleted = r.tags_deleted,
+                        manifests_deleted = r.manifests_deleted,
                         links_removed = r.links_killed,
                         content_deleted = r.content_deleted,
                         bytes_freed = r.bytes_freed,

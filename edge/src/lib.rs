@@ -138,7 +138,10 @@ mod worker_main {
             settings.part_size,
             settings.presigner.clone(),
         );
-        let registry = Registry::new(blobs, R2Meta::new(bucket), settings.config.clone());
+        // The deployment's policies, as for requests: retention rules decide what the run
+        // deletes, quotas are recounted at its end (docs/gc.md).
+        let policies = crate::auth::policies(settings.auth_config.as_deref(), settings.policy_config.as_deref())?;
+        let registry = Registry::new(blobs, R2Meta::new(bucket), settings.config.clone()).with_policies(policies);
         let clock = || (js_sys::Date::now() / 1000.0) as u64;
         let deadline = clock().saturating_add(budget);
         let report = registry

@@ -156,6 +156,38 @@ pub(crate) fn refused_login(subject: &str, grant: &str, client: &str, reason: &s
     );
 }
 
+/// Garbage collection deleted something on a policy's word (`event=retention-delete`): a tag
+/// retention let go (`outcome=deleted`), a manifest it condemned (`outcome=condemned`: it goes
+/// a settle window later), and that manifest's delete (`outcome=deleted`). `rule` is the
+/// retention rule's number in the config, `reason` why (docs/policies.md). A dry run writes
+/// none: nothing is deleted.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn policy_delete(
+    repository: &str,
+    kind: &str,
+    reference: &str,
+    digest: &str,
+    rule: Option<usize>,
+    reason: &str,
+    outcome: &str,
+    now: u64,
+) {
+    tracing::info!(
+        target: "audit",
+        event = "retention-delete",
+        subject = "gc",
+        repository = %Safe(repository),
+        kind,
+        reference = %Safe(reference),
+        digest = %Safe(digest),
+        rule = %rule.map_or_else(|| "-".to_owned(), |r| r.to_string()),
+        reason = %Safe(reason),
+        outcome,
+        at = now,
+        "audit"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ pub mod scope;
 pub mod token;
 
 pub use audit::ClientAddr;
-pub(crate) use audit::{client_of, AuditLog};
+pub(crate) use audit::{client_of, policy_delete, AuditLog};
 pub use config::AuthConfig;
 pub use cpu::{CpuJob, CpuPool};
 pub use oidc::{HttpFetch, MAX_JWKS_BYTES};

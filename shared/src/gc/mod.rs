@@ -5,12 +5,14 @@
 //! A run is a sequence of bounded steps (one page of sessions, one repository, one batch of
 //! content); after each, the checkpoint (`gc/run`) is saved with a conditional put, so an
 //! invocation with a time limit stops anywhere and the next one continues. Entry point:
-//! [`Registry::gc`]. What to delete beyond garbage (retention policies) comes in as
-//! [`GcOptions::condemned_manifests`].
+//! [`Registry::gc`]. What to delete beyond garbage: the registry's retention policies (the
+//! retention phase, [`retention`]) and [`GcOptions::condemned_manifests`]. After the sweep,
+//! every quota is recounted so that usage shrinks.
 
 mod guard;
 mod io;
 mod phases;
+mod retention;
 #[cfg(test)]
 mod tests;
 
@@ -145,13 +147,19 @@ impl GcOptions {
 }
 
 /// What a run did (a dry run: would do). Counts add up across the invocations of one run.
+/// Fields missing from a checkpoint an older version wrote read as 0.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct GcReport {
     pub dry_run: bool,
     /// Every phase done; false when the invocation ran out of time (the next one continues).
     pub finished: bool,
     pub steps: u64,
     pub uploads_aborted: u64,
+    /// Repositories a retention rule applied to (their inventory was planned).
+    pub retention_repositories: u64,
+    /// Tags retention deleted.
+    pub tags_deleted: u64,
     /// Manifests a policy condemned, marked (they go a settle window later, unless an index
     /// PUT lists them meanwhile).
     pub manifests_condemned: u64,
@@ -163,6 +171,8 @@ pub struct GcReport {
     pub content_condemned: u64,
     pub content_deleted: u64,
     pub bytes_freed: u64,
+    /// Quotas recounted after the sweep (their usage now matches what the registry holds).
+    pub quotas_recounted: u64,
     /// Things GC left alone because it could not read them (a corrupt record, a manifest whose
     /// bytes are missing): never a reason to delete. See the log.
     pub skipped: u64,
@@ -171,11 +181,13 @@ pub struct GcReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Phase {
+    Retention,
     Policy,
     Uploads,
     Links,
     Marks,
     Content,
+    Quotas,
     Done,
 }
 
@@ -192,7 +204,7 @@ pub(crate) struct Checkpoint {
 impl Checkpoint {
     fn fresh(now: u64, dry_run: bool) -> Self {
         Checkpoint {
-            phase: Phase::Policy,
+            phase: Phase::Retention,
             cursor: None,
             started_at: now,
             lease_until: 0,

@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 
 use super::guard::{mark_key, Mark, MARKS};
 use super::io::Io;
+use super::retention;
 use super::{parse_condemned, Checkpoint, GcOptions, Phase};
 use crate::error::Result;
 use crate::manifests::{parse_manifest, Parsed};
@@ -18,7 +19,8 @@ use crate::records::{
 use crate::storage::{BlobStore, MetaStore, Precondition};
 use crate::uploads::Session;
 
-/// One step of the phase the checkpoint is in; advances the checkpoint.
+/// One step of the phase the checkpoint is in; advances the checkpoint. A phase with nothing
+/// to do in this registry (no retention rules, no quotas) is passed over within the step.
 pub(super) async fn step<B: BlobStore, M: MetaStore>(
     io: &Io<'_, B, M>,
     opts: &GcOptions,
@@ -29,7 +31,13 @@ pub(super) async fn step<B: BlobStore, M: MetaStore>(
         cp.phase = phase;
         cp.cursor = None;
     };
+    pass_over_empty(io, cp);
     match cp.phase {
+        Phase::Retention => {
+            if retention::repository(io, opts, cp, now).await? {
+                next(cp, Phase::Policy);
+            }
+        }
         Phase::Policy => {
             policy(io, opts, cp, now).await?;
             next(cp, Phase::Uploads);
@@ -51,12 +59,31 @@ pub(super) async fn step<B: BlobStore, M: MetaStore>(
         }
         Phase::Content => {
             if content(io, opts, cp, now).await? {
+                next(cp, Phase::Quotas);
+            }
+        }
+        Phase::Quotas => {
+            if retention::recount(io, opts, cp, now).await? {
                 next(cp, Phase::Done);
             }
         }
         Phase::Done => {}
     }
+    // So that the step that ends the last phase with work ends the run.
+    pass_over_empty(io, cp);
     Ok(())
+}
+
+fn pass_over_empty<B: BlobStore, M: MetaStore>(io: &Io<'_, B, M>, cp: &mut Checkpoint) {
+    loop {
+        let next = match cp.phase {
+            Phase::Retention if !retention::applies(io) => Phase::Policy,
+            Phase::Quotas if !retention::recounts(io) => Phase::Done,
+            _ => return,
+        };
+        cp.phase = next;
+        cp.cursor = None;
+    }
 }
 
 /// Every key under `prefix`, page by page, handed to `f` (memory: one page).
@@ -119,8 +146,11 @@ async fn policy<B: BlobStore, M: MetaStore>(
 }
 
 /// Deletes (tombstones) the repository's condemned manifests whose settle window has passed,
-/// on the version read in the scan that found no live index listing them; revives those a
-/// live index lists.
+/// on the version read in the scan, parents first: an index before its children, a subject
+/// before its referrers. A condemned manifest waits while something it is part of (an index
+/// listing it, its subject) is live and due in this step, goes once that is deleted, and is
+/// revived when that is live and not condemned (a push brought it back: it keeps what it
+/// needs). One whose parent is condemned but not yet due waits for a later run.
 async fn manifests_due<B: BlobStore, M: MetaStore>(
     io: &Io<'_, B, M>,
     opts: &GcOptions,
@@ -129,31 +159,66 @@ async fn manifests_due<B: BlobStore, M: MetaStore>(
     refs: &RepoRefs,
     now: u64,
 ) -> Result<u64> {
+    let due = |at: Option<u64>| at.is_some_and(|at| now >= at.saturating_add(opts.settle()));
+    let mut pending: Vec<&(Digest, ManifestRecord, String)> =
+        refs.condemned.iter().filter(|(_, record, _)| due(record.condemned_at)).collect();
+    let is_due: HashSet<String> = pending.iter().map(|(d, _, _)| d.to_string()).collect();
+    let mut gone: HashSet<String> = HashSet::new();
     let mut deleted_here = 0;
-    for (digest, record, version) in &refs.condemned {
-        let Some(at) = record.condemned_at else { continue };
-        if now < at.saturating_add(opts.settle()) {
-            continue;
+    loop {
+        let mut progress = false;
+        let mut waiting = Vec::new();
+        for entry in pending {
+            let (digest, record, version) = entry;
+            let d = digest.to_string();
+            let parents = refs.listed_by.get(&d).into_iter().flatten().chain(record.subject.as_ref());
+            let mut wait = false;
+            let mut revive = false;
+            let mut later = false;
+            for p in parents.filter(|p| refs.live.contains_key(*p) && !gone.contains(*p)) {
+                match (refs.live.get(p), is_due.contains(p)) {
+                    (_, true) => wait = true,
+                    (Some(true), false) => later = true,
+                    _ => revive = true,
+                }
+            }
+            let key = manifest_key(name, digest);
+            if revive {
+                let live = ManifestRecord { condemned_at: None, generation: record.generation + 1, ..record.clone() };
+                io.put(&key, &live, Precondition::Version(version.clone())).await?;
+                continue;
+            }
+            if later {
+                continue;
+            }
+            if wait {
+                waiting.push(entry);
+                continue;
+            }
+            let deleted = if io.dry() {
+                let tombstone = ManifestRecord { deleted: true, ..record.clone() };
+                io.put(&key, &tombstone, Precondition::Version(version.clone())).await?
+            } else {
+                io.reg.tombstone_if_unchanged(name, digest, version).await?
+            };
+            if deleted {
+                tracing::info!(%name, %digest, dry_run = io.dry(), "gc: deleted a manifest a policy condemned");
+                if !io.dry() {
+                    let reason = format!("condemned by a policy at {}, settle window passed", record.condemned_at.unwrap_or(0));
+                    crate::auth::policy_delete(name.as_str(), "manifest", &d, &d, None, &reason, "deleted", now);
+                }
+                cp.report.manifests_deleted += 1;
+                deleted_here += 1;
+                gone.insert(d);
+                progress = true;
+            }
         }
-        let key = manifest_key(name, digest);
-        if refs.children.contains(&digest.to_string()) {
-            let live = ManifestRecord { condemned_at: None, generation: record.generation + 1, ..record.clone() };
-            io.put(&key, &live, Precondition::Version(version.clone())).await?;
-            continue;
-        }
-        let deleted = if io.dry() {
-            let tombstone = ManifestRecord { deleted: true, ..record.clone() };
-            io.put(&key, &tombstone, Precondition::Version(version.clone())).await?
-        } else {
-            io.reg.tombstone_if_unchanged(name, digest, version).await?
-        };
-        if deleted {
-            tracing::info!(%name, %digest, dry_run = io.dry(), "gc: deleted a manifest a policy condemned");
-            cp.report.manifests_deleted += 1;
-            deleted_here += 1;
+        pending = waiting;
+        if !progress || pending.is_empty() {
+            // What still waits has a parent whose delete lost (a push revived it): a later run.
+            return Ok(deleted_here);
         }
     }
-    Ok(deleted_here)
 }
 
 /// One page of upload sessions: aborts the idle ones. True when the phase is done.
@@ -201,6 +266,10 @@ struct RepoRefs {
     blobs: HashSet<String>,
     /// Manifests live indexes list.
     children: HashSet<String>,
+    /// child → the live indexes that list it.
+    listed_by: HashMap<String, Vec<String>>,
+    /// Every live manifest → whether a policy condemned it.
+    live: HashMap<String, bool>,
     /// Live manifests a policy condemned, with the version read in this scan.
     condemned: Vec<(Digest, ManifestRecord, String)>,
 }
@@ -214,13 +283,20 @@ async fn repo_references<B: BlobStore, M: MetaStore>(
 ) -> Result<Option<RepoRefs>> {
     let mut keys = Vec::new();
     each_key(io, &manifest_prefix(name), opts.page, |k| keys.push(k)).await?;
-    let mut refs = RepoRefs { blobs: HashSet::new(), children: HashSet::new(), condemned: Vec::new() };
+    let mut refs = RepoRefs {
+        blobs: HashSet::new(),
+        children: HashSet::new(),
+        listed_by: HashMap::new(),
+        live: HashMap::new(),
+        condemned: Vec::new(),
+    };
     for key in keys {
         let Some((record, version)) = io.get::<ManifestRecord>(&key).await? else { continue };
         if record.deleted {
             continue;
         }
         let Some(digest) = digest_of_key(&key).and_then(|d| parse_digest(d).ok()) else { return Ok(None) };
+        refs.live.insert(digest.to_string(), record.condemned_at.is_some());
         if record.condemned_at.is_some() {
             refs.condemned.push((digest.clone(), record.clone(), version));
         }
@@ -234,7 +310,11 @@ async fn repo_references<B: BlobStore, M: MetaStore>(
                 refs.blobs.extend(m.layers().iter().map(|l| l.digest().to_string()));
             }
             Ok((_, Parsed::Index(i))) => {
-                refs.children.extend(i.manifests().iter().map(|d| d.digest().to_string()));
+                for child in i.manifests() {
+                    let child = child.digest().to_string();
+                    refs.listed_by.entry(child.clone()).or_default().push(digest.to_string());
+                    refs.children.insert(child);
+                }
             }
             Err(e) => {
                 tracing::warn!(%name, %digest, "gc: a live manifest does not parse ({e:?}); repository skipped");
@@ -245,7 +325,7 @@ async fn repo_references<B: BlobStore, M: MetaStore>(
     Ok(Some(refs))
 }
 
-async fn read_all<B: BlobStore, M: MetaStore>(io: &Io<'_, B, M>, digest: &Digest) -> Result<Option<bytes::Bytes>> {
+pub(super) async fn read_all<B: BlobStore, M: MetaStore>(io: &Io<'_, B, M>, digest: &Digest) -> Result<Option<bytes::Bytes>> {
     let Some(mut stream) = io.reg.blobs.read_manifest(digest).await? else { return Ok(None) };
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = stream.next().await {

@@ -702,3 +702,5 @@ fn an_index_push_after_the_policy_delete_is_refused() {
         assert!(w.pull("r", "multi").await.is_err());
     });
 }
+
+mod retention;

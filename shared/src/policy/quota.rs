@@ -245,7 +245,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             for prefix in [format!("blobs/{repo}@"), format!("manifests/{repo}@")] {
                 for key in self.list_all(&prefix).await? {
                     let size = if prefix.starts_with("blobs/") {
-                        self.get_record::<BlobLink>(&key).await?.map(|l| l.size)
+                        // A dead link (GC removed it) holds nothing.
+                        self.get_record::<BlobLink>(&key).await?.filter(|l| !l.dead).map(|l| l.size)
                     } else {
                         self.get_record::<ManifestRecord>(&key).await?.filter(|m| !m.deleted).map(|m| m.size)
                     };
