@@ -35,7 +35,7 @@ pub use error::{ErrorCode, RegistryError, StorageError};
 pub use events::{Event, EventAction, EventSink};
 pub use routes::{Access, Action, Endpoint, Route, Unrouted};
 pub use storage::{
-    BlobStore, ByteRange, ByteStream, DirectLimits, MetaStore, Precondition, PutOutcome, StoredBlob,
+    BlobStore, ByteRange, ByteStream, DirectLimits, MetaStore, NativeAppend, Precondition, PutOutcome, StoredBlob,
     UploadWriter, Versioned,
 };
 pub use memory::{MemoryBlobStore, MemoryMetaStore};
