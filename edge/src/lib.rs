@@ -21,6 +21,8 @@ mod contract;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod presign;
 #[cfg(target_arch = "wasm32")]
+mod native;
+#[cfg(target_arch = "wasm32")]
 mod r2_blobs;
 #[cfg(target_arch = "wasm32")]
 mod r2_meta;
@@ -71,13 +73,15 @@ mod worker_main {
         };
         crate::calls::start(settings.count_backend_calls);
         let handoff = BodyHandoff::default();
+        let request_body = BodyHandoff::default();
         let mut blobs = R2Blobs::new(
             bucket.clone(),
             ManifestCache::new(settings.kv),
             handoff.clone(),
             settings.part_size,
             settings.presigner,
-        );
+        )
+        .with_request_body(request_body.clone());
         if settings.blob_cache {
             if let Ok(url) = req.url() {
                 blobs = blobs.with_blob_cache(BlobCache::new(
@@ -98,7 +102,7 @@ mod worker_main {
             Ok(ctx) => ctx,
             Err(message) => return misconfigured(&message),
         };
-        let request = match translate::request(req) {
+        let request = match translate::request(req, &request_body) {
             Ok(r) => r,
             Err(message) => {
                 return translate::response(berth_core::untranslatable_request(message), &BodyHandoff::default())

@@ -4,10 +4,11 @@ use berth_core::body::empty_stream;
 use berth_core::{Body, ByteStream};
 use worker::{FixedLengthStream, Headers, Response, ResponseBuilder};
 
-use crate::handoff::{from_js, BodyHandoff};
+use crate::handoff::BodyHandoff;
 
-/// The Worker's request as the core's `http::Request<ByteStream>`. The body stays a stream.
-pub fn request(req: worker::Request) -> Result<berth_core::Request, String> {
+/// The Worker's request as the core's `http::Request<ByteStream>`. The body stays a stream,
+/// parked in `parked` until the core reads it or the store takes it whole (`upload_native`).
+pub fn request(req: worker::Request, parked: &BodyHandoff) -> Result<berth_core::Request, String> {
     let url = req.url().map_err(|e| format!("request URL: {e}"))?;
     // The whole URL, scheme included: auth's token realm says http or https as the client came.
     let mut builder = http::Request::builder()
@@ -22,7 +23,7 @@ pub fn request(req: worker::Request) -> Result<berth_core::Request, String> {
         builder = builder.header(name, value);
     }
     let body: ByteStream = match req.inner().body() {
-        Some(raw) => from_js(raw),
+        Some(raw) => parked.park(raw),
         None => empty_stream(),
     };
     builder.body(body).map_err(|e| format!("request head: {e}"))
