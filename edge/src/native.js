@@ -6,8 +6,9 @@
 // Takes the body of a request into a fresh upload (`berth_core::parted` layout): parts of
 // exactly `partSize` bytes into a multipart upload of `dataKey`, created with the first full
 // part, the rest into the staging object `tailPrefix + <bytes received>`; the sha256 of it all
-// from the runtime. Memory stays flat: one part buffer, reused (workerd copies a part's bytes
-// when uploadPart is called), and at most one part in flight while the next fills.
+// from the runtime. Memory stays flat: two part buffers, one filling while the other uploads
+// (uploadPart reads its buffer until its promise settles, so a buffer is refilled only after
+// that: refilling it at once corrupted parts).
 //
 // Resolves to {received, sha256, multipart, etags, tailKey, tailLen}, {tooLarge: true} when more
 // than `limit` bytes came (limit < 0: no limit), or {broken, received} when the body broke off.
@@ -16,15 +17,18 @@ export async function appendNative(bucket, body, dataKey, tailPrefix, partSize, 
   const digest = new crypto.DigestStream("SHA-256");
   const hashing = digest.getWriter();
   const reader = body.getReader();
-  const buf = new Uint8Array(partSize);
+  const spare = [new Uint8Array(partSize), new Uint8Array(partSize)];
+  let buf = spare[0];
   let fill = 0, received = 0, upload = null, inflight = null;
   const etags = [];
   const sendPart = async () => {
+    // The other buffer is free once its upload settled.
     if (inflight) await inflight;
     if (!upload) upload = await bucket.createMultipartUpload(dataKey);
     const number = etags.length + 1;
     etags.push(null);
     inflight = upload.uploadPart(number, buf).then((part) => { etags[number - 1] = part.etag; });
+    buf = buf === spare[0] ? spare[1] : spare[0];
     fill = 0;
   };
   const discard = async () => {
@@ -85,9 +89,10 @@ export async function appendNative(bucket, body, dataKey, tailPrefix, partSize, 
 // Workers cache under `key`, from that one read. Both branches are FixedLengthStreams, whose
 // writes settle only as their reader takes them: the read goes at the pace of the slower side
 // and nothing piles up in memory (a plain tee buffers what one branch reads ahead of the other,
-// which for a layer of hundreds of MiB would not fit in 128 MB). A client that goes away, or a
-// read that breaks, aborts the cache copy, so the cache never holds a truncated blob. The
-// promise in `done` settles when both are finished; the Worker waits for it (`waitUntil`).
+// which for a layer of hundreds of MiB would not fit in 128 MB). A client that goes away does
+// not stop the copy into the cache (aborting it there stored a truncated entry under wrangler
+// dev); a read that breaks aborts both. The promise in `done` settles when both are finished;
+// the Worker waits for it (`waitUntil`).
 export function teeIntoCache(src, size, key, cacheControl) {
   const toClient = new FixedLengthStream(size);
   const toCache = new FixedLengthStream(size);
@@ -101,18 +106,23 @@ export function teeIntoCache(src, size, key, cacheControl) {
   });
   const pump = (async () => {
     const reader = src.getReader();
-    let caching = true;
+    let clientOpen = true, caching = true;
     try {
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        // The cache gets its own copy, made first: a write may take over the chunk's buffer.
-        const copy = caching ? value.slice() : null;
-        const writes = [client.write(value)];
-        if (copy) writes.push(cache.write(copy).catch(() => { caching = false; }));
+        // Each side its own copy, made before either write: a write may take over the buffer.
+        const copy = clientOpen && caching ? value.slice() : value;
+        const writes = [];
+        if (clientOpen) writes.push(client.write(value).catch(() => { clientOpen = false; }));
+        if (caching) writes.push(cache.write(copy).catch(() => { caching = false; }));
+        if (writes.length === 0) {
+          await reader.cancel().catch(() => {});
+          return;
+        }
         await Promise.all(writes);
       }
-      await client.close();
+      if (clientOpen) await client.close().catch(() => {});
       if (caching) await cache.close();
     } catch (e) {
       await Promise.all([
