@@ -6,9 +6,10 @@
 // Takes the body of a request into a fresh upload (`berth_core::parted` layout): parts of
 // exactly `partSize` bytes into a multipart upload of `dataKey`, created with the first full
 // part, the rest into the staging object `tailPrefix + <bytes received>`; the sha256 of it all
-// from the runtime. Memory stays flat: two part buffers, one filling while the other uploads
-// (uploadPart reads its buffer until its promise settles, so a buffer is refilled only after
-// that: refilling it at once corrupted parts).
+// from the runtime. The body is read with workerd's BYOB `readAtLeast` straight into a part
+// buffer, a part at a time: no per-chunk JavaScript, no copy. Memory stays flat: two part
+// buffers, one filling while the other uploads (uploadPart reads its buffer until its promise
+// settles, so a buffer is refilled only after that: refilling it at once corrupted parts).
 //
 // Resolves to {received, sha256, multipart, etags, tailKey, tailLen}, {tooLarge: true} when more
 // than `limit` bytes came (limit < 0: no limit), or {broken, received} when the body broke off.
@@ -16,19 +17,18 @@
 export async function appendNative(bucket, body, dataKey, tailPrefix, partSize, limit) {
   const digest = new crypto.DigestStream("SHA-256");
   const hashing = digest.getWriter();
-  const reader = body.getReader();
-  const spare = [new Uint8Array(partSize), new Uint8Array(partSize)];
-  let buf = spare[0];
+  const reader = body.getReader({ mode: "byob" });
+  let cur = new ArrayBuffer(partSize), spare = new ArrayBuffer(partSize);
   let fill = 0, received = 0, upload = null, inflight = null;
   const etags = [];
   const sendPart = async () => {
-    // The other buffer is free once its upload settled.
+    // The spare buffer is free once its upload settled.
     if (inflight) await inflight;
     if (!upload) upload = await bucket.createMultipartUpload(dataKey);
     const number = etags.length + 1;
     etags.push(null);
-    inflight = upload.uploadPart(number, buf).then((part) => { etags[number - 1] = part.etag; });
-    buf = buf === spare[0] ? spare[1] : spare[0];
+    inflight = upload.uploadPart(number, new Uint8Array(cur)).then((part) => { etags[number - 1] = part.etag; });
+    [cur, spare] = [spare, cur];
     fill = 0;
   };
   const discard = async () => {
@@ -39,27 +39,26 @@ export async function appendNative(bucket, body, dataKey, tailPrefix, partSize, 
     for (;;) {
       let step;
       try {
-        step = await reader.read();
+        // The view's buffer is transferred to the read and comes back as step.value's.
+        step = await reader.readAtLeast(partSize - fill, new Uint8Array(cur, fill, partSize - fill));
       } catch (e) {
         await discard();
         return { broken: String(e && e.message || e), received };
       }
-      if (step.done) break;
-      const chunk = step.value;
-      received += chunk.byteLength;
-      if (limit >= 0 && received > limit) {
-        await discard();
-        return { tooLarge: true };
-      }
-      for (let off = 0; off < chunk.byteLength;) {
-        const n = Math.min(partSize - fill, chunk.byteLength - off);
-        buf.set(chunk.subarray(off, off + n), fill);
-        fill += n;
-        off += n;
+      const got = step.value;
+      if (!got) throw new Error("the request body's read returned no buffer");
+      cur = got.buffer;
+      if (got.byteLength > 0) {
+        received += got.byteLength;
+        if (limit >= 0 && received > limit) {
+          await discard();
+          return { tooLarge: true };
+        }
+        await hashing.write(got);
+        fill += got.byteLength;
         if (fill === partSize) await sendPart();
       }
-      // Last: a write may take over the chunk's buffer.
-      await hashing.write(chunk);
+      if (step.done) break;
     }
     if (inflight) await inflight;
     await hashing.close();
@@ -67,7 +66,7 @@ export async function appendNative(bucket, body, dataKey, tailPrefix, partSize, 
     let tailKey = null;
     if (fill > 0) {
       tailKey = tailPrefix + received;
-      await bucket.put(tailKey, buf.subarray(0, fill));
+      await bucket.put(tailKey, new Uint8Array(cur, 0, fill));
     }
     return {
       received,
