@@ -1,8 +1,8 @@
 //! The Workers Cache API in front of R2 for uploaded blobs: digest-addressed content never
 //! changes, so a copy in the data center's cache is always right, and a hit costs no R2 read.
-//! Only full, verified blobs go in (copied from R2 after the response, with `waitUntil`, on a
-//! miss); range requests are answered from a cached copy (206) or
-//! from R2. The core checks that the blob is linked to the repository before it asks the store,
+//! Only full, verified blobs go in: on a miss, the one R2 read is split between the client and
+//! the cache (src/native.js `teeIntoCache`, finished with `waitUntil`); range requests are
+//! answered from a cached copy (206) or from R2, and fill nothing. The core checks that the blob is linked to the repository before it asks the store,
 //! so the cache never widens who can read what.
 //!
 //! Everything here is JavaScript streams end to end: no body byte passes through wasm.
@@ -13,10 +13,7 @@ use berth_core::blobs::IMMUTABLE;
 use berth_core::names::Digest;
 use berth_core::ByteRange;
 use worker::web_sys::ReadableStream;
-use worker::{
-    console_warn, Bucket, Cache, Context, Headers, Request, RequestInit, ResponseBody,
-    ResponseBuilder,
-};
+use worker::{console_warn, Cache, Context, Headers, Request, RequestInit, ResponseBody};
 
 /// Workers' cache refuses bigger objects on the free plan.
 const MAX_CACHED: u64 = 512 * 1024 * 1024;
@@ -60,40 +57,25 @@ impl BlobCache {
         }
     }
 
-    /// After the response, copies the blob from R2 into the cache. A second R2 read rather than
-    /// a tee of the client's stream: a tee buffers whatever one branch reads ahead of the other,
-    /// and for a layer of hundreds of MiB that would not fit in a Worker's 128 MB.
-    pub fn fill(&self, digest: &Digest, size: u64, bucket: Bucket, object_key: String) {
+    /// The client's stream of a blob's full R2 read (`raw`, `size` bytes), which also fills the
+    /// cache from that same read, at the pace of the slower side (memory stays flat; see
+    /// `teeIntoCache`). `raw` itself when the blob is not to be cached or the split fails.
+    pub fn fill_from(&self, digest: &Digest, size: u64, raw: ReadableStream) -> ReadableStream {
         if size > MAX_CACHED || size == 0 {
-            return;
+            return raw;
         }
         let key = self.key(digest);
-        self.ctx.wait_until(async move {
-            if let Err(e) = copy_into_cache(&bucket, &object_key, size, &key).await {
-                console_warn!("cache fill {key}: {e}");
+        match crate::native::tee(&raw, size, &key, IMMUTABLE) {
+            Some((client, done)) => {
+                crate::calls::note("cache.put");
+                self.ctx.wait_until(async move {
+                    if let Err(e) = wasm_bindgen_futures::JsFuture::from(done).await {
+                        console_warn!("cache fill {key}: {e:?}");
+                    }
+                });
+                client
             }
-        });
+            None => raw,
+        }
     }
-}
-
-async fn copy_into_cache(
-    bucket: &Bucket,
-    object_key: &str,
-    size: u64,
-    key: &str,
-) -> worker::Result<()> {
-    let Some(object) = bucket.get(object_key).execute().await? else {
-        return Ok(());
-    };
-    let Some(body) = object.body() else {
-        return Ok(());
-    };
-    let ResponseBody::Stream(raw) = body.response_body()? else {
-        return Ok(());
-    };
-    let response = ResponseBuilder::new()
-        .with_header("cache-control", IMMUTABLE)?
-        .with_header("content-length", &size.to_string())?
-        .stream(raw);
-    Cache::default().put(key, response).await
 }

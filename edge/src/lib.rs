@@ -21,6 +21,8 @@ mod contract;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod presign;
 #[cfg(target_arch = "wasm32")]
+mod native;
+#[cfg(target_arch = "wasm32")]
 mod r2_blobs;
 #[cfg(target_arch = "wasm32")]
 mod r2_meta;
@@ -74,7 +76,9 @@ mod worker_main {
             Ok(ctx) => ctx,
             Err(message) => return misconfigured(&message),
         };
-        let request = match translate::request(&req) {
+        // The request body waits here until the core reads it or the store takes it whole.
+        let request_body = BodyHandoff::default();
+        let request = match translate::request(&req, &request_body) {
             Ok(r) => r,
             Err(message) => {
                 return translate::response(berth_core::untranslatable_request(message), &BodyHandoff::default())
@@ -87,7 +91,8 @@ mod worker_main {
             handoff.clone(),
             settings.part_size,
             settings.presigner.clone(),
-        );
+        )
+        .with_request_body(request_body.clone());
         if settings.blob_cache {
             if let Some(origin) = translate::origin(&request) {
                 blobs = blobs.with_blob_cache(BlobCache::new(origin, Rc::new(ctx)));

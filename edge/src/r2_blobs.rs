@@ -7,9 +7,10 @@
 
 use berth_core::names::Digest;
 use berth_core::parted::{self, PartedUpload, PartedWriter};
-use berth_core::storage::{is_after, stored_digest, StorageResult};
+use berth_core::storage::{is_after, stored_digest, NativeAppend, StorageResult};
 use berth_core::{BlobStore, ByteRange, ByteStream, StorageError, StoredBlob, UploadWriter};
 use bytes::Bytes;
+use worker::web_sys::ReadableStream;
 use worker::{Bucket, Include, Object, Range};
 
 use crate::blob_cache::BlobCache;
@@ -26,6 +27,8 @@ pub struct R2Blobs {
     part_size: u64,
     presigner: Option<Presigner>,
     blob_cache: Option<BlobCache>,
+    /// The request's body as the runtime's stream, for `upload_native` (see `translate::request`).
+    request_body: BodyHandoff,
 }
 
 /// Where a blob's bytes are and how many there are.
@@ -49,12 +52,19 @@ impl R2Blobs {
             part_size,
             presigner,
             blob_cache: None,
+            request_body: BodyHandoff::default(),
         }
     }
 
     /// Serves uploaded blobs through the Workers Cache API.
     pub fn with_blob_cache(mut self, blob_cache: BlobCache) -> Self {
         self.blob_cache = Some(blob_cache);
+        self
+    }
+
+    /// Where `translate::request` parked the request body.
+    pub fn with_request_body(mut self, request_body: BodyHandoff) -> Self {
+        self.request_body = request_body;
         self
     }
 
@@ -110,13 +120,13 @@ impl R2Blobs {
         Ok(object.map(|object| (object, target)))
     }
 
-    /// An object's body as the core's stream; `streaming` runs when it goes out as R2's own
-    /// stream (the blob cache fills then).
+    /// An object's body as the core's stream; when it goes out as R2's own stream, `streaming`
+    /// may replace that (the blob cache splits it to fill itself).
     fn stream(
         &self,
         object: Object,
         located: &Located,
-        streaming: impl FnOnce(&Located),
+        streaming: impl FnOnce(ReadableStream) -> ReadableStream,
     ) -> StorageResult<Option<ByteStream>> {
         let body = object
             .body()
@@ -125,10 +135,7 @@ impl R2Blobs {
             .response_body()
             .map_err(|e| r2_error("read", &located.key, e))?
         {
-            worker::ResponseBody::Stream(raw) => {
-                streaming(located);
-                Ok(Some(self.handoff.park(raw)))
-            }
+            worker::ResponseBody::Stream(raw) => Ok(Some(self.handoff.park(streaming(raw)))),
             worker::ResponseBody::Body(bytes) => Ok(Some(one_chunk(Bytes::from(bytes)))),
             worker::ResponseBody::Empty => Ok(Some(Box::pin(futures_util::stream::empty()))),
         }
@@ -174,10 +181,10 @@ impl BlobStore for R2Blobs {
                 return Ok(None);
             };
             let blob_cache = self.blob_cache.as_ref().filter(|_| located.key != blob_key(digest));
-            return self.stream(object, &located, |_| {
-                if let Some(blob_cache) = blob_cache {
-                    blob_cache.fill(digest, located.size, self.bucket.clone(), located.key.clone());
-                }
+            let size = located.size;
+            return self.stream(object, &located, |raw| match blob_cache {
+                Some(blob_cache) => blob_cache.fill_from(digest, size, raw),
+                None => raw,
             });
         };
         let Some(located) = self.locate(digest).await? else {
@@ -195,7 +202,7 @@ impl BlobStore for R2Blobs {
             .await
             .map_err(|e| r2_error("get", &located.key, e))?;
         match got {
-            Some(object) => self.stream(object, &located, |_| {}),
+            Some(object) => self.stream(object, &located, |raw| raw),
             None => Ok(None),
         }
     }
@@ -208,7 +215,7 @@ impl BlobStore for R2Blobs {
             return Ok(None);
         };
         if located.size > MAX_MANIFEST_READ {
-            return self.stream(object, &located, |_| {});
+            return self.stream(object, &located, |raw| raw);
         }
         // Read through into KV: only manifests someone pulls are cached (a CI push of many
         // manifests writes none), and the next GET anywhere costs one KV read instead of R2's.
@@ -320,6 +327,27 @@ impl BlobStore for R2Blobs {
     ) -> StorageResult<Box<dyn UploadWriter>> {
         let state: PartedUpload = parted::decode(backend)?;
         Ok(Box::new(PartedWriter::open(self.parts(), id, state, offset)?))
+    }
+
+    /// A body that may be the whole blob, straight from the request's stream into R2 with the
+    /// runtime's sha256 (src/native.js): no byte through wasm. Only at the start of an upload
+    /// and only while the core has not read the body (a small monolithic blob it has).
+    async fn upload_native(
+        &self,
+        id: &str,
+        backend: &str,
+        limit: Option<u64>,
+        body: ByteStream,
+    ) -> StorageResult<NativeAppend> {
+        let state: PartedUpload = parted::decode(backend)?;
+        if !state.is_empty() || state.multipart.is_some() {
+            return Ok(NativeAppend::Declined(body));
+        }
+        let Some(raw) = self.request_body.take() else {
+            return Ok(NativeAppend::Declined(body));
+        };
+        drop(body);
+        crate::native::append(&self.bucket, id, state, raw, limit).await
     }
 
     async fn upload_read(&self, id: &str, backend: &str) -> StorageResult<ByteStream> {

@@ -5,14 +5,15 @@ use berth_core::{Body, ByteStream};
 use worker::web_sys;
 use worker::{FixedLengthStream, Headers, Response, ResponseBuilder};
 
-use crate::handoff::{from_js, BodyHandoff};
+use crate::handoff::BodyHandoff;
 
-/// The Worker's request as the core's `http::Request<ByteStream>`. The body stays a stream.
+/// The Worker's request as the core's `http::Request<ByteStream>`. The body stays a stream,
+/// parked in `parked` until the core reads it or the store takes it whole (`upload_native`).
 ///
 /// Straight from the runtime's `Request`, reading only what the core uses: the method, the URL
 /// (parsed once, by `http`) and the headers. `worker::Request` would also materialize the
 /// `cf` object (a JSON parse in the runtime) and parse the URL again, on every request.
-pub fn request(req: &web_sys::Request) -> Result<berth_core::Request, String> {
+pub fn request(req: &web_sys::Request, parked: &BodyHandoff) -> Result<berth_core::Request, String> {
     // The whole URL, scheme included: auth's token realm says http or https as the client came.
     let url = req.url();
     let mut builder = http::Request::builder().method(req.method().as_str()).uri(url.as_str());
@@ -30,7 +31,7 @@ pub fn request(req: &web_sys::Request) -> Result<berth_core::Request, String> {
         builder = builder.extension(berth_core::auth::ClientAddr(ip));
     }
     let body: ByteStream = match req.body() {
-        Some(raw) => from_js(raw),
+        Some(raw) => parked.park(raw),
         None => empty_stream(),
     };
     builder.body(body).map_err(|e| format!("request head: {e}"))

@@ -41,7 +41,7 @@ pub use events::{Event, EventAction, EventSink};
 pub use gc::{Budget, GcOptions, GcReport};
 pub use routes::{Access, Action, Endpoint, Route, Unrouted};
 pub use storage::{
-    BlobStore, ByteRange, ByteStream, DirectLimits, MetaStore, Precondition, PutOutcome, StoredBlob,
+    BlobStore, ByteRange, ByteStream, DirectLimits, MetaStore, NativeAppend, Precondition, PutOutcome, StoredBlob,
     UploadWriter, Versioned,
 };
 pub use memory::{MemoryBlobStore, MemoryMetaStore};

@@ -15,7 +15,7 @@ use crate::error::StorageError;
 use crate::names::Digest;
 use crate::storage::{
     is_after, precondition_holds, BatchOp, BlobStore, ByteRange, ByteStream, MetaStore, Precondition,
-    PutOutcome, StorageResult, StoredBlob, UploadWriter, Versioned,
+    NativeAppend, PutOutcome, StorageResult, StoredBlob, UploadWriter, Versioned,
 };
 
 /// A poisoned lock only means another thread panicked mid-operation; every operation here leaves
@@ -34,12 +34,17 @@ fn one_chunk(bytes: Bytes) -> ByteStream {
 #[derive(Clone, Default)]
 pub struct MemoryBlobStore {
     state: Arc<Mutex<BlobState>>,
+    /// Takes bodies through `upload_native`, as a runtime with its own digest would: so the
+    /// core's native-digest protocol is tested without one.
+    native: bool,
 }
 
 #[derive(Default)]
 struct BlobState {
     blobs: BTreeMap<String, (Digest, Bytes)>,
     uploads: HashMap<String, Upload>,
+    /// Bodies taken by `upload_native`.
+    native_bodies: usize,
 }
 
 struct Upload {
@@ -52,6 +57,17 @@ struct Upload {
 impl MemoryBlobStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that takes whole bodies natively ([`BlobStore::upload_native`]), hashing them
+    /// itself, as the Worker does with the runtime's digest.
+    pub fn with_native_digest() -> Self {
+        MemoryBlobStore { native: true, ..Self::default() }
+    }
+
+    /// How many request bodies `upload_native` took (with [`MemoryBlobStore::with_native_digest`]).
+    pub fn native_bodies(&self) -> usize {
+        lock(&self.state).native_bodies
     }
 
     /// Number of uploads whose data is held (started, neither committed nor aborted).
@@ -124,6 +140,31 @@ impl BlobStore for MemoryBlobStore {
         upload.data.truncate(offset as usize);
         upload.writer += 1;
         Ok(Box::new(MemoryUploadWriter { state: self.state.clone(), id: id.to_owned(), writer: upload.writer }))
+    }
+
+    async fn upload_native(&self, id: &str, _backend: &str, limit: Option<u64>, mut body: ByteStream) -> StorageResult<NativeAppend> {
+        if !self.native {
+            return Ok(NativeAppend::Declined(body));
+        }
+        // Read first, store after: a body that fails leaves the upload as it was.
+        let mut data = BytesMut::new();
+        while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+            match chunk {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(e) => return Ok(NativeAppend::Broken { received: data.len() as u64, message: e.to_string() }),
+            }
+            if limit.is_some_and(|l| data.len() as u64 > l) {
+                return Ok(NativeAppend::TooLarge);
+            }
+        }
+        let sha256 = crate::hash::sha256_of(&data);
+        let received = data.len() as u64;
+        let mut state = lock(&self.state);
+        let upload = state.uploads.get_mut(id).ok_or_else(|| unknown_upload(id))?;
+        upload.data = data;
+        upload.writer += 1;
+        state.native_bodies += 1;
+        Ok(NativeAppend::Appended { backend: String::new(), received, sha256 })
     }
 
     async fn upload_read(&self, id: &str, _backend: &str) -> StorageResult<ByteStream> {

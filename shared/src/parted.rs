@@ -148,6 +148,17 @@ pub fn staging_prefix(id: &str) -> String {
     format!("uploads/{id}/")
 }
 
+/// The staging object holding an upload's tail once the upload has `new_len` bytes: named by
+/// that length, so a killed request can never overwrite the tail a saved session points at.
+pub fn tail_key(id: &str, new_len: u64) -> String {
+    format!("{}{new_len}", tail_key_prefix(id))
+}
+
+/// [`tail_key`] without the length, for a writer that learns it at the end.
+pub fn tail_key_prefix(id: &str) -> String {
+    format!("{}tail-", staging_prefix(id))
+}
+
 /// Receives one request's bytes: full parts go out as they fill, the rest becomes the new tail.
 pub struct PartedWriter<S> {
     store: S,
@@ -226,7 +237,7 @@ impl<S: PartStore> PartedWriter<S> {
                 let new_len = self.state.parts.len() as u64 * self.state.part_size + len;
                 // Named by the upload's new length: unique per state, so a killed request can
                 // never overwrite the tail a saved session still points at.
-                let key = format!("{}tail-{new_len}", staging_prefix(&self.id));
+                let key = tail_key(&self.id, new_len);
                 self.store.put_small(&key, self.pending.split().freeze()).await?;
                 Some(Tail { key, len })
             };

@@ -84,6 +84,21 @@ pub trait BlobStore: MaybeSendSync {
         Ok(None)
     }
 
+    /// Takes a whole request body at the start of an empty upload (the session's offset is 0)
+    /// outside the core, hashing it with the runtime's own sha256 on the way, and returns the
+    /// new backend state, the byte count and that digest. The core saves the digest with the
+    /// session: it completes the upload when nothing is appended after it, so this suits a
+    /// body that is the whole blob (a monolithic POST or PUT, docker's one streamed PATCH).
+    ///
+    /// A store whose runtime holds the request body in native form (the Worker: a JS stream)
+    /// may read that instead of `body`, but only while `body` was not polled. The default, and
+    /// any store that cannot, declines and gives `body` back: the core then streams it through
+    /// [`BlobStore::upload_writer`] and hashes it itself. Nothing past the saved state may
+    /// become visible when this fails: the core keeps the session as it was.
+    async fn upload_native(&self, _id: &str, _backend: &str, _limit: Option<u64>, body: ByteStream) -> StorageResult<NativeAppend> {
+        Ok(NativeAppend::Declined(body))
+    }
+
     /// Starts an upload; returns the backend state to save with the session.
     async fn upload_start(&self, id: &str) -> StorageResult<String>;
     /// Opens a writer that appends at `offset`, the length the session has acknowledged. Bytes
@@ -136,6 +151,18 @@ pub trait BlobStore: MaybeSendSync {
     async fn direct_complete(&self, _id: &str, _backend: &str) -> StorageResult<(String, u64)> {
         Err(StorageError::new("direct uploads are not supported by this store"))
     }
+}
+
+/// What [`BlobStore::upload_native`] did with a request body.
+pub enum NativeAppend {
+    /// Not taken (not supported here, or not for this body): the core streams it itself.
+    Declined(ByteStream),
+    /// Appended: the new backend state, how many bytes came, and their `sha256:<hex>`.
+    Appended { backend: String, received: u64, sha256: String },
+    /// More than the limit came; nothing was kept.
+    TooLarge,
+    /// The body broke off after `received` bytes; nothing was kept.
+    Broken { received: u64, message: String },
 }
 
 /// One piece of stored content, as [`BlobStore::list_blobs`] reports it.

@@ -13,14 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{oci, ErrorCode, RegistryError, Result};
 use crate::events::Found;
-use crate::hash::{Sha512Hasher, UploadHasher};
+use crate::hash::UploadHasher;
 use crate::names::{parse_digest, Digest, DigestAlgorithm, RepoName};
 use crate::records::upload_key;
 use crate::reply::names::{
     DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_CHUNK_MAX_LENGTH, OCI_CHUNK_MIN_LENGTH, RANGE,
 };
 use crate::reply::Reply;
-use crate::storage::{BlobStore, ByteStream, MetaStore, Precondition, PutOutcome};
+use crate::storage::{BlobStore, ByteStream, MetaStore, NativeAppend, Precondition, PutOutcome};
 use crate::{header_str, query_of, query_param, Registry, RequestContext};
 
 pub mod direct;
@@ -31,8 +31,13 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 pub(crate) struct Session {
     pub(crate) repo: String,
     pub(crate) offset: u64,
-    /// Serialized sha256 state of the bytes so far.
+    /// Serialized sha256 state of the bytes so far; empty when it was not kept (after a body
+    /// the store hashed natively), and completion then reads the upload back to hash it.
     pub(crate) hash: String,
+    /// The sha256 of the bytes so far as the runtime computed it (`BlobStore::upload_native`),
+    /// while nothing else was appended; it completes the upload without any hashing in the core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) native: Option<String>,
     /// The blob store's own state for this upload.
     pub(crate) backend: String,
     pub(crate) started: u64,
@@ -233,6 +238,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             writing_until: 0,
             touched: 0,
             direct: false,
+            native: None,
         };
         self.put_record(&upload_key(&id), &session, Precondition::Absent).await?;
         Ok(self.upload_reply(StatusCode::ACCEPTED, &name, &id, 0))
@@ -263,6 +269,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             writing_until: 0,
             touched: 0,
             direct: false,
+            native: None,
         };
         let session = match self.append(name, &id, session.clone(), headers, body).await {
             Ok(s) if declared.is_some_and(|len| len != s.offset) => {
@@ -343,24 +350,50 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         if let Some(limit) = limit.filter(|l| declared.is_some_and(|len| len > *l)) {
             return Err(too_large(limit));
         }
-        let mut hasher = UploadHasher::restore(&session.hash)
-            .ok_or_else(|| crate::StorageError::new(format!("upload {id} has a corrupt hash state")))?;
+        // A body that may be the whole blob (docker's streamed PATCH has no Content-Range; a
+        // monolithic POST or a PUT with every byte) goes to the store to take natively, hashed by
+        // the runtime outside the core (the Worker: no byte through wasm). A chunked client's
+        // first chunk carries a Content-Range and stays on the resumable hash the next continues.
+        if session.offset == 0 && range.is_none() {
+            body = match self.blobs.upload_native(id, &session.backend, limit, body).await? {
+                NativeAppend::Declined(body) => body,
+                NativeAppend::Appended { backend, received, sha256 } => {
+                    tracing::debug!(upload = id, received, "body appended natively");
+                    session.backend = backend;
+                    session.offset = received;
+                    session.hash = String::new();
+                    session.native = Some(sha256);
+                    return Ok(session);
+                }
+                NativeAppend::TooLarge => return Err(too_large(limit.unwrap_or_default())),
+                NativeAppend::Broken { received, message } => return Err(body_broke(declared, received, &message)),
+            };
+        }
+        // None: the state was not kept (a native body came first); completion reads back.
+        let mut hasher = match session.hash.as_str() {
+            "" => None,
+            saved => Some(
+                UploadHasher::restore(saved)
+                    .ok_or_else(|| crate::StorageError::new(format!("upload {id} has a corrupt hash state")))?,
+            ),
+        };
         let mut writer = self.blobs.upload_writer(id, &session.backend, session.offset).await?;
         let (mut received, mut chunks) = (0u64, 0u64);
         while let Some(chunk) = body.next().await {
             chunks += 1;
-            let chunk = chunk.map_err(|e| match declared {
-                Some(len) => oci(
-                    ErrorCode::SizeInvalid,
-                    format!("the request body ended after {received} of the {len} bytes its Content-Length announced: {e}"),
-                ),
-                None => oci(ErrorCode::BlobUploadInvalid, format!("the request body broke off: {e}")),
-            })?;
+            let chunk = chunk.map_err(|e| body_broke(declared, received, &e.to_string()))?;
             received += chunk.len() as u64;
             if let Some(limit) = limit.filter(|l| received > *l) {
                 return Err(too_large(limit));
             }
-            hasher.update(&chunk);
+            if !chunk.is_empty() {
+                // The runtime's digest covered the bytes before these only: no longer the
+                // upload's. Its resumable state was not kept, so completion reads back.
+                session.native = None;
+            }
+            if let Some(hasher) = hasher.as_mut() {
+                hasher.update(&chunk);
+            }
             writer.write(chunk).await?;
         }
         if let Some((start, end, len)) = range {
@@ -375,7 +408,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         tracing::debug!(upload = id, received, chunks, "chunk appended");
         session.backend = writer.finish().await?;
         session.offset += received;
-        session.hash = hasher.save();
+        session.hash = hasher.map(|h| h.save()).unwrap_or_default();
         Ok(session)
     }
 
@@ -417,15 +450,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         digest: &Digest,
         ctx: &RequestContext,
     ) -> Result<()> {
-        let actual = match digest.algorithm() {
-            DigestAlgorithm::Sha512 => {
-                let mut hasher = Sha512Hasher::default();
-                let mut content = self.blobs.upload_read(id, &session.backend).await?;
-                while let Some(chunk) = content.next().await {
-                    hasher.update(&chunk?);
-                }
-                hasher.finish()
-            }
+        let actual = match (digest.algorithm(), &session.native) {
+            (DigestAlgorithm::Sha512, _) => self.digest_stored(id, &session.backend, digest.algorithm()).await?,
+            (_, Some(native)) => native.clone(),
+            // Chunks came after a natively hashed body: one pass over what is stored.
+            _ if session.hash.is_empty() => self.digest_stored(id, &session.backend, digest.algorithm()).await?,
             _ => UploadHasher::restore(&session.hash)
                 .ok_or_else(|| crate::StorageError::new(format!("upload {id} has a corrupt hash state")))?
                 .finish(),
@@ -576,6 +605,17 @@ async fn read_small(mut body: ByteStream, declared: Option<u64>) -> Result<Small
         }
     }
     Ok(Whole(buf.freeze()))
+}
+
+/// A request body that ended early or broke off.
+fn body_broke(declared: Option<u64>, received: u64, why: &str) -> RegistryError {
+    match declared {
+        Some(len) => oci(
+            ErrorCode::SizeInvalid,
+            format!("the request body ended after {received} of the {len} bytes its Content-Length announced: {why}"),
+        ),
+        None => oci(ErrorCode::BlobUploadInvalid, format!("the request body broke off: {why}")),
+    }
 }
 
 pub(crate) fn too_large(limit: u64) -> RegistryError {

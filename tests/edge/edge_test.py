@@ -411,8 +411,8 @@ def test_blob_get_redirects_to_presigned_url(lim, args):
 
 
 def test_blob_pulls_through_the_cache(reg, args):
-    """The first pull of an uploaded blob streams from R2 and fills the Workers cache after the
-    response; later pulls (whole or a range) come from the cache, with the same bytes."""
+    """The first pull of an uploaded blob streams from R2 and fills the Workers cache from that
+    same read; later pulls (whole or a range) come from the cache, with the same bytes."""
     repo = f"edge-{RUN}/cache"
     data = os.urandom(3 * MiB + 17)
     d = reg.put_blob(repo, data)
@@ -433,6 +433,41 @@ def test_blob_pulls_through_the_cache(reg, args):
     check(s == 404, f"blob of another repository: {s}")
 
 
+def test_range_before_any_pull_fills_nothing(reg, args):
+    """A range GET of a blob nobody pulled yet comes from R2 (exact bytes) and caches nothing:
+    only a full read fills the cache, so the first full GET after it is still a miss."""
+    repo = f"edge-{RUN}/cache-range"
+    data = os.urandom(9 * MiB + 5)
+    d = reg.put_blob(repo, data)
+    for _ in range(2):
+        s, h, b = reg.req("GET", f"/v2/{repo}/blobs/{d}", headers={"Range": f"bytes={5 * MiB}-"})
+        check(s == 206 and b == data[5 * MiB:] and "x-berth-cache" not in h
+              and h.get("content-range") == f"bytes {5 * MiB}-{len(data) - 1}/{len(data)}", f"range: {s} {h} {len(b)}")
+        time.sleep(0.5)
+    s, h, b = reg.req("GET", f"/v2/{repo}/blobs/{d}")
+    check(s == 200 and b == data and "x-berth-cache" not in h, f"first full pull after ranges: {s} {h}")
+
+
+def test_client_gone_mid_first_pull_caches_no_truncated_blob(reg, args):
+    """A client that hangs up in the middle of the first pull (which fills the cache from the
+    same R2 read) must not leave a truncated copy in the cache: every later pull is whole."""
+    repo = f"edge-{RUN}/cache-cut"
+    data = os.urandom(12 * MiB + 3)
+    d = reg.put_blob(repo, data)
+    c = reg.conn()
+    c.request("GET", f"/v2/{repo}/blobs/{d}")
+    r = c.getresponse()
+    check(r.status == 200, f"first pull: {r.status}")
+    r.read(MiB)
+    c.sock.close()
+    c.close()
+    time.sleep(1)
+    for _ in range(6):
+        s, h, b = reg.req("GET", f"/v2/{repo}/blobs/{d}")
+        check(s == 200 and b == data, f"pull after a cut first pull: {s} {h} {len(b)} bytes")
+        time.sleep(0.25)
+
+
 TESTS = [
     ("chunked-64mib", test_chunked_64mib_in_5mib_chunks, "url"),
     ("streamed-300mib", test_docker_streamed_300mib_layer, "url"),
@@ -442,6 +477,8 @@ TESTS = [
     ("killed-upload", test_killed_upload_leaves_nothing, "url"),
     ("limit-413", test_body_over_the_limit_is_413, "limited_url"),
     ("blob-cache", test_blob_pulls_through_the_cache, "url"),
+    ("cache-range-first", test_range_before_any_pull_fills_nothing, "url"),
+    ("cache-cut-pull", test_client_gone_mid_first_pull_caches_no_truncated_blob, "url"),
     ("presigned-redirect", test_blob_get_redirects_to_presigned_url, "limited_url"),
 ]
 

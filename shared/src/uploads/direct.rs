@@ -165,7 +165,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 
     /// The digest of what storage holds for the upload, read back as a stream (memory flat).
-    async fn digest_stored(&self, id: &str, backend: &str, algorithm: &DigestAlgorithm) -> Result<String> {
+    pub(super) async fn digest_stored(&self, id: &str, backend: &str, algorithm: &DigestAlgorithm) -> Result<String> {
         let mut content = self.blobs.upload_read(id, backend).await?;
         match algorithm {
             DigestAlgorithm::Sha512 => {
