@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Garbage collection time and peak memory on `berth serve`'s store (issue 14; docs/gc.md).
 #
-#   cargo build --release -p berth && bash bench/gc.sh            # 1,000/10,000 then 10,000/100,000
+#   cargo build --release -p berth && bash bench/gc.sh            # 1,000/10,000, 3,000/30,000, 10,000/100,000
 #   bash bench/gc.sh 2000:20000 5000:50000                        # MANIFESTS:BLOBS pairs
 #
 # For each size: a fresh data directory, `berth serve --fsync false` on a free 127.0.0.1 port,
@@ -23,13 +23,14 @@ BERTH=${BERTH_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/berth}
 [ -x "$BERTH" ] || { echo "bench/gc.sh: no berth binary (cargo build --release -p berth, or set BERTH_BIN)" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "bench/gc.sh: needs /usr/bin/time (GNU time)" >&2; exit 1; }
 sizes=("$@")
-[ ${#sizes[@]} -gt 0 ] || sizes=(1000:10000 10000:100000)
+[ ${#sizes[@]} -gt 0 ] || sizes=(1000:10000 3000:30000 10000:100000)
 
 server=""
 work=""
 cleanup() {
-  [ -n "$server" ] && { kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
-  [ -n "$work" ] && rm -rf "$work"
+  # `if`, not `&&`: the trap's last status would become the script's.
+  if [ -n "$server" ]; then kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  if [ -n "$work" ]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -53,6 +54,8 @@ for size in "${sizes[@]}"; do
   echo "store: $store"
   stop
   disk_before=$(du -sk "$work/data" | cut -f1)
+  # The metadata database GC reads (redb keeps pages it read in its own cache).
+  redb_kb=$(( $(stat -c %s "$work/data/meta.redb") / 1024 ))
   /usr/bin/time -v "$BERTH" gc --data-dir "$work/data" --grace 0 --json >"$work/report.json" 2>"$work/time.txt"
   disk_after=$(du -sk "$work/data" | cut -f1)
   report=$(cat "$work/report.json")
@@ -89,12 +92,12 @@ for ref in store["kept_sample"]:
 print(f"pulled and verified {len(store['kept_sample'])} kept images")
 PY
   stop
-  rows+=("| $manifests | $blobs | $(python3 -c "import json,sys; s=json.loads(sys.argv[1]); print(s['deleted_manifests'])" "$store") | $(python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(r['content_deleted'], '/', r['bytes_freed'])" "$report") | $wall | ${cpu} s | $((rss_kb / 1024)) MiB (${rss_kb} KiB) | $((disk_before / 1024)) -> $((disk_after / 1024)) MiB |")
+  rows+=("| $manifests | $blobs | $(python3 -c "import json,sys; s=json.loads(sys.argv[1]); print(s['deleted_manifests'])" "$store") | $(python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(r['content_deleted'], '/', r['bytes_freed'])" "$report") | $wall | ${cpu} s | $((rss_kb / 1024)) MiB (${rss_kb} KiB) | $((redb_kb / 1024)) MiB | $((disk_before / 1024)) -> $((disk_after / 1024)) MiB |")
   rm -rf "$work"
   work=""
 done
 
 echo
-echo "| manifests | blobs | manifests deleted | content deleted / bytes freed | gc wall time | gc CPU (user+sys) | gc peak RSS (VmHWM) | data dir before -> after |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| manifests | blobs | manifests deleted | content deleted / bytes freed | gc wall time | gc CPU (user+sys) | gc peak RSS (VmHWM) | meta.redb | data dir before -> after |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${rows[@]}"
