@@ -5,60 +5,86 @@ cargo lambda 1.9.2 answers `GET .../runtime/invocation/next` with `Lambda-Runtim
 600000`, a duration, where AWS sends the epoch time at which the invocation is killed. HTTP
 requests never look at it; the scheduled GC (lambda/src/scheduled.rs) stops a margin before it
 and so, given a deadline in 1970, does no step at all. A value too small to be an epoch time
-(before 2001) is taken as the time left and sent as now + that; everything else passes through.
+(before 2001) is taken as the time left and sent as now + that.
+
+Requests go to the emulator byte for byte; responses are framed (Content-Length or chunked) only
+to find each head, and only that header changes.
 
     python3 deadline_shim.py LISTEN_PORT UPSTREAM_PORT
 """
 
-import http.client
-import http.server
+import asyncio
+import re
 import sys
 import time
 
 LISTEN, UPSTREAM = int(sys.argv[1]), int(sys.argv[2])
-HEADER = "lambda-runtime-deadline-ms"
+DEADLINE = re.compile(rb"(?im)^(lambda-runtime-deadline-ms:[ \t]*)(\d+)")
 
 
-class Proxy(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+def fix(head):
+    def repl(m):
+        value = int(m.group(2))
+        if value < 978307200000:
+            value += int(time.time() * 1000)
+        return m.group(1) + str(value).encode()
+    return DEADLINE.sub(repl, head)
 
-    def log_message(self, *args):
-        pass
 
-    def forward(self):
-        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
-            body = b""
+async def requests(client, upstream):
+    while data := await client.read(1 << 16):
+        upstream.write(data)
+        await upstream.drain()
+    upstream.write_eof()
+
+
+async def responses(upstream, client):
+    while True:
+        head = await upstream.readuntil(b"\r\n\r\n")
+        client.write(fix(head))
+        lower = head.lower()
+        if b"transfer-encoding: chunked" in lower:
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                size_line = await upstream.readuntil(b"\r\n")
+                client.write(size_line)
+                size = int(size_line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
+                    while (line := await upstream.readuntil(b"\r\n")) != b"\r\n":
+                        client.write(line)
+                    client.write(b"\r\n")
                     break
-                body += self.rfile.read(size)
-                self.rfile.readline()
+                client.write(await upstream.readexactly(size + 2))
         else:
-            length = int(self.headers.get("content-length") or 0)
-            body = self.rfile.read(length) if length else None
-        skip = ("host", "content-length", "transfer-encoding")
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-        # No timeout: `next` is a long poll that returns when an invocation arrives.
-        up = http.client.HTTPConnection("127.0.0.1", UPSTREAM)
-        up.request(self.command, self.path, body=body, headers=headers)
-        r = up.getresponse()
-        data = r.read()
-        self.send_response(r.status)
-        for k, v in r.getheaders():
-            if k.lower() in ("content-length", "transfer-encoding", "connection"):
-                continue
-            if k.lower() == HEADER and v.isdigit() and int(v) < 978307200000:
-                v = str(int(time.time() * 1000) + int(v))
-            self.send_header(k, v)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        up.close()
-
-    do_GET = do_POST = do_PUT = forward
+            m = re.search(rb"(?im)^content-length:[ \t]*(\d+)", head)
+            if m:
+                client.write(await upstream.readexactly(int(m.group(1))))
+        await client.drain()
 
 
-http.server.ThreadingHTTPServer(("127.0.0.1", LISTEN), Proxy).serve_forever()
+async def handle(client_r, client_w):
+    try:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", UPSTREAM)
+    except OSError:
+        client_w.close()
+        return
+    tasks = [asyncio.create_task(requests(client_r, up_w)), asyncio.create_task(responses(up_r, client_w))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        # The function closed its side and the emulator answered, or either side failed.
+        await tasks[1]
+    except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.LimitOverrunError):
+        pass
+    finally:
+        for t in tasks:
+            t.cancel()
+        client_w.close()
+        up_w.close()
+
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", LISTEN, limit=1 << 20)
+    async with server:
+        await server.serve_forever()
+
+
+asyncio.run(main())
