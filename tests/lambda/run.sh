@@ -24,13 +24,16 @@
 #                function with its auth config (Secrets Manager or env), started by tests/lambda/launch-auth.sh
 #        contract the storage contract (berth_core::contract) on S3BlobStore and S3Meta, against
 #                the same s3s-fs and moto (lambda s3::blobs::tests; seconds, nothing rebuilt)
+#        gc      tests/lambda/gc_test.py: a function on its own buckets with BERTH_GC_GRACE=0 and
+#                BERTH_GC_SETTLE=0; push, delete, fire EventBridge's scheduled event through the
+#                emulator's Invoke API, check the objects gone from s3s-fs's directory and pulls
 #        replica tests/lambda/replica_test.py: a second region's function (own bucket, home
 #                region's metadata) serves what the home one took, before and after replication
 #
 # Ports (127.0.0.1): each defaults to a free port the kernel picks at run time
 # (tests/free-port.sh; a fixed one collided with other services once): LAMBDA_PORT (what
 # clients use), EMULATOR_PORT, S3_PORT (s3s-fs), META_PORT (moto), REPLICA_PORT and
-# REPLICA_EMULATOR_PORT (the replica step's function); the auth step's stacks (each launcher's
+# REPLICA_EMULATOR_PORT (the replica step's function), GC_PORT and GC_EMULATOR_PORT (the gc step's); the auth step's stacks (each launcher's
 # PORT and PORT+1) and its OIDC issuer get free ones too.
 # Everything started here is stopped by PID on exit.
 set -euo pipefail
@@ -43,6 +46,8 @@ S3_PORT=${S3_PORT:-$(free_port)}
 META_PORT=${META_PORT:-$(free_port)}
 REPLICA_PORT=${REPLICA_PORT:-$(free_port)}
 REPLICA_EMULATOR_PORT=${REPLICA_EMULATOR_PORT:-$(free_port)}
+GC_PORT=${GC_PORT:-$(free_port)}
+GC_EMULATOR_PORT=${GC_EMULATOR_PORT:-$(free_port)}
 TOOLS=$root/.tools
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
@@ -56,11 +61,11 @@ tests=()
 for a in "$@"; do
   case "$a" in
     --serve) serve_only=1 ;;
-    suite | edge | clients | push | auth | replica | contract) tests+=("$a") ;;
+    suite | edge | clients | push | auth | replica | contract | gc) tests+=("$a") ;;
     *) echo "unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth replica contract)
+[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth replica contract gc)
 
 # --- install (idempotent) --------------------------------------------------------------------
 command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda
@@ -115,9 +120,10 @@ sm.create_secret(Name='berth/upload-key', SecretString='local-test-secret-012345
 sm.create_secret(Name='berth/short-key', SecretString='too-short')"
 
 # --- the Lambda emulator and the function ------------------------------------------------------
-# start_front LOG-PREFIX PORT EMULATOR-PORT: the emulator, and the shim clients reach it through.
+# start_front LOG-PREFIX PORT EMULATOR-PORT [WATCH-ARG...]: the emulator, and the shim clients
+# reach it through.
 start_front() {
-  (cd lambda && exec cargo lambda watch --only-lambda-apis --disable-cors -A 127.0.0.1 -P "$3") >"$WORK/${1}watch.log" 2>&1 &
+  (cd lambda && exec cargo lambda watch --only-lambda-apis --disable-cors -A 127.0.0.1 -P "$3" "${@:4}") >"$WORK/${1}watch.log" 2>&1 &
   pids+=($!)
   wait_port "$3" "cargo lambda watch on $3"
   python3 tests/lambda/content_type_shim.py "$2" "$3" >"$WORK/${1}shim.log" 2>&1 &
@@ -217,6 +223,27 @@ for t in "${tests[@]}"; do
       start_front replica- "$REPLICA_PORT" "$REPLICA_EMULATOR_PORT"
       start_function replica- "$REPLICA_EMULATOR_PORT" BERTH_BUCKET=berth-replica BERTH_HOME_BUCKET=berth
       REPLICA_URL="http://127.0.0.1:$REPLICA_PORT" python3 tests/lambda/replica_test.py || failed+=(replica) ;;
+    gc)
+      # Its own buckets (blobs and metadata), so the counts are exactly what the step pushed and
+      # GC's grace of 0 cannot touch what other steps left; grace and settle 0: one scheduled
+      # invocation runs the whole pipeline (docs/gc.md).
+      mkdir -p "$WORK/s3/berth-gc"
+      python3 -c "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$META_PORT').create_bucket(Bucket='berth-gc-meta')"
+      start_front gc- "$GC_PORT" "$GC_EMULATOR_PORT"
+      # The emulator sends the invocation deadline as a duration (600000), not as epoch
+      # milliseconds as AWS does; GC stops 60 s before the deadline, so it would do nothing.
+      # The function reaches the runtime API through a shim that sends now + that duration.
+      GC_RUNTIME_PORT=$(free_port)
+      python3 tests/lambda/deadline_shim.py "$GC_RUNTIME_PORT" "$GC_EMULATOR_PORT" >"$WORK/gc-deadline.log" 2>&1 &
+      pids+=($!)
+      wait_port "$GC_RUNTIME_PORT" "the deadline shim"
+      start_function gc- "$GC_RUNTIME_PORT" BERTH_BUCKET=berth-gc BERTH_META_BUCKET=berth-gc-meta \
+        BERTH_GC_GRACE=0 BERTH_GC_SETTLE=0
+      # The emulator's Invoke API (what `cargo lambda invoke` and the AWS SDK call); `_` is the
+      # function polling its runtime API without a name, as start_function's does.
+      BERTH_URL="http://127.0.0.1:$GC_PORT" S3_DIR="$WORK/s3/berth-gc" \
+        GC_INVOKE_URL="http://127.0.0.1:$GC_EMULATOR_PORT/2015-03-31/functions/_/invocations" \
+        python3 tests/lambda/gc_test.py || failed+=(gc) ;;
     auth)
       # A bad auth config stops the function at init with the reason: it never serves with
       # half a policy.
