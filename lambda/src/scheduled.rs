@@ -8,9 +8,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use berth_core::{BlobStore, Budget, GcReport, MetaStore, Registry};
 use serde_json::Value;
 
+/// The most time left for the step under way and the checkpoint write after GC stops.
+const MAX_MARGIN_SECS: u64 = 60;
 
-/// Time left for the last step and the checkpoint write after the deadline GC stops at.
-const MARGIN_SECS: u64 = 60;
+/// When GC stops: before the invocation's deadline (Unix milliseconds) by a quarter of the time
+/// left, at most [`MAX_MARGIN_SECS`]. A fixed 60 s margin made every run of a function with a
+/// timeout of 60 s or less (Terraform allows 10) stop before its first step: nothing was ever
+/// collected.
+fn stop_at(deadline_ms: u64, now: u64) -> u64 {
+    let deadline = deadline_ms / 1000;
+    let left = deadline.saturating_sub(now);
+    deadline.saturating_sub((left / 4).min(MAX_MARGIN_SECS))
+}
 
 /// Whether the event is EventBridge's scheduled event (an HTTP event never has these fields).
 pub fn is_scheduled(event: &Value) -> bool {
@@ -27,7 +36,7 @@ fn now() -> u64 {
 pub async fn collect<B: BlobStore, M: MetaStore>(registry: &Registry<B, M>, deadline_ms: u64) -> Result<GcReport, String> {
     // S3 has no multi-key transactions: dead link records stay (docs/gc.md).
     let opts = crate::config::gc_options()?;
-    let deadline = (deadline_ms / 1000).saturating_sub(MARGIN_SECS);
+    let deadline = stop_at(deadline_ms, now());
     let clock = now;
     let budget = Budget { clock: &clock, deadline: Some(deadline), max_steps: None };
     let report = registry.gc(&opts, &budget).await.map_err(|e| format!("garbage collection: {}", e.message))?;
@@ -46,6 +55,19 @@ pub async fn collect<B: BlobStore, M: MetaStore>(registry: &Registry<B, M>, dead
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_timeouts_still_leave_time_to_collect() {
+        let now = 1_800_000_000;
+        // A 30 s function: stops 7 s before its deadline, so 23 s of collecting.
+        assert_eq!(stop_at((now + 30) * 1000, now), now + 23);
+        // 10 s, Terraform's smallest: 8 s.
+        assert_eq!(stop_at((now + 10) * 1000, now), now + 8);
+        // 15 minutes: the margin is capped at 60 s.
+        assert_eq!(stop_at((now + 900) * 1000, now), now + 840);
+        // A deadline already past never underflows.
+        assert_eq!(stop_at((now - 5) * 1000, now), now - 5);
+    }
 
     #[test]
     fn tells_a_schedule_from_http() {
