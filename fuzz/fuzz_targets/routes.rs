@@ -16,6 +16,7 @@ fn path_of(route: &Route) -> String {
         Route::Upload { name, id } => format!("/v2/{name}/blobs/uploads/{id}"),
         Route::UploadParts { name, id } => format!("/v2/{name}/blobs/uploads/{id}/parts"),
         Route::Referrers { name, digest } => format!("/v2/{name}/referrers/{digest}"),
+        Route::Quotas => "/v2/_berth/quotas".into(),
     }
 }
 
