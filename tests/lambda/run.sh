@@ -145,7 +145,10 @@ start_front "" "$LAMBDA_PORT" "$EMULATOR_PORT"
 export BERTH_REDIRECT_EXPIRY_SECS=${BERTH_REDIRECT_EXPIRY_SECS:-5}
 export BERTH_URL="http://127.0.0.1:$LAMBDA_PORT"
 launched=$(date +%s%N)
-start_function "" "$EMULATOR_PORT" BERTH_BUCKET=berth
+# With the tag policies tests/tests/policies.rs expects (only its `*/prod-*` and `*/quota-*`
+# repositories are affected), so that file runs against the function too (BERTH_POLICY_URL).
+start_function "" "$EMULATOR_PORT" BERTH_BUCKET=berth \
+  BERTH_POLICY_CONFIG="$(grep -v '^#' tests/tests/policies/policy.toml)"
 # Cold start as a client sees it: process start to the first response through the emulator.
 for _ in $(seq 1 1000); do
   curl -sf -o /dev/null "$BERTH_URL/v2/" && break
@@ -199,8 +202,8 @@ for t in "${tests[@]}"; do
         # with a retry that first proves the function answered.
         --skip manifest_of_exactly_4_mib_is_accepted
       )
-      cargo test --release --locked --workspace --no-fail-fast "${suite_tests[@]}" -- "${skips[@]}" ||
-        failed+=(suite) ;;
+      BERTH_POLICY_URL=$BERTH_URL cargo test --release --locked --workspace --no-fail-fast "${suite_tests[@]}" \
+        -- "${skips[@]}" || failed+=(suite) ;;
     edge) python3 tests/lambda/edge_test.py || failed+=(edge) ;;
     clients)
       # Blobs are pointers to their upload's object under data/; manifests sit under blobs/.
