@@ -460,6 +460,9 @@ test_relay() {
   local T; T=$(mktemp -d /tmp/berth-rl.XXXXXX)
   echo "$T" >>"$WORK/extra-dirs"
   local docker=${DOCKER_CLI:-docker}
+  # Made before the relay starts: the loop below may read it before the background job's
+  # redirection has created it (sed would fail, and set -e end the test).
+  : >"$T/relay.out"
   "$BERTH_BIN" relay --upstream "http://$REG" --listen 127.0.0.1:0 >"$T/relay.out" 2>"$T/relay.log" &
   local rpid=$! relay= i
   register_pid "$rpid"
