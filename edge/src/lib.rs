@@ -59,6 +59,21 @@ mod worker_main {
         if let Some(response) = crate::contract::route(&req, &env).await {
             return response;
         }
+        // The request body waits here until the core reads it or the store takes it whole.
+        let request_body = BodyHandoff::default();
+        let request = match translate::request(&req, &request_body) {
+            Ok(r) => r,
+            Err(message) => {
+                return translate::response(berth_core::untranslatable_request(message), &BodyHandoff::default())
+            }
+        };
+        // The web interface (docs/ui.md): the core decides which paths are its own; it needs no
+        // storage, so it answers before the bucket and settings are looked at.
+        let accept = request.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+        if let Some(page) = berth_core::ui::respond(request.method(), request.uri().path(), accept) {
+            crate::calls::start(false); // no backend calls to count, nor a previous request's
+            return translate::response(page, &BodyHandoff::default());
+        }
         let settings = match Settings::from_env(&env) {
             Ok(s) => s,
             Err(message) => return misconfigured(&message),
@@ -75,14 +90,6 @@ mod worker_main {
         let ctx_now = match request_context() {
             Ok(ctx) => ctx,
             Err(message) => return misconfigured(&message),
-        };
-        // The request body waits here until the core reads it or the store takes it whole.
-        let request_body = BodyHandoff::default();
-        let request = match translate::request(&req, &request_body) {
-            Ok(r) => r,
-            Err(message) => {
-                return translate::response(berth_core::untranslatable_request(message), &BodyHandoff::default())
-            }
         };
         let handoff = BodyHandoff::default();
         let mut blobs = R2Blobs::new(

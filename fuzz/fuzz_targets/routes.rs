@@ -17,6 +17,7 @@ fn path_of(route: &Route) -> String {
         Route::UploadParts { name, id } => format!("/v2/{name}/blobs/uploads/{id}/parts"),
         Route::Referrers { name, digest } => format!("/v2/{name}/referrers/{digest}"),
         Route::Quotas => "/v2/_berth/quotas".into(),
+        Route::Repositories => "/v2/_berth/repositories".into(),
     }
 }
 

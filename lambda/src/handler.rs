@@ -31,7 +31,12 @@ pub async fn handle<B: BlobStore, M: MetaStore>(
     let request_id = berth_core::observe::request_id(&parts.headers, &ctx);
     let span = tracing::info_span!("request", id = %request_id);
     let mut bytes_in = 0;
-    let response = if event_size(&parts, &body) > MAX_EVENT_BYTES {
+    // The web interface (docs/ui.md): the core decides which paths are its own.
+    let accept = parts.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let page = berth_core::ui::respond(&parts.method, parts.uri.path(), accept);
+    let response = if let Some(page) = page {
+        page
+    } else if event_size(&parts, &body) > MAX_EVENT_BYTES {
         // Lambda itself refuses such an event before the function runs; local emulators do not,
         // so the cap is enforced here too and tests see what production does.
         let mut response = berth_core::body_too_large(crate::config::MAX_BODY_BYTES);

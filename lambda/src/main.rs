@@ -126,6 +126,36 @@ mod tests {
         assert!(out["headers"]["docker-distribution-api-version"].is_string(), "{out}");
     }
 
+    /// The web interface comes from the core, with its headers, before the registry is asked.
+    #[tokio::test]
+    async fn the_web_interface_is_served() {
+        let event = |path: &str| {
+            json!({
+                "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+                "headers": { "host": "example.lambda-url.eu-west-1.on.aws", "accept": "text/html" },
+                "requestContext": {
+                    "accountId": "1", "apiId": "x", "domainName": "example.lambda-url.eu-west-1.on.aws",
+                    "domainPrefix": "example", "requestId": "r", "routeKey": "$default", "stage": "$default",
+                    "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": 0,
+                    "http": { "method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t" }
+                },
+                "isBase64Encoded": false
+            })
+        };
+        let registry = registry();
+        let page = super::dispatch(&registry, None, LambdaEvent::new(event("/ui/"), context())).await.unwrap();
+        assert_eq!(page["statusCode"], 200, "{page}");
+        assert!(page["headers"]["content-type"].as_str().unwrap().starts_with("text/html"), "{page}");
+        assert!(page["headers"]["content-security-policy"].as_str().unwrap().contains("script-src 'self'"), "{page}");
+        let script = super::dispatch(&registry, None, LambdaEvent::new(event("/ui/assets/app.js"), context())).await.unwrap();
+        assert_eq!(script["statusCode"], 200, "{script}");
+        assert!(script["headers"]["content-type"].as_str().unwrap().starts_with("text/javascript"), "{script}");
+        // A browser at the root is sent to the interface.
+        let root = super::dispatch(&registry, None, LambdaEvent::new(event("/"), context())).await.unwrap();
+        assert_eq!(root["statusCode"], 302, "{root}");
+        assert_eq!(root["headers"]["location"], "/ui/", "{root}");
+    }
+
     /// EventBridge's scheduled event runs garbage collection and answers its report.
     #[tokio::test]
     async fn a_scheduled_event_collects_garbage() {

@@ -227,6 +227,15 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 let body = serde_json::json!({ "quotas": self.quota_usage().await? });
                 Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()))
             }
+            Endpoint::Repositories => {
+                // Fail closed: with auth on, a grant that names nobody lists nothing.
+                let may_pull = |name: &str| match (self.auth.as_deref(), &grant.caller) {
+                    (None, _) => true,
+                    (Some(auth), Some(caller)) => auth.may_pull(caller, name),
+                    (Some(_), None) => false,
+                };
+                self.pullable_catalog(&req, may_pull).await
+            }
             Endpoint::TagsList { name } => self.tags_list(name, &req).await,
             Endpoint::ManifestGet { name, reference } => self.get_manifest(name, reference, &req, head, ctx.now).await,
             Endpoint::ManifestPut { name, reference } => self.put_manifest(name, reference, &req, body, ctx).await,

@@ -19,10 +19,15 @@ pub enum Route {
     Referrers { name: String, digest: String },
     /// Berth's quota usage (docs/quotas.md). `_` cannot start a repository name.
     Quotas,
+    /// Berth's catalog of what the caller may pull (docs/auth.md).
+    Repositories,
 }
 
 /// Where Berth's quota usage is served.
 pub const QUOTAS_PATH: &str = "/v2/_berth/quotas";
+
+/// Where the catalog filtered by the caller's pull rights is served.
+pub const REPOSITORIES_PATH: &str = "/v2/_berth/repositories";
 
 impl Route {
     /// None for a path that is no endpoint.
@@ -37,6 +42,9 @@ impl Route {
         }
         if rest == "_berth/quotas" {
             return Some(Route::Quotas);
+        }
+        if rest == "_berth/repositories" {
+            return Some(Route::Repositories);
         }
         let segs: Vec<&str> = rest.split('/').collect();
         let n = segs.len();
@@ -78,6 +86,9 @@ pub enum Access<'a> {
     Login,
     /// `/v2/_catalog`: the registry-wide catalog right.
     Catalog,
+    /// Any caller, anonymous included: what the answer holds depends on who asks (dispatch
+    /// filters by the caller's rights, so asking needs none).
+    Anyone,
     Repository { name: &'a str, action: Action },
     /// A blob HEAD: pull, but what every client sends first when it pushes, so its challenge
     /// offers push too (see the auth gate).
@@ -128,6 +139,8 @@ pub enum Endpoint {
     Referrers { name: String, digest: String },
     /// GET: every quota with its usage (an admin's view, like the catalog).
     Quotas,
+    /// GET: the catalog, only the repositories the caller may pull.
+    Repositories,
 }
 
 /// Why a request names no endpoint: answered 404 or 405 before anything is read or stored.
@@ -146,6 +159,7 @@ impl Endpoint {
             Route::Base if read => Endpoint::Base,
             Route::Catalog if m == Method::GET => Endpoint::Catalog,
             Route::Quotas if m == Method::GET => Endpoint::Quotas,
+            Route::Repositories if m == Method::GET => Endpoint::Repositories,
             Route::Tags { name } if m == Method::GET => Endpoint::TagsList { name },
             Route::Manifest { name, reference } if read => Endpoint::ManifestGet { name, reference },
             Route::Manifest { name, reference } if m == Method::PUT => Endpoint::ManifestPut { name, reference },
@@ -173,6 +187,7 @@ impl Endpoint {
             Endpoint::Base => Access::Login,
             // Names every namespace and its size: for whoever may list every repository.
             Endpoint::Catalog | Endpoint::Quotas => Access::Catalog,
+            Endpoint::Repositories => Access::Anyone,
             Endpoint::TagsList { name }
             | Endpoint::ManifestGet { name, .. }
             | Endpoint::BlobGet { name, .. }
@@ -195,6 +210,7 @@ impl Endpoint {
             Endpoint::Base => "base",
             Endpoint::Catalog => "catalog",
             Endpoint::Quotas => "quotas",
+            Endpoint::Repositories => "repositories",
             Endpoint::TagsList { .. } => "tags_list",
             Endpoint::ManifestGet { .. } => "manifest_get",
             Endpoint::ManifestPut { .. } => "manifest_put",
@@ -227,6 +243,9 @@ mod tests {
         let quotas = Endpoint::of(&Method::GET, QUOTAS_PATH).unwrap();
         assert_eq!(quotas.access(), Access::Catalog);
         assert_eq!(Endpoint::of(&Method::PUT, QUOTAS_PATH), Err(Unrouted::MethodNotAllowed));
+        assert_eq!(Route::parse(REPOSITORIES_PATH), Some(Route::Repositories));
+        assert_eq!(Endpoint::of(&Method::GET, REPOSITORIES_PATH).unwrap().access(), Access::Anyone);
+        assert_eq!(Endpoint::of(&Method::DELETE, REPOSITORIES_PATH), Err(Unrouted::MethodNotAllowed));
         assert_eq!(
             Route::parse("/v2/org/team/app/manifests/v1"),
             Some(Route::Manifest { name: "org/team/app".into(), reference: "v1".into() })

@@ -14,7 +14,7 @@
 # Tests: suite   the HTTP integration suite (berth-tests) through the emulator
 #        edge    tests/lambda/edge_test.py: 413 over the 6 MB cap, 307 to S3, tampered and
 #                expired presigned URLs refused by S3, the direct-upload extension's errors,
-#                a 4 MiB manifest read back
+#                a 4 MiB manifest read back; the web interface's page (CSP) and script
 #        clients skopeo/docker/oras via tests/clients/run.sh with small layers (pulls follow
 #                the redirect; the S3 log must show the blob GETs); `berth push` of a podman
 #                multi-platform index; `docker push` of a 200 MiB layer through `berth relay`
@@ -204,7 +204,19 @@ for t in "${tests[@]}"; do
       )
       BERTH_POLICY_URL=$BERTH_URL cargo test --release --locked --workspace --no-fail-fast "${suite_tests[@]}" \
         -- "${skips[@]}" || failed+=(suite) ;;
-    edge) python3 tests/lambda/edge_test.py || failed+=(edge) ;;
+    edge)
+      python3 tests/lambda/edge_test.py || failed+=(edge)
+      # The web interface (docs/ui.md) comes from the function too: the page with its CSP, and
+      # its script as JavaScript.
+      ( set -e
+        h=$(curl -sf -D - -o "$WORK/ui.html" "$BERTH_URL/ui/" | tr -d '\r')
+        grep -qi "^content-security-policy: .*script-src 'self'" <<<"$h"
+        grep -qi '^content-type: text/html' <<<"$h"
+        grep -q '<script type="module"[^>]*src="/ui/assets/app.js"' "$WORK/ui.html"
+        h=$(curl -sf -D - -o /dev/null "$BERTH_URL/ui/assets/app.js" | tr -d '\r')
+        grep -qi '^content-type: text/javascript' <<<"$h"
+        echo "ok: /ui/ and its script served by the function"
+      ) || failed+=(edge-ui) ;;
     clients)
       # Blobs are pointers to their upload's object under data/; manifests sit under blobs/.
       presigned() { grep -Ec 'method: GET, uri: /berth/(blobs|data)/[^ ]*X-Amz-Algorithm=' "$S3_LOG" || true; }

@@ -611,6 +611,58 @@ async fn catalog_needs_the_catalog_scope() {
     assert_status(&auth(get("/v2/_catalog"), &root).send().await, 200);
 }
 
+/// Every name `/v2/_berth/repositories` lists for `token` (anonymous when None), following its
+/// Links (a bounded number of pages).
+async fn pullable(token: Option<&str>, n: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut next = Some(format!("/v2/_berth/repositories?n={n}"));
+    for _ in 0..200 {
+        let Some(path) = next.take() else { return names };
+        let req = get(path);
+        let r = match token {
+            Some(t) => auth(req, t).send().await,
+            None => req.send().await,
+        };
+        assert_status(&r, 200);
+        let page: Vec<String> = serde_json::from_value(r.json()["repositories"].clone()).unwrap();
+        assert!(page.len() <= n, "{}", r.describe());
+        names.extend(page);
+        next = r.header("link").map(|l| l.trim_start_matches('<').split('>').next().unwrap().to_owned());
+    }
+    panic!("more than 200 pages of repositories");
+}
+
+#[tokio::test]
+async fn the_pullable_catalog_lists_what_the_caller_may_pull() {
+    let public = name("public", "listed");
+    let team = name("team", "listed");
+    let other = name("other", "listed");
+    let alice = login("alice", ALICE_PW, &[&format!("repository:{public}:push,pull"), &format!("repository:{team}:push,pull")]).await;
+    push_as(&alice, &public, "v1").await;
+    push_as(&alice, &team, "v1").await;
+    let root = login("root", ROOT_PW, &[&format!("repository:{other}:push,pull")]).await;
+    push_as(&root, &other, "v1").await;
+
+    // Anonymous: the full catalog is refused, the pullable one lists the public repository only.
+    assert_challenge(&get("/v2/_catalog").send().await);
+    let anonymous = pullable(None, 1000).await;
+    assert!(anonymous.contains(&public), "{anonymous:?}");
+    assert!(!anonymous.contains(&team) && !anonymous.contains(&other), "{anonymous:?}");
+    // A reader of team/**: whatever the token's scopes, the policy decides what is listed.
+    let bob = login("bob", BOB_PW, &[]).await;
+    let listed = pullable(Some(&bob), 1000).await;
+    assert!(listed.contains(&team) && !listed.contains(&other), "{listed:?}");
+    // Pages of one, as the catalog pages (n and a Link with last). Other tests push meanwhile:
+    // compare what this one made.
+    let paged = pullable(Some(&bob), 1).await;
+    assert!(paged.contains(&team) && !paged.contains(&other), "{paged:?}");
+    // The admin sees every repository, as in /v2/_catalog.
+    let all = pullable(Some(&root), 1000).await;
+    assert!([&public, &team, &other].iter().all(|r| all.contains(r)), "{all:?}");
+    // A bad token is challenged, not treated as anonymous.
+    assert_challenge(&auth(get("/v2/_berth/repositories"), "not-a-token").send().await);
+}
+
 #[tokio::test]
 async fn token_endpoint_flows_and_refusals() {
     let repo = name("team", "flows");

@@ -9,6 +9,10 @@
 #   3. the same with auth on (anonymous, a reader, a writer).
 #
 #   bash tests/ui/run.sh
+#   UI_TARGET=worker bash tests/ui/run.sh   # against the Worker under `wrangler dev` (run
+#                                           # infra/edge-build.sh first; tests/edge/run.sh's `ui` step)
+# UI_TARGET=worker starts `wrangler dev` instead of `berth serve` (auth on: the same config as
+# AUTH_CONFIG), each behind tests/clients/plain_front.py, and stops it by its process group.
 # Environment: BERTH_BIN (default <repo>/target/release/berth, as the other suites), SHOTS=1 (refresh docs/ui/*.png),
 # KEEP_WORK=1 (keep the temporary directory). Installs chromium, skopeo and jq with apt-get and
 # web/node_modules with npm ci only when missing. Everything started here is stopped by PID.
@@ -17,6 +21,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 BERTH_BIN=${BERTH_BIN:-$root/target/release/berth}
+UI_TARGET=${UI_TARGET:-serve}
+case "$UI_TARGET" in serve | worker) ;; *) echo "UI_TARGET must be serve or worker" >&2; exit 2 ;; esac
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
 
@@ -33,8 +39,14 @@ fi
 WORK=$(mktemp -d /tmp/berth-ui.XXXXXX)
 export WORK
 pids=()
+groups=() # process groups (wrangler dev and its workerd)
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for g in "${groups[@]}"; do
+    kill -TERM -- "-$g" 2>/dev/null || continue
+    for _ in $(seq 50); do kill -0 "$g" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$g" 2>/dev/null || true
+  done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ "${KEEP_WORK:-}" = 1 ] || [ "${ok:-0}" != 1 ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
@@ -54,19 +66,44 @@ echo "web/dist is current"
 cd "$root"
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-# start NAME ARGS...: berth serve on a free port; sets REG.
+# start NAME [--auth-config FILE]: the registry on a free port; sets REG.
 start() {
   local name=$1; shift
   local port; port=$(free_port)
   REG=127.0.0.1:$port
-  "$BERTH_BIN" serve --addr "$REG" --data-dir "$WORK/data-$name" "$@" >"$WORK/server-$name.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do
+  local tries=100
+  if [ "$UI_TARGET" = worker ]; then
+    start_worker "$name" "$port" "$@"
+    tries=1200 # wrangler dev takes seconds to start workerd
+  else
+    "$BERTH_BIN" serve --addr "$REG" --data-dir "$WORK/data-$name" "$@" >"$WORK/server-$name.log" 2>&1 &
+    pids+=($!)
+  fi
+  for _ in $(seq "$tries"); do
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://$REG/v2/" || true)
     [ "$code" = 200 ] || [ "$code" = 401 ] && return 0
     sleep 0.1
   done
-  cat "$WORK/server-$name.log"; echo "berth serve ($name) did not come up" >&2; exit 1
+  cat "$WORK/server-$name.log"; echo "the registry ($name, $UI_TARGET) did not come up" >&2; exit 1
+}
+# start_worker NAME PORT [--auth-config FILE]: `wrangler dev` (its own session, so its process
+# group holds workerd too) as tests/edge/run.sh starts it, behind tests/clients/plain_front.py on
+# PORT (skopeo tries TLS first; workerd would make it wait 10 s). The auth config goes in as
+# AUTH_CONFIG, inlined by `berth auth export` as tests/edge/launch-auth.sh does.
+start_worker() {
+  local name=$1 port=$2; shift 2
+  local vars=() wport insp
+  if [ "${1:-}" = --auth-config ]; then
+    vars+=(--var "AUTH_CONFIG:$("$BERTH_BIN" auth export --config "$2")")
+  fi
+  wport=$(free_port) insp=$(free_port)
+  # From the repository's root, where wrangler.toml is (the script is there by now).
+  setsid "$root/.tools/node/node_modules/.bin/wrangler" dev --ip 127.0.0.1 --port "$wport" \
+    --inspector-port "$insp" --persist-to "$WORK/state-$name" --show-interactive-dev-session=false \
+    --var "UPLOAD_SECRET:ui-test-$RANDOM$RANDOM" "${vars[@]}" >"$WORK/server-$name.log" 2>&1 &
+  groups+=($!)
+  python3 "$root/tests/clients/plain_front.py" "$port" "$wport" >"$WORK/front-$name.log" 2>&1 &
+  pids+=($!)
 }
 fixture=$(node "$here/fixture.mjs" "$WORK/layout")
 INDEX=$(jq -r .index <<<"$fixture")

@@ -189,7 +189,9 @@ if (mode === "open") {
 
   await test("anonymous-sees-only-public", async (page) => {
     await page.goto(`${BASE}/ui/`);
-    await page.getByText(/You may not list the repositories/).waitFor();
+    // The catalog is refused: the list is what anonymous callers may pull.
+    await page.getByText(/Only the repositories you may pull are listed/).waitFor();
+    await page.getByRole("link", { name: "public/app" }).waitFor();
     assert.equal(await page.getByRole("link", { name: "team/secret" }).count(), 0);
     await page.getByLabel("Open a repository by name").fill("public/app");
     await page.getByRole("button", { name: "Open" }).click();
@@ -203,6 +205,10 @@ if (mode === "open") {
 
   await test("reader-has-no-delete-and-forged-delete-is-403", async (page) => {
     await login(page, "bob", process.env.BOB_PW);
+    // bob may not list the catalog: the list is what he may pull, team/secret included.
+    await page.goto(`${BASE}/ui/#/`);
+    await page.getByRole("link", { name: "team/secret" }).waitFor();
+    await page.getByText(/Only the repositories you may pull are listed/).waitFor();
     await page.goto(`${BASE}/ui/#/r/team/secret`);
     await page.getByRole("cell", { name: "v1", exact: true }).waitFor();
     assert.equal(await page.getByRole("button", { name: /Delete/ }).count(), 0, "no delete button for bob");

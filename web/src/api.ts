@@ -130,6 +130,28 @@ export async function api(path: string, init: RequestInit = {}, what = path): Pr
   return res;
 }
 
+// Any scope identifies the caller: the token endpoint grants what it may and the token names who.
+const IDENTITY_SCOPE = "registry:catalog:*";
+
+/**
+ * A request whose answer depends on who asks and needs no scope (`/v2/_berth/repositories`):
+ * with a token of the login when there is one, else anonymous.
+ */
+export async function apiAsCaller(path: string, what = path): Promise<Response> {
+  const loggedIn = sessionStorage.getItem(REFRESH_KEY) !== null && (await authEnabled());
+  const send = async () => {
+    const token = loggedIn ? tokens.get(IDENTITY_SCOPE) ?? (await fetchToken(IDENTITY_SCOPE)) : null;
+    return api(path, token ? { headers: { Authorization: `Bearer ${token}` } } : {}, what);
+  };
+  try {
+    return await send();
+  } catch (e) {
+    if (!(loggedIn && e instanceof ApiError && e.status === 401)) throw e;
+    tokens.delete(IDENTITY_SCOPE); // expired: one fresh try
+    return send();
+  }
+}
+
 /** Whether the caller may delete in `repo`: with auth off always; else what a token grants. */
 export async function mayDelete(repo: string): Promise<boolean> {
   if (!(await authEnabled())) return true;

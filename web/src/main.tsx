@@ -2,7 +2,7 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import "./style.css";
 import {
-  api, ApiError, authEnabled, currentUser, Descriptor, formatSize, fullSize, getManifest, isIndex,
+  api, ApiError, apiAsCaller, authEnabled, currentUser, Descriptor, formatSize, fullSize, getManifest, isIndex,
   login, logout, Manifest, mayDelete, nextLast,
 } from "./api";
 
@@ -119,6 +119,24 @@ function Login({ onDone }: { onDone: () => void }) {
 
 const PAGE = 50;
 
+/**
+ * One page of repository names: the catalog, or when the caller may not list it (401/403), the
+ * ones it may pull (`/v2/_berth/repositories`, same format and pages). `state.filtered` says
+ * which, so one load asks the catalog once.
+ */
+async function repoPage(n: number, last: string, state: { filtered: boolean }): Promise<Response> {
+  const q = `?n=${n}${last ? `&last=${encodeURIComponent(last)}` : ""}`;
+  if (!state.filtered) {
+    try {
+      return await api(`/v2/_catalog${q}`, {}, "repository list");
+    } catch (e) {
+      if (!(e instanceof ApiError && (e.status === 401 || e.status === 403))) throw e;
+      state.filtered = true;
+    }
+  }
+  return apiAsCaller(`/v2/_berth/repositories${q}`, "repository list");
+}
+
 /** Catalog pages, `n`/`last` as the API gives them; search filters by name (the API has no search). */
 function Repos() {
   const [last, setLast] = useState<string[]>([""]); // stack of `last` values: back/next
@@ -126,23 +144,24 @@ function Repos() {
   const [openName, setOpenName] = useState("");
   const cursor = last[last.length - 1];
   const page = useLoad(async () => {
+    const state = { filtered: false };
     // With a search term, walk the catalog (pages of 1000) and keep the matches.
     if (query) {
       const found: string[] = [];
       let after = "";
       for (let i = 0; i < 100 && found.length < PAGE; i++) {
-        const res = await api(`/v2/_catalog?n=1000${after ? `&last=${encodeURIComponent(after)}` : ""}`, {}, "repository list");
+        const res = await repoPage(1000, after, state);
         const names: string[] = (await res.json()).repositories ?? [];
         found.push(...names.filter((n) => n.includes(query)));
         const next = nextLast(res);
         if (!next || names.length === 0) break;
         after = next;
       }
-      return { names: found.slice(0, PAGE), next: null as string | null };
+      return { names: found.slice(0, PAGE), next: null as string | null, filtered: state.filtered };
     }
-    const res = await api(`/v2/_catalog?n=${PAGE}${cursor ? `&last=${encodeURIComponent(cursor)}` : ""}`, {}, "repository list");
+    const res = await repoPage(PAGE, cursor, state);
     const names: string[] = (await res.json()).repositories ?? [];
-    return { names, next: nextLast(res) };
+    return { names, next: nextLast(res), filtered: state.filtered };
   }, [cursor, query]);
   const denied = page.error && /^repository list: 40[13]/.test(page.error);
   return (
@@ -162,6 +181,9 @@ function Repos() {
       )}
       {page.data && (
         <>
+          {page.data.filtered && (
+            <p class="note">Only the repositories you may pull are listed.{currentUser() ? "" : " Log in to see more."}</p>
+          )}
           {page.data.names.length === 0 && <p>No repositories{query ? ` matching “${query}”` : ""}.</p>}
           <ul class="list" aria-label="Repositories">
             {page.data.names.map((n) => <li key={n}><a href={`#/r/${n}`}>{n}</a></li>)}

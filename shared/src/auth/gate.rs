@@ -24,18 +24,21 @@ pub(crate) enum Gate {
 
 /// What the gate decided beyond "go on", handed to dispatch as a value (never by editing the
 /// request): dispatch acts on exactly what was authorized.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Grant {
     /// The content is not public: shared caches must not keep it (see [`mark_private`]).
     pub private: bool,
     /// A cross-repository mount may read its `from` repository. When false the mount is not
     /// attempted and the request is a plain upload start (the spec's fallback), leaking nothing.
     pub mount_source_readable: bool,
+    /// Who an [`Access::Anyone`] answer is for (dispatch filters by their rights); `None` when
+    /// auth is off (everything is open) or the endpoint needs no filtering.
+    pub caller: Option<Principal>,
 }
 
 impl Grant {
     /// No auth configured: everything is open.
-    const OPEN: Grant = Grant { private: false, mount_source_readable: true };
+    const OPEN: Grant = Grant { private: false, mount_source_readable: true, caller: None };
 }
 
 /// The `?mount=<digest>&from=<repo>` of an upload start, as dispatch reads it: the gate
@@ -79,7 +82,13 @@ impl Auth {
         let subject = claims.as_ref().map_or(super::policy::ANONYMOUS.to_owned(), |c| c.sub.clone());
         let (kind, name, action) = match access {
             Access::Login if claims.is_some() => {
-                return Ok((subject, Grant { private: true, mount_source_readable: false }));
+                return Ok((subject, Grant { private: true, mount_source_readable: false, caller: None }));
+            }
+            Access::Anyone => {
+                // Decided by the policy, not the token's scopes: the answer lists what this
+                // caller may pull (a token only proves who they are).
+                let caller = Some(claims.as_ref().map_or_else(Principal::anonymous, |c| self.principal(&c.sub)));
+                return Ok((subject, Grant { private: true, mount_source_readable: false, caller }));
             }
             Access::Login => {
                 let err = self.challenge(parts, access, None, None, "authentication required".into());
@@ -110,7 +119,12 @@ impl Auth {
         // Fail closed: a mount reads its source, so it needs pull there, decided here once.
         let mount_source_readable = mount_from.is_some_and(|from| allows(REPOSITORY, from, PULL));
         let private = !self.policy_allows(&Principal::anonymous(), kind, name, PULL);
-        Ok((subject, Grant { private, mount_source_readable }))
+        Ok((subject, Grant { private, mount_source_readable, caller: None }))
+    }
+
+    /// May `who` pull from repository `name`, by the policy (for [`Access::Anyone`] answers).
+    pub(crate) fn may_pull(&self, who: &Principal, name: &str) -> bool {
+        self.policy_allows(who, REPOSITORY, name, PULL)
     }
 
     fn policy_allows(&self, who: &Principal, kind: &str, name: &str, action: &str) -> bool {
@@ -137,7 +151,7 @@ impl Auth {
             Access::Catalog => Some((REGISTRY, CATALOG, "*", false)),
             Access::Repository { name, action } => Some((REPOSITORY, name, action.as_str(), action == Action::Push)),
             Access::BlobProbe { name } => Some((REPOSITORY, name, PULL, true)),
-            Access::Login => None,
+            Access::Login | Access::Anyone => None,
         };
         if let Some((kind, name, action, with_push)) = resource {
             let actions: &[&str] = if with_push { &[PULL, PUSH] } else { &[action] };
@@ -246,6 +260,7 @@ mod tests {
                 Access::BlobProbe { name } => format!("probe:{name}"),
                 Access::Catalog => "catalog".into(),
                 Access::Login => "login".into(),
+                Access::Anyone => "anyone".into(),
             },
             Err(unrouted) => format!("{unrouted:?}"),
         }
@@ -256,6 +271,7 @@ mod tests {
         let action = access_of;
         assert_eq!(action("GET", "/v2/"), "login");
         assert_eq!(action("GET", "/v2/_catalog"), "catalog");
+        assert_eq!(action("GET", "/v2/_berth/repositories"), "anyone");
         assert_eq!(action("GET", "/v2/a/b/tags/list"), "repository:a/b:pull");
         assert_eq!(action("HEAD", "/v2/a/manifests/v1"), "repository:a:pull");
         assert_eq!(action("PUT", "/v2/a/manifests/v1"), "repository:a:push");
@@ -284,12 +300,14 @@ mod tests {
         let paths = [
             "/v2/", "/v2/_catalog", "/v2/a/tags/list", "/v2/a/manifests/x", "/v2/a/blobs/sha256:x",
             "/v2/a/blobs/uploads/", "/v2/a/blobs/uploads/i", "/v2/a/blobs/uploads/i/parts",
-            "/v2/a/referrers/sha256:x", "/v2/a/blobs/uploads/i/parts/x",
+            "/v2/a/referrers/sha256:x", "/v2/a/blobs/uploads/i/parts/x", "/v2/_berth/repositories",
         ];
         for method in methods {
             for path in paths {
                 let a = access_of(method, path);
                 assert!(a != "login" || path == "/v2/", "{method} {path}: {a}");
+                // Open to anyone only where the answer is filtered by the caller's rights.
+                assert!(a != "anyone" || (method == "GET" && path == "/v2/_berth/repositories"), "{method} {path}: {a}");
             }
         }
     }
