@@ -48,9 +48,10 @@ fn err(e: impl std::fmt::Display) -> StorageError {
 }
 
 /// redb's page cache. Its default (1 GiB) let the process grow with the database: `berth gc`
-/// over 10,000 manifests peaked at 39 MiB with a 32 MiB database (`bash bench/gc.sh`). Records
-/// are small and hot ones stay cached; the OS page cache holds the rest.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// over 10,000 manifests peaked at 39 MiB with a 32 MiB database. `bash bench/gc.sh
+/// 1000:10000 10000:100000` measured 15 -> 20 MiB with a 4 MiB cache, and 14 -> 42 MiB with
+/// 16 MiB. Records are small and hot ones stay cached; the OS page cache holds the rest.
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 fn open_db(path: &Path) -> Result<Database, redb::Error> {
     let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
