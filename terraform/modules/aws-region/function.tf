@@ -136,6 +136,7 @@ resource "aws_lambda_function" "this" {
         RUST_LOG                   = var.log_level
       },
       local.auth_config_secret_name == null ? {} : { BERTH_AUTH_CONFIG_SECRET = local.auth_config_secret_name },
+      var.policy_config == null ? {} : { BERTH_POLICY_CONFIG = var.policy_config },
     )
   }
 

@@ -157,3 +157,9 @@ variable "route" {
   })
   default = null
 }
+
+variable "policy_config" {
+  description = "Tag policies, retention and quotas for a registry without token auth (docs/policies.md): TOML with only [policies]. With token auth, put them in the auth config instead. Null: none."
+  type        = string
+  default     = null
+}
