@@ -14,9 +14,18 @@ async fn race_without_the_safety_rule_breaks_images() {
     if other_runtime() {
         return;
     }
-    let (broken, gave_up, server) = race(&["--gc-interval", "20ms", "--gc-grace", "2s", "--gc-unsafe-sweep"]).await;
-    let _ = gave_up;
-    server.stop();
-    server.cleanup();
-    assert!(!broken.is_empty(), "a plain mark-and-sweep broke nothing this time");
+    // Usually the first run breaks images; a quiet machine can let one run through clean, so
+    // up to three runs (bounded), and the test fails only if none broke anything.
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let (broken, gave_up, server) = race(&["--gc-interval", "20ms", "--gc-grace", "2s", "--gc-unsafe-sweep"]).await;
+        let _ = gave_up;
+        server.stop();
+        server.cleanup();
+        runs.push(broken.len());
+        if !broken.is_empty() {
+            return;
+        }
+    }
+    panic!("a plain mark-and-sweep broke nothing in {} runs: {runs:?}", runs.len());
 }
