@@ -4,12 +4,12 @@
 //!
 //! This file always starts its own registry with auth on, even when BERTH_URL is set: auth needs
 //! a config the test controls (keys, users, policy, a trusted issuer). By default that is
-//! `berth serve --auth-config` (BERTH_BIN, else the workspace's build) on a port in 5200-5299.
+//! `berth serve --auth-config` (BERTH_BIN, else the workspace's build) on a free port the kernel picks (with the three after it free).
 //! With BERTH_AUTH_LAUNCH=SCRIPT it runs `SCRIPT CONFIG_FILE PORT` instead, in its own process
 //! group (stopped as a group at exit), and waits for a 401 on PORT: the Worker and the Lambda
 //! function run these same tests that way (tests/edge/launch-auth.sh, tests/lambda/
 //! launch-auth.sh). BERTH_AUTH_PORT fixes the port. It points BERTH_URL at that registry for
-//! the harness. The OIDC issuer is a small hyper server in this process (port 5300-5399)
+//! the harness. The OIDC issuer is a small hyper server in this process (on a port the kernel picks)
 //! serving a discovery document and JWKS. Users, robots and keys are made with the real admin
 //! commands (`berth key generate`, `berth user add`, `berth robot add`).
 //!
@@ -110,7 +110,7 @@ fn setup() -> Env {
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(!text.contains(ALICE_PW) && !text.contains(&robot_secret), "secrets stored in clear");
 
-    let issuer = std::net::TcpListener::bind_any_in(5300..5400);
+    let issuer = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("a free port for the OIDC issuer");
     let issuer_port = issuer.local_addr().unwrap().port();
     let gh_key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).expect("rsa key");
     let gl_key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
@@ -178,7 +178,7 @@ project_path = "group/app"
 
     let port = match std::env::var("BERTH_AUTH_PORT") {
         Ok(p) => p.parse().expect("BERTH_AUTH_PORT is a port number"),
-        Err(_) => std::net::TcpListener::bind_any_in(5200..5300).local_addr().unwrap().port(),
+        Err(_) => free_port_run(4),
     };
     let log = data.join("server.log");
     let log_file = std::fs::File::create(&log).unwrap();
@@ -264,19 +264,23 @@ fn answers_401(port: u16) -> bool {
     s.write_all(req.as_bytes()).is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"HTTP/1.1 401"
 }
 
-trait BindInRange {
-    fn bind_any_in(ports: std::ops::Range<u16>) -> std::net::TcpListener;
-}
-
-impl BindInRange for std::net::TcpListener {
-    /// The first free port of the range (the ports this suite may use).
-    fn bind_any_in(ports: std::ops::Range<u16>) -> std::net::TcpListener {
-        let shown = format!("{ports:?}");
-        ports
-            .into_iter()
-            .find_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
-            .unwrap_or_else(|| panic!("no free port in {shown}"))
+/// A port the kernel picked, with the `len - 1` ports after it free too: the Worker and Lambda
+/// launchers take PORT..PORT+3 (their inspectors and side servers). Never a fixed range: two
+/// runs of this suite at once (CI beside a developer's run) once collided on one.
+fn free_port_run(len: u16) -> u16 {
+    for _ in 0..200 {
+        let Ok(first) = std::net::TcpListener::bind(("127.0.0.1", 0)) else { continue };
+        let Ok(base) = first.local_addr().map(|a| a.port()) else { continue };
+        if base.checked_add(len).is_none() {
+            continue;
+        }
+        // Held together, then all dropped: each was free at one moment.
+        let rest: Vec<_> = (1..len).map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
+        if rest.len() == usize::from(len - 1) {
+            return base;
+        }
     }
+    panic!("no run of {len} free ports on 127.0.0.1");
 }
 
 /// The local OIDC issuer: `/gh` with discovery and an RSA key (like GitHub Actions), `/gl`
