@@ -128,7 +128,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let metrics = match args.metrics_addr {
         Some(addr) => {
             let metrics = Arc::new(berth_core::metrics::Metrics::new(args.metrics_max_repositories));
-            prometheus::start(addr, metrics.clone(), args.data_dir.clone(), args.storage_capacity).await?;
+            prometheus::start(addr, metrics.clone(), registry.clone(), args.data_dir.clone(), args.storage_capacity).await?;
             Some(metrics)
         }
         None => None,

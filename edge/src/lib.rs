@@ -4,6 +4,8 @@
 
 // The Worker itself exists only on wasm32; natively (`cargo test --lib`) only the runtime-free
 // parts build, so their unit tests run on the host.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod analytics;
 #[cfg(target_arch = "wasm32")]
 mod auth;
 #[cfg(target_arch = "wasm32")]
@@ -92,6 +94,7 @@ mod worker_main {
             Err(message) => return misconfigured(&message),
         };
         let handoff = BodyHandoff::default();
+        let env_for_metrics = env.clone();
         let mut blobs = R2Blobs::new(
             bucket.clone(),
             ManifestCache::new(env),
@@ -117,7 +120,42 @@ mod worker_main {
             Ok(policies) => registry = registry.with_policies(policies),
             Err(message) => return misconfigured(&message),
         }
-        translate::response(registry.handle(request, ctx_now).await, &handoff)
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        let bytes_in = content_length(request.headers());
+        let started = js_sys::Date::now();
+        let response = registry.handle(request, ctx_now).await;
+        record_metrics(&env_for_metrics, &settings, &method, &path, &response, started, bytes_in);
+        translate::response(response, &handoff)
+    }
+
+    /// The request's Analytics Engine data point (docs/observability.md), from what the core
+    /// answered: time to the response head (the body streams after), and body sizes as declared.
+    fn record_metrics(
+        env: &Env,
+        settings: &Settings,
+        method: &http::Method,
+        path: &str,
+        response: &berth_core::Response,
+        started: f64,
+        bytes_in: u64,
+    ) {
+        let headers = response.headers();
+        let bytes_out = if *method == http::Method::HEAD { 0 } else { content_length(headers) };
+        let exchange = berth_core::metrics::Exchange {
+            method,
+            path,
+            status: response.status(),
+            response_headers: headers,
+            seconds: (js_sys::Date::now() - started) / 1000.0,
+            bytes_in,
+            bytes_out,
+        };
+        let request_id = headers.get(berth_core::observe::REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        crate::analytics::record(env, settings.analytics_echo, &exchange, request_id);
+    }
+
+    fn content_length(headers: &http::HeaderMap) -> u64 {
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 
     /// The Cron Trigger (`[triggers] crons` in wrangler.toml, `cloudflare_workers_cron_trigger`

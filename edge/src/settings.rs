@@ -32,6 +32,9 @@ pub struct Settings {
     /// Answer with the storage operations each request made (COUNT_BACKEND_CALLS; for
     /// bench/request-cost.sh, see `calls`).
     pub count_backend_calls: bool,
+    /// Print each Analytics Engine data point too (ANALYTICS_ECHO; for tests: `wrangler dev`'s
+    /// local dataset discards points, see `analytics`).
+    pub analytics_echo: bool,
 }
 
 /// A var or secret as a string, if set and not empty.
@@ -117,6 +120,7 @@ impl Settings {
             auth_config: text(env, "AUTH_CONFIG"),
             policy_config: text(env, "POLICY_CONFIG"),
             count_backend_calls: text(env, "COUNT_BACKEND_CALLS").is_some(),
+            analytics_echo: text(env, "ANALYTICS_ECHO").is_some(),
         })
     }
 }

@@ -76,6 +76,13 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// What one request was, counted nowhere: for runtimes that keep no counters of their own and
+/// ship each request as a record (the Worker's Analytics Engine data points). The repository is
+/// the request's own name, not folded: such stores take any number of distinct values.
+pub fn classify(x: &Exchange<'_>) -> Observation {
+    Observation { route: route_label(x.method, x.path), method: method_label(x.method), status: x.status.as_u16(), meaning: meaning(x) }
+}
+
 /// What a request meant beyond its route, read from the route and the status. In an
 /// [`Observation`] the repository is its label value (possibly [`OTHER_REPOSITORIES`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +171,8 @@ struct State {
     auth_failures: BTreeMap<&'static str, u64>,
     storage_used: Option<u64>,
     storage_capacity: Option<u64>,
+    /// Per quota namespace (docs/quotas.md): bytes counted and the limit. Bounded by the config.
+    namespaces: Vec<(String, u64, u64)>,
 }
 
 impl State {
@@ -221,9 +230,7 @@ impl Metrics {
     /// request as a record: Lambda's embedded metric format). Never fails: a poisoned lock (a
     /// panic elsewhere while it was held) still holds counters worth keeping.
     pub fn observe(&self, x: &Exchange<'_>) -> Observation {
-        let route = route_label(x.method, x.path);
-        let method = method_label(x.method);
-        let mut meaning = meaning(x);
+        let Observation { route, method, mut meaning, .. } = classify(x);
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         *s.requests.entry((route, method, x.status.as_u16())).or_default() += 1;
         s.latency.entry((route, method)).or_default().observe(x.seconds);
@@ -252,6 +259,14 @@ impl Metrics {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.storage_used = Some(used);
         s.storage_capacity = capacity;
+    }
+
+    /// Storage use per namespace: each configured quota's usage record and limit (the runtime
+    /// reads them with `Registry::quota_usage`). The label values come from the config, so
+    /// they are as many as its quotas, never more.
+    pub fn set_namespaces(&self, usage: Vec<(String, u64, u64)>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.namespaces = usage;
     }
 
     /// Every value, as Prometheus's text exposition format.
@@ -325,6 +340,12 @@ impl Metrics {
         if let Some(capacity) = s.storage_capacity {
             v.push(sample("berth_storage_capacity_bytes", vec![], capacity));
         }
+        for (namespace, used, _) in &s.namespaces {
+            v.push(sample("berth_namespace_storage_bytes", vec![("namespace", namespace.clone())], *used));
+        }
+        for (namespace, _, limit) in &s.namespaces {
+            v.push(sample("berth_namespace_quota_bytes", vec![("namespace", namespace.clone())], *limit));
+        }
         v
     }
 
@@ -379,6 +400,8 @@ fn describe(sample: &str) -> (&'static str, &'static str) {
         "berth_auth_failures_total" => ("counter", "Requests refused by auth, by reason."),
         "berth_storage_used_bytes" => ("gauge", "Bytes of storage in use."),
         "berth_storage_capacity_bytes" => ("gauge", "The storage capacity or quota the operator configured."),
+        "berth_namespace_storage_bytes" => ("gauge", "Bytes stored per quota namespace, each blob counted once per namespace."),
+        "berth_namespace_quota_bytes" => ("gauge", "The storage limit of each quota namespace."),
         _ => ("untyped", "A Berth metric."),
     }
 }

@@ -292,6 +292,8 @@ class AwsRegionTest(unittest.TestCase):
     def test_function_gets_every_setting_the_runtime_reads(self):
         config_rs = read(os.path.join(ROOT, "lambda/src/config.rs"))
         runtime = set(re.findall(r'(?:var|secs)\("(BERTH_[A-Z0-9_]+)"', config_rs)) | {"RUST_LOG"}
+        emf_rs = read(os.path.join(ROOT, "lambda/src/emf.rs"))
+        runtime |= set(re.findall(r'std::env::var\("(BERTH_[A-Z0-9_]+)"', emf_rs))
         # Settings for local stand-ins (tests), and the plain-text forms of what a deployment
         # keeps in Secrets Manager.
         not_deployed = {"BERTH_S3_ENDPOINT", "BERTH_META_S3_ENDPOINT", "BERTH_SECRETS_ENDPOINT", "BERTH_UPLOAD_SECRET", "BERTH_AUTH_CONFIG_TOML"}
@@ -309,6 +311,34 @@ class AwsRegionTest(unittest.TestCase):
         self.assertIn("aws_secretsmanager_secret.upload_key.name", env)
         for var, body in self.region.variables.items():
             self.assertNotIn("sensitive", body, f"variable {var}: keys are read from Secrets Manager, not passed in")
+
+    def test_alarms_cover_the_shipped_alert_rules(self):
+        alarms = self.region.of_type("aws_cloudwatch_metric_alarm")
+        rules = read(os.path.join(ROOT, "observability/alerts.yml"))
+        # Each Prometheus alert about the registry (not the scrape: BerthDown) has its alarm.
+        for alert in ("BerthServerErrors", "BerthSlowPulls", "BerthStorageNearlyFull"):
+            self.assertIn(f"alert: {alert}", rules)
+            self.assertTrue(any(alert in a.get("alarm_description", "") for a in alarms.values()), alert)
+        for name, alarm in alarms.items():
+            self.assertEqual(alarm["alarm_actions"], "${var.alarm_actions}", name)
+            self.assertEqual(alarm["ok_actions"], "${var.alarm_actions}", name)
+            self.assertEqual(unq(alarm["treat_missing_data"]), "notBreaching", name)
+        errors = alarms["server_errors"]
+        self.assertEqual(errors["threshold"], 5)
+        names = {unq(v) for v in errors["dynamic"][0]['"metric_query"']["for_each"].values()}
+        self.assertEqual(names, {"Url5xxCount", "UrlRequestCount"})
+        # Slow pulls read the EMF records the function writes, in the namespace it is given.
+        slow = alarms["slow_pulls"]
+        self.assertEqual(slow["threshold"], 3)
+        queries = slow["dynamic"][0]['"metric_query"']
+        self.assertIn("var.metrics_namespace", queries["content"][0]["metric"][0]["namespace"])
+        self.assertEqual({unq(v[0]) for v in queries["for_each"].values()}, {"manifest_get", "blob_get"})
+        emf_rs = read(os.path.join(ROOT, "lambda/src/emf.rs"))
+        self.assertIn('metric("Latency", "Seconds")', emf_rs)
+        self.assertIn('["Route"]', emf_rs)
+        for route in ("manifest_get", "blob_get"):
+            self.assertIn(f'"{route}"', read(os.path.join(ROOT, "shared/src/routes.rs")), route)
+        self.assertIn("0.85", alarms["storage_nearly_full"]["threshold"])
 
     def test_upload_key_never_enters_the_state(self):
         version = self.region.one("aws_secretsmanager_secret_version")
@@ -621,8 +651,9 @@ class CloudflareTest(unittest.TestCase):
         bindings += re.findall(r"\b([A-Z][A-Z_0-9]+)\s*=", self.mod.locals["vars"])
         bindings += re.findall(r'name = \\?"([A-Z_0-9]+)\\?"', self.mod.locals["secret_bindings"])
         self.assertTrue(names, "no settings found in edge/src/settings.rs")
-        # Bench instrumentation (bench/request-cost.sh sets it on wrangler dev), never deployed.
-        bench_only = {"COUNT_BACKEND_CALLS"}
+        # Bench and test instrumentation (bench/request-cost.sh and tests/edge/run.sh set them
+        # on wrangler dev), never deployed.
+        bench_only = {"COUNT_BACKEND_CALLS", "ANALYTICS_ECHO"}
         self.assertEqual(names - set(bindings) - bench_only, set())
         self.assertTrue(bench_only <= names, "a bench-only setting listed here is no longer read")
         wrangler = read(os.path.join(ROOT, "wrangler.toml"))

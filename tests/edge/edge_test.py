@@ -471,6 +471,62 @@ def test_client_gone_mid_first_pull_caches_no_truncated_blob(reg, args):
         time.sleep(0.25)
 
 
+def analytics_points(log, request_id, want=1, wait=10):
+    """The `berth: analytics {json}` lines (ANALYTICS_ECHO) the Worker printed for a request id."""
+    deadline = time.time() + wait
+    while True:
+        points = []
+        with open(log, errors="replace") as f:
+            for line in f:
+                at = line.find("berth: analytics ")
+                if at >= 0:
+                    p = json.loads(line[at + len("berth: analytics "):].strip())
+                    if p["blobs"][5] == request_id:
+                        points.append(p)
+        if len(points) >= want or time.time() > deadline:
+            return points
+        time.sleep(0.2)
+
+
+def test_each_request_is_one_analytics_data_point(reg, args):
+    """Every registry request writes one Analytics Engine data point (the dataset bound as
+    METRICS; wrangler dev's local one discards it, ANALYTICS_ECHO prints it): a pull is indexed
+    by its repository and counted as one, a push too, a refused or missing read is not."""
+    repo = f"edge-{RUN}/analytics"
+    m = image(reg, repo, "analytics")
+    s, _, b, digest = reg.put_manifest(repo, "v1", m)
+    check(s == 201, f"manifest PUT: {s} {b[:200]!r}")
+    raw = json.dumps(m).encode()
+    cases = [
+        ("GET", f"/v2/{repo}/manifests/v1", 200,
+         ["manifest_get", "GET", "200", "pull", repo], [1, None, 0, len(raw), 1, 0], repo),
+        ("HEAD", f"/v2/{repo}/manifests/v1", 200,
+         ["manifest_get", "HEAD", "200", "", ""], [1, None, 0, 0, 0, 0], "manifest_get"),
+        ("GET", f"/v2/{repo}/manifests/nope", 404,
+         ["manifest_get", "GET", "404", "", ""], [1, None, 0, None, 0, 0], "manifest_get"),
+        ("PUT", f"/v2/{repo}/manifests/v2", 201,
+         ["manifest_put", "PUT", "201", "push", repo], [1, None, len(raw), 0, 0, 1], repo),
+    ]
+    for i, (method, path, status, blobs, doubles, index) in enumerate(cases):
+        rid = f"analytics-{RUN}-{i}"
+        headers = {"X-Request-Id": rid}
+        body = None
+        if method == "PUT":
+            body, headers["Content-Type"] = raw, m["mediaType"]
+        s, h, _ = reg.req(method, path, body=body, headers=headers)
+        check(s == status and h.get("x-request-id") == rid, f"{method} {path}: {s} {h}")
+        points = analytics_points(args.a_log, rid)
+        check(len(points) == 1, f"{method} {path}: {len(points)} data points for request {rid}")
+        p = points[0]
+        check(p["indexes"] == [index] and p["blobs"][:5] == blobs,
+              f"{method} {path}: data point {p}, wanted index {index} and blobs {blobs}")
+        for j, want in enumerate(doubles):
+            check(want is None or p["doubles"][j] == want, f"{method} {path}: double{j + 1} = {p['doubles'][j]}, wanted {want}")
+        check(0 <= p["doubles"][1] < 60, f"{method} {path}: seconds {p['doubles'][1]}")
+    with open(args.a_log, errors="replace") as f:
+        check("data point not written" not in f.read(), "the Worker failed to write a data point")
+
+
 TESTS = [
     ("chunked-64mib", test_chunked_64mib_in_5mib_chunks, "url"),
     ("streamed-300mib", test_docker_streamed_300mib_layer, "url"),
@@ -483,6 +539,7 @@ TESTS = [
     ("cache-range-first", test_range_before_any_pull_fills_nothing, "url"),
     ("cache-cut-pull", test_client_gone_mid_first_pull_caches_no_truncated_blob, "url"),
     ("presigned-redirect", test_blob_get_redirects_to_presigned_url, "limited_url"),
+    ("analytics", test_each_request_is_one_analytics_data_point, "url"),
 ]
 
 
@@ -493,6 +550,7 @@ def main():
     ap.add_argument("--limit", type=int, required=True)
     ap.add_argument("--s3-root", required=True, help="s3s-fs's directory (the limited Worker's S3_ENDPOINT)")
     ap.add_argument("--presign-secs", type=int, required=True, help="the limited Worker's PRESIGN_SECS")
+    ap.add_argument("--a-log", required=True, help="the Worker at --url's log (it runs with ANALYTICS_ECHO)")
     ap.add_argument("only", nargs="*")
     args = ap.parse_args()
     passed = failed = 0

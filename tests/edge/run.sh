@@ -111,7 +111,8 @@ if [[ " $steps " == *" suite "* || " $steps " == *" clients "* || " $steps " == 
   say "start wrangler dev"
   # A runs with the tag policies tests/tests/policies.rs expects (only its `*/prod-*` and
   # `*/quota-*` repositories are affected), so that file runs against the Worker too.
-  start a "$port_a" "$inspector_a" --var MAX_REQUEST_BODY:400000000 \
+  # ANALYTICS_ECHO: the data points A writes are printed too (edge_test.py's analytics test).
+  start a "$port_a" "$inspector_a" --var MAX_REQUEST_BODY:400000000 --var ANALYTICS_ECHO:1 \
     --var "POLICY_CONFIG:$(grep -v '^#' tests/tests/policies/policy.toml)"
   # B's presigned URLs point at s3s-fs, which checks signatures and expiry as R2's S3 API does
   # (R2 itself holds the object on Cloudflare; here the test copies it into s3s-fs's directory).
@@ -135,7 +136,7 @@ url_a="http://127.0.0.1:$port_a" url_b="http://127.0.0.1:$port_b"
 if [[ " $steps " == *" edge "* ]]; then
   say "edge tests: chunked and streamed uploads, concurrent tags, killed upload, limit, redirect"
   python3 tests/edge/edge_test.py --url "$url_a" --limited-url "$url_b" --limit 1048576 \
-    --s3-root "$work/s3" --presign-secs 3 || failed+=("edge")
+    --s3-root "$work/s3" --presign-secs 3 --a-log "$work/a.log" || failed+=("edge")
 fi
 
 if [[ " $steps " == *" suite "* ]]; then

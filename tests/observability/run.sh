@@ -88,8 +88,16 @@ step "starting berth serve (--metrics-addr) and Prometheus on 127.0.0.1"
 port=$(bash tests/free-port.sh)
 mport=$(bash tests/free-port.sh)
 pport=$(bash tests/free-port.sh)
+# A quota on obs/** makes storage per namespace a metric (berth_namespace_storage_bytes).
+cat >"$WORK/policy.toml" <<'TOML'
+[[policies.quotas]]
+name = "obs"
+repositories = ["obs/**"]
+limit = "1 GiB"
+TOML
 "$BERTH_BIN" serve --addr "127.0.0.1:$port" --data-dir "$WORK/data" --fsync false \
-  --metrics-addr "127.0.0.1:$mport" --storage-capacity 1000000000000 >"$WORK/berth.log" 2>&1 &
+  --metrics-addr "127.0.0.1:$mport" --storage-capacity 1000000000000 \
+  --policy-config "$WORK/policy.toml" >"$WORK/berth.log" 2>&1 &
 pids+=($!)
 bash tests/wait-port.sh "$mport" "berth serve's metrics listener"
 cat >"$WORK/prometheus.yml" <<YML
@@ -182,6 +190,11 @@ ok "increase(docker_image_pulls_total[5m]): $(echo "$got" | tr '\n\t' '; ')"
 until_equal 'sum(berth_http_requests_total{route="manifest_put",status="201"})' "$(printf -- '-\t4')"
 until_equal 'berth_upload_sessions_open' "$(printf -- '-\t0')"
 until_equal 'berth_storage_capacity_bytes' "$(printf -- '-\t1000000000000')"
+# Storage per namespace: what the quota counted (GET /v2/_berth/quotas), as Prometheus sees it.
+used=$(curl -fsS "http://$reg/v2/_berth/quotas" | python3 -c 'import json,sys; q=json.load(sys.stdin)["quotas"]; print(next(x["used"] for x in q if x["name"]=="obs"))')
+[ "$used" -gt 0 ] || fail "the obs quota counted nothing after four pushes"
+until_equal 'berth_namespace_storage_bytes{namespace="obs"}' "$(printf -- '-\t%s' "$used")"
+until_equal 'berth_namespace_quota_bytes{namespace="obs"}' "$(printf -- '-\t1073741824')"
 until_equal 'count(berth_http_request_duration_seconds_count{route="manifest_get",method="GET"}) ' "$(printf -- '-\t1')"
 # The rules load in a real Prometheus and nothing fires on this healthy registry.
 until_equal 'count(ALERTS{alertstate="firing"}) or vector(0)' "$(printf -- '-\t0')"

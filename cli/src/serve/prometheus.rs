@@ -15,8 +15,15 @@ use berth_core::metrics::Metrics;
 const STORAGE_REFRESH: Duration = Duration::from_secs(60);
 
 /// Binds the metrics address (a failure stops `berth serve` before it serves anything), then
-/// serves `/metrics` and keeps the storage figures fresh on background tasks.
-pub async fn start(addr: SocketAddr, metrics: Arc<Metrics>, data_dir: PathBuf, capacity: Option<u64>) -> Result<(), String> {
+/// serves `/metrics` (each quota namespace's usage read at each scrape) and keeps the data
+/// directory's size fresh on a background task.
+pub async fn start(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    registry: Arc<super::LocalRegistry>,
+    data_dir: PathBuf,
+    capacity: Option<u64>,
+) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} (--metrics-addr): {e}"))?;
@@ -24,8 +31,14 @@ pub async fn start(addr: SocketAddr, metrics: Arc<Metrics>, data_dir: PathBuf, c
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let metrics = scraped.clone();
+            let (metrics, registry) = (scraped.clone(), registry.clone());
             async move {
+                // Read at each scrape: one record per configured quota (docs/quotas.md), cheap
+                // and bounded by the config, and exact right after a push.
+                match registry.quota_usage().await {
+                    Ok(usage) => metrics.set_namespaces(usage.into_iter().map(|q| (q.name, q.used, q.limit)).collect()),
+                    Err(e) => tracing::warn!("cannot read quota usage: {e:?}"),
+                }
                 (
                     [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
                     metrics.render(),
@@ -47,6 +60,7 @@ pub async fn start(addr: SocketAddr, metrics: Arc<Metrics>, data_dir: PathBuf, c
                 Ok(used) => metrics.set_storage(used, capacity),
                 Err(e) => tracing::warn!("cannot measure the data directory: {e}"),
             }
+
         }
     });
     tracing::info!(%addr, "metrics are served at /metrics");

@@ -67,6 +67,23 @@ fn repositories_beyond_the_limit_share_one_label() {
 }
 
 #[test]
+fn classify_counts_nothing_and_keeps_every_repository_name() {
+    let m = Metrics::new(1);
+    let h = HeaderMap::new();
+    let get = Method::GET;
+    m.observe(&exchange(&get, "/v2/a/manifests/v1", 200, &h));
+    // Past the label limit, observe folds the name; classify (a record per request) keeps it.
+    let x = exchange(&get, "/v2/b/manifests/v1", 200, &h);
+    let o = classify(&x);
+    assert_eq!((o.route, o.method, o.status), ("manifest_get", "GET", 200));
+    assert_eq!(o.meaning, Meaning::Pull("b".into()));
+    assert_eq!(m.observe(&x).meaning, Meaning::Pull(OTHER_REPOSITORIES.into()));
+    assert_eq!(value(&m, "docker_image_pulls_total", &[("repository", OTHER_REPOSITORIES)]), Some(1.0));
+    let denied = exchange(&Method::PUT, "/v2/b/manifests/v1", 403, &h);
+    assert_eq!(classify(&denied).meaning, Meaning::AuthFailure("denied"));
+}
+
+#[test]
 fn junk_paths_and_methods_mint_no_label_values() {
     let m = Metrics::new(10);
     let h = HeaderMap::new();
@@ -175,4 +192,19 @@ fn observe_returns_what_it_counted_with_the_folded_label() {
     assert_eq!(second.meaning, Meaning::Pull(OTHER_REPOSITORIES.into()));
     let miss = m.observe(&exchange(&get, "/v2/b/manifests/v9", 404, &h));
     assert_eq!(miss.meaning, Meaning::Nothing);
+}
+
+#[test]
+fn storage_per_namespace_is_a_gauge_per_quota() {
+    let m = Metrics::new(10);
+    assert!(!m.render().contains("berth_namespace_storage_bytes"));
+    m.set_namespaces(vec![("team".into(), 1500, 10 << 30), ("ci".into(), 0, 1000)]);
+    assert_eq!(value(&m, "berth_namespace_storage_bytes", &[("namespace", "team")]), Some(1500.0));
+    assert_eq!(value(&m, "berth_namespace_quota_bytes", &[("namespace", "ci")]), Some(1000.0));
+    let text = m.render();
+    assert!(text.contains("# TYPE berth_namespace_storage_bytes gauge"), "{text}");
+    assert!(text.contains("berth_namespace_quota_bytes{namespace=\"team\"} 10737418240"), "{text}");
+    // A new reading replaces the old one (a quota removed from the config disappears).
+    m.set_namespaces(vec![("ci".into(), 10, 1000)]);
+    assert_eq!(value(&m, "berth_namespace_storage_bytes", &[("namespace", "team")]), None);
 }

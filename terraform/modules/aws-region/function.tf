@@ -137,6 +137,11 @@ resource "aws_lambda_function" "this" {
       },
       local.auth_config_secret_name == null ? {} : { BERTH_AUTH_CONFIG_SECRET = local.auth_config_secret_name },
       var.policy_config == null ? {} : { BERTH_POLICY_CONFIG = var.policy_config },
+      var.metrics_namespace == null ? {} : {
+        BERTH_METRICS                  = "emf"
+        BERTH_METRICS_NAMESPACE        = var.metrics_namespace
+        BERTH_METRICS_MAX_REPOSITORIES = tostring(var.metrics_max_repositories)
+      },
     )
   }
 

@@ -155,3 +155,27 @@ variable "policy_config" {
   type        = string
   default     = null
 }
+
+variable "metrics_namespace" {
+  description = "CloudWatch namespace of the function's embedded-metric-format records (BERTH_METRICS=emf; docs/observability.md), which the slow-pulls alarm reads. Null: no records (each dimension set is a billed custom metric) and no slow-pulls alarm."
+  type        = string
+  default     = null
+}
+
+variable "storage_capacity_bytes" {
+  description = "Storage budget for this region's bucket: an alarm fires above 85 % of it. Null: no storage alarm."
+  type        = number
+  default     = null
+}
+
+variable "alarm_actions" {
+  description = "SNS topic ARNs the CloudWatch alarms notify (alarm and OK). Empty: alarms show in the console only."
+  type        = list(string)
+  default     = []
+}
+
+variable "metrics_max_repositories" {
+  description = "BERTH_METRICS_MAX_REPOSITORIES: repositories with a Repository dimension of their own per function instance; the rest share _other."
+  type        = number
+  default     = 50
+}

@@ -136,6 +136,9 @@ resource "cloudflare_worker_version" "this" {
       { name = "BLOBS", type = "r2_bucket", bucket_name = cloudflare_r2_bucket.blobs.name },
       { name = "MANIFEST_CACHE", type = "kv_namespace", namespace_id = cloudflare_workers_kv_namespace.manifest_cache.id },
     ],
+    # One Analytics Engine data point per request (docs/observability.md); the dataset is made
+    # by the first write.
+    var.analytics_dataset == null ? [] : [{ name = "METRICS", type = "analytics_engine", dataset = var.analytics_dataset }],
     [for k in sort(keys(local.vars)) : { name = k, type = "plain_text", text = local.vars[k] }],
     local.secret_bindings,
   )

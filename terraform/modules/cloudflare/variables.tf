@@ -163,3 +163,9 @@ variable "policy_config" {
   type        = string
   default     = null
 }
+
+variable "analytics_dataset" {
+  description = "Workers Analytics Engine dataset the Worker writes one data point per request to (bound as METRICS; docs/observability.md has the queries). null: no metrics."
+  type        = string
+  default     = "berth"
+}
