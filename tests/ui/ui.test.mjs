@@ -220,6 +220,8 @@ if (mode === "open") {
     await policies.getByText(/Tags matching latest cannot be pushed here \(refused_tags rule 1\): push a version tag/).waitFor();
     await policies.getByText(/keeps the last 100 tags pushed \(retention rule 1\)/).waitFor();
     await policies.getByText("berth gc --dry-run").waitFor();
+    // Every size loaded (a cell shows "…" until then).
+    await page.waitForFunction(() => ![...document.querySelectorAll("td")].some((td) => td.textContent === "…"));
     await shot(page, "tags");
     // Deleting the manifest v1 names: the registry's 403 is what the page shows.
     await page.goto(`${BASE}/ui/#/r/demo/multi@v1`);

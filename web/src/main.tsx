@@ -236,6 +236,15 @@ function StorageUse() {
   );
 }
 
+/** A padlock, drawn (no emoji font needed); the badge's text says what it means. */
+function Lock() {
+  return (
+    <svg class="lock" viewBox="0 0 16 16" width="12" height="12" aria-hidden="true">
+      <path d="M4 7V5a4 4 0 0 1 8 0v2h1v8H3V7zm2 0h4V5a2 2 0 0 0-4 0z" fill="currentColor" />
+    </svg>
+  );
+}
+
 /** The full size of the image a tag names (manifest, config, layers; an index: all platforms'). */
 function SizeCell({ repo, digest }: { repo: string; digest: string }) {
   const size = useLoad(async () => {
@@ -335,7 +344,7 @@ function Tags({ repo }: { repo: string }) {
                   <td class="time">{formatTime(r.pushedAt)}</td>
                   <td class="digest">{r.digest}</td>
                   <td><SizeCell repo={repo} digest={r.digest} /></td>
-                  <td>{r.immutable !== undefined && <span class="badge" title={`policies.immutable_tags rule ${r.immutable}: never moved nor deleted`}>🔒 immutable</span>}</td>
+                  <td>{r.immutable !== undefined && <span class="badge locked" title={`policies.immutable_tags rule ${r.immutable}: never moved nor deleted`}><Lock /> immutable</span>}</td>
                   <td>{list.data!.canDelete && r.immutable === undefined && <button type="button" class="danger" onClick={() => del(r.name)} aria-label={`Delete tag ${r.name}`}>Delete</button>}</td>
                 </tr>
               ))}
