@@ -18,6 +18,8 @@ fn path_of(route: &Route) -> String {
         Route::Referrers { name, digest } => format!("/v2/{name}/referrers/{digest}"),
         Route::Quotas => "/v2/_berth/quotas".into(),
         Route::Repositories => "/v2/_berth/repositories".into(),
+        Route::TagDetails { name } => format!("/v2/{name}/_berth/tags"),
+        Route::PolicyState { name } => format!("/v2/{name}/_berth/policy"),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod gc;
 pub mod hash;
+mod inspect;
 pub mod manifests;
 pub mod memory;
 pub mod metrics;
@@ -237,6 +238,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 self.pullable_catalog(&req, may_pull).await
             }
             Endpoint::TagsList { name } => self.tags_list(name, &req).await,
+            Endpoint::TagDetails { name } => self.tag_details(name, &req).await,
+            Endpoint::PolicyState { name } => self.policy_state(name).await,
             Endpoint::ManifestGet { name, reference } => self.get_manifest(name, reference, &req, head, ctx.now).await,
             Endpoint::ManifestPut { name, reference } => self.put_manifest(name, reference, &req, body, ctx).await,
             Endpoint::ManifestDelete { name, reference } => self.delete_manifest(name, reference).await,

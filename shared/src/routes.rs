@@ -21,6 +21,11 @@ pub enum Route {
     Quotas,
     /// Berth's catalog of what the caller may pull (docs/auth.md).
     Repositories,
+    /// Berth's tags of a repository with digest, media type, size and push time (docs/ui.md).
+    /// Under `/v2/<name>/_berth/`, the OCI extension form: `_` cannot start a name component.
+    TagDetails { name: String },
+    /// Berth's tag policies that apply to a repository (docs/policies.md).
+    PolicyState { name: String },
 }
 
 /// Where Berth's quota usage is served.
@@ -50,6 +55,13 @@ impl Route {
         let n = segs.len();
         let name = |k: usize| segs[..n - k].join("/");
         let tail = |k: usize| segs.get(n.wrapping_sub(k)).copied();
+        if n >= 3 && tail(2) == Some("_berth") {
+            match tail(1) {
+                Some("tags") => return Some(Route::TagDetails { name: name(2) }),
+                Some("policy") => return Some(Route::PolicyState { name: name(2) }),
+                _ => {}
+            }
+        }
         if n >= 3 && tail(2) == Some("tags") && tail(1) == Some("list") {
             return Some(Route::Tags { name: name(2) });
         }
@@ -141,6 +153,10 @@ pub enum Endpoint {
     Quotas,
     /// GET: the catalog, only the repositories the caller may pull.
     Repositories,
+    /// GET: a page of a repository's tags with what each points at and when it was pushed.
+    TagDetails { name: String },
+    /// GET: the immutable, refused and retention rules that apply to a repository.
+    PolicyState { name: String },
 }
 
 /// Why a request names no endpoint: answered 404 or 405 before anything is read or stored.
@@ -161,6 +177,8 @@ impl Endpoint {
             Route::Quotas if m == Method::GET => Endpoint::Quotas,
             Route::Repositories if m == Method::GET => Endpoint::Repositories,
             Route::Tags { name } if m == Method::GET => Endpoint::TagsList { name },
+            Route::TagDetails { name } if m == Method::GET => Endpoint::TagDetails { name },
+            Route::PolicyState { name } if m == Method::GET => Endpoint::PolicyState { name },
             Route::Manifest { name, reference } if read => Endpoint::ManifestGet { name, reference },
             Route::Manifest { name, reference } if m == Method::PUT => Endpoint::ManifestPut { name, reference },
             Route::Manifest { name, reference } if m == Method::DELETE => {
@@ -188,7 +206,10 @@ impl Endpoint {
             // Names every namespace and its size: for whoever may list every repository.
             Endpoint::Catalog | Endpoint::Quotas => Access::Catalog,
             Endpoint::Repositories => Access::Anyone,
+            // Who may pull a repository may read its tags and the rules its pushes meet.
             Endpoint::TagsList { name }
+            | Endpoint::TagDetails { name }
+            | Endpoint::PolicyState { name }
             | Endpoint::ManifestGet { name, .. }
             | Endpoint::BlobGet { name, .. }
             | Endpoint::Referrers { name, .. } => Access::Repository { name, action: Action::Pull },
@@ -212,6 +233,8 @@ impl Endpoint {
             Endpoint::Quotas => "quotas",
             Endpoint::Repositories => "repositories",
             Endpoint::TagsList { .. } => "tags_list",
+            Endpoint::TagDetails { .. } => "tag_details",
+            Endpoint::PolicyState { .. } => "policy_state",
             Endpoint::ManifestGet { .. } => "manifest_get",
             Endpoint::ManifestPut { .. } => "manifest_put",
             Endpoint::ManifestDelete { .. } => "manifest_delete",
@@ -266,6 +289,12 @@ mod tests {
             Route::parse("/v2/a/b/blobs/uploads/xyz/parts"),
             Some(Route::UploadParts { name: "a/b".into(), id: "xyz".into() })
         );
+        assert_eq!(Route::parse("/v2/org/app/_berth/tags"), Some(Route::TagDetails { name: "org/app".into() }));
+        assert_eq!(Route::parse("/v2/org/app/_berth/policy"), Some(Route::PolicyState { name: "org/app".into() }));
+        let details = Endpoint::of(&Method::GET, "/v2/a/_berth/tags").unwrap();
+        assert_eq!(details.access(), Access::Repository { name: "a", action: Action::Pull });
+        assert_eq!(Endpoint::of(&Method::DELETE, "/v2/a/_berth/policy"), Err(Unrouted::MethodNotAllowed));
+        assert_eq!(Route::parse("/v2/a/_berth/other"), None);
         assert_eq!(Route::parse("/v2/blobs/x"), None);
         assert_eq!(Route::parse("/v3/a/tags/list"), None);
         assert_eq!(Route::parse("/v2/a/nothing/here"), None);

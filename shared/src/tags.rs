@@ -17,9 +17,14 @@ const DEFAULT_PAGE: usize = 1000;
 const MAX_PAGE: usize = 10_000;
 
 fn page_size(query: &[(String, String)]) -> Result<usize> {
+    page_size_within(query, DEFAULT_PAGE, MAX_PAGE)
+}
+
+/// The `n` of a query: `default` when absent, at most `max`.
+pub(crate) fn page_size_within(query: &[(String, String)], default: usize, max: usize) -> Result<usize> {
     match query_param(query, "n") {
-        None | Some("") => Ok(DEFAULT_PAGE),
-        Some(n) => n.parse::<usize>().map(|n| n.min(MAX_PAGE)).map_err(|_| {
+        None | Some("") => Ok(default),
+        Some(n) => n.parse::<usize>().map(|n| n.min(max)).map_err(|_| {
             oci(ErrorCode::PaginationNumberInvalid, format!("n={n:?} is not a non-negative integer"))
         }),
     }
@@ -33,7 +38,7 @@ const SCAN_LIMIT: usize = 5_000;
 const SCAN_BATCH: usize = 1000;
 
 /// `<path?n=N&last=LAST>; rel="next"`, with `last` percent-encoded.
-fn link(path: &str, n: usize, last: &str) -> String {
+pub(crate) fn link(path: &str, n: usize, last: &str) -> String {
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("n", &n.to_string())
         .append_pair("last", last)
@@ -43,7 +48,7 @@ fn link(path: &str, n: usize, last: &str) -> String {
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// One page of the names under `prefix` after `last`, and whether more remain.
-    async fn page(&self, prefix: &str, last: Option<&str>, n: usize) -> Result<(Vec<String>, bool)> {
+    pub(crate) async fn page(&self, prefix: &str, last: Option<&str>, n: usize) -> Result<(Vec<String>, bool)> {
         if n == 0 {
             return Ok((Vec::new(), false));
         }
@@ -55,12 +60,18 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         Ok((names, more))
     }
 
-    pub(crate) async fn tags_list(&self, name: &str, req: &crate::Parts) -> Result<Reply> {
+    /// The repository `name` names, or NAME_UNKNOWN when nothing was ever pushed there.
+    pub(crate) async fn known_repo(&self, name: &str) -> Result<RepoName> {
         let name = RepoName::parse(name)?;
         if !self.repo_exists(&name).await? {
             return Err(oci(ErrorCode::NameUnknown, format!("repository {name} is not known to this registry"))
                 .with_detail(json!({ "name": name.as_str() })));
         }
+        Ok(name)
+    }
+
+    pub(crate) async fn tags_list(&self, name: &str, req: &crate::Parts) -> Result<Reply> {
+        let name = self.known_repo(name).await?;
         let query = query_of(req.uri.query());
         let n = page_size(&query)?;
         let (tags, more) = self.page(&tag_prefix(&name), query_param(&query, "last"), n).await?;

@@ -191,6 +191,33 @@ async fn a_refused_tag_is_never_created() {
     push_image(&common::repo("dev-refuse"), "latest").await;
 }
 
+/// What the web interface reads (docs/ui.md): the rules that apply to a repository, and
+/// which of its tags are immutable.
+#[tokio::test]
+async fn the_policy_state_and_immutable_tags_are_readable() {
+    needs_policy!();
+    let repo = repo("prod-state");
+    let one = push_image(&repo, "v1").await;
+    push_manifest(&repo, "main", OCI_MANIFEST, &one.bytes).await;
+    let r = get(format!("/v2/{repo}/_berth/policy")).send().await;
+    assert_status(&r, 200);
+    let state = r.json();
+    assert_eq!(state["immutable_tags"], serde_json::json!([{ "rule": 1, "tags": ["v*"] }]));
+    assert_eq!(
+        state["refused_tags"],
+        serde_json::json!([{ "rule": 1, "tags": ["latest"], "message": "push a version tag" }])
+    );
+    let tags = get(format!("/v2/{repo}/_berth/tags")).send().await.json();
+    assert_eq!(tags["tags"][0]["name"], "main");
+    assert!(tags["tags"][0].get("immutable").is_none(), "{tags}");
+    assert_eq!((tags["tags"][1]["name"].clone(), tags["tags"][1]["immutable"].clone()), ("v1".into(), 1.into()));
+    // A repository no rule covers.
+    let dev = common::repo("dev-state");
+    push_image(&dev, "v1").await;
+    let state = get(format!("/v2/{dev}/_berth/policy")).send().await.json();
+    assert_eq!((state["immutable_tags"].clone(), state["refused_tags"].clone()), (serde_json::json!([]), serde_json::json!([])));
+}
+
 /// Runs `berth serve FLAG FILE` (FILE holding `config`, plus a signing key made by `berth key
 /// generate` when `key`) until it answers or exits; returns (the status of GET /v2/, None if it
 /// exited; its log).

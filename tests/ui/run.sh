@@ -2,11 +2,12 @@
 # The web interface, end to end (docs/ui.md):
 #   1. rebuilds web/dist from web/package-lock.json (npm ci) and fails if the committed copy
 #      differs, or the assets exceed 150 KiB gzip (web/size.mjs prints the size);
-#   2. starts `berth serve` (auth off) on a free 127.0.0.1 port, pushes a two-platform index, a
-#      signature referrer and 60 small repositories with skopeo, and drives Debian's chromium
+#   2. starts `berth serve` (auth off, with the tag policies and quota below) on a free 127.0.0.1
+#      port, pushes a two-platform index, a signature referrer, 60 small repositories and three
+#      tags a second apart (push-time sort) with skopeo and curl, and drives Debian's chromium
 #      with playwright-core through tests/ui/ui.test.mjs (open mode; screenshots into docs/ui/
 #      when SHOTS=1);
-#   3. the same with auth on (anonymous, a reader, a writer).
+#   3. the same with auth on (anonymous, a reader, a writer; a quota for the storage panel).
 #
 #   bash tests/ui/run.sh
 #   UI_TARGET=worker bash tests/ui/run.sh   # against the Worker under `wrangler dev` (run
@@ -86,15 +87,18 @@ start() {
   done
   cat "$WORK/server-$name.log"; echo "the registry ($name, $UI_TARGET) did not come up" >&2; exit 1
 }
-# start_worker NAME PORT [--auth-config FILE]: `wrangler dev` (its own session, so its process
+# start_worker NAME PORT [--auth-config FILE | --policy-config FILE]: `wrangler dev` (its own session, so its process
 # group holds workerd too) as tests/edge/run.sh starts it, behind tests/clients/plain_front.py on
 # PORT (skopeo tries TLS first; workerd would make it wait 10 s). The auth config goes in as
-# AUTH_CONFIG, inlined by `berth auth export` as tests/edge/launch-auth.sh does.
+# AUTH_CONFIG, inlined by `berth auth export` as tests/edge/launch-auth.sh does; a policy file
+# as POLICY_CONFIG.
 start_worker() {
   local name=$1 port=$2; shift 2
   local vars=() wport insp
   if [ "${1:-}" = --auth-config ]; then
     vars+=(--var "AUTH_CONFIG:$("$BERTH_BIN" auth export --config "$2")")
+  elif [ "${1:-}" = --policy-config ]; then
+    vars+=(--var "POLICY_CONFIG:$(cat "$2")")
   fi
   wport=$(free_port) insp=$(free_port)
   # From the repository's root, where wrangler.toml is (the script is there by now).
@@ -116,8 +120,28 @@ push() {
   skopeo copy --quiet --all --dest-tls-verify=false ${creds:+--dest-creds "$creds"} "oci:$WORK/layout:$1" "docker://$REG/$2"
 }
 
-# 2. Auth off.
-start open
+# 2. Auth off, with policies the tags page shows (immutable demo/multi:v1, refused latest, a
+# retention rule that keeps everything here) and a quota for the storage panel.
+cat >"$WORK/policy.toml" <<'EOF'
+[[policies.immutable_tags]]
+repositories = ["demo/multi"]
+tags = ["v1"]
+
+[[policies.refused_tags]]
+repositories = ["demo/**"]
+tags = ["latest"]
+message = "push a version tag"
+
+[[policies.retention]]
+repositories = ["demo/**"]
+keep_last = 100
+
+[[policies.quotas]]
+name = "demo"
+repositories = ["demo/**"]
+limit = "1 GiB"
+EOF
+start open --policy-config "$WORK/policy.toml"
 push "" v1 demo/multi:v1
 push "" v1 demo/multi:old
 push "" single demo/multi:single
@@ -130,6 +154,13 @@ ct="application/vnd.oci.image.manifest.v1+json"
 curl -sf -H "Accept: $ct" "http://$REG/v2/demo/many-tags/manifests/t00" -o "$WORK/single.json"
 for t in $(seq -f 't%02g' 1 54); do
   curl -sf -X PUT -H "Content-Type: $ct" --data-binary "@$WORK/single.json" "http://$REG/v2/demo/many-tags/manifests/$t" >/dev/null
+done
+# Three tags a second apart (push times are whole seconds), names not in push order.
+push "" single demo/timed:b-first
+curl -sf -H "Accept: $ct" "http://$REG/v2/demo/timed/manifests/b-first" -o "$WORK/timed.json"
+for t in a-second c-third; do
+  sleep 1.1
+  curl -sf -X PUT -H "Content-Type: $ct" --data-binary "@$WORK/timed.json" "http://$REG/v2/demo/timed/manifests/$t" >/dev/null
 done
 shots=""
 [ "${SHOTS:-}" = 1 ] && shots="$root/docs/ui"
@@ -160,6 +191,11 @@ actions = ["pull", "push", "delete"]
 repositories = ["team/**"]
 principals = ["group:readers"]
 actions = ["pull"]
+
+[[policies.quotas]]
+name = "team"
+repositories = ["team/**"]
+limit = "1 GiB"
 EOF
 start auth --auth-config "$CONF"
 push "alice:$ALICE_PW" single public/app:v1

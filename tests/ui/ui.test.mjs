@@ -112,7 +112,6 @@ if (mode === "open") {
     await page.goto(`${BASE}/ui/#/r/demo/multi`);
     const table = page.getByRole("table", { name: "Tags of demo/multi" });
     await table.getByRole("cell", { name: "old", exact: true }).waitFor();
-    await shot(page, "tags");
     await page.getByRole("button", { name: "Delete tag old" }).click(); // confirm() accepted
     await page.getByText("Deleted tag old.").waitFor();
     // The list reloads from the registry: old goes, v1 stays.
@@ -141,6 +140,31 @@ if (mode === "open") {
     assert.equal(await table.locator("tbody tr").count(), 5);
     await page.getByRole("button", { name: "Previous tags" }).click();
     await table.getByRole("cell", { name: "t00", exact: true }).waitFor();
+  });
+
+  // The tag names of a table, top to bottom.
+  const tagOrder = (table) => table.locator("tbody tr td:first-child a").allTextContents();
+
+  await test("sort-tags-by-push-time", async (page) => {
+    await page.goto(`${BASE}/ui/#/r/demo/timed`);
+    const table = page.getByRole("table", { name: "Tags of demo/timed" });
+    await table.getByRole("cell", { name: "c-third", exact: true }).waitFor();
+    assert.deepEqual(await tagOrder(table), ["a-second", "b-first", "c-third"], "by name");
+    // Push times are shown (the fixture pushed them a second apart, just now).
+    assert.equal(await table.getByText(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/).count(), 3);
+    await page.getByLabel("Sort by").selectOption("pushed");
+    await page.waitForFunction(() => document.querySelector("tbody tr td a")?.textContent === "c-third");
+    assert.deepEqual(await tagOrder(table), ["c-third", "a-second", "b-first"], "newest push first");
+    await page.getByLabel("Sort by").selectOption("name");
+    await page.waitForFunction(() => document.querySelector("tbody tr td a")?.textContent === "a-second");
+  });
+
+  await test("storage-use-with-auth-off", async (page) => {
+    await page.goto(`${BASE}/ui/`);
+    const table = page.getByRole("table", { name: "Storage use per namespace" });
+    await table.getByRole("cell", { name: "demo", exact: true }).waitFor();
+    await table.getByRole("cell", { name: "1.0 GiB", exact: true }).waitFor();
+    assert.notEqual(await table.locator("tbody tr td").nth(2).textContent(), "0 B", "demo holds images");
   });
 
   await test("phone-and-dark", async (page) => {
@@ -178,6 +202,33 @@ if (mode === "open") {
     await page.keyboard.press("Enter");
     await page.getByRole("heading", { name: "demo/multi:v1" }).waitFor();
   });
+
+  // Last: a delete that went through would take the fixture of the tests above.
+  await test("immutable-tag-shows-and-refuses-delete", async (page) => {
+    await page.goto(`${BASE}/ui/#/r/demo/multi`);
+    const table = page.getByRole("table", { name: "Tags of demo/multi" });
+    const v1 = table.locator("tbody tr").filter({ has: page.getByRole("link", { name: "v1", exact: true }) });
+    await v1.waitFor();
+    await v1.getByText("immutable").waitFor();
+    assert.equal(await page.getByRole("button", { name: "Delete tag v1" }).count(), 0, "no delete for an immutable tag");
+    await page.getByRole("button", { name: "Delete tag single" }).waitFor(); // a mutable one keeps it
+    const single = table.locator("tbody tr").filter({ has: page.getByRole("link", { name: "single", exact: true }) });
+    assert.equal(await single.getByText("immutable").count(), 0);
+    // The policies that apply, from the registry's config.
+    const policies = page.getByRole("region", { name: "Policies" });
+    await policies.getByText(/Tags matching v1 never move and are never deleted \(immutable_tags rule 1\)/).waitFor();
+    await policies.getByText(/Tags matching latest cannot be pushed here \(refused_tags rule 1\): push a version tag/).waitFor();
+    await policies.getByText(/keeps the last 100 tags pushed \(retention rule 1\)/).waitFor();
+    await policies.getByText("berth gc --dry-run").waitFor();
+    // Every size loaded (a cell shows "…" until then).
+    await page.waitForFunction(() => ![...document.querySelectorAll("td")].some((td) => td.textContent === "…"));
+    await shot(page, "tags");
+    // Deleting the manifest v1 names: the registry's 403 is what the page shows.
+    await page.goto(`${BASE}/ui/#/r/demo/multi@v1`);
+    await page.getByRole("button", { name: "Delete manifest" }).click(); // confirm() accepted
+    await page.getByRole("status").getByText(/Failed: delete demo\/multi@sha256:[0-9a-f]{64}: 403 DENIED: .*immutable tag v1 points at it/).waitFor();
+    assert.ok(listTags("demo/multi").includes("v1"));
+  });
 } else if (mode === "auth") {
   const login = async (page, user, pw) => {
     await page.goto(`${BASE}/ui/#/login`);
@@ -198,6 +249,10 @@ if (mode === "open") {
     await page.getByRole("cell", { name: "v1", exact: true }).waitFor();
     assert.equal(await page.getByRole("button", { name: /Delete/ }).count(), 0, "no delete for anonymous");
     await shot(page, "anonymous-public");
+    // Storage use needs the catalog right: not shown to anonymous visitors.
+    await page.goto(`${BASE}/ui/`);
+    await page.getByText("Shown to those who may list every repository (the catalog right).").waitFor();
+    assert.equal(await page.getByRole("table", { name: "Storage use per namespace" }).count(), 0);
     await page.goto(`${BASE}/ui/#/r/team/secret`);
     await page.getByRole("alert").getByText(/tags of team\/secret: 401/).waitFor();
     assert.equal(await page.getByRole("cell", { name: "v1", exact: true }).count(), 0);
@@ -212,6 +267,10 @@ if (mode === "open") {
     await page.goto(`${BASE}/ui/#/r/team/secret`);
     await page.getByRole("cell", { name: "v1", exact: true }).waitFor();
     assert.equal(await page.getByRole("button", { name: /Delete/ }).count(), 0, "no delete button for bob");
+    // bob may pull team/** but not list the catalog: no storage use either.
+    await page.goto(`${BASE}/ui/#/`);
+    await page.getByText("Shown to those who may list every repository (the catalog right).").waitFor();
+    assert.equal(await page.getByRole("table", { name: "Storage use per namespace" }).count(), 0);
     // A forged delete with bob's best token: the API refuses it.
     const status = await page.evaluate(async (realm) => {
       const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: sessionStorage.getItem("berth.refresh"), service: "berth", scope: "repository:team/secret:pull,delete" });
@@ -228,6 +287,12 @@ if (mode === "open") {
   await test("writer-lists-and-deletes", async (page) => {
     await login(page, "alice", process.env.ALICE_PW);
     await page.goto(`${BASE}/ui/#/`);
+    // alice holds the catalog right: she sees storage use per namespace.
+    const storage = page.getByRole("table", { name: "Storage use per namespace" });
+    await storage.getByRole("cell", { name: "team", exact: true }).waitFor();
+    const used = await storage.locator("tbody tr td").nth(2).textContent();
+    assert.ok(used && used !== "0 B", `team's usage: ${used}`);
+    await shot(page, "storage-admin");
     await page.getByRole("link", { name: "team/secret" }).click();
     await page.getByRole("button", { name: "Delete tag old" }).click();
     await page.getByText("Deleted tag old.").waitFor();

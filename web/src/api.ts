@@ -233,3 +233,66 @@ export function formatSize(n: number): string {
   while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
   return `${v.toFixed(1)} ${units[i]}`;
 }
+
+/** A tag as `GET /v2/<name>/_berth/tags` reports it (docs/ui.md). */
+export interface TagDetail {
+  name: string;
+  digest: string;
+  mediaType?: string | null;
+  /** The manifest's bytes (not its layers'). */
+  size?: number | null;
+  /** Unix seconds; null: pushed before push times were kept. */
+  pushedAt?: number | null;
+  /** The immutable_tags rule covering the tag. */
+  immutable?: number;
+}
+
+/**
+ * Tags of `repo` with digest and push time, in name order, page after page (the endpoint gives
+ * at most 100 a request) until `limit` tags are loaded. `more`: the registry has further tags.
+ */
+export async function tagDetails(repo: string, limit: number): Promise<{ tags: TagDetail[]; more: boolean }> {
+  const tags: TagDetail[] = [];
+  let last = "";
+  while (tags.length < limit) {
+    const q = `?n=${Math.min(100, limit - tags.length)}${last ? `&last=${encodeURIComponent(last)}` : ""}`;
+    const res = await api(`/v2/${repo}/_berth/tags${q}`, {}, `tags of ${repo}`);
+    tags.push(...(((await res.json()).tags ?? []) as TagDetail[]));
+    const next = nextLast(res);
+    if (!next) return { tags, more: false };
+    last = next;
+  }
+  return { tags, more: true };
+}
+
+/** The rules of `[policies]` that apply to a repository (`GET /v2/<name>/_berth/policy`). */
+export interface PolicyState {
+  immutable_tags: { rule: number; tags: string[] }[];
+  refused_tags: { rule: number; tags: string[]; message?: string }[];
+  retention: null | {
+    rule: number; keep_last?: number; keep_within_days?: number; keep_tags?: string[];
+    delete_untagged_after_days?: number;
+  };
+}
+
+export async function policyState(repo: string): Promise<PolicyState> {
+  return (await api(`/v2/${repo}/_berth/policy`, {}, `policies of ${repo}`)).json();
+}
+
+export interface QuotaUsage { name: string; repositories: string[]; limit: number; used: number }
+
+/** Storage use per namespace (`GET /v2/_berth/quotas`, docs/quotas.md); null when the caller
+ *  may not see it (it needs the catalog right, like the full repository list). */
+export async function quotaUsage(): Promise<QuotaUsage[] | null> {
+  try {
+    return (await (await apiAsCaller("/v2/_berth/quotas", "storage use")).json()).quotas ?? [];
+  } catch (e) {
+    if (e instanceof ApiError && (e.status === 401 || e.status === 403)) return null;
+    throw e;
+  }
+}
+
+/** A push time for people, the same in every locale: `2026-12-06 14:40:12 UTC`. */
+export function formatTime(unix?: number | null): string {
+  return unix ? `${new Date(unix * 1000).toISOString().slice(0, 19).replace("T", " ")} UTC` : "unknown";
+}

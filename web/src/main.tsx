@@ -2,8 +2,8 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import "./style.css";
 import {
-  api, ApiError, apiAsCaller, authEnabled, currentUser, Descriptor, formatSize, fullSize, getManifest, isIndex,
-  login, logout, Manifest, mayDelete, nextLast,
+  api, ApiError, apiAsCaller, authEnabled, currentUser, Descriptor, formatSize, formatTime, fullSize, getManifest, isIndex,
+  login, logout, Manifest, mayDelete, nextLast, policyState, PolicyState, quotaUsage, tagDetails,
 } from "./api";
 
 // Hash routes, so the server serves one page for every view:
@@ -199,31 +199,114 @@ function Repos() {
         <input id="open" value={openName} onInput={(e) => setOpenName((e.target as HTMLInputElement).value)} placeholder="public/app" />
         <button type="submit">Open</button>
       </form>
+      <StorageUse />
     </main>
   );
 }
 
-interface TagRow { tag: string; digest?: string; size?: number; error?: string }
+/** Storage use per namespace (quota usage), for whoever may see it: the catalog right. */
+function StorageUse() {
+  const usage = useLoad(quotaUsage, []);
+  return (
+    <section aria-labelledby="storage">
+      <h2 id="storage">Storage use per namespace</h2>
+      <Status error={usage.error} loading={usage.data === undefined && !usage.error} />
+      {usage.data === null && <p class="note">Shown to those who may list every repository (the catalog right).</p>}
+      {usage.data && usage.data.length === 0 && <p>No quotas are configured: storage is counted per quota namespace (docs/quotas.md).</p>}
+      {usage.data && usage.data.length > 0 && (
+        <table aria-label="Storage use per namespace">
+          <thead><tr><th scope="col">Namespace</th><th scope="col">Repositories</th><th scope="col">Used</th><th scope="col">Limit</th><th scope="col">Share</th></tr></thead>
+          <tbody>
+            {usage.data.map((q) => {
+              const share = q.limit > 0 ? Math.min(100, (100 * q.used) / q.limit) : 0;
+              return (
+                <tr key={q.name}>
+                  <td>{q.name}</td>
+                  <td><code>{q.repositories.join(", ")}</code></td>
+                  <td>{formatSize(q.used)}</td>
+                  <td>{formatSize(q.limit)}</td>
+                  <td><meter min={0} max={100} value={share} aria-label={`${q.name}: ${share.toFixed(1)}% of the limit`} /> {share.toFixed(1)}%</td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
+/** A padlock, drawn (no emoji font needed); the badge's text says what it means. */
+function Lock() {
+  return (
+    <svg class="lock" viewBox="0 0 16 16" width="12" height="12" aria-hidden="true">
+      <path d="M4 7V5a4 4 0 0 1 8 0v2h1v8H3V7zm2 0h4V5a2 2 0 0 0-4 0z" fill="currentColor" />
+    </svg>
+  );
+}
+
+/** The full size of the image a tag names (manifest, config, layers; an index: all platforms'). */
+function SizeCell({ repo, digest }: { repo: string; digest: string }) {
+  const size = useLoad(async () => {
+    const m = await getManifest(repo, digest);
+    return fullSize(repo, m.manifest, m.size);
+  }, [repo, digest]);
+  if (size.error) return <span class="error">{size.error}</span>;
+  return <>{size.data !== undefined ? formatSize(size.data) : "…"}</>;
+}
+
+/** The tag policies and retention rule that apply to `repo`, from the registry's config. */
+function Policies({ policy }: { policy: PolicyState }) {
+  const r = policy.retention;
+  const none = !policy.immutable_tags.length && !policy.refused_tags.length && !r;
+  const keeps = r && [
+    r.keep_last !== undefined && `the last ${r.keep_last} tags pushed`,
+    r.keep_within_days !== undefined && `tags pushed or pulled within ${r.keep_within_days} days`,
+    r.keep_tags?.length && `tags matching ${r.keep_tags.join(", ")}`,
+  ].filter(Boolean);
+  return (
+    <section aria-labelledby="pol" class="policies">
+      <h2 id="pol">Policies</h2>
+      {none && <p>No tag policy or retention rule applies to this repository.</p>}
+      <ul>
+        {policy.immutable_tags.map((i) => (
+          <li key={`i${i.rule}`}><span class="badge">immutable</span> Tags matching <code>{i.tags.join(", ")}</code> never move and are never deleted (immutable_tags rule {i.rule}).</li>
+        ))}
+        {policy.refused_tags.map((f) => (
+          <li key={`f${f.rule}`}><span class="badge">refused</span> Tags matching <code>{f.tags.join(", ")}</code> cannot be pushed here (refused_tags rule {f.rule}){f.message ? `: ${f.message}` : "."}</li>
+        ))}
+        {r && (
+          <li>
+            <span class="badge">retention</span> Garbage collection keeps {keeps && keeps.length ? keeps.join("; ") : "every tag"}
+            {r.delete_untagged_after_days !== undefined ? `, and deletes untagged manifests unused for ${r.delete_untagged_after_days} days` : ""} (retention rule {r.rule}).
+            {" "}What a run would delete now is not computed here: <code>berth gc --dry-run</code> shows it.
+          </li>
+        )}
+      </ul>
+    </section>
+  );
+}
+
+type TagSort = "name" | "pushed";
+/** Tags loaded (and sorted) at once; beyond, "Load more tags" adds as many again. */
+const TAG_LOAD = 1000;
 
 function Tags({ repo }: { repo: string }) {
-  const [sort, setSort] = useState<"name" | "size">("name");
+  const [sort, setSort] = useState<TagSort>("name");
   const [status, setStatus] = useState("");
-  const [last, setLast] = useState<string[]>([""]); // `last` of each page seen: back/next
-  const cursor = last[last.length - 1];
+  const [limit, setLimit] = useState(TAG_LOAD);
+  const [pageNo, setPageNo] = useState(0);
   const list = useLoad(async () => {
-    const res = await api(`/v2/${repo}/tags/list?n=${PAGE}${cursor ? `&last=${encodeURIComponent(cursor)}` : ""}`, {}, `tags of ${repo}`);
-    const tags: string[] = (await res.json()).tags ?? [];
-    const rows: TagRow[] = await Promise.all(tags.map(async (tag) => {
-      try {
-        const m = await getManifest(repo, tag);
-        return { tag, digest: m.digest, size: await fullSize(repo, m.manifest, m.size) };
-      } catch (e) {
-        return { tag, error: errText(e) };
-      }
-    }));
-    return { rows, next: nextLast(res), canDelete: await mayDelete(repo) };
-  }, [repo, cursor]);
-  const rows = [...(list.data?.rows ?? [])].sort((a, b) => (sort === "name" ? a.tag.localeCompare(b.tag) : (b.size ?? 0) - (a.size ?? 0)));
+    // Tags first: when the repository is refused, its error is the one shown.
+    const loaded = await tagDetails(repo, limit);
+    const [canDelete, policy] = await Promise.all([mayDelete(repo), policyState(repo)]);
+    return { ...loaded, canDelete, policy };
+  }, [repo, limit]);
+  const all = [...(list.data?.tags ?? [])];
+  if (sort === "pushed") all.sort((a, b) => (b.pushedAt ?? 0) - (a.pushedAt ?? 0) || a.name.localeCompare(b.name));
+  const pages = Math.max(1, Math.ceil(all.length / PAGE));
+  const page = Math.min(pageNo, pages - 1);
+  const rows = all.slice(page * PAGE, page * PAGE + PAGE);
   const del = async (tag: string) => {
     if (!confirm(`Delete tag ${repo}:${tag}? The image stays if other tags or digests refer to it.`)) return;
     try {
@@ -242,30 +325,37 @@ function Tags({ repo }: { repo: string }) {
       <Status error={list.error} loading={!list.data} />
       {list.data && (
         <>
-          <p class="note">{PAGE} tags a page, sorted within the page. Push times are not shown: the registry API has no push time for a tag.</p>
+          <p class="note">
+            {all.length} tags{list.data.more ? ` loaded (the first ${all.length} by name; sorting covers those)` : ""}, {PAGE} a page.
+            Size: manifest, config and layers (an index: all its platforms').
+          </p>
+          {list.data.more && <button type="button" onClick={() => setLimit(limit + TAG_LOAD)}>Load more tags</button>}
           <label for="sort">Sort by</label>{" "}
-          <select id="sort" value={sort} onChange={(e) => setSort((e.target as HTMLSelectElement).value as "name" | "size")}>
+          <select id="sort" value={sort} onChange={(e) => { setSort((e.target as HTMLSelectElement).value as TagSort); setPageNo(0); }}>
             <option value="name">name</option>
-            <option value="size">size</option>
+            <option value="pushed">push time (newest first)</option>
           </select>
           <table aria-label={`Tags of ${repo}`}>
-            <thead><tr><th scope="col">Tag</th><th scope="col">Digest</th><th scope="col">Size</th><th scope="col"><span class="sr">Actions</span></th></tr></thead>
+            <thead><tr><th scope="col">Tag</th><th scope="col">Pushed</th><th scope="col">Digest</th><th scope="col">Size</th><th scope="col">Policy</th><th scope="col"><span class="sr">Actions</span></th></tr></thead>
             <tbody>
               {rows.map((r) => (
-                <tr key={r.tag}>
-                  <td><a href={`#/r/${repo}@${r.tag}`}>{r.tag}</a></td>
-                  <td class="digest">{r.error ? <span class="error">{r.error}</span> : r.digest}</td>
-                  <td>{r.size !== undefined ? formatSize(r.size) : ""}</td>
-                  <td>{list.data!.canDelete && <button type="button" class="danger" onClick={() => del(r.tag)} aria-label={`Delete tag ${r.tag}`}>Delete</button>}</td>
+                <tr key={r.name}>
+                  <td><a href={`#/r/${repo}@${r.name}`}>{r.name}</a></td>
+                  <td class="time">{formatTime(r.pushedAt)}</td>
+                  <td class="digest">{r.digest}</td>
+                  <td><SizeCell repo={repo} digest={r.digest} /></td>
+                  <td>{r.immutable !== undefined && <span class="badge locked" title={`policies.immutable_tags rule ${r.immutable}: never moved nor deleted`}><Lock /> immutable</span>}</td>
+                  <td>{list.data!.canDelete && r.immutable === undefined && <button type="button" class="danger" onClick={() => del(r.name)} aria-label={`Delete tag ${r.name}`}>Delete</button>}</td>
                 </tr>
               ))}
             </tbody>
           </table>
           {rows.length === 0 && <p>No tags.</p>}
           <div class="pager">
-            <button type="button" disabled={last.length < 2} onClick={() => setLast(last.slice(0, -1))}>Previous tags</button>
-            <button type="button" disabled={!list.data.next} onClick={() => setLast([...last, list.data!.next!])}>Next tags</button>
+            <button type="button" disabled={page < 1} onClick={() => setPageNo(page - 1)}>Previous tags</button>
+            <button type="button" disabled={page >= pages - 1} onClick={() => setPageNo(page + 1)}>Next tags</button>
           </div>
+          <Policies policy={list.data.policy} />
         </>
       )}
     </main>

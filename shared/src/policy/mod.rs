@@ -9,6 +9,7 @@
 pub mod config;
 pub mod quota;
 pub mod retention;
+pub mod state;
 
 use crate::auth::glob;
 use crate::error::{oci, ErrorCode, RegistryError};
