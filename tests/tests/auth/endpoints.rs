@@ -5,7 +5,8 @@
 use super::*;
 
 /// Every endpoint of the API, as (method, path) for repository `repo`, with a syntactically
-/// valid digest and upload id. `parts` is Berth's direct-upload extension.
+/// valid digest and upload id. `parts` is Berth's direct-upload extension; `_berth/` are the
+/// web interface's reads.
 fn every_endpoint(repo: &str, digest: &str, upload: &str) -> Vec<(&'static str, String)> {
     vec![
         ("GET", format!("/v2/{repo}/tags/list")),
@@ -25,6 +26,9 @@ fn every_endpoint(repo: &str, digest: &str, upload: &str) -> Vec<(&'static str, 
         ("DELETE", format!("/v2/{repo}/blobs/uploads/{upload}")),
         ("POST", format!("/v2/{repo}/blobs/uploads/{upload}/parts?first=1&count=1")),
         ("GET", format!("/v2/{repo}/referrers/{digest}")),
+        // Berth's read endpoints for the web interface (docs/ui.md): pull rights, like tags/list.
+        ("GET", format!("/v2/{repo}/_berth/tags")),
+        ("GET", format!("/v2/{repo}/_berth/policy")),
     ]
 }
 
