@@ -245,7 +245,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 
     /// The whole blob in the POST: nothing is saved as a session; a failure leaves nothing.
-    async fn monolithic(
+    pub(crate) async fn monolithic(
         &self,
         name: &RepoName,
         digest: Digest,
