@@ -224,15 +224,57 @@ if [ -z "${SKIP_DOCKER:-}" ] && command -v dockerd >/dev/null; then
   mkdir -p "$T/cli"
   for ((i = 0; i < 60; i++)); do timeout 5 docker version >/dev/null 2>&1 && break; sleep 0.5; done
   if ((i < 60)); then
-    # "app" is docker.io/library/app: docker asks the mirror for library/app.
-    check "docker pull app:v1 (docker.io) through the mirror" docker pull -q app:v1
-    expect_eq "docker's image is the moved tag's" "$D2" "$(docker image inspect --format '{{index .RepoDigests 0}}' app:v1 | sed 's/.*@//')"
-    grep -q 'library/app' "$WORK/m.log" || true
+    # "fresh" is docker.io/library/fresh, only upstream so far: docker asks the mirror for
+    # library/fresh, the mirror fetches it from A.
+    check "skopeo push v1 to A library/fresh" "${SK[@]}" copy -q --dest-tls-verify=false --dest-creds "alice:$ALICE_PW" "oci:$WORK/img1:v1" "docker://$A/library/fresh:v1"
+    before=$(wc -l <"$WORK/m.log")
+    check "docker pull fresh:v1 (docker.io) through registry-mirrors" docker pull -q fresh:v1
+    expect_eq "docker's image digest" "$D1" "$(docker image inspect --format '{{index .RepoDigests 0}}' fresh:v1 | sed 's/.*@//')"
+    seen=$(tail -n +"$((before + 1))" "$WORK/m.log" | grep -c 'uri=/v2/library/fresh/manifests/v1 status=200')
+    [ "$seen" -ge 1 ] && ok "the mirror answered docker's manifest request" || bad "the mirror saw no pull of library/fresh from docker"
+    check "docker pull app:v1 (cached, moved tag) through the mirror" docker pull -q app:v1
+    expect_eq "docker's app:v1 is the moved tag's" "$D2" "$(docker image inspect --format '{{index .RepoDigests 0}}' app:v1 | sed 's/.*@//')"
   else
     bad "dockerd did not come up: $(tail -3 "$T/dockerd.log")"
   fi
   stop_pid "$DPID"
   [ -e "$T/remove-key-json" ] && rm -f /etc/docker/key.json
+  rm -rf "$T" 2>/dev/null
+fi
+
+# --- containerd with a hosts.toml mirror for docker.io (own containerd, ctr)
+if [ -z "${SKIP_CONTAINERD:-}" ] && command -v containerd >/dev/null && command -v ctr >/dev/null; then
+  say "--- containerd pull through hosts.toml"
+  T=$(mktemp -d /tmp/berth-mrc.XXXXXX)
+  mkdir -p "$T/hosts/docker.io"
+  cat >"$T/hosts/docker.io/hosts.toml" <<TOML
+server = "https://registry-1.docker.io"
+
+[host."http://$MIRROR"]
+  capabilities = ["pull", "resolve"]
+TOML
+  cat >"$T/config.toml" <<TOML
+version = 2
+root = "$T/root"
+state = "$T/state"
+[grpc]
+  address = "$T/c.sock"
+TOML
+  containerd --config "$T/config.toml" >"$T/containerd.log" 2>&1 &
+  CPID=$!; PIDS+=("$CPID")
+  for ((i = 0; i < 60; i++)); do timeout 5 ctr --address "$T/c.sock" version >/dev/null 2>&1 && break; sleep 0.5; done
+  if ((i < 60)); then
+    check "skopeo push v2 to A library/viactr" "${SK[@]}" copy -q --dest-tls-verify=false --dest-creds "alice:$ALICE_PW" "oci:$WORK/img2:v1" "docker://$A/library/viactr:v1"
+    # content fetch: the pull without unpacking (no snapshotter needed here).
+    check "ctr content fetch docker.io/library/viactr:v1 through hosts.toml" \
+      ctr --address "$T/c.sock" content fetch --hosts-dir "$T/hosts" docker.io/library/viactr:v1
+    # containerd names the upstream it mirrors in ?ns=docker.io, and resolves the tag with HEAD.
+    seen=$(grep -c "uri=/v2/library/viactr/manifests/$D2?ns=docker.io status=200" "$WORK/m.log")
+    [ "$seen" -ge 1 ] && ok "the mirror served containerd the manifest $D2" || bad "the mirror saw no pull of library/viactr@$D2 from containerd"
+  else
+    bad "containerd did not come up: $(tail -3 "$T/containerd.log")"
+  fi
+  stop_pid "$CPID"
   rm -rf "$T" 2>/dev/null
 fi
 
