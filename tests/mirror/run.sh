@@ -9,7 +9,7 @@
 #   bash tests/mirror/run.sh            # everything
 #   SKIP_DOCKER=1 bash tests/mirror/run.sh
 #
-# Environment: BERTH_BIN (default <repo>/target/debug/berth, else release), KEEP_WORK=1 keeps
+# Environment: BERTH_BIN (default <repo>/target/release/berth, else debug), KEEP_WORK=1 keeps
 # the temporary directory, CLIENT_TIMEOUT (s per client command, default 120).
 # Prints `ok:`/`FAIL:` per check and `N passed, M failed`; exits non-zero on a failure. Every
 # server listens on 127.0.0.1 on a port the kernel picked, and is stopped by PID at exit.
@@ -19,8 +19,8 @@ root=$(cd "$here/../.." && pwd)
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
 
-BERTH_BIN=${BERTH_BIN:-$root/target/debug/berth}
-[ -x "$BERTH_BIN" ] || BERTH_BIN=$root/target/release/berth
+BERTH_BIN=${BERTH_BIN:-$root/target/release/berth}
+[ -x "$BERTH_BIN" ] || BERTH_BIN=$root/target/debug/berth
 [ -x "$BERTH_BIN" ] || { echo "berth binary not found (build it or set BERTH_BIN)" >&2; exit 1; }
 CLIENT_TIMEOUT=${CLIENT_TIMEOUT:-120}
 TTL=6

@@ -222,6 +222,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Reference::Tag(tag) => vec![tag.clone()],
             Reference::Digest(_) => Vec::new(),
         };
+        // Cached content counts against quotas as pushed content does (docs/quotas.md).
+        self.charge_quotas(name, &digest, bytes.len() as u64, now).await?;
         self.store_manifest(name, &digest, &media_type, &bytes, &tags, &parsed, now).await?;
         Ok(Resolved { digest, media_type, size: bytes.len() as u64, inline: Some(bytes) })
     }
@@ -245,8 +247,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         }
         match self.monolithic(name, digest.clone(), &headers, response.body, ctx).await {
             Ok(_) => {}
-            // What a pushing client would be blamed for is the upstream's fault here.
-            Err(e) if e.status.is_client_error() && e.status != StatusCode::TOO_MANY_REQUESTS => {
+            // What a pushing client would be blamed for (its bytes) is the upstream's fault here;
+            // anything else (a quota, storage) is answered as it is.
+            Err(e) if matches!(e.code, ErrorCode::DigestInvalid | ErrorCode::SizeInvalid | ErrorCode::BlobUploadInvalid) => {
                 return Err(bad_gateway(format!(
                     "blob {}/{upstream}@{digest}: {}; nothing was stored",
                     rule.base(),

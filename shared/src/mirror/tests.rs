@@ -369,3 +369,22 @@ async fn pushes_into_a_mirrored_namespace_are_refused() {
     let r = send(&mirror, "POST", &format!("/v2/local/app/blobs/uploads/?digest={d}"), b"x", 10).await;
     assert_eq!(r.status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn quotas_charge_fetched_content_and_say_so() {
+    let (fake, _) = setup(Auth::Anonymous, rule(Auth::Anonymous));
+    let quota = crate::policy::config::QuotaRule {
+        name: "hub".into(),
+        repositories: vec!["hub/**".into()],
+        limit: crate::policy::config::ByteSize::Bytes(1000),
+    };
+    let config = PolicyConfig { mirrors: vec![rule(Auth::Anonymous)], quotas: vec![quota], ..Default::default() };
+    let mirror = memory()
+        .with_policies(Policies::new(&config).unwrap())
+        .with_upstream(UpstreamClient::new(Arc::new(FakeHttp(fake.clone()))));
+    let (_, blobs) = push_upstream(&fake.reg, "v1", 1, 2000).await;
+    assert_eq!(send(&mirror, "GET", "/v2/hub/lib/app/manifests/v1", b"", 10).await.status, StatusCode::OK);
+    let r = send(&mirror, "GET", &format!("/v2/hub/lib/app/blobs/{}", blobs[1].0), b"", 10).await;
+    assert_ne!(r.status, StatusCode::BAD_GATEWAY, "a quota is not the upstream's fault: {}", r.text());
+    assert!(r.text().contains("quota"), "{}", r.text());
+}
