@@ -195,6 +195,22 @@ sleep $((TTL + 1))
 expect_eq "after the TTL: the moved digest" "$D2" "$(served_digest library/app v1)"
 check "skopeo pull of the moved tag" "${SK[@]}" copy -q --src-tls-verify=false "docker://$MIRROR/library/app:v1" "oci:$WORK/out-a3:v1"
 
+say "--- a big layer streams through: the mirror's memory stays flat"
+BIG_MIB=${BIG_MIB:-64}
+python3 "$here/make_image.py" "$WORK/big" v1 "$NONCE-big" $((BIG_MIB * 1024)) >/dev/null || exit 1
+check "skopeo push a ${BIG_MIB} MiB layer to A library/big" "${SK[@]}" copy -q --dest-tls-verify=false --dest-creds "alice:$ALICE_PW" "oci:$WORK/big:v1" "docker://$A/library/big:v1"
+hwm() { awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$M_PID/status"; }
+peak_before=$(hwm)
+check "skopeo pull of the ${BIG_MIB} MiB layer through the mirror (first pull)" "${SK[@]}" copy -q --src-tls-verify=false "docker://$MIRROR/library/big:v1" "oci:$WORK/out-big:v1"
+check "the big layer arrived intact" diff -r "$WORK/big/blobs" "$WORK/out-big/blobs"
+peak_after=$(hwm)
+if [ $((peak_after - peak_before)) -lt $((BIG_MIB / 2)) ]; then
+  ok "the mirror's peak memory grew by $((peak_after - peak_before)) MiB (peak $peak_after MiB) for a $BIG_MIB MiB layer"
+else
+  bad "the mirror's peak memory grew by $((peak_after - peak_before)) MiB for a $BIG_MIB MiB layer: buffered?"
+fi
+rm -rf "$WORK/big" "$WORK/out-big"
+
 say "--- a broken upstream: a clear error, nothing stored"
 for path in manifests/v1 "manifests/sha256:$(printf '%064d' 1)" "blobs/sha256:$(printf '%064d' 2)"; do
   code=$(curl -s -o "$WORK/bad.json" -w '%{http_code}' -m 30 "http://$MIRROR/v2/bad/x/$path")
@@ -277,6 +293,16 @@ TOML
   stop_pid "$CPID"
   rm -rf "$T" 2>/dev/null
 fi
+
+say "--- garbage collection keeps cached content; the cache serves after it with every upstream down"
+stop_pid "$M_PID"; stop_pid "$A_PID"
+check "berth gc on the mirror's data (grace 0)" "$BERTH_BIN" gc --data-dir "$WORK/m-data" --policy-config "$WORK/mirror-policies.toml" --grace 0s
+"$BERTH_BIN" serve --addr "$MIRROR" --data-dir "$WORK/m-data" --policy-config "$WORK/mirror-policies.toml" \
+  --upstream-timeout 3 >>"$WORK/m.log" 2>&1 &
+M_PID=$!; PIDS+=("$M_PID")
+wait_http "http://$MIRROR/v2/" 200 "the mirror" "$M_PID" || exit 1
+check "skopeo pull library/app:v1 from the cache after GC" "${SK[@]}" copy -q --src-tls-verify=false "docker://$MIRROR/library/app:v1" "oci:$WORK/out-gc-a:v1"
+check "skopeo pull dist/team/app:v1 from the cache after GC" "${SK[@]}" copy -q --src-tls-verify=false "docker://$MIRROR/dist/team/app:v1" "oci:$WORK/out-gc-b:v1"
 
 say "$passed passed, $failed failed"
 [ "$failed" = 0 ]
