@@ -16,6 +16,7 @@ use crate::{Body, Config};
 
 type Reg = Registry<MemoryBlobStore, MemoryMetaStore>;
 const BASE: &str = "http://up.test";
+const CDN: &str = "http://cdn.test";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Fault {
@@ -25,6 +26,8 @@ enum Fault {
     WrongBytes,
     Truncate,
     RedirectLoop,
+    /// Blobs redirect to another origin (a CDN or presigned storage URL).
+    RedirectToCdn,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -72,8 +75,15 @@ fn answer(status: u16, headers: HeaderMap, body: Vec<u8>) -> UpstreamResponse {
 impl Upstream for FakeHttp {
     async fn send(&self, req: UpstreamRequest) -> std::result::Result<UpstreamResponse, String> {
         let fake = &self.0;
-        let path = req.url.strip_prefix(BASE).ok_or("unknown host")?.to_owned();
         let auth = req.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        if let Some(path) = req.url.strip_prefix(CDN) {
+            // The CDN serves whoever has the URL; it must never see the registry's credentials.
+            fake.log.lock().unwrap().push(format!("{} cdn{path} auth={}", req.method, !auth.is_empty()));
+            let response = fake.reg.handle(http::Request::get(path).body(crate::body::empty_stream()).unwrap(), ctx(1)).await;
+            let (parts, body) = response.into_parts();
+            return Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body: stream_of(body) });
+        }
+        let path = req.url.strip_prefix(BASE).ok_or("unknown host")?.to_owned();
         fake.log.lock().unwrap().push(format!("{} {path}", req.method));
         let fault = *fake.fault.lock().unwrap();
         if fault == Fault::Down {
@@ -92,6 +102,11 @@ impl Upstream for FakeHttp {
                 return Ok(answer(307, h, Vec::new()));
             }
             _ => {}
+        }
+        if fault == Fault::RedirectToCdn && path.contains("/blobs/") && !auth.is_empty() {
+            let mut h = HeaderMap::new();
+            h.insert("location", HeaderValue::from_str(&format!("{CDN}{path}")).unwrap());
+            return Ok(answer(307, h, Vec::new()));
         }
         let (ok, challenge) = match fake.auth {
             Auth::Anonymous => (true, ""),
@@ -387,4 +402,17 @@ async fn quotas_charge_fetched_content_and_say_so() {
     let r = send(&mirror, "GET", &format!("/v2/hub/lib/app/blobs/{}", blobs[1].0), b"", 10).await;
     assert_ne!(r.status, StatusCode::BAD_GATEWAY, "a quota is not the upstream's fault: {}", r.text());
     assert!(r.text().contains("quota"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn credentials_never_follow_a_redirect_to_another_origin() {
+    let (fake, mirror) = setup(Auth::Token, rule(Auth::Token));
+    let (_, blobs) = push_upstream(&fake.reg, "v1", 1, 10).await;
+    *fake.fault.lock().unwrap() = Fault::RedirectToCdn;
+    let layer = &blobs[1].0;
+    let r = send(&mirror, "GET", &format!("/v2/hub/lib/app/blobs/{layer}"), b"", 10).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.body == blobs[1].1);
+    let log = log(&fake);
+    assert_eq!(log.last().unwrap(), &format!("GET cdn/v2/lib/app/blobs/{layer} auth=false"), "{log:?}");
 }
