@@ -8,6 +8,7 @@
 //! The answer is stored, then served (no runtime here tees a stream into storage and a response).
 
 pub mod config;
+mod inflight;
 pub mod upstream;
 #[cfg(test)]
 mod tests;
@@ -27,6 +28,7 @@ use crate::{header_str, Registry, RequestContext};
 
 pub use config::{MirrorRule, Secret};
 pub use upstream::{Upstream, UpstreamClient, UpstreamRequest, UpstreamResponse};
+use inflight::{Outcome, Turn};
 use upstream::{bad_gateway, UpstreamResponse as Response};
 
 /// What a mirror asks the upstream for: every manifest type Berth stores, indexes first, so a
@@ -233,6 +235,35 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// None when the repository is not mirrored or the upstream has no such blob.
     pub(crate) async fn mirror_blob(&self, name: &RepoName, digest: &Digest, ctx: &RequestContext) -> Result<Option<u64>> {
         let Some((rule, upstream)) = self.mirror_of(name.as_str()) else { return Ok(None) };
+        let client = self.upstream_client()?;
+        // Keyed by what is fetched: a waiter finds the blob linked under its own name.
+        let key = format!("{}/{upstream}@{digest}", rule.base());
+        let lead = loop {
+            match client.inflight.turn(&key) {
+                Turn::Lead(lead) => break lead,
+                Turn::Follow(wait) => match wait.await {
+                    Outcome::Done => return self.blob_link(name, digest).await,
+                    Outcome::Failed(e) => return Err(e),
+                    Outcome::Abandoned => continue,
+                },
+            }
+        };
+        let result = self.fetch_blob(name, digest, rule, upstream, ctx).await;
+        lead.finish(match &result {
+            Ok(_) => Outcome::Done,
+            Err(e) => Outcome::Failed(e.clone()),
+        });
+        result
+    }
+
+    async fn fetch_blob(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        rule: &MirrorRule,
+        upstream: &str,
+        ctx: &RequestContext,
+    ) -> Result<Option<u64>> {
         let path = format!("blobs/{digest}");
         let response = self.upstream_client()?.send(rule, upstream, Method::GET, &path, &[], ctx.now).await?;
         match response.status {

@@ -43,6 +43,7 @@ struct Fake {
     fault: Mutex<Fault>,
     log: Mutex<Vec<String>>,
     tokens_issued: AtomicUsize,
+    slow: std::sync::atomic::AtomicBool,
 }
 
 struct FakeHttp(Arc<Fake>);
@@ -86,6 +87,12 @@ impl Upstream for FakeHttp {
         let path = req.url.strip_prefix(BASE).ok_or("unknown host")?.to_owned();
         fake.log.lock().unwrap().push(format!("{} {path}", req.method));
         let fault = *fake.fault.lock().unwrap();
+        if fake.slow.load(Ordering::SeqCst) && path.contains("/blobs/") {
+            // Blob answers take a while: other requests run meanwhile.
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+        }
         if fault == Fault::Down {
             return Err("operation timed out".into());
         }
@@ -169,6 +176,7 @@ fn setup(auth: Auth, mirror_rule: MirrorRule) -> (Arc<Fake>, Reg) {
         fault: Mutex::new(Fault::None),
         log: Mutex::new(Vec::new()),
         tokens_issued: AtomicUsize::new(0),
+        slow: Default::default(),
     });
     let policies = Policies::new(&PolicyConfig { mirrors: vec![mirror_rule], ..Default::default() }).unwrap();
     let mirror = memory().with_policies(policies).with_upstream(UpstreamClient::new(Arc::new(FakeHttp(fake.clone()))));
@@ -415,4 +423,27 @@ async fn credentials_never_follow_a_redirect_to_another_origin() {
     assert!(r.body == blobs[1].1);
     let log = log(&fake);
     assert_eq!(log.last().unwrap(), &format!("GET cdn/v2/lib/app/blobs/{layer} auth=false"), "{log:?}");
+}
+
+#[tokio::test]
+async fn concurrent_first_pulls_of_one_blob_fetch_it_once() {
+    let (fake, mirror) = setup(Auth::Anonymous, rule(Auth::Anonymous));
+    let (_, blobs) = push_upstream(&fake.reg, "v1", 1, 3 * 1024 * 1024).await;
+    fake.slow.store(true, Ordering::SeqCst);
+    let uri = format!("/v2/hub/lib/app/blobs/{}", blobs[1].0);
+    let pulls = (0..4).map(|_| send(&mirror, "GET", &uri, b"", 10));
+    for got in futures_util::future::join_all(pulls).await {
+        assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+        assert!(got.body == blobs[1].1);
+    }
+    assert_eq!(log(&fake).len(), 1, "one upstream GET for four concurrent pulls");
+
+    // A failure is shared too: the waiters do not each wait for the upstream in turn.
+    let uri = format!("/v2/hub/lib/app/blobs/{}", blobs[0].0);
+    *fake.fault.lock().unwrap() = Fault::Status(503);
+    let pulls = (0..4).map(|_| send(&mirror, "GET", &uri, b"", 10));
+    for got in futures_util::future::join_all(pulls).await {
+        assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{}", got.text());
+    }
+    assert_eq!(log(&fake).len(), 1, "one upstream GET for four concurrent pulls that fail");
 }

@@ -64,6 +64,8 @@ pub struct UpstreamClient {
     http: std::sync::Arc<dyn Upstream>,
     /// (upstream base, scope) -> credential.
     credentials: Mutex<HashMap<(String, String), Credential>>,
+    /// Blob fetches under way, so concurrent first pulls of one blob fetch it once.
+    pub(crate) inflight: super::inflight::InFlight,
 }
 
 /// `scheme://host[:port]` of a URL.
@@ -130,7 +132,7 @@ fn basic_value(rule: &MirrorRule) -> Option<String> {
 
 impl UpstreamClient {
     pub fn new(http: std::sync::Arc<dyn Upstream>) -> Self {
-        UpstreamClient { http, credentials: Mutex::new(HashMap::new()) }
+        UpstreamClient { http, credentials: Mutex::new(HashMap::new()), inflight: Default::default() }
     }
 
     fn cached(&self, base: &str, scope: &str, now: u64) -> Option<Credential> {
