@@ -24,6 +24,7 @@ use crate::names::{parse_digest, Digest, Reference, RepoName};
 use crate::reply::names::DOCKER_CONTENT_DIGEST;
 use crate::routes::{Access, Action, Endpoint};
 use crate::storage::{BlobStore, MetaStore, Precondition};
+use crate::uploads::Source;
 use crate::{header_str, Registry, RequestContext};
 
 pub use config::{MirrorRule, Secret};
@@ -276,7 +277,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         if let Some(len) = response.headers.get(CONTENT_LENGTH) {
             headers.insert(CONTENT_LENGTH, len.clone());
         }
-        match self.monolithic(name, digest.clone(), &headers, response.body, ctx).await {
+        match self.monolithic(name, digest.clone(), &headers, response.body, Source::Fetched, ctx).await {
             Ok(_) => {}
             // What a pushing client would be blamed for (its bytes) is the upstream's fault here;
             // anything else (a quota, storage) is answered as it is.

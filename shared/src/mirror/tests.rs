@@ -447,3 +447,24 @@ async fn concurrent_first_pulls_of_one_blob_fetch_it_once() {
     }
     assert_eq!(log(&fake).len(), 1, "one upstream GET for four concurrent pulls that fail");
 }
+
+#[tokio::test]
+async fn a_runtime_request_body_limit_does_not_cap_fetched_blobs() {
+    // Lambda caps request bodies at 6 MB, a Workers plan at 100 MB: a layer the mirror fetches
+    // is no request body.
+    let (fake, _) = setup(Auth::Anonymous, rule(Auth::Anonymous));
+    let mut config = Config::new(b"secret".to_vec());
+    config.max_request_body = Some(1024 * 1024 + 10);
+    let policies = Policies::new(&PolicyConfig { mirrors: vec![rule(Auth::Anonymous)], ..Default::default() }).unwrap();
+    let mirror = Registry::new(MemoryBlobStore::new(), MemoryMetaStore::new(), config)
+        .with_policies(policies)
+        .with_upstream(UpstreamClient::new(Arc::new(FakeHttp(fake.clone()))));
+    let (_, blobs) = push_upstream(&fake.reg, "v1", 1, 3 * 1024 * 1024).await;
+    let r = send(&mirror, "GET", &format!("/v2/hub/lib/app/blobs/{}", blobs[1].0), b"", 10).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.body == blobs[1].1);
+    // A push elsewhere still gets the limit.
+    let big = vec![7u8; 2 * 1024 * 1024];
+    let uri = format!("/v2/local/app/blobs/uploads/?digest={}", hash::sha256_of(&big));
+    assert_eq!(send(&mirror, "POST", &uri, &big, 10).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
