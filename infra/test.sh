@@ -58,6 +58,9 @@ bash tests/ui/run.sh
 step "token auth with real OCI clients (docker login, skopeo, podman, oras, OIDC) against berth serve --auth-config"
 bash tests/clients/auth.sh
 
+step "pull-through cache: berth serve mirrors berth (token auth), Distribution (htpasswd) and a broken upstream; skopeo, docker registry-mirrors, containerd hosts.toml"
+bash tests/mirror/run.sh
+
 step "the Cloudflare Worker (edge/) in workerd via wrangler dev: suite, clients, edge tests"
 bash tests/edge/run.sh
 

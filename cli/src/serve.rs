@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Seconds a request may hold an upload session while it writes (the claim's lease).
     #[arg(long, env = "BERTH_UPLOAD_LEASE", default_value_t = berth_core::DEFAULT_UPLOAD_LEASE_SECS, hide = true)]
     upload_lease: u64,
+    /// Seconds an upstream registry of a pull-through cache may stay silent (before its answer
+    /// and between two chunks of a body) before the pull fails (docs/mirror.md).
+    #[arg(long, env = "BERTH_UPSTREAM_TIMEOUT", default_value_t = 30)]
+    upstream_timeout: u64,
     /// Serve Prometheus metrics at /metrics on this address (e.g. 127.0.0.1:9500), never on
     /// the registry's. Off when not given: no port is opened that the operator did not ask
     /// for, and nothing is counted (see docs/observability.md).
@@ -122,6 +126,14 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             retention = p.retention.len(),
             "tag policies are on"
         );
+    }
+    if !policies.config().mirrors.is_empty() {
+        for rule in &policies.config().mirrors {
+            // Never the credentials: only whether there are any.
+            tracing::info!(prefix = %rule.prefix, upstream = %rule.base(), credentials = rule.username.is_some(), ttl = rule.tag_ttl_secs, "pull-through cache");
+        }
+        let http = berth_core::native::ReqwestUpstream::with_read_timeout(Duration::from_secs(args.upstream_timeout.max(1)))?;
+        registry = registry.with_upstream(berth_core::mirror::UpstreamClient::new(Arc::new(http)));
     }
     registry = registry.with_policies(policies);
     let registry = Arc::new(registry);

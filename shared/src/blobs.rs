@@ -31,7 +31,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     ) -> Result<Reply> {
         let name = RepoName::parse(name)?;
         let digest = parse_digest(digest)?;
-        let Some(size) = self.blob_link(&name, &digest).await? else {
+        let size = match self.blob_link(&name, &digest).await? {
+            Some(size) => Some(size),
+            // A miss in a pull-through cache is fetched from its upstream (src/mirror/).
+            None => self.mirror_blob(&name, &digest, ctx).await?,
+        };
+        let Some(size) = size else {
             return Err(blob_unknown(&digest));
         };
         let reply = Reply::new(StatusCode::OK)

@@ -19,6 +19,7 @@ mod inspect;
 pub mod manifests;
 pub mod memory;
 pub mod metrics;
+pub mod mirror;
 pub mod names;
 pub mod observe;
 pub mod parted;
@@ -112,6 +113,8 @@ pub struct Registry<B, M> {
     pub(crate) sinks: Vec<std::sync::Arc<dyn EventSink>>,
     /// Immutable and refused tags (none by default); see [`Registry::with_policies`].
     pub(crate) policies: std::sync::Arc<policy::Policies>,
+    /// The HTTP client of pull-through caches (the `mirrors` policies); see [`Registry::with_upstream`].
+    pub(crate) upstream: Option<std::sync::Arc<mirror::UpstreamClient>>,
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
@@ -123,7 +126,15 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             auth: None,
             sinks: vec![std::sync::Arc::new(auth::AuditLog)],
             policies: Default::default(),
+            upstream: None,
         }
+    }
+
+    /// Lets mirrored namespaces (docs/mirror.md) reach their upstreams. Shared, like
+    /// [`Registry::with_auth`]: the client keeps the upstreams' tokens.
+    pub fn with_upstream(mut self, client: impl Into<std::sync::Arc<mirror::UpstreamClient>>) -> Self {
+        self.upstream = Some(client.into());
+        self
     }
 
     /// Applies tag policies (immutable and refused tags) to every push and delete, with or
@@ -221,6 +232,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         // The body stream is Send but not Sync: handlers borrow the head and own the body.
         let (req, body) = req.into_parts();
         let head = req.method == Method::HEAD;
+        self.refuse_mirrored_write(&endpoint)?;
         match &endpoint {
             Endpoint::Base => Ok(Reply::json(StatusCode::OK, b"{}".to_vec())),
             Endpoint::Catalog => self.catalog(&req).await,

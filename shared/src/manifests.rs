@@ -181,12 +181,12 @@ fn pull_due(record: &ManifestRecord, now: u64) -> bool {
 }
 
 /// What a GET or HEAD of a manifest answers with.
-struct Resolved {
-    digest: Digest,
-    media_type: String,
-    size: u64,
+pub(crate) struct Resolved {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: String,
+    pub(crate) size: u64,
     /// The manifest's bytes, when the tag record carried them (see `TagRecord`).
-    inline: Option<Bytes>,
+    pub(crate) inline: Option<Bytes>,
 }
 
 /// Whether an Accept header admits `media_type`. No Accept header admits everything.
@@ -204,7 +204,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// back to the manifest record and the blob store. A tag never outlives its manifest: a
     /// delete by digest removes the tags before the record becomes a tombstone (see `publish`
     /// for the one race that can leave a tag briefly, and `docs/architecture.md`).
-    async fn resolve(&self, name: &RepoName, reference: &Reference) -> Result<Resolved> {
+    pub(crate) async fn resolve(&self, name: &RepoName, reference: &Reference) -> Result<Resolved> {
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(tag) => {
@@ -257,7 +257,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             ErrorCode::TagInvalid => manifest_unknown(reference),
             _ => e,
         })?;
-        let Resolved { digest, media_type, size, inline } = self.resolve(&name, &reference).await?;
+        let resolved = match self.mirror_of(name.as_str()) {
+            // A pull-through cache: a miss or a stale tag asks the upstream (src/mirror/).
+            Some((rule, upstream)) => self.mirror_resolve(&name, &reference, rule, upstream, now).await?,
+            None => self.resolve(&name, &reference).await?,
+        };
+        let Resolved { digest, media_type, size, inline } = resolved;
         if !head && self.policies.records_pulls(name.as_str()) {
             // Only where a retention rule reads pull times: elsewhere a GET by tag stays one
             // read. A pull is answered even if its time cannot be written (a storage hiccup, or
@@ -335,26 +340,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         self.check_references(&name, &parsed, ctx.now).await?;
         self.charge_quotas(&name, &digest, bytes.len() as u64, ctx.now).await?;
 
-        // Content first, then the record that makes it visible, then what points at it.
-        self.blobs.put_verified(&digest, bytes.clone()).await?;
-        if self.content_written(&digest).await? == crate::gc::Written::Lost {
-            // Garbage collection deleted these bytes just after we wrote them (docs/gc.md): once
-            // more, and they stay (the next collection sees our record first).
-            self.blobs.put_verified(&digest, bytes.clone()).await?;
-        }
-        let subject = parsed.subject().map(|s| s.digest().to_string());
-        let record = ManifestRecord {
-            media_type: media_type.clone(),
-            size: bytes.len() as u64,
-            subject: subject.clone(),
-            generation: 0,
-            deleted: false,
-            pushed_at: ctx.now,
-            pulled_at: None,
-            condemned_at: None,
-        };
-        self.publish(&name, &digest, &record, &bytes, &tags, &parsed).await?;
-        self.ensure_repo(&name).await?;
+        let record = self.store_manifest(&name, &digest, &media_type, &bytes, &tags, &parsed, ctx.now).await?;
+        let subject = record.subject.clone();
 
         let mut reply = Reply::new(StatusCode::CREATED)
             .header(LOCATION, format!("/v2/{name}/manifests/{digest}"))
@@ -367,6 +354,41 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         }
         let found = Found { tags: query_tags, ..Found::manifest(&digest, &media_type, record.size) };
         Ok(reply.found(found))
+    }
+
+    /// Stores verified manifest bytes and makes them visible with their tags, as a push does
+    /// (and a pull-through cache, for what it fetched). Returns the record written.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn store_manifest(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        media_type: &str,
+        bytes: &Bytes,
+        tags: &[String],
+        parsed: &Parsed,
+        now: u64,
+    ) -> Result<ManifestRecord> {
+        // Content first, then the record that makes it visible, then what points at it.
+        self.blobs.put_verified(digest, bytes.clone()).await?;
+        if self.content_written(digest).await? == crate::gc::Written::Lost {
+            // Garbage collection deleted these bytes just after we wrote them (docs/gc.md): once
+            // more, and they stay (the next collection sees our record first).
+            self.blobs.put_verified(digest, bytes.clone()).await?;
+        }
+        let record = ManifestRecord {
+            media_type: media_type.to_owned(),
+            size: bytes.len() as u64,
+            subject: parsed.subject().map(|s| s.digest().to_string()),
+            generation: 0,
+            deleted: false,
+            pushed_at: now,
+            pulled_at: None,
+            condemned_at: None,
+        };
+        self.publish(name, digest, &record, bytes, tags, parsed).await?;
+        self.ensure_repo(name).await?;
+        Ok(record)
     }
 
     /// Makes a manifest visible with its tags and referrer entry, so that a delete of the same

@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::auth::HttpFetch;
+use crate::mirror::{Upstream, UpstreamRequest, UpstreamResponse};
 use crate::RequestContext;
 
 /// The time and randomness for one request.
@@ -55,4 +56,68 @@ impl HttpFetch for ReqwestFetch {
         }
         Ok(body)
     }
+}
+
+/// Seconds to open a connection to an upstream registry.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`Upstream`] over reqwest, for pull-through caches: redirects are left to the core (it
+/// decides where credentials go), bodies stream chunk by chunk.
+pub struct ReqwestUpstream {
+    client: reqwest::Client,
+}
+
+impl ReqwestUpstream {
+    /// `read_timeout`: how long an upstream may stay silent, before its response head and
+    /// between two chunks of a body (a 1 GiB layer takes as long as it takes, so the whole
+    /// request has no bound).
+    pub fn with_read_timeout(read_timeout: Duration) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(UPSTREAM_CONNECT_TIMEOUT)
+            .read_timeout(read_timeout)
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION"), " (pull-through cache)"))
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client for upstream registries: {e}"))?;
+        Ok(ReqwestUpstream { client })
+    }
+}
+
+#[async_trait::async_trait]
+impl Upstream for ReqwestUpstream {
+    async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, String> {
+        let response = self
+            .client
+            .request(req.method, &req.url)
+            .headers(req.headers)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = futures_util::stream::unfold(Some(response), |response| async move {
+            let mut response = response?;
+            match response.chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some(response))),
+                Ok(None) => None,
+                Err(e) => Some((Err(crate::StorageError::new(describe(&e))), None)),
+            }
+        });
+        Ok(UpstreamResponse { status, headers, body: Box::pin(body) })
+    }
+}
+
+/// reqwest's message with its causes ("operation timed out", "connection refused"), which its
+/// Display leaves out.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    if e.is_timeout() && !text.contains("timed out") {
+        text.push_str(" (timed out)");
+    }
+    text
 }

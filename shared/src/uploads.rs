@@ -55,6 +55,17 @@ pub(crate) struct Session {
     pub(crate) direct: bool,
 }
 
+/// Where an upload's bytes come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The client's request body: the runtime's body limit applies (Lambda's 6 MB, a Workers
+    /// plan's), and the store may take the body natively (`BlobStore::upload_native`).
+    Request,
+    /// Bytes the registry fetched itself (a pull-through cache, src/mirror/): no request-body
+    /// limit applies, and never the native path, which reads the request's own body.
+    Fetched,
+}
+
 const BUSY: &str = "another request is writing this upload or just changed it; check its status \
                     and resend from the offset in Range";
 
@@ -225,7 +236,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             // Not mountable (or not allowed): the client uploads instead, as the spec says.
         } else if let Some(digest) = query_param(&query, "digest") {
             let digest = parse_digest(digest)?;
-            return self.monolithic(&name, digest, &parts.headers, body, ctx).await;
+            return self.monolithic(&name, digest, &parts.headers, body, Source::Request, ctx).await;
         }
         let id = self.new_upload_id(&name, ctx);
         let backend = self.blobs.upload_start(&id).await?;
@@ -245,17 +256,18 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 
     /// The whole blob in the POST: nothing is saved as a session; a failure leaves nothing.
-    async fn monolithic(
+    pub(crate) async fn monolithic(
         &self,
         name: &RepoName,
         digest: Digest,
         headers: &http::HeaderMap,
         body: ByteStream,
+        source: Source,
         ctx: &RequestContext,
     ) -> Result<Reply> {
         let declared = header_str(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
         let body = match read_small(body, declared).await? {
-            Whole(bytes) => return self.put_small_blob(name, &digest, bytes, declared, ctx).await,
+            Whole(bytes) => return self.put_small_blob(name, &digest, bytes, declared, source, ctx).await,
             Larger(body) => body,
         };
         let id = self.new_upload_id(name, ctx);
@@ -271,7 +283,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             direct: false,
             native: None,
         };
-        let session = match self.append(name, &id, session.clone(), headers, body).await {
+        let session = match self.append(name, &id, session.clone(), headers, body, source).await {
             Ok(s) if declared.is_some_and(|len| len != s.offset) => {
                 self.blobs.upload_abort(&id, &s.backend).await?;
                 return Err(oci(ErrorCode::SizeInvalid, "body length differs from Content-Length"));
@@ -296,13 +308,14 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         digest: &Digest,
         bytes: bytes::Bytes,
         declared: Option<u64>,
+        source: Source,
         ctx: &RequestContext,
     ) -> Result<Reply> {
         let size = bytes.len() as u64;
         if declared.is_some_and(|len| len != size) {
             return Err(oci(ErrorCode::SizeInvalid, "body length differs from Content-Length"));
         }
-        if let Some(limit) = self.config.max_request_body.filter(|l| size > *l) {
+        if let Some(limit) = self.body_limit(source).filter(|l| size > *l) {
             return Err(too_large(limit));
         }
         if !crate::hash::matches(digest, &bytes) {
@@ -328,6 +341,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         mut session: Session,
         headers: &http::HeaderMap,
         mut body: ByteStream,
+        source: Source,
     ) -> Result<Session> {
         direct::refuse_patch(&session, id)?;
         let range = header_str(headers, "content-range").map(parse_content_range).transpose()?;
@@ -346,7 +360,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             }
         }
         let declared = header_str(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
-        let limit = self.config.max_request_body;
+        let limit = self.body_limit(source);
         if let Some(limit) = limit.filter(|l| declared.is_some_and(|len| len > *l)) {
             return Err(too_large(limit));
         }
@@ -354,7 +368,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         // monolithic POST or a PUT with every byte) goes to the store to take natively, hashed by
         // the runtime outside the core (the Worker: no byte through wasm). A chunked client's
         // first chunk carries a Content-Range and stays on the resumable hash the next continues.
-        if session.offset == 0 && range.is_none() {
+        if session.offset == 0 && range.is_none() && source == Source::Request {
             body = match self.blobs.upload_native(id, &session.backend, limit, body).await? {
                 NativeAppend::Declined(body) => body,
                 NativeAppend::Appended { backend, received, sha256 } => {
@@ -422,12 +436,19 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         headers: &http::HeaderMap,
         body: ByteStream,
     ) -> Result<Session> {
-        match self.append(name, id, session.clone(), headers, body).await {
+        match self.append(name, id, session.clone(), headers, body, Source::Request).await {
             Ok(appended) => Ok(appended),
             Err(e) => {
                 self.release(id, session, version.to_owned()).await;
                 Err(e)
             }
+        }
+    }
+
+    fn body_limit(&self, source: Source) -> Option<u64> {
+        match source {
+            Source::Request => self.config.max_request_body,
+            Source::Fetched => None,
         }
     }
 

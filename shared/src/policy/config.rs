@@ -19,6 +19,9 @@ pub struct PolicyConfig {
     /// Storage limits per namespace (docs/quotas.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quotas: Vec<QuotaRule>,
+    /// Pull-through caches of other registries (docs/mirror.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<crate::mirror::MirrorRule>,
 }
 
 /// A storage limit on the repositories matching `repositories`, which share one usage
@@ -165,6 +168,7 @@ fn check_list(list: &[String], what: &str, check: fn(&str) -> Result<(), String>
 impl PolicyConfig {
     /// Checks every rule; the error names the table and rule number as written in the file.
     pub fn validate(&self) -> Result<(), String> {
+        crate::mirror::config::validate(&self.mirrors)?;
         for (i, rule) in self.quotas.iter().enumerate() {
             let at = |e: String| format!("policies.quotas rule {}: {e}", i + 1);
             let name_ok = !rule.name.is_empty()

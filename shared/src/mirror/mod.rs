@@ -1,0 +1,295 @@
+//! Pull-through cache (docs/mirror.md): a namespace whose repositories are served from an
+//! upstream registry, fetched on the first pull and kept as ordinary content (tags, the catalog,
+//! garbage collection and retention see it as if it had been pushed).
+//!
+//! Nothing fetched becomes visible before its digest is verified: a manifest's bytes are hashed
+//! in memory (they are small and bounded), a blob streams through the same monolithic upload
+//! path a push takes, so memory stays flat and a wrong or truncated blob is discarded there.
+//! The answer is stored, then served (no runtime here tees a stream into storage and a response).
+
+pub mod config;
+mod inflight;
+pub mod upstream;
+#[cfg(test)]
+mod tests;
+
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{oci, ErrorCode, RegistryError, Result};
+use crate::hash;
+use crate::manifests::{parse_manifest, Resolved, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use crate::names::{parse_digest, Digest, Reference, RepoName};
+use crate::reply::names::DOCKER_CONTENT_DIGEST;
+use crate::routes::{Access, Action, Endpoint};
+use crate::storage::{BlobStore, MetaStore, Precondition};
+use crate::uploads::Source;
+use crate::{header_str, Registry, RequestContext};
+
+pub use config::{MirrorRule, Secret};
+pub use upstream::{Upstream, UpstreamClient, UpstreamRequest, UpstreamResponse};
+use inflight::{Outcome, Turn};
+use upstream::{bad_gateway, UpstreamResponse as Response};
+
+/// What a mirror asks the upstream for: every manifest type Berth stores, indexes first, so a
+/// multi-platform image is cached whole.
+const MANIFEST_TYPES: [&str; 4] = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
+
+/// When a cached tag was last confirmed with the upstream (or the upstream last failed to say).
+fn checked_key(name: &RepoName, tag: &str) -> String {
+    format!("mirror-checked/{name}@{tag}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct Checked {
+    at: u64,
+}
+
+/// The client's answer to an upstream status other than success or 404.
+fn upstream_status(rule: &MirrorRule, what: &str, status: StatusCode) -> RegistryError {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return oci(ErrorCode::TooManyRequests, format!("upstream registry {} rate-limits pulls of {what}; retry later", rule.base()));
+    }
+    bad_gateway(format!("{} answered {status} for {what}", rule.base()))
+}
+
+impl<B: BlobStore, M: MetaStore> Registry<B, M> {
+    /// The mirror rule for a repository and the repository's name upstream.
+    pub(crate) fn mirror_of<'a>(&self, name: &'a str) -> Option<(&MirrorRule, &'a str)> {
+        let rule = config::rule_for(&self.policies.config().mirrors, name)?;
+        Some((rule, rule.upstream_name(name)?))
+    }
+
+    fn upstream_client(&self) -> Result<&UpstreamClient> {
+        self.upstream.as_deref().ok_or_else(|| {
+            oci(ErrorCode::Unknown, "this repository is a mirror, but this runtime has no upstream HTTP client configured")
+        })
+    }
+
+    /// Pushes into a mirrored namespace are refused: its content is the upstream's. 405
+    /// UNSUPPORTED, as Distribution's proxy mode answers; no credential could make it writable,
+    /// so 403 DENIED would point the user the wrong way. Deletes stay allowed (evicting content
+    /// from the cache; the next pull fetches it again).
+    pub(crate) fn refuse_mirrored_write(&self, endpoint: &Endpoint) -> Result<()> {
+        let Access::Repository { name, action: Action::Push } = endpoint.access() else { return Ok(()) };
+        let Some((rule, _)) = self.mirror_of(name) else { return Ok(()) };
+        Err(oci(
+            ErrorCode::Unsupported,
+            format!(
+                "{name} is in a pull-through cache of {}: it cannot be pushed to; push to the upstream registry, \
+                 or to a repository outside the mirrored namespace",
+                rule.base()
+            ),
+        )
+        .with_status(StatusCode::METHOD_NOT_ALLOWED))
+    }
+
+    /// What a manifest GET/HEAD in a mirrored repository answers with: the cache, the upstream
+    /// on a miss, and for a tag older than the TTL the upstream's word (HEAD; GET only when the
+    /// digest moved). Cached content is served whenever the upstream cannot answer.
+    pub(crate) async fn mirror_resolve(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        rule: &MirrorRule,
+        upstream: &str,
+        now: u64,
+    ) -> Result<Resolved> {
+        let cached = match self.resolve(name, reference).await {
+            Ok(found) => Some(found),
+            Err(e) if e.code == ErrorCode::ManifestUnknown => None,
+            Err(e) => return Err(e),
+        };
+        let tag = match (reference, cached) {
+            (Reference::Digest(_), Some(found)) => return Ok(found),
+            (Reference::Tag(tag), Some(found)) => {
+                let key = checked_key(name, tag);
+                let checked = self.get_record::<Checked>(&key).await?.map(|c| c.at).unwrap_or(0);
+                if now.saturating_sub(checked) < rule.tag_ttl_secs {
+                    return Ok(found);
+                }
+                return Ok(self.revalidate(name, tag, rule, upstream, found, now).await);
+            }
+            (Reference::Tag(tag), None) => Some(tag),
+            (Reference::Digest(_), None) => None,
+        };
+        let response = self.upstream_manifest(rule, upstream, Method::GET, reference, now).await?;
+        let Some(response) = response else {
+            return Err(oci(
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} is not in {upstream} on the upstream registry {}", rule.base()),
+            ));
+        };
+        let found = self.store_upstream_manifest(name, reference, rule, upstream, response, now).await?;
+        if let Some(tag) = tag {
+            self.mark_checked(name, tag, now).await;
+        }
+        Ok(found)
+    }
+
+    /// A cached tag past its TTL: keep it if the upstream names the same digest (HEAD: no
+    /// download, and Docker Hub does not count it against the pull limit), follow the upstream
+    /// if it moved, and keep serving it when the upstream fails, for another TTL.
+    async fn revalidate(&self, name: &RepoName, tag: &str, rule: &MirrorRule, upstream: &str, found: Resolved, now: u64) -> Resolved {
+        let reference = Reference::Tag(tag.to_owned());
+        let moved = match self.upstream_manifest(rule, upstream, Method::HEAD, &reference, now).await {
+            Ok(Some(head)) => header_str(&head.headers, DOCKER_CONTENT_DIGEST.as_str()) != Some(found.digest.as_ref()),
+            Ok(None) => {
+                tracing::warn!(repository = %name, tag, "the upstream no longer has this tag; serving the cached one");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(repository = %name, tag, error = %e.message, "upstream unavailable; serving the cached tag");
+                false
+            }
+        };
+        let mut result = found;
+        if moved {
+            let fetched = match self.upstream_manifest(rule, upstream, Method::GET, &reference, now).await {
+                Ok(Some(response)) => self.store_upstream_manifest(name, &reference, rule, upstream, response, now).await.map(Some),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match fetched {
+                Ok(Some(new)) => result = new,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(repository = %name, tag, error = %e.message, "cannot fetch the moved tag; serving the cached one"),
+            }
+        }
+        self.mark_checked(name, tag, now).await;
+        result
+    }
+
+    /// A failure to note the time only means the upstream is asked again sooner.
+    async fn mark_checked(&self, name: &RepoName, tag: &str, now: u64) {
+        let _ = self.put_record(&checked_key(name, tag), &Checked { at: now }, Precondition::None).await;
+    }
+
+    /// The upstream's answer for a manifest: Some on 200, None on 404, Err otherwise.
+    async fn upstream_manifest(
+        &self,
+        rule: &MirrorRule,
+        upstream: &str,
+        method: Method,
+        reference: &Reference,
+        now: u64,
+    ) -> Result<Option<Response>> {
+        let path = format!("manifests/{reference}");
+        let response = self.upstream_client()?.send(rule, upstream, method, &path, &MANIFEST_TYPES, now).await?;
+        match response.status {
+            StatusCode::OK => Ok(Some(response)),
+            StatusCode::NOT_FOUND => Ok(None),
+            status => Err(upstream_status(rule, &format!("{upstream}:{reference}"), status)),
+        }
+    }
+
+    /// Verifies an upstream manifest (its bytes hash to the digest asked for, or to the one
+    /// the upstream announced) and stores it like a push, tagged when asked by tag. Its blobs
+    /// are fetched when they are pulled, not now.
+    async fn store_upstream_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        rule: &MirrorRule,
+        upstream: &str,
+        response: Response,
+        now: u64,
+    ) -> Result<Resolved> {
+        let what = format!("{}/{upstream}:{reference}", rule.base());
+        let content_type = header_str(&response.headers, "content-type").map(str::to_owned);
+        let announced = header_str(&response.headers, DOCKER_CONTENT_DIGEST.as_str()).map(str::to_owned);
+        let bytes = crate::body::read_limited(response.body, self.config.max_manifest_bytes)
+            .await
+            .map_err(|e| bad_gateway(format!("manifest {what}: {}; nothing was stored", e.message)))?;
+        let expected = match (reference, announced) {
+            (Reference::Digest(d), _) => Some(d.clone()),
+            (Reference::Tag(_), Some(announced)) => Some(parse_digest(&announced).map_err(|_| {
+                bad_gateway(format!("manifest {what}: the upstream announced the digest {announced:?}; nothing was stored"))
+            })?),
+            (Reference::Tag(_), None) => None,
+        };
+        let digest = match expected {
+            Some(d) if hash::matches(&d, &bytes) => d,
+            Some(d) => {
+                return Err(bad_gateway(format!(
+                    "manifest {what}: the upstream sent bytes with digest {}, not {d}; nothing was stored",
+                    hash::sha256_of(&bytes)
+                )))
+            }
+            None => parse_digest(&hash::sha256_of(&bytes))?,
+        };
+        let (media_type, parsed) = parse_manifest(content_type.as_deref(), &bytes)
+            .map_err(|e| bad_gateway(format!("manifest {what}: {}; nothing was stored", e.message)))?;
+        let tags: Vec<String> = match reference {
+            Reference::Tag(tag) => vec![tag.clone()],
+            Reference::Digest(_) => Vec::new(),
+        };
+        // Cached content counts against quotas as pushed content does (docs/quotas.md).
+        self.charge_quotas(name, &digest, bytes.len() as u64, now).await?;
+        self.store_manifest(name, &digest, &media_type, &bytes, &tags, &parsed, now).await?;
+        Ok(Resolved { digest, media_type, size: bytes.len() as u64, inline: Some(bytes) })
+    }
+
+    /// A blob GET/HEAD missed in a mirrored repository: fetch it from the upstream through the
+    /// monolithic upload path (streamed, verified, linked as if pushed). Returns its size, or
+    /// None when the repository is not mirrored or the upstream has no such blob.
+    pub(crate) async fn mirror_blob(&self, name: &RepoName, digest: &Digest, ctx: &RequestContext) -> Result<Option<u64>> {
+        let Some((rule, upstream)) = self.mirror_of(name.as_str()) else { return Ok(None) };
+        let client = self.upstream_client()?;
+        // Keyed by what is fetched: a waiter finds the blob linked under its own name.
+        let key = format!("{}/{upstream}@{digest}", rule.base());
+        let lead = loop {
+            match client.inflight.turn(&key) {
+                Turn::Lead(lead) => break lead,
+                Turn::Follow(wait) => match wait.await {
+                    Outcome::Done => return self.blob_link(name, digest).await,
+                    Outcome::Failed(e) => return Err(e),
+                    Outcome::Abandoned => continue,
+                },
+            }
+        };
+        let result = self.fetch_blob(name, digest, rule, upstream, ctx).await;
+        lead.finish(match &result {
+            Ok(_) => Outcome::Done,
+            Err(e) => Outcome::Failed(e.clone()),
+        });
+        result
+    }
+
+    async fn fetch_blob(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        rule: &MirrorRule,
+        upstream: &str,
+        ctx: &RequestContext,
+    ) -> Result<Option<u64>> {
+        let path = format!("blobs/{digest}");
+        let response = self.upstream_client()?.send(rule, upstream, Method::GET, &path, &[], ctx.now).await?;
+        match response.status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            status => return Err(upstream_status(rule, &format!("{upstream}@{digest}"), status)),
+        }
+        // The upload path checks the length against Content-Length: a short body is refused.
+        let mut headers = HeaderMap::new();
+        if let Some(len) = response.headers.get(CONTENT_LENGTH) {
+            headers.insert(CONTENT_LENGTH, len.clone());
+        }
+        match self.monolithic(name, digest.clone(), &headers, response.body, Source::Fetched, ctx).await {
+            Ok(_) => {}
+            // What a pushing client would be blamed for (its bytes) is the upstream's fault here;
+            // anything else (a quota, storage) is answered as it is.
+            Err(e) if matches!(e.code, ErrorCode::DigestInvalid | ErrorCode::SizeInvalid | ErrorCode::BlobUploadInvalid) => {
+                return Err(bad_gateway(format!(
+                    "blob {}/{upstream}@{digest}: {}; nothing was stored",
+                    rule.base(),
+                    e.message
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+        self.blob_link(name, digest).await
+    }
+}

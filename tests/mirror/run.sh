@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# The pull-through cache (docs/mirror.md) with real registries and clients:
+#   upstream A: `berth serve` with token auth (the Docker Hub stand-in: 401 -> token dance),
+#   upstream B: Debian's docker-registry (CNCF Distribution 2.8) with htpasswd Basic auth,
+#   a broken upstream (tests/mirror/bad_upstream.py: wrong digests, short blobs, a redirect
+#   loop, a hang), and Berth as the mirror of all three. Images are pushed upstream with skopeo
+#   and pulled through the mirror with skopeo and with docker (`registry-mirrors`, own dockerd).
+#
+#   bash tests/mirror/run.sh            # everything
+#   SKIP_DOCKER=1 bash tests/mirror/run.sh
+#
+# Environment: BERTH_BIN (default <repo>/target/release/berth, else debug), KEEP_WORK=1 keeps
+# the temporary directory, CLIENT_TIMEOUT (s per client command, default 120).
+# Prints `ok:`/`FAIL:` per check and `N passed, M failed`; exits non-zero on a failure. Every
+# server listens on 127.0.0.1 on a port the kernel picked, and is stopped by PID at exit.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
+
+BERTH_BIN=${BERTH_BIN:-$root/target/release/berth}
+[ -x "$BERTH_BIN" ] || BERTH_BIN=$root/target/debug/berth
+[ -x "$BERTH_BIN" ] || { echo "berth binary not found (build it or set BERTH_BIN)" >&2; exit 1; }
+CLIENT_TIMEOUT=${CLIENT_TIMEOUT:-120}
+TTL=6
+
+WORK=$(mktemp -d /tmp/berth-mirror.XXXXXX)
+PIDS=()
+passed=0 failed=0
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  if [ "$failed" = 0 ] && [ -z "${KEEP_WORK:-}" ]; then rm -rf "$WORK"; else echo "work dir kept: $WORK"; fi
+}
+trap cleanup EXIT
+
+say() { printf '%s\n' "$*"; }
+ok() { passed=$((passed + 1)); printf '  ok: %s\n' "$*"; }
+bad() { failed=$((failed + 1)); printf 'FAIL: %s\n' "$*"; }
+check() { # check WHAT CMD...: the command must succeed
+  local what=$1; shift
+  if timeout -k 5 "$CLIENT_TIMEOUT" "$@" >"$WORK/last.out" 2>&1; then ok "$what"; else bad "$what: $(tail -3 "$WORK/last.out")"; fi
+}
+check_fails() { # check_fails WHAT CMD...: the command must fail (not by its time limit)
+  local what=$1 rc=0; shift
+  timeout -k 5 "$CLIENT_TIMEOUT" "$@" >"$WORK/last.out" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ]; then ok "$what (exit $rc)"; else bad "$what: exit $rc"; fi
+}
+expect_eq() { if [ "$2" = "$3" ]; then ok "$1 = $3"; else bad "$1: expected [$2], got [$3]"; fi; }
+stop_pid() { # SIGTERM, then SIGKILL after 10 s
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null
+  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 0
+}
+free_port() { bash "$root/tests/free-port.sh"; }
+wait_http() { # wait_http URL CODE WHAT PID
+  local i
+  for ((i = 0; i < 150; i++)); do
+    [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1")" = "$2" ] && return 0
+    kill -0 "$4" 2>/dev/null || { echo "$3 exited" >&2; return 1; }
+    sleep 0.2
+  done
+  echo "$3 did not answer $2 at $1" >&2; return 1
+}
+# The manifest digest the mirror serves for REPO:REF (HEAD; empty on an error).
+served_digest() {
+  curl -s -I -m 30 -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$MIRROR/v2/$1/manifests/$2" \
+    | tr -d '\r' | awk 'tolower($1)=="docker-content-digest:" {print $2}'
+}
+SK=(skopeo --insecure-policy)
+export REGISTRY_AUTH_FILE=$WORK/containers-auth.json
+echo '{}' >"$REGISTRY_AUTH_FILE"
+
+# --- images (two versions of one image, to move a tag)
+NONCE=$(date +%s)-$$
+D1=$(python3 "$here/make_image.py" "$WORK/img1" v1 "$NONCE-1") || exit 1
+D2=$(python3 "$here/make_image.py" "$WORK/img2" v1 "$NONCE-2") || exit 1
+
+# --- upstream A: berth serve with token auth (user alice may pull and push library/**)
+A_PORT=$(free_port); A=127.0.0.1:$A_PORT
+CONF=$WORK/upstream-auth.toml
+ALICE_PW=alice-$RANDOM-$RANDOM
+"$BERTH_BIN" key generate --kid k1 --config "$CONF" >/dev/null || exit 1
+echo "$ALICE_PW" | "$BERTH_BIN" user add alice --group devs --config "$CONF" 2>/dev/null || exit 1
+cat >>"$CONF" <<TOML
+
+[[access]]
+repositories = ["library/**"]
+principals = ["group:devs"]
+actions = ["pull", "push"]
+TOML
+start_a() {
+  "$BERTH_BIN" serve --addr "$A" --data-dir "$WORK/a-data" --auth-config "$CONF" >>"$WORK/a.log" 2>&1 &
+  A_PID=$!; PIDS+=("$A_PID")
+  wait_http "http://$A/v2/" 401 "upstream A (berth, token auth)" "$A_PID" || exit 1
+}
+start_a
+
+# --- upstream B: docker-registry with htpasswd (bcrypt via libcrypt; htpasswd if present)
+B_PORT=$(free_port); B=127.0.0.1:$B_PORT
+BOB_PW=bob-$RANDOM-$RANDOM
+HASH=$(python3 -W ignore -c 'import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))' "$BOB_PW" 2>/dev/null) \
+  || HASH=$(htpasswd -nbB bob "$BOB_PW" | cut -d: -f2) || exit 1
+echo "bob:$HASH" >"$WORK/htpasswd"
+cat >"$WORK/registry.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $WORK/b-data
+http:
+  addr: $B
+auth:
+  htpasswd:
+    realm: mirror-test
+    path: $WORK/htpasswd
+YAML
+# Distribution reads REGISTRY_* variables as config: skopeo's REGISTRY_AUTH_FILE must not reach it.
+env -u REGISTRY_AUTH_FILE docker-registry serve "$WORK/registry.yml" >"$WORK/b.log" 2>&1 &
+B_PID=$!; PIDS+=("$B_PID")
+wait_http "http://$B/v2/" 401 "upstream B (docker-registry, htpasswd)" "$B_PID" || exit 1
+
+# --- the broken upstream
+BAD_PORT=$(free_port)
+python3 "$here/bad_upstream.py" "$BAD_PORT" >"$WORK/bad.log" 2>&1 &
+BAD_PID=$!; PIDS+=("$BAD_PID")
+wait_http "http://127.0.0.1:$BAD_PORT/v2/" 200 "the broken upstream" "$BAD_PID" || exit 1
+
+# --- Berth as the mirror of all three
+M_PORT=$(free_port); MIRROR=127.0.0.1:$M_PORT
+cat >"$WORK/mirror-policies.toml" <<TOML
+# docker's registry-mirrors asks the mirror for library/<name>: the empty prefix takes it.
+[[policies.mirrors]]
+prefix = ""
+upstream = "http://$A"
+username = "alice"
+password = "$ALICE_PW"
+tag_ttl_secs = $TTL
+
+[[policies.mirrors]]
+prefix = "dist"
+upstream = "http://$B"
+username = "bob"
+password = "$BOB_PW"
+tag_ttl_secs = $TTL
+
+[[policies.mirrors]]
+prefix = "bad"
+upstream = "http://127.0.0.1:$BAD_PORT"
+TOML
+"$BERTH_BIN" serve --addr "$MIRROR" --data-dir "$WORK/m-data" --policy-config "$WORK/mirror-policies.toml" \
+  --upstream-timeout 3 >"$WORK/m.log" 2>&1 &
+M_PID=$!; PIDS+=("$M_PID")
+wait_http "http://$MIRROR/v2/" 200 "the mirror" "$M_PID" || exit 1
+say "upstream A $A (berth, token auth), upstream B $B (distribution, htpasswd), broken $BAD_PORT, mirror $MIRROR; work $WORK"
+if grep -q -e "$ALICE_PW" -e "$BOB_PW" "$WORK/m.log"; then bad "the mirror logged a password"; else ok "no password in the mirror's log"; fi
+
+say "--- push upstream (skopeo)"
+check "skopeo push v1 to A library/app" "${SK[@]}" copy -q --dest-tls-verify=false --dest-creds "alice:$ALICE_PW" "oci:$WORK/img1:v1" "docker://$A/library/app:v1"
+check "skopeo push v1 to B team/app" "${SK[@]}" copy -q --dest-tls-verify=false --dest-creds "bob:$BOB_PW" "oci:$WORK/img1:v1" "docker://$B/team/app:v1"
+
+say "--- pull through the mirror (skopeo)"
+check "skopeo pull library/app:v1 through the mirror (token upstream)" "${SK[@]}" copy -q --src-tls-verify=false "docker://$MIRROR/library/app:v1" "oci:$WORK/out-a:v1"
+check "skopeo pull dist/team/app:v1 through the mirror (Basic upstream)" "${SK[@]}" copy -q --src-tls-verify=false "docker://$MIRROR/dist/team/app:v1" "oci:$WORK/out-b:v1"
+expect_eq "digest through the mirror from A" "$D1" "$(served_digest library/app v1)"
+expect_eq "digest through the mirror from B" "$D1" "$(served_digest dist/team/app v1)"
+check "pulled layers are identical" diff -r "$WORK/img1/blobs" "$WORK/out-a/blobs"
+tags=$(curl -s "http://$MIRROR/v2/library/app/tags/list")
+expect_eq "tags/list on the mirror" '{"name":"library/app","tags":["v1"]}' "$tags"
+
+say "--- pushes into the mirror are refused"
+check_fails "skopeo push into the mirrored namespace" "${SK[@]}" copy -q --dest-tls-verify=false "oci:$WORK/img1:v1" "docker://$MIRROR/library/mine:v1"
+code=$(curl -s -o "$WORK/refused.json" -w '%{http_code}' -X POST "http://$MIRROR/v2/dist/team/app/blobs/uploads/")
+expect_eq "POST upload into a mirrored namespace" 405 "$code"
+grep -q '"UNSUPPORTED"' "$WORK/refused.json" && ok "the refusal is UNSUPPORTED: $(cut -c1-120 "$WORK/refused.json")" || bad "refusal body: $(cat "$WORK/refused.json")"
+
+say "--- upstreams down: the cache still serves"
+stop_pid "$A_PID"; stop_pid "$B_PID"
+sleep $((TTL + 1)) # past the TTL too: the revalidation fails, the cached tag is served
+check "skopeo pull from the cache with A down" "${SK[@]}" copy -q --src-tls-verify=false "docker://$MIRROR/library/app:v1" "oci:$WORK/out-a2:v1"
+check "skopeo pull from the cache with B down" "${SK[@]}" copy -q --src-tls-verify=false "docker://$MIRROR/dist/team/app:v1" "oci:$WORK/out-b2:v1"
+code=$(curl -s -o "$WORK/down.json" -w '%{http_code}' "http://$MIRROR/v2/library/app/manifests/never-pulled")
+expect_eq "an uncached tag with the upstream down" 502 "$code"
+
+say "--- a tag moved upstream is seen after the TTL"
+start_a
+served_digest library/app v1 >/dev/null # revalidates now (unchanged): the next TTL starts
+check "skopeo push v2 as library/app:v1 to A" "${SK[@]}" copy -q --dest-tls-verify=false --dest-creds "alice:$ALICE_PW" "oci:$WORK/img2:v1" "docker://$A/library/app:v1"
+expect_eq "within the TTL: still the cached digest" "$D1" "$(served_digest library/app v1)"
+sleep $((TTL + 1))
+expect_eq "after the TTL: the moved digest" "$D2" "$(served_digest library/app v1)"
+check "skopeo pull of the moved tag" "${SK[@]}" copy -q --src-tls-verify=false "docker://$MIRROR/library/app:v1" "oci:$WORK/out-a3:v1"
+
+say "--- a big layer streams through: the mirror's memory stays flat"
+BIG_MIB=${BIG_MIB:-64}
+python3 "$here/make_image.py" "$WORK/big" v1 "$NONCE-big" $((BIG_MIB * 1024)) >/dev/null || exit 1
+check "skopeo push a ${BIG_MIB} MiB layer to A library/big" "${SK[@]}" copy -q --dest-tls-verify=false --dest-creds "alice:$ALICE_PW" "oci:$WORK/big:v1" "docker://$A/library/big:v1"
+hwm() { awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$M_PID/status"; }
+peak_before=$(hwm)
+check "skopeo pull of the ${BIG_MIB} MiB layer through the mirror (first pull)" "${SK[@]}" copy -q --src-tls-verify=false "docker://$MIRROR/library/big:v1" "oci:$WORK/out-big:v1"
+check "the big layer arrived intact" diff -r "$WORK/big/blobs" "$WORK/out-big/blobs"
+peak_after=$(hwm)
+if [ $((peak_after - peak_before)) -lt $((BIG_MIB / 2)) ]; then
+  ok "the mirror's peak memory grew by $((peak_after - peak_before)) MiB (peak $peak_after MiB) for a $BIG_MIB MiB layer"
+else
+  bad "the mirror's peak memory grew by $((peak_after - peak_before)) MiB for a $BIG_MIB MiB layer: buffered?"
+fi
+rm -rf "$WORK/big" "$WORK/out-big"
+
+say "--- a broken upstream: a clear error, nothing stored"
+for path in manifests/v1 "manifests/sha256:$(printf '%064d' 1)" "blobs/sha256:$(printf '%064d' 2)"; do
+  code=$(curl -s -o "$WORK/bad.json" -w '%{http_code}' -m 30 "http://$MIRROR/v2/bad/x/$path")
+  if [ "$code" = 502 ] && grep -q 'nothing was stored' "$WORK/bad.json"; then ok "bad/x/$path: 502, $(grep -o 'upstream registry[^"]*' "$WORK/bad.json" | cut -c1-110)"; else bad "bad/x/$path: $code $(cat "$WORK/bad.json")"; fi
+done
+code=$(curl -s -o "$WORK/bad.json" -w '%{http_code}' -m 30 "http://$MIRROR/v2/bad/loop/manifests/v1")
+grep -q 'redirect loop' "$WORK/bad.json" && expect_eq "redirect loop" 502 "$code" || bad "redirect loop: $code $(cat "$WORK/bad.json")"
+start=$(date +%s)
+code=$(curl -s -o "$WORK/bad.json" -w '%{http_code}' -m 60 "http://$MIRROR/v2/bad/hang/manifests/v1")
+took=$(($(date +%s) - start))
+if [ "$code" = 502 ] && [ "$took" -lt 20 ]; then ok "a hung upstream: 502 after ${took}s: $(grep -o 'upstream registry[^"]*' "$WORK/bad.json" | cut -c1-110)"; else bad "hung upstream: $code after ${took}s $(cat "$WORK/bad.json")"; fi
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://$MIRROR/v2/bad/x/tags/list")
+expect_eq "nothing of the broken upstream was stored (tags/list)" 404 "$code"
+expect_eq "no repository of the broken upstream in the catalog" "" "$(curl -s "http://$MIRROR/v2/_catalog" | grep -o '"bad/[^"]*"')"
+
+# --- docker with registry-mirrors (own dockerd, as tests/clients/run.sh starts it)
+if [ -z "${SKIP_DOCKER:-}" ] && command -v dockerd >/dev/null; then
+  say "--- docker pull through registry-mirrors"
+  T=$(mktemp -d /tmp/berth-mrd.XXXXXX) # short: dockerd's socket paths must fit in 108 bytes
+  printf '{"registry-mirrors": ["http://%s"]}\n' "$MIRROR" >"$T/daemon.json"
+  [ -e /etc/docker/key.json ] || touch "$T/remove-key-json"
+  dockerd --config-file "$T/daemon.json" --storage-driver=vfs --iptables=false --ip-masq=false \
+    --bridge=none --data-root "$T/data" --exec-root "$T/exec" --pidfile "$T/dockerd.pid" \
+    -H "unix://$T/docker.sock" >"$T/dockerd.log" 2>&1 &
+  DPID=$!; PIDS+=("$DPID")
+  export DOCKER_HOST=unix://$T/docker.sock DOCKER_CONFIG=$T/cli
+  mkdir -p "$T/cli"
+  for ((i = 0; i < 60; i++)); do timeout 5 docker version >/dev/null 2>&1 && break; sleep 0.5; done
+  if ((i < 60)); then
+    # "fresh" is docker.io/library/fresh, only upstream so far: docker asks the mirror for
+    # library/fresh, the mirror fetches it from A.
+    check "skopeo push v1 to A library/fresh" "${SK[@]}" copy -q --dest-tls-verify=false --dest-creds "alice:$ALICE_PW" "oci:$WORK/img1:v1" "docker://$A/library/fresh:v1"
+    before=$(wc -l <"$WORK/m.log")
+    check "docker pull fresh:v1 (docker.io) through registry-mirrors" docker pull -q fresh:v1
+    expect_eq "docker's image digest" "$D1" "$(docker image inspect --format '{{index .RepoDigests 0}}' fresh:v1 | sed 's/.*@//')"
+    seen=$(tail -n +"$((before + 1))" "$WORK/m.log" | grep -c 'uri=/v2/library/fresh/manifests/v1 status=200')
+    [ "$seen" -ge 1 ] && ok "the mirror answered docker's manifest request" || bad "the mirror saw no pull of library/fresh from docker"
+    check "docker pull app:v1 (cached, moved tag) through the mirror" docker pull -q app:v1
+    expect_eq "docker's app:v1 is the moved tag's" "$D2" "$(docker image inspect --format '{{index .RepoDigests 0}}' app:v1 | sed 's/.*@//')"
+  else
+    bad "dockerd did not come up: $(tail -3 "$T/dockerd.log")"
+  fi
+  stop_pid "$DPID"
+  [ -e "$T/remove-key-json" ] && rm -f /etc/docker/key.json
+  rm -rf "$T" 2>/dev/null
+fi
+
+# --- containerd with a hosts.toml mirror for docker.io (own containerd, ctr)
+if [ -z "${SKIP_CONTAINERD:-}" ] && command -v containerd >/dev/null && command -v ctr >/dev/null; then
+  say "--- containerd pull through hosts.toml"
+  T=$(mktemp -d /tmp/berth-mrc.XXXXXX)
+  mkdir -p "$T/hosts/docker.io"
+  cat >"$T/hosts/docker.io/hosts.toml" <<TOML
+server = "https://registry-1.docker.io"
+
+[host."http://$MIRROR"]
+  capabilities = ["pull", "resolve"]
+TOML
+  cat >"$T/config.toml" <<TOML
+version = 2
+root = "$T/root"
+state = "$T/state"
+[grpc]
+  address = "$T/c.sock"
+TOML
+  containerd --config "$T/config.toml" >"$T/containerd.log" 2>&1 &
+  CPID=$!; PIDS+=("$CPID")
+  for ((i = 0; i < 60; i++)); do timeout 5 ctr --address "$T/c.sock" version >/dev/null 2>&1 && break; sleep 0.5; done
+  if ((i < 60)); then
+    check "skopeo push v2 to A library/viactr" "${SK[@]}" copy -q --dest-tls-verify=false --dest-creds "alice:$ALICE_PW" "oci:$WORK/img2:v1" "docker://$A/library/viactr:v1"
+    # content fetch: the pull without unpacking (no snapshotter needed here).
+    check "ctr content fetch docker.io/library/viactr:v1 through hosts.toml" \
+      ctr --address "$T/c.sock" content fetch --hosts-dir "$T/hosts" docker.io/library/viactr:v1
+    # containerd names the upstream it mirrors in ?ns=docker.io, and resolves the tag with HEAD.
+    seen=$(grep -c "uri=/v2/library/viactr/manifests/$D2?ns=docker.io status=200" "$WORK/m.log")
+    [ "$seen" -ge 1 ] && ok "the mirror served containerd the manifest $D2" || bad "the mirror saw no pull of library/viactr@$D2 from containerd"
+  else
+    bad "containerd did not come up: $(tail -3 "$T/containerd.log")"
+  fi
+  stop_pid "$CPID"
+  rm -rf "$T" 2>/dev/null
+fi
+
+say "--- garbage collection keeps cached content; the cache serves after it with every upstream down"
+stop_pid "$M_PID"; stop_pid "$A_PID"
+check "berth gc on the mirror's data (grace 0)" "$BERTH_BIN" gc --data-dir "$WORK/m-data" --policy-config "$WORK/mirror-policies.toml" --grace 0s
+"$BERTH_BIN" serve --addr "$MIRROR" --data-dir "$WORK/m-data" --policy-config "$WORK/mirror-policies.toml" \
+  --upstream-timeout 3 >>"$WORK/m.log" 2>&1 &
+M_PID=$!; PIDS+=("$M_PID")
+wait_http "http://$MIRROR/v2/" 200 "the mirror" "$M_PID" || exit 1
+check "skopeo pull library/app:v1 from the cache after GC" "${SK[@]}" copy -q --src-tls-verify=false "docker://$MIRROR/library/app:v1" "oci:$WORK/out-gc-a:v1"
+check "skopeo pull dist/team/app:v1 from the cache after GC" "${SK[@]}" copy -q --src-tls-verify=false "docker://$MIRROR/dist/team/app:v1" "oci:$WORK/out-gc-b:v1"
+
+say "$passed passed, $failed failed"
+[ "$failed" = 0 ]
