@@ -32,6 +32,7 @@ pub mod storage;
 pub mod tags;
 pub mod ui;
 pub mod uploads;
+pub mod webhooks;
 
 use http::{Method, StatusCode};
 
@@ -111,6 +112,8 @@ pub struct Registry<B, M> {
     pub(crate) sinks: Vec<std::sync::Arc<dyn EventSink>>,
     /// Immutable and refused tags (none by default); see [`Registry::with_policies`].
     pub(crate) policies: std::sync::Arc<policy::Policies>,
+    /// None: no webhooks; see [`Registry::with_webhooks`].
+    pub(crate) hooks: Option<std::sync::Arc<webhooks::Webhooks>>,
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
@@ -122,6 +125,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             auth: None,
             sinks: vec![std::sync::Arc::new(auth::AuditLog)],
             policies: Default::default(),
+            hooks: None,
         }
     }
 
@@ -151,6 +155,17 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         self
     }
 
+    /// Writes the events webhooks want to the outbox before each response (src/webhooks/);
+    /// a runtime delivers them with [`webhooks::Webhooks::deliver`]. Shared, like the auth.
+    pub fn with_webhooks(mut self, hooks: impl Into<std::sync::Arc<webhooks::Webhooks>>) -> Self {
+        self.hooks = Some(hooks.into()).filter(|h| !h.is_empty());
+        self
+    }
+
+    pub fn webhooks(&self) -> Option<&webhooks::Webhooks> {
+        self.hooks.as_deref()
+    }
+
     pub fn blob_store(&self) -> &B {
         &self.blobs
     }
@@ -173,6 +188,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         // Drafted before the gate: a refused request is an event too.
         let draft = events::Draft::of(&endpoint, &req);
+        let hook_request = self.hooks.as_ref().map(|_| webhooks::request_info(&req, &ctx));
         // Auth first: nothing is dispatched, stored or read from a cache before it passes.
         let (req, subject, grant) = match self.gate(req, &endpoint, &ctx).await {
             auth::Gate::Pass(req, subject, grant) => (req, subject, grant),
@@ -182,16 +198,30 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 return response;
             }
         };
+        let mut refusal = None;
         let mut reply = match self.dispatch(endpoint, req, &grant, &ctx).await {
             Ok(reply) => reply,
-            Err(err) => Reply::error(err),
+            Err(err) => {
+                refusal = err.detail.clone().filter(|_| hook_request.is_some());
+                Reply::error(err)
+            }
         };
         let found = reply.take_found();
         let mut response = reply.into_response(head);
         if grant.private {
             auth::mark_private(&mut response);
         }
-        self.emit(draft, &subject, response.status(), &ctx, found);
+        let event = self.emit(draft, &subject, response.status(), &ctx, found);
+        if let (Some(hooks), Some(event), Some(request)) = (&self.hooks, event, hook_request) {
+            if let Err(e) = hooks.record(&self.meta, &event, &request, refusal.as_ref(), &ctx).await {
+                tracing::error!(error = %e.message, "webhook events could not be written to the outbox");
+                // A write without its event must not look successful: the client retries.
+                if !matches!(event.action, EventAction::Pull) && event.outcome == events::Outcome::Ok {
+                    return Reply::error(error::oci(ErrorCode::Unknown, "the write succeeded but its event could not be recorded; retry"))
+                        .into_response(head);
+                }
+            }
+        }
         response
     }
 
@@ -202,12 +232,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         status: StatusCode,
         ctx: &RequestContext,
         found: Option<events::Found>,
-    ) {
-        let Some(draft) = draft else { return };
-        let event = draft.finish(subject, status, ctx.now, found);
+    ) -> Option<Event> {
+        let event = draft?.finish(subject, status, ctx.now, found);
         for sink in &self.sinks {
             sink.emit(&event);
         }
+        Some(event)
     }
 
     async fn dispatch(
