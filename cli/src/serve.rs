@@ -74,6 +74,9 @@ pub struct ServeArgs {
     /// Garbage collection while serving (--gc-interval; docs/gc.md).
     #[command(flatten)]
     gc: crate::gc::ScheduleFlags,
+    /// Webhook delivery (the `[webhooks]` of --auth-config or --policy-config; docs/webhooks.md).
+    #[command(flatten)]
+    webhooks: crate::webhooks::DeliveryFlags,
 }
 
 type LocalRegistry = Registry<FsBlobStore, RedbMeta>;
@@ -124,6 +127,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         );
     }
     registry = registry.with_policies(policies);
+    let hooks = crate::webhooks::load(auth_config.as_ref(), args.policy_config.as_deref(), &args.webhooks.public_url)?;
+    if !hooks.is_empty() {
+        tracing::info!(endpoints = hooks.config().endpoints.len(), "webhooks are on");
+        registry = registry.with_webhooks(hooks);
+    }
     let registry = Arc::new(registry);
     let metrics = match args.metrics_addr {
         Some(addr) => {
@@ -141,6 +149,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         Err(e) => return Err(format!("cannot read upload sessions: {e:?}")),
     }
     args.gc.spawn(registry.clone());
+    crate::webhooks::spawn(registry.clone(), &args.webhooks)?;
 
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

@@ -1,0 +1,240 @@
+//! Webhooks in `berth serve`: the delivery task (the core's `deliver` step on an interval, in
+//! the background, so a slow receiver never slows a request), its HTTP client, and the
+//! offline admin commands `berth webhooks failed` and `berth webhooks redeliver`
+//! (docs/webhooks.md). What is delivered, when and how often is the core's.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_core::webhooks::{self, target::is_forbidden_ip, HttpPost, Webhooks};
+use berth_core::{BlobStore, MetaStore, Registry};
+
+use crate::local::RedbMeta;
+
+/// A receiver gets this long to answer (connect included) before the attempt counts as failed.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `berth serve`'s webhook settings.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DeliveryFlags {
+    /// How often the outbox is checked for due deliveries, in milliseconds.
+    #[arg(long = "webhook-interval", env = "BERTH_WEBHOOK_INTERVAL", default_value_t = 1000)]
+    pub webhook_interval_ms: u64,
+    /// Deliveries sent at once.
+    #[arg(long = "webhook-concurrency", env = "BERTH_WEBHOOK_CONCURRENCY", default_value_t = webhooks::outbox::DEFAULT_CONCURRENCY)]
+    pub webhook_concurrency: usize,
+    /// The registry's public URL (e.g. https://registry.example.com), for the `url` of event
+    /// targets and the event's `source`.
+    #[arg(long = "public-url", env = "BERTH_PUBLIC_URL", default_value = "")]
+    pub public_url: String,
+}
+
+/// The client deliveries go through: no redirects (one to an internal address would get round
+/// the URL check), a timeout, no proxy from the environment, and, unless the endpoint allows
+/// private addresses, a resolver that refuses names resolving to one.
+pub struct ReqwestPost {
+    public: reqwest::Client,
+    private: reqwest::Client,
+}
+
+impl ReqwestPost {
+    pub fn new() -> Result<Self, String> {
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(DELIVERY_TIMEOUT)
+                .connect_timeout(DELIVERY_TIMEOUT)
+                .no_proxy()
+        };
+        let public = builder().dns_resolver(Arc::new(PublicOnly)).build();
+        let private = builder().build();
+        match (public, private) {
+            (Ok(public), Ok(private)) => Ok(ReqwestPost { public, private }),
+            (Err(e), _) | (_, Err(e)) => Err(format!("cannot set up the webhook client: {e}")),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpPost for ReqwestPost {
+    async fn post(&self, url: &str, allow_private: bool, headers: Vec<(String, String)>, body: Vec<u8>) -> Result<u16, String> {
+        let client = if allow_private { &self.private } else { &self.public };
+        let mut request = client.post(url).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        // Only the status counts: the body is never read (a huge or malformed one costs nothing;
+        // dropping the response closes the connection).
+        let response = request.send().await.map_err(|e| format!("{e}"))?;
+        Ok(response.status().as_u16())
+    }
+}
+
+/// Resolves host names, and refuses any that resolve to an internal address (a public name
+/// pointed at 127.0.0.1 or at a cloud metadata service must not reach it).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| is_forbidden_ip(a.ip())) {
+                let message = format!("{host} resolves to {}, an internal address; refused (allow_private)", bad.ip());
+                return Err(message.into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Starts the delivery task when webhooks are configured. Each round delivers a batch; a
+/// full batch is followed at once by the next (a backlog drains), otherwise it waits.
+pub fn spawn<B, M>(registry: Arc<Registry<B, M>>, flags: &DeliveryFlags) -> Result<(), String>
+where
+    B: BlobStore + 'static,
+    M: MetaStore + 'static,
+{
+    if registry.webhooks().is_none() {
+        return Ok(());
+    }
+    let sender = ReqwestPost::new()?;
+    let period = Duration::from_millis(flags.webhook_interval_ms.max(10));
+    let concurrency = flags.webhook_concurrency.max(1);
+    tokio::spawn(async move {
+        loop {
+            let Some(hooks) = registry.webhooks() else { return };
+            let batch = webhooks::outbox::DEFAULT_BATCH;
+            match hooks.deliver(registry.meta_store(), &sender, crate::gc::now(), batch, concurrency).await {
+                Ok(r) => {
+                    if r.delivered + r.retrying + r.failed > 0 {
+                        tracing::info!(delivered = r.delivered, retrying = r.retrying, failed = r.failed, "webhook deliveries");
+                    }
+                    if r.delivered + r.retrying + r.failed >= batch {
+                        continue;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e.message, "webhook delivery round failed; the next one retries"),
+            }
+            tokio::time::sleep(period).await;
+        }
+    });
+    Ok(())
+}
+
+/// Loads `[webhooks]` from the auth config or the policies-only file.
+pub fn load(
+    auth: Option<&berth_core::auth::AuthConfig>,
+    policy_file: Option<&std::path::Path>,
+    public_url: &str,
+) -> Result<Webhooks, String> {
+    let text = match policy_file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?),
+        None => None,
+    };
+    Webhooks::from_settings(auth, text.as_deref(), public_url)
+}
+
+#[derive(clap::Subcommand)]
+pub enum WebhooksCommand {
+    /// List deliveries kept as failed after their last attempt (offline: on a stopped
+    /// `berth serve`'s data directory, like `berth gc`).
+    Failed(FailedArgs),
+    /// Put failed deliveries back in the outbox; the next `berth serve` sends them.
+    Redeliver(RedeliverArgs),
+}
+
+#[derive(clap::Args)]
+pub struct FailedArgs {
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+    data_dir: PathBuf,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct RedeliverArgs {
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+    data_dir: PathBuf,
+    /// The delivery's id, as `berth webhooks failed` prints it.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    id: Option<String>,
+    /// Every failed delivery.
+    #[arg(long)]
+    all: bool,
+}
+
+fn open(data_dir: &std::path::Path) -> Result<RedbMeta, String> {
+    if !data_dir.join("meta.redb").exists() {
+        return Err(format!("{} holds no berth data (no meta.redb)", data_dir.display()));
+    }
+    RedbMeta::open(&data_dir.join("meta.redb"))
+        .map_err(|e| format!("cannot open {}: {e} (is `berth serve` running on it? stop it first)", data_dir.display()))
+}
+
+pub async fn run(cmd: WebhooksCommand) -> Result<(), String> {
+    match cmd {
+        WebhooksCommand::Failed(args) => {
+            let meta = open(&args.data_dir)?;
+            let mut after: Option<String> = None;
+            loop {
+                let page = webhooks::failed(&meta, after.as_deref(), 100).await.map_err(|e| e.message)?;
+                for d in &page {
+                    if args.json {
+                        println!("{}", serde_json::json!({
+                            "id": d.id(), "endpoint": d.endpoint, "kind": d.event.kind, "repository": d.event.repository,
+                            "attempts": d.attempts, "last_error": d.last_error, "event": d.event,
+                        }));
+                    } else {
+                        println!(
+                            "{}\t{}\t{}\tattempts={}\t{}",
+                            d.id(),
+                            d.event.kind.as_str(),
+                            d.event.repository.as_deref().unwrap_or("-"),
+                            d.attempts,
+                            d.last_error.as_deref().unwrap_or("-")
+                        );
+                    }
+                }
+                match page.last() {
+                    Some(last) if page.len() == 100 => after = Some(last.id()),
+                    _ => return Ok(()),
+                }
+            }
+        }
+        WebhooksCommand::Redeliver(args) => {
+            let meta = open(&args.data_dir)?;
+            let now = crate::gc::now();
+            if args.all {
+                let n = webhooks::redeliver_all(&meta, now).await.map_err(|e| e.message)?;
+                println!("{n} deliveries are back in the outbox");
+                return Ok(());
+            }
+            let id = args.id.unwrap_or_default();
+            match webhooks::redeliver(&meta, &id, now).await.map_err(|e| e.message)? {
+                true => {
+                    println!("{id} is back in the outbox");
+                    Ok(())
+                }
+                false => Err(format!("no failed delivery has id {id:?} (see `berth webhooks failed`)")),
+            }
+        }
+    }
+}
+
+/// Tells the webhooks that asked for it that a GC run finished (it is written to the outbox;
+/// a failure to write it is logged and does not fail the run).
+pub async fn gc_finished<B: BlobStore, M: MetaStore>(registry: &Registry<B, M>, report: &berth_core::GcReport) {
+    let Some(hooks) = registry.webhooks() else { return };
+    if report.dry_run {
+        return;
+    }
+    let now = crate::gc::now();
+    let random = berth_core::native::request_context().random;
+    if let Err(e) = hooks.enqueue(registry.meta_store(), webhooks::gc_finished(now, report), random, 0).await {
+        tracing::warn!(error = %e.message, "the gc_finished webhook event could not be written");
+    }
+}
