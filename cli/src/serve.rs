@@ -148,6 +148,14 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         Ok(n) => tracing::info!(uploads = n, "released upload claims left by an earlier run"),
         Err(e) => return Err(format!("cannot read upload sessions: {e:?}")),
     }
+    if registry.webhooks().is_some() {
+        // Likewise for webhook deliveries a killed process had claimed: they go out now.
+        match berth_core::webhooks::release_claims(registry.meta_store()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "released webhook deliveries claimed by an earlier run"),
+            Err(e) => return Err(format!("cannot read the webhook outbox: {}", e.message)),
+        }
+    }
     args.gc.spawn(registry.clone());
     crate::webhooks::spawn(registry.clone(), &args.webhooks)?;
 

@@ -41,11 +41,15 @@ pub struct ReqwestPost {
 
 impl ReqwestPost {
     pub fn new() -> Result<Self, String> {
+        Self::with_timeout(DELIVERY_TIMEOUT)
+    }
+
+    fn with_timeout(timeout: Duration) -> Result<Self, String> {
         let builder = || {
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
-                .timeout(DELIVERY_TIMEOUT)
-                .connect_timeout(DELIVERY_TIMEOUT)
+                .timeout(timeout)
+                .connect_timeout(timeout)
                 .no_proxy()
         };
         let public = builder().dns_resolver(Arc::new(PublicOnly)).build();
@@ -67,9 +71,20 @@ impl HttpPost for ReqwestPost {
         }
         // Only the status counts: the body is never read (a huge or malformed one costs nothing;
         // dropping the response closes the connection).
-        let response = request.send().await.map_err(|e| format!("{e}"))?;
+        let response = request.send().await.map_err(|e| causes(&e))?;
         Ok(response.status().as_u16())
     }
+}
+
+/// An error with its causes (reqwest's own message leaves out why a connection failed).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    message
 }
 
 /// Resolves host names, and refuses any that resolve to an internal address (a public name
@@ -236,5 +251,79 @@ pub async fn gc_finished<B: BlobStore, M: MetaStore>(registry: &Registry<B, M>, 
     let random = berth_core::native::request_context().random;
     if let Err(e) = hooks.enqueue(registry.meta_store(), webhooks::gc_finished(now, report), random, 0).await {
         tracing::warn!(error = %e.message, "the gc_finished webhook event could not be written");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A local server that answers every connection with `answer` (None: never answers) and
+    /// counts connections.
+    async fn server(answer: Option<String>) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    match answer {
+                        Some(a) => {
+                            let _ = conn.write_all(a.as_bytes()).await;
+                            // Hold the connection (a body that never ends).
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(30)).await,
+                    }
+                });
+            }
+        });
+        (port, hits)
+    }
+
+    async fn post(client: &ReqwestPost, url: &str, allow_private: bool) -> Result<u16, String> {
+        client.post(url, allow_private, vec![("content-type".into(), "application/json".into())], b"{}".to_vec()).await
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (target, target_hits) = server(Some("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".into())).await;
+        let answer = format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{target}/\r\ncontent-length: 0\r\n\r\n");
+        let (port, _) = server(Some(answer)).await;
+        let client = ReqwestPost::new().unwrap();
+        assert_eq!(post(&client, &format!("http://127.0.0.1:{port}/hook"), true).await, Ok(307));
+        assert_eq!(target_hits.load(Ordering::SeqCst), 0, "the redirect's target was never called");
+    }
+
+    #[tokio::test]
+    async fn names_that_resolve_to_internal_addresses_are_refused_unless_allowed() {
+        let (port, hits) = server(Some("HTTP/1.1 204 No Content\r\n\r\n".into())).await;
+        let client = ReqwestPost::new().unwrap();
+        let err = post(&client, &format!("http://localhost:{port}/hook"), false).await.unwrap_err();
+        assert!(err.contains("localhost resolves to") && err.contains("an internal address"), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        assert_eq!(post(&client, &format!("http://localhost:{port}/hook"), true).await, Ok(204));
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_hangs_is_cut_off_and_a_huge_body_is_never_read() {
+        let (hangs, _) = server(None).await;
+        let client = ReqwestPost::with_timeout(Duration::from_millis(300)).unwrap();
+        let start = Instant::now();
+        assert!(post(&client, &format!("http://127.0.0.1:{hangs}/"), true).await.is_err());
+        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+        // 200 with a 10 GB body that never comes: the status is enough.
+        let (huge, _) = server(Some("HTTP/1.1 200 OK\r\ncontent-length: 10000000000\r\n\r\nxxxx".into())).await;
+        let start = Instant::now();
+        assert_eq!(post(&client, &format!("http://127.0.0.1:{huge}/"), true).await, Ok(200));
+        assert!(start.elapsed() < Duration::from_secs(3));
     }
 }

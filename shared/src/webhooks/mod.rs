@@ -21,7 +21,7 @@ use crate::storage::{MaybeSendSync, MetaStore, StorageResult};
 use crate::RequestContext;
 
 pub use config::{EndpointConfig, Format, HookKind, WebhookConfig};
-pub use outbox::{failed, redeliver, redeliver_all, DeliverReport, Delivery};
+pub use outbox::{failed, redeliver, redeliver_all, release_claims, DeliverReport, Delivery};
 pub use payload::{HookEvent, RequestInfo};
 
 /// Sends one delivery: the runtime's HTTP client. It must not follow redirects (a redirect to

@@ -225,6 +225,28 @@ async fn move_entry<M: MetaStore>(meta: &M, key: &str, version: &str, to: String
     Ok(())
 }
 
+/// Lets go of every claim in the outbox; returns how many there were. Only for a runtime that
+/// knows no other worker is delivering (`berth serve` at start: one process owns the store),
+/// so that entries a killed process had claimed go out now rather than when their lease lapses.
+pub async fn release_claims<M: MetaStore>(meta: &M) -> StorageResult<usize> {
+    let mut n = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let keys = meta.list(DUE, after.as_deref(), 100).await?;
+        let Some(last) = keys.last().cloned() else { return Ok(n) };
+        for key in keys {
+            let Some(current) = meta.get(&key).await? else { continue };
+            let d = Delivery::decode(&key, &current.value)?;
+            if d.lease_until > 0 {
+                let free = Delivery { lease_until: 0, ..d };
+                meta.put(&key, free.encode(), Precondition::Version(current.version)).await?;
+                n += 1;
+            }
+        }
+        after = Some(last);
+    }
+}
+
 /// Deliveries kept as failed, up to `limit` after the id `after` (admin listing).
 pub async fn failed<M: MetaStore>(meta: &M, after: Option<&str>, limit: usize) -> StorageResult<Vec<Delivery>> {
     let after = after.map(|a| format!("{FAILED}{a}"));

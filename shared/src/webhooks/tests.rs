@@ -350,6 +350,22 @@ async fn a_lapsed_lease_lets_another_worker_send_the_entry_again() {
 }
 
 #[tokio::test]
+async fn claims_left_by_a_dead_process_can_be_released_at_start() {
+    let h = harness(&config(""));
+    one_push(&h).await;
+    let meta = h.registry.meta_store();
+    let key = meta.list(DUE, None, 1).await.unwrap().remove(0);
+    let v = meta.get(&key).await.unwrap().unwrap();
+    let mut d: Delivery = serde_json::from_slice(&v.value).unwrap();
+    d.lease_until = NOW + outbox::LEASE_SECS;
+    meta.put(&key, Bytes::from(serde_json::to_vec(&d).unwrap()), Precondition::Version(v.version)).await.unwrap();
+    assert_eq!(release_claims(meta).await.unwrap(), 1);
+    assert_eq!(release_claims(meta).await.unwrap(), 0);
+    let rx = Receiver::default();
+    assert_eq!(h.registry.webhooks().unwrap().deliver(meta, &rx, NOW + 1, 10, 1).await.unwrap().delivered, 1);
+}
+
+#[tokio::test]
 async fn an_entry_for_an_endpoint_no_longer_configured_is_kept_as_failed() {
     let h = harness(&config(""));
     one_push(&h).await;
