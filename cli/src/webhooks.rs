@@ -3,18 +3,16 @@
 //! offline admin commands `berth webhooks failed` and `berth webhooks redeliver`
 //! (docs/webhooks.md). What is delivered, when and how often is the core's.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_core::webhooks::{self, target::is_forbidden_ip, HttpPost, Webhooks};
+use berth_core::native::WebhookPost;
+use berth_core::webhooks::{self, Webhooks};
 use berth_core::{BlobStore, MetaStore, Registry};
 
 use crate::local::RedbMeta;
 
-/// A receiver gets this long to answer (connect included) before the attempt counts as failed.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `berth serve`'s webhook settings.
 #[derive(clap::Args, Clone, Debug)]
@@ -31,80 +29,6 @@ pub struct DeliveryFlags {
     pub public_url: String,
 }
 
-/// The client deliveries go through: no redirects (one to an internal address would get round
-/// the URL check), a timeout, no proxy from the environment, and, unless the endpoint allows
-/// private addresses, a resolver that refuses names resolving to one.
-pub struct ReqwestPost {
-    public: reqwest::Client,
-    private: reqwest::Client,
-}
-
-impl ReqwestPost {
-    pub fn new() -> Result<Self, String> {
-        Self::with_timeout(DELIVERY_TIMEOUT)
-    }
-
-    fn with_timeout(timeout: Duration) -> Result<Self, String> {
-        let builder = || {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(timeout)
-                .connect_timeout(timeout)
-                .no_proxy()
-        };
-        let public = builder().dns_resolver(Arc::new(PublicOnly)).build();
-        let private = builder().build();
-        match (public, private) {
-            (Ok(public), Ok(private)) => Ok(ReqwestPost { public, private }),
-            (Err(e), _) | (_, Err(e)) => Err(format!("cannot set up the webhook client: {e}")),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl HttpPost for ReqwestPost {
-    async fn post(&self, url: &str, allow_private: bool, headers: Vec<(String, String)>, body: Vec<u8>) -> Result<u16, String> {
-        let client = if allow_private { &self.private } else { &self.public };
-        let mut request = client.post(url).body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        // Only the status counts: the body is never read (a huge or malformed one costs nothing;
-        // dropping the response closes the connection).
-        let response = request.send().await.map_err(|e| causes(&e))?;
-        Ok(response.status().as_u16())
-    }
-}
-
-/// An error with its causes (reqwest's own message leaves out why a connection failed).
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        message = format!("{message}: {cause}");
-        source = cause.source();
-    }
-    message
-}
-
-/// Resolves host names, and refuses any that resolve to an internal address (a public name
-/// pointed at 127.0.0.1 or at a cloud metadata service must not reach it).
-struct PublicOnly;
-
-impl reqwest::dns::Resolve for PublicOnly {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(bad) = addrs.iter().find(|a| is_forbidden_ip(a.ip())) {
-                let message = format!("{host} resolves to {}, an internal address; refused (allow_private)", bad.ip());
-                return Err(message.into());
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
 /// Starts the delivery task when webhooks are configured. Each round delivers a batch; a
 /// full batch is followed at once by the next (a backlog drains), otherwise it waits.
 pub fn spawn<B, M>(registry: Arc<Registry<B, M>>, flags: &DeliveryFlags) -> Result<(), String>
@@ -115,7 +39,7 @@ where
     if registry.webhooks().is_none() {
         return Ok(());
     }
-    let sender = ReqwestPost::new()?;
+    let sender = WebhookPost::new()?;
     let period = Duration::from_millis(flags.webhook_interval_ms.max(10));
     let concurrency = flags.webhook_concurrency.max(1);
     tokio::spawn(async move {
@@ -257,6 +181,7 @@ pub async fn gc_finished<B: BlobStore, M: MetaStore>(registry: &Registry<B, M>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_core::webhooks::HttpPost;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -289,7 +214,7 @@ mod tests {
         (port, hits)
     }
 
-    async fn post(client: &ReqwestPost, url: &str, allow_private: bool) -> Result<u16, String> {
+    async fn post(client: &WebhookPost, url: &str, allow_private: bool) -> Result<u16, String> {
         client.post(url, allow_private, vec![("content-type".into(), "application/json".into())], b"{}".to_vec()).await
     }
 
@@ -298,7 +223,7 @@ mod tests {
         let (target, target_hits) = server(Some("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".into())).await;
         let answer = format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{target}/\r\ncontent-length: 0\r\n\r\n");
         let (port, _) = server(Some(answer)).await;
-        let client = ReqwestPost::new().unwrap();
+        let client = WebhookPost::new().unwrap();
         assert_eq!(post(&client, &format!("http://127.0.0.1:{port}/hook"), true).await, Ok(307));
         assert_eq!(target_hits.load(Ordering::SeqCst), 0, "the redirect's target was never called");
     }
@@ -306,7 +231,7 @@ mod tests {
     #[tokio::test]
     async fn names_that_resolve_to_internal_addresses_are_refused_unless_allowed() {
         let (port, hits) = server(Some("HTTP/1.1 204 No Content\r\n\r\n".into())).await;
-        let client = ReqwestPost::new().unwrap();
+        let client = WebhookPost::new().unwrap();
         let err = post(&client, &format!("http://localhost:{port}/hook"), false).await.unwrap_err();
         assert!(err.contains("localhost resolves to") && err.contains("an internal address"), "{err}");
         assert_eq!(hits.load(Ordering::SeqCst), 0);
@@ -316,7 +241,7 @@ mod tests {
     #[tokio::test]
     async fn a_receiver_that_hangs_is_cut_off_and_a_huge_body_is_never_read() {
         let (hangs, _) = server(None).await;
-        let client = ReqwestPost::with_timeout(Duration::from_millis(300)).unwrap();
+        let client = WebhookPost::with_timeout(Duration::from_millis(300)).unwrap();
         let start = Instant::now();
         assert!(post(&client, &format!("http://127.0.0.1:{hangs}/"), true).await.is_err());
         assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
