@@ -350,6 +350,18 @@ async fn a_lapsed_lease_lets_another_worker_send_the_entry_again() {
 }
 
 #[tokio::test]
+async fn an_unreadable_outbox_entry_does_not_hold_up_the_others() {
+    let h = harness(&config(""));
+    one_push(&h).await;
+    let meta = h.registry.meta_store();
+    meta.put(&format!("{DUE}000000000001-garbage.ci"), Bytes::from_static(b"not json"), Precondition::None).await.unwrap();
+    meta.put(&format!("{DUE}not-a-time"), Bytes::from_static(b"{}"), Precondition::None).await.unwrap();
+    let rx = Receiver::default();
+    let r = h.registry.webhooks().unwrap().deliver(meta, &rx, NOW, 10, 2).await.unwrap();
+    assert_eq!((r.delivered, r.skipped), (1, 1));
+}
+
+#[tokio::test]
 async fn claims_left_by_a_dead_process_can_be_released_at_start() {
     let h = harness(&config(""));
     one_push(&h).await;
