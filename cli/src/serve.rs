@@ -157,7 +157,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         }
     }
     args.gc.spawn(registry.clone());
-    crate::webhooks::spawn(registry.clone(), &args.webhooks)?;
+    crate::webhooks::spawn(registry.clone(), &args.webhooks, metrics.clone())?;
 
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

@@ -31,7 +31,11 @@ pub struct DeliveryFlags {
 
 /// Starts the delivery task when webhooks are configured. Each round delivers a batch; a
 /// full batch is followed at once by the next (a backlog drains), otherwise it waits.
-pub fn spawn<B, M>(registry: Arc<Registry<B, M>>, flags: &DeliveryFlags) -> Result<(), String>
+pub fn spawn<B, M>(
+    registry: Arc<Registry<B, M>>,
+    flags: &DeliveryFlags,
+    metrics: Option<Arc<berth_core::metrics::Metrics>>,
+) -> Result<(), String>
 where
     B: BlobStore + 'static,
     M: MetaStore + 'static,
@@ -48,6 +52,9 @@ where
             let batch = webhooks::outbox::DEFAULT_BATCH;
             match hooks.deliver(registry.meta_store(), &sender, crate::gc::now(), batch, concurrency).await {
                 Ok(r) => {
+                    if let Some(metrics) = &metrics {
+                        metrics.count_webhooks(&r);
+                    }
                     if r.delivered + r.retrying + r.failed > 0 {
                         tracing::info!(delivered = r.delivered, retrying = r.retrying, failed = r.failed, "webhook deliveries");
                     }

@@ -176,3 +176,16 @@ fn observe_returns_what_it_counted_with_the_folded_label() {
     let miss = m.observe(&exchange(&get, "/v2/b/manifests/v9", 404, &h));
     assert_eq!(miss.meaning, Meaning::Nothing);
 }
+
+#[test]
+fn webhook_deliveries_by_result() {
+    let m = Metrics::default();
+    assert_eq!(value(&m, "berth_webhook_deliveries_total", &[("result", "failed")]), Some(0.0));
+    let report = crate::webhooks::DeliverReport { delivered: 3, retrying: 2, failed: 1, skipped: 5 };
+    m.count_webhooks(&report);
+    m.count_webhooks(&report);
+    assert_eq!(value(&m, "berth_webhook_deliveries_total", &[("result", "delivered")]), Some(6.0));
+    assert_eq!(value(&m, "berth_webhook_deliveries_total", &[("result", "retrying")]), Some(4.0));
+    assert_eq!(value(&m, "berth_webhook_deliveries_total", &[("result", "failed")]), Some(2.0));
+    assert!(m.render().contains("# TYPE berth_webhook_deliveries_total counter"));
+}
