@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,8 @@ impl Got {
 struct Receiver {
     port: u16,
     got: Arc<Mutex<Vec<Got>>>,
+    /// Attempts per event id answered 500 before 200 (changeable while it runs).
+    fail_first: Arc<AtomicUsize>,
 }
 
 impl Receiver {
@@ -65,10 +67,13 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let got: Arc<Mutex<Vec<Got>>> = Arc::default();
         let seen = got.clone();
+        let fail_first = Arc::new(AtomicUsize::new(fail_first));
+        let failing = fail_first.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut conn, _)) = listener.accept().await else { return };
                 let seen = seen.clone();
+                let fail_first = failing.load(Ordering::SeqCst);
                 tokio::spawn(async move {
                     let Some(request) = read_request(&mut conn).await else { return };
                     let status = {
@@ -82,7 +87,7 @@ impl Receiver {
                 });
             }
         });
-        Receiver { port, got }
+        Receiver { port, got, fail_first }
     }
 
     fn got(&self) -> Vec<Got> {
@@ -143,8 +148,8 @@ fn signature_holds(got: &Got) -> bool {
     expected == *v1
 }
 
-fn config(dir: &std::path::Path, ports: &[(&str, u16)]) -> PathBuf {
-    let mut text = String::from("[webhooks]\nretry_base_secs = 1\nretry_max_secs = 2\nmax_attempts = 30\n");
+fn config(dir: &std::path::Path, ports: &[(&str, u16)], max_attempts: u32) -> PathBuf {
+    let mut text = format!("[webhooks]\nretry_base_secs = 1\nretry_max_secs = 2\nmax_attempts = {max_attempts}\n");
     for (name, port) in ports {
         text += &format!(
             "[[webhooks.endpoints]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"{SECRET}\"\n\
@@ -249,7 +254,7 @@ async fn every_event_arrives_signed_through_failures_and_a_restart() {
     let (good, flaky, down) = (free_port(), free_port(), free_port());
     let good = Receiver::start(good, 0).await;
     let flaky = Receiver::start(flaky, 2).await;
-    let config = config(&dir, &[("good", good.port), ("flaky", flaky.port), ("down", down)]);
+    let config = config(&dir, &[("good", good.port), ("flaky", flaky.port), ("down", down)], 30);
     let port = free_port();
     std::env::set_var("BERTH_URL", format!("http://127.0.0.1:{port}"));
     let exited = start(&dir, port, &config);
@@ -287,11 +292,37 @@ async fn every_event_arrives_signed_through_failures_and_a_restart() {
     stop(&exited);
 
     // Nothing is left as failed (offline admin command on the stopped server's data).
-    let out = std::process::Command::new(bin())
-        .args(["webhooks", "failed", "--data-dir"])
-        .arg(dir.join("store"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(admin(&dir, &["failed"]), "");
+
+    // A receiver that fails every attempt: after max_attempts the deliveries are kept as
+    // failed, listed, and once it is fixed, redelivered with the ids they always had.
+    let broken = Receiver::start(free_port(), usize::MAX).await;
+    let config = self::config(&dir, &[("broken", broken.port)], 2);
+    let exited = start(&dir, port, &config);
+    let digest = push_image(&repo, "c").await.digest;
+    let listed = |out: &str| out.lines().map(|l| l.split('\t').next().unwrap().to_owned()).collect::<HashSet<_>>();
+    wait_for("two failed attempts of each event", 30, || broken.got().len() == 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop(&exited);
+    let failed = admin(&dir, &["failed"]);
+    let ids = listed(&failed);
+    assert_eq!(ids.len(), 2, "push and tag kept as failed:\n{failed}");
+    assert!(failed.contains("attempts=2") && failed.contains("the receiver answered 500"), "{failed}");
+    assert!(admin(&dir, &["failed", "--json"]).contains(&digest));
+    broken.fail_first.store(0, Ordering::SeqCst);
+    assert!(admin(&dir, &["redeliver", "--all"]).starts_with("2 deliveries"));
+    assert_eq!(admin(&dir, &["failed"]), "");
+    let exited = start(&dir, port, &config);
+    wait_for("the redelivered events", 30, || broken.got().len() == 6).await;
+    stop(&exited);
+    let expected: HashSet<String> = ids.iter().map(|id| id.strip_suffix(".broken").unwrap().to_owned()).collect();
+    assert_eq!(broken.ids(), expected, "redelivered under the ids they always had");
+    check("broken", &broken.got());
+}
+
+/// Runs `berth webhooks ARGS --data-dir DIR/store` and returns its output.
+fn admin(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(bin()).arg("webhooks").args(args).arg("--data-dir").arg(dir.join("store")).output().unwrap();
+    assert!(out.status.success(), "berth webhooks {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
