@@ -211,17 +211,22 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         if grant.private {
             auth::mark_private(&mut response);
         }
-        let event = self.emit(draft, &subject, response.status(), &ctx, found);
-        if let (Some(hooks), Some(event), Some(request)) = (&self.hooks, event, hook_request) {
+        let Some(mut event) = draft.map(|d| d.finish(&subject, response.status(), ctx.now, found)) else {
+            return response;
+        };
+        if let (Some(hooks), Some(request)) = (&self.hooks, hook_request) {
             if let Err(e) = hooks.record(&self.meta, &event, &request, refusal.as_ref(), &ctx).await {
                 tracing::error!(error = %e.message, "webhook events could not be written to the outbox");
                 // A write without its event must not look successful: the client retries.
                 if !matches!(event.action, EventAction::Pull) && event.outcome == events::Outcome::Ok {
-                    return Reply::error(error::oci(ErrorCode::Unknown, "the write succeeded but its event could not be recorded; retry"))
-                        .into_response(head);
+                    let message = "the write succeeded but its event could not be recorded; retry";
+                    response = Reply::error(error::oci(ErrorCode::Unknown, message)).into_response(head);
+                    event.status = response.status().as_u16();
+                    event.outcome = events::Outcome::Error;
                 }
             }
         }
+        self.tell_sinks(&event);
         response
     }
 
@@ -232,12 +237,16 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         status: StatusCode,
         ctx: &RequestContext,
         found: Option<events::Found>,
-    ) -> Option<Event> {
-        let event = draft?.finish(subject, status, ctx.now, found);
-        for sink in &self.sinks {
-            sink.emit(&event);
+    ) {
+        if let Some(draft) = draft {
+            self.tell_sinks(&draft.finish(subject, status, ctx.now, found));
         }
-        Some(event)
+    }
+
+    fn tell_sinks(&self, event: &Event) {
+        for sink in &self.sinks {
+            sink.emit(event);
+        }
     }
 
     async fn dispatch(

@@ -169,12 +169,25 @@ async fn the_outbox_is_written_for_successful_writes_only() {
     assert!(h.kinds().await.contains(&(HookKind::Delete, None)));
 }
 
+/// Every status the registry's sinks were told.
+#[derive(Default)]
+struct Statuses(Mutex<Vec<u16>>);
+
+impl crate::EventSink for Statuses {
+    fn emit(&self, event: &crate::Event) {
+        self.0.lock().unwrap().push(event.status);
+    }
+}
+
 #[tokio::test]
 async fn a_write_whose_event_cannot_be_recorded_is_not_answered_as_a_success() {
-    let h = harness(&config(""));
+    let statuses = std::sync::Arc::new(Statuses::default());
+    let mut h = harness(&config(""));
+    h.registry = h.registry.with_event_sink(statuses.clone());
     let (bytes, _) = h.image("team/app", 1).await;
     h.registry.meta_store().break_outbox.store(true, Ordering::Relaxed);
     assert_eq!(h.send("PUT", "/v2/team/app/manifests/v1", &bytes).await, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(statuses.0.lock().unwrap().last(), Some(&500), "the sinks (audit log, metrics) hear the answer given");
     // The client's retry, once the store is back, records it.
     h.registry.meta_store().break_outbox.store(false, Ordering::Relaxed);
     assert_eq!(h.send("PUT", "/v2/team/app/manifests/v1", &bytes).await, StatusCode::CREATED);
