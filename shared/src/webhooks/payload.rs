@@ -69,10 +69,12 @@ fn distribution_action(kind: HookKind) -> &'static str {
     }
 }
 
-/// RFC 3339 in UTC, as both formats want their time.
+/// RFC 3339 in UTC, as both formats want their time. (chrono's RFC 3339 writer, which the
+/// token endpoint already uses: `format("%Y...")` would bring its strftime parser into the
+/// Worker's bundle.)
 fn rfc3339(at: u64) -> String {
     chrono::DateTime::from_timestamp(at as i64, 0)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
