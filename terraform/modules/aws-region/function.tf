@@ -137,6 +137,7 @@ resource "aws_lambda_function" "this" {
       },
       local.auth_config_secret_name == null ? {} : { BERTH_AUTH_CONFIG_SECRET = local.auth_config_secret_name },
       var.policy_config == null ? {} : { BERTH_POLICY_CONFIG = var.policy_config },
+      var.public_url == null ? {} : { BERTH_PUBLIC_URL = var.public_url },
     )
   }
 
