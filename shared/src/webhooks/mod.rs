@@ -164,7 +164,8 @@ fn hook_events(event: &Event, request: &RequestInfo, refusal: Option<&serde_json
                 });
             }
         }
-        (EventAction::Pull, TargetKind::Manifest, Outcome::Ok) if request.method == "GET" => {
+        // A 304 (the client has it) and a HEAD (a probe) are not pulls, as in the metrics.
+        (EventAction::Pull, TargetKind::Manifest, Outcome::Ok) if request.method == "GET" && event.status == 200 => {
             out.push(base(HookKind::Pull, 0));
         }
         (EventAction::Delete, TargetKind::Manifest, Outcome::Ok) => out.push(base(HookKind::Delete, 0)),

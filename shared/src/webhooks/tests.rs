@@ -216,6 +216,10 @@ async fn pulls_are_events_only_when_asked_for_and_head_is_not_a_pull() {
     assert_eq!(h.send("PUT", "/v2/team/app/manifests/v1", &bytes).await, StatusCode::CREATED);
     assert_eq!(h.send("HEAD", "/v2/team/app/manifests/v1", b"").await, StatusCode::OK);
     assert_eq!(h.send("GET", "/v2/team/app/manifests/nope", b"").await, StatusCode::NOT_FOUND);
+    let etag = format!("\"{}\"", crate::hash::sha256_of(&bytes));
+    let req = http::Request::get("/v2/team/app/manifests/v1").header("if-none-match", etag).body(stream_of(Bytes::new())).unwrap();
+    let response = h.registry.handle(req, crate::RequestContext { now: NOW, random: [99; 16] }).await;
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
     assert!(!h.kinds().await.iter().any(|(k, _)| *k == HookKind::Pull));
     assert_eq!(h.send("GET", "/v2/team/app/manifests/v1", b"").await, StatusCode::OK);
     assert_eq!(h.kinds().await.iter().filter(|(k, _)| *k == HookKind::Pull).count(), 1);
