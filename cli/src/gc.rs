@@ -97,9 +97,11 @@ pub async fn run(args: GcArgs) -> Result<(), String> {
     let auth = args.auth_config.as_deref().map(crate::auth::read_config).transpose()?;
     let policies = crate::auth::policies(auth.as_ref(), args.policy_config.as_deref())?;
     // GC never signs upload ids: any key will do.
-    let registry = Registry::new(blobs, meta, berth_core::Config::new(vec![0; 32])).with_policies(policies);
+    let hooks = crate::webhooks::load(auth.as_ref(), args.policy_config.as_deref(), "")?;
+    let registry = Registry::new(blobs, meta, berth_core::Config::new(vec![0; 32])).with_policies(policies).with_webhooks(hooks);
     let opts = GcOptions { dry_run: args.dry_run, ..args.flags.options(args.settle) };
     let report = collect(&registry, &opts).await?;
+    crate::webhooks::gc_finished(&registry, &report).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
@@ -178,7 +180,9 @@ impl ScheduleFlags {
             loop {
                 tokio::time::sleep(period).await;
                 match collect(&registry, &opts).await {
-                    Ok(r) => tracing::info!(
+                    Ok(r) => {
+                        crate::webhooks::gc_finished(&registry, &r).await;
+                        tracing::info!(
                         tags_deleted = r.tags_deleted,
                         manifests_deleted = r.manifests_deleted,
                         links_removed = r.links_killed,
@@ -186,7 +190,8 @@ impl ScheduleFlags {
                         bytes_freed = r.bytes_freed,
                         uploads_aborted = r.uploads_aborted,
                         "garbage collection run finished"
-                    ),
+                    )
+                    }
                     Err(e) => tracing::warn!("{e}"),
                 }
             }

@@ -16,6 +16,7 @@ mod serve;
 mod tls;
 mod token_client;
 mod upstream;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 
@@ -67,6 +68,9 @@ enum Command {
     /// Quota usage of a running registry (docs/quotas.md).
     #[command(subcommand)]
     Quota(quota::QuotaCommand),
+    /// Webhook deliveries kept as failed, and redelivery (docs/webhooks.md).
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,6 +97,7 @@ fn main() -> std::process::ExitCode {
         Command::Gc(args) => return in_runtime(gc::run(args), cli.log_format),
         Command::Relay(args) => return in_runtime(relay::run(args), cli.log_format),
         Command::Quota(cmd) => return in_runtime(quota::run(cmd), cli.log_format),
+        Command::Webhooks(cmd) => return in_runtime(webhooks::run(cmd), cli.log_format),
     };
     match admin {
         Ok(()) => std::process::ExitCode::SUCCESS,

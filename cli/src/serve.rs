@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// Garbage collection while serving (--gc-interval; docs/gc.md).
     #[command(flatten)]
     gc: crate::gc::ScheduleFlags,
+    /// Webhook delivery (the `[webhooks]` of --auth-config or --policy-config; docs/webhooks.md).
+    #[command(flatten)]
+    webhooks: crate::webhooks::DeliveryFlags,
 }
 
 type LocalRegistry = Registry<FsBlobStore, RedbMeta>;
@@ -136,6 +139,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         registry = registry.with_upstream(berth_core::mirror::UpstreamClient::new(Arc::new(http)));
     }
     registry = registry.with_policies(policies);
+    let hooks = crate::webhooks::load(auth_config.as_ref(), args.policy_config.as_deref(), &args.webhooks.public_url)?;
+    if !hooks.is_empty() {
+        tracing::info!(endpoints = hooks.config().endpoints.len(), "webhooks are on");
+        registry = registry.with_webhooks(hooks);
+    }
     let registry = Arc::new(registry);
     let metrics = match args.metrics_addr {
         Some(addr) => {
@@ -152,7 +160,16 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         Ok(n) => tracing::info!(uploads = n, "released upload claims left by an earlier run"),
         Err(e) => return Err(format!("cannot read upload sessions: {e:?}")),
     }
+    if registry.webhooks().is_some() {
+        // Likewise for webhook deliveries a killed process had claimed: they go out now.
+        match berth_core::webhooks::release_claims(registry.meta_store()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "released webhook deliveries claimed by an earlier run"),
+            Err(e) => return Err(format!("cannot read the webhook outbox: {}", e.message)),
+        }
+    }
     args.gc.spawn(registry.clone());
+    crate::webhooks::spawn(registry.clone(), &args.webhooks, metrics.clone())?;
 
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

@@ -34,6 +34,8 @@ mod r2_upload;
 mod settings;
 #[cfg(target_arch = "wasm32")]
 mod translate;
+#[cfg(target_arch = "wasm32")]
+mod webhooks;
 
 #[cfg(target_arch = "wasm32")]
 mod worker_main {
@@ -120,6 +122,10 @@ mod worker_main {
             Ok(policies) => registry = registry.with_policies(policies),
             Err(message) => return misconfigured(&message),
         }
+        match crate::webhooks::webhooks(settings.auth_config.as_deref(), settings.policy_config.as_deref(), &settings.public_url) {
+            Ok(hooks) => registry = registry.with_webhooks(hooks),
+            Err(message) => return misconfigured(&message),
+        }
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
         let bytes_in = content_length(request.headers());
         let started = js_sys::Date::now();
@@ -159,15 +165,45 @@ mod worker_main {
     }
 
     /// The Cron Trigger (`[triggers] crons` in wrangler.toml, `cloudflare_workers_cron_trigger`
-    /// in terraform/modules/cloudflare): garbage collection (docs/gc.md) for a bounded time,
-    /// continued by the next trigger from its checkpoint in R2. `wrangler dev --test-scheduled`
-    /// fires it at `/__scheduled`.
+    /// in terraform/modules/cloudflare): due webhook deliveries first (docs/webhooks.md), then
+    /// garbage collection (docs/gc.md) for a bounded time, continued by the next trigger from
+    /// its checkpoint in R2. `wrangler dev --test-scheduled` fires it at `/__scheduled`.
     #[event(scheduled)]
     async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::ScheduleContext) {
+        if let Err(message) = deliver(&env).await {
+            console_error!("berth: webhook deliveries: {message}");
+        }
         if let Err(message) = collect(&env).await {
             console_error!("berth: garbage collection: {message}");
         }
     }
+
+    /// Delivers due webhook events, batch after batch, for at most [`DELIVERY_BUDGET_SECS`].
+    async fn deliver(env: &Env) -> Result<(), String> {
+        let settings = Settings::from_env(env)?;
+        let hooks = crate::webhooks::webhooks(settings.auth_config.as_deref(), settings.policy_config.as_deref(), &settings.public_url)?;
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let bucket = env
+            .bucket(BUCKET_BINDING)
+            .map_err(|_| format!("the Worker has no R2 bucket bound as {BUCKET_BINDING}"))?;
+        let meta = R2Meta::new(bucket);
+        let clock = || (js_sys::Date::now() / 1000.0) as u64;
+        let stop = clock() + DELIVERY_BUDGET_SECS;
+        let batch = berth_core::webhooks::outbox::DEFAULT_BATCH;
+        loop {
+            let concurrency = berth_core::webhooks::outbox::DEFAULT_CONCURRENCY;
+            let r = hooks.deliver(&meta, &crate::webhooks::FetchPost, clock(), batch, concurrency).await.map_err(|e| e.message)?;
+            worker::console_log!("berth: webhook deliveries: {}", serde_json::to_string(&r).unwrap_or_default());
+            if r.delivered + r.retrying + r.failed < batch || clock() >= stop {
+                return Ok(());
+            }
+        }
+    }
+
+    /// How long one trigger delivers webhooks before GC gets its turn.
+    const DELIVERY_BUDGET_SECS: u64 = 30;
 
     async fn collect(env: &Env) -> Result<(), String> {
         let settings = Settings::from_env(env)?;

@@ -26,6 +26,8 @@ pub struct Settings {
     pub blob_cache: bool,
     /// Token auth's config (secret AUTH_CONFIG, from `berth auth export`); none: auth off.
     pub auth_config: Option<String>,
+    /// The registry's public URL (var PUBLIC_URL), for webhook payloads (docs/webhooks.md).
+    pub public_url: String,
     /// Tag policies for a Worker without auth (var POLICY_CONFIG: TOML with only `[policies]`,
     /// docs/policies.md); with auth they live in AUTH_CONFIG.
     pub policy_config: Option<String>,
@@ -119,6 +121,7 @@ impl Settings {
             blob_cache,
             auth_config: text(env, "AUTH_CONFIG"),
             policy_config: text(env, "POLICY_CONFIG"),
+            public_url: text(env, "PUBLIC_URL").unwrap_or_default(),
             count_backend_calls: text(env, "COUNT_BACKEND_CALLS").is_some(),
             analytics_echo: text(env, "ANALYTICS_ECHO").is_some(),
         })

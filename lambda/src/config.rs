@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use berth_core::auth::{Auth, AuthConfig};
 use berth_core::policy::Policies;
+use berth_core::webhooks::Webhooks;
 use berth_core::Config;
 
 /// Lambda refuses synchronous invocations whose event is larger than this.
@@ -113,8 +114,9 @@ impl Settings {
     /// deployment should use: it holds the signing keys), else from `BERTH_AUTH_CONFIG_TOML` itself.
     /// Neither: no auth. A bad config stops the function at init, so a deployment never serves
     /// with half a policy. Also returns the tag policies: the auth config's `[policies]`, or
-    /// `BERTH_POLICY_CONFIG` (TOML with only `[policies]`, for a function without auth).
-    pub async fn auth(&self, sdk: &aws_config::SdkConfig) -> Result<(Option<Auth>, Policies), String> {
+    /// `BERTH_POLICY_CONFIG` (TOML with only `[policies]`, for a function without auth), and
+    /// the webhooks (`[webhooks]` of either; docs/webhooks.md; `BERTH_PUBLIC_URL` for payloads).
+    pub async fn auth(&self, sdk: &aws_config::SdkConfig) -> Result<(Option<Auth>, Policies, Webhooks), String> {
         let text = match (var("BERTH_AUTH_CONFIG_SECRET"), var("BERTH_AUTH_CONFIG_TOML")) {
             (Some(_), Some(_)) => return Err("set BERTH_AUTH_CONFIG_SECRET or BERTH_AUTH_CONFIG_TOML, not both".into()),
             (Some(secret), None) => Some(self.read_secret(sdk, "BERTH_AUTH_CONFIG_SECRET", &secret).await?),
@@ -124,13 +126,16 @@ impl Settings {
         let config = text.as_deref().map(AuthConfig::from_toml).transpose()?;
         let policies = Policies::from_settings(config.as_ref(), var("BERTH_POLICY_CONFIG").as_deref())
             .map_err(|e| format!("BERTH_POLICY_CONFIG or the auth config: {e}"))?;
-        let Some(text) = text else { return Ok((None, policies)) };
+        let public_url = var("BERTH_PUBLIC_URL").unwrap_or_default();
+        let hooks = Webhooks::from_settings(config.as_ref(), var("BERTH_POLICY_CONFIG").as_deref(), &public_url)
+            .map_err(|e| format!("BERTH_POLICY_CONFIG or the auth config: {e}"))?;
+        let Some(text) = text else { return Ok((None, policies, hooks)) };
         let auth = Auth::from_toml(&text)?;
         if !auth.trusts_oidc_issuers() {
-            return Ok((Some(auth), policies));
+            return Ok((Some(auth), policies, hooks));
         }
         let fetcher = berth_core::native::ReqwestFetch::new()?;
-        Ok((Some(auth.with_fetcher(Box::new(fetcher))), policies))
+        Ok((Some(auth.with_fetcher(Box::new(fetcher))), policies, hooks))
     }
 
     /// A secret's string value; `setting` names the variable that pointed at it, for errors.

@@ -44,13 +44,15 @@ async fn main() -> Result<(), lambda_http::Error> {
     let (core, auth) = tokio::join!(settings.core_config(&sdk), settings.auth(&sdk));
     let secrets_ms = phase.elapsed().as_secs_f64() * 1000.0;
     let mut registry = Registry::new(blobs, meta, core?);
-    let (auth, policies) = auth?;
+    let (auth, policies, hooks) = auth?;
     let auth_on = auth.is_some();
     if let Some(auth) = auth {
         registry = registry.with_auth(auth);
     }
     let policies_on = !policies.is_empty();
     registry = registry.with_policies(policies);
+    let webhook_endpoints = hooks.config().endpoints.len();
+    registry = registry.with_webhooks(hooks);
     let registry: Arc<LambdaRegistry> = Arc::new(registry);
     let emf = Arc::new(emf::Emf::from_env());
     tracing::info!(
@@ -61,6 +63,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         meta_bucket = %settings.meta_bucket,
         auth = auth_on,
         policies = policies_on,
+        webhook_endpoints,
         "berth is ready for Lambda events"
     );
     // One function, two event sources: HTTP (function URL, API Gateway, ALB) and the
@@ -80,6 +83,8 @@ async fn dispatch<B: BlobStore, M: MetaStore>(
 ) -> Result<serde_json::Value, lambda_http::Error> {
     let LambdaEvent { payload, context } = event;
     if scheduled::is_scheduled(&payload) {
+        // Webhook deliveries first: they are due now, GC can wait for the next invocation.
+        scheduled::deliver(registry, context.deadline).await;
         let report = scheduled::collect(registry, context.deadline).await?;
         return Ok(serde_json::to_value(report)?);
     }
@@ -91,7 +96,7 @@ async fn dispatch<B: BlobStore, M: MetaStore>(
 
 #[cfg(test)]
 mod tests {
-    use berth_core::{Config, MemoryBlobStore, MemoryMetaStore, Registry};
+    use berth_core::{Config, MemoryBlobStore, MemoryMetaStore, MetaStore, Registry};
     use lambda_http::{Context, LambdaEvent};
     use serde_json::json;
 
@@ -170,5 +175,36 @@ mod tests {
         assert_eq!(out["dry_run"], false, "{out}");
         // The run left its report in the metadata store.
         assert!(registry.gc_report().await.unwrap().is_some());
+    }
+
+    /// With webhooks, the scheduled event delivers what is due (here a GC run's event) first.
+    #[tokio::test]
+    async fn a_scheduled_event_delivers_due_webhooks() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 65536];
+            let n = conn.read(&mut buf).await.unwrap();
+            conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let config = format!(
+            "[[webhooks.endpoints]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/\"\nsecret = \"0123456789abcdef\"\n\
+             allow_private = true\nevents = [\"gc_finished\"]\n"
+        );
+        let hooks = berth_core::webhooks::Webhooks::from_settings(None, Some(&config), "").unwrap();
+        let registry = registry().with_webhooks(hooks);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let event = berth_core::webhooks::gc_finished(now, &Default::default());
+        registry.webhooks().unwrap().enqueue(registry.meta_store(), event, [3; 16], 0).await.unwrap();
+        let scheduled = json!({ "detail-type": "Scheduled Event", "source": "aws.events", "detail": {} });
+        super::dispatch(&registry, None, LambdaEvent::new(scheduled, context())).await.unwrap();
+        let request = tokio::time::timeout(std::time::Duration::from_secs(10), received).await.unwrap().unwrap();
+        assert!(request.starts_with("POST / HTTP/1.1"), "{request}");
+        assert!(request.contains("berth-event: gc_finished"), "{request}");
+        assert!(berth_core::webhooks::failed(registry.meta_store(), None, 10).await.unwrap().is_empty());
+        assert!(registry.meta_store().list("webhooks/due/", None, 10).await.unwrap().is_empty(), "delivered, so removed");
     }
 }

@@ -2,6 +2,8 @@
 //! invokes it with a "Scheduled Event", and it runs the core's garbage collection
 //! (`berth_core::gc`, docs/gc.md) until a margin before the invocation's deadline. The run's
 //! checkpoint is in the metadata bucket, so the next scheduled invocation continues it.
+//! Before GC, it delivers the webhook events that are due (docs/webhooks.md): the core's
+//! `deliver` step, as `berth serve` runs it, so delivery is as often as the schedule.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,6 +31,31 @@ pub fn is_scheduled(event: &Value) -> bool {
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Delivers due webhook events in batches until none is left or a quarter of the invocation's
+/// time is used (GC gets the rest). A failed round is logged; its entries stay due.
+pub async fn deliver<B: BlobStore, M: MetaStore>(registry: &Registry<B, M>, deadline_ms: u64) {
+    let Some(hooks) = registry.webhooks() else { return };
+    let sender = match berth_core::native::WebhookPost::new() {
+        Ok(sender) => sender,
+        Err(e) => return tracing::error!("{e}"),
+    };
+    let start = now();
+    let stop = start + (deadline_ms / 1000).saturating_sub(start) / 4;
+    let batch = berth_core::webhooks::outbox::DEFAULT_BATCH;
+    let concurrency = berth_core::webhooks::outbox::DEFAULT_CONCURRENCY;
+    loop {
+        match hooks.deliver(registry.meta_store(), &sender, now(), batch, concurrency).await {
+            Ok(r) => {
+                tracing::info!(delivered = r.delivered, retrying = r.retrying, failed = r.failed, "webhook deliveries");
+                if r.delivered + r.retrying + r.failed < batch || now() >= stop {
+                    return;
+                }
+            }
+            Err(e) => return tracing::warn!(error = %e.message, "webhook delivery round failed; the next invocation retries"),
+        }
+    }
 }
 
 /// One scheduled invocation: GC until `deadline_ms` (the invocation's, Unix milliseconds)

@@ -92,11 +92,21 @@ pub struct Target {
     /// The upload session, for requests on one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<String>,
+    /// Tags a push pointed away from another manifest (webhooks' `tag_moved`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<TagMove>,
+}
+
+/// A tag that pointed at `from` before this push moved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagMove {
+    pub tag: String,
+    pub from: String,
 }
 
 impl Target {
     fn new(kind: TargetKind) -> Self {
-        Target { kind, reference: None, digest: None, media_type: None, size: None, tags: Vec::new(), upload: None }
+        Target { kind, reference: None, digest: None, media_type: None, size: None, tags: Vec::new(), upload: None, moved: Vec::new() }
     }
 
     /// The tag in the request's path, when there is one.
@@ -179,6 +189,8 @@ pub(crate) struct Found {
     pub size: Option<u64>,
     /// Tags applied beyond the one in the path (`?tag=` of a push by digest).
     pub tags: Vec<String>,
+    /// Tags the push moved away from another manifest.
+    pub moved: Vec<TagMove>,
 }
 
 impl Found {
@@ -187,7 +199,7 @@ impl Found {
     }
 
     pub fn manifest(digest: impl ToString, media_type: &str, size: u64) -> Self {
-        Found { digest: Some(digest.to_string()), media_type: Some(media_type.to_owned()), size: Some(size), tags: Vec::new() }
+        Found { digest: Some(digest.to_string()), media_type: Some(media_type.to_owned()), size: Some(size), tags: Vec::new(), moved: Vec::new() }
     }
 }
 
@@ -274,6 +286,7 @@ impl Draft {
             target.digest = found.digest.or(target.digest);
             target.media_type = found.media_type.or(target.media_type);
             target.size = found.size.or(target.size);
+            target.moved = found.moved;
             for tag in found.tags {
                 if !target.tags.contains(&tag) {
                     target.tags.push(tag);

@@ -34,6 +34,7 @@ pub mod storage;
 pub mod tags;
 pub mod ui;
 pub mod uploads;
+pub mod webhooks;
 
 use http::{Method, StatusCode};
 
@@ -115,6 +116,8 @@ pub struct Registry<B, M> {
     pub(crate) policies: std::sync::Arc<policy::Policies>,
     /// The HTTP client of pull-through caches (the `mirrors` policies); see [`Registry::with_upstream`].
     pub(crate) upstream: Option<std::sync::Arc<mirror::UpstreamClient>>,
+    /// None: no webhooks; see [`Registry::with_webhooks`].
+    pub(crate) hooks: Option<std::sync::Arc<webhooks::Webhooks>>,
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
@@ -127,6 +130,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             sinks: vec![std::sync::Arc::new(auth::AuditLog)],
             policies: Default::default(),
             upstream: None,
+            hooks: None,
         }
     }
 
@@ -163,6 +167,17 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         self
     }
 
+    /// Writes the events webhooks want to the outbox before each response (src/webhooks/);
+    /// a runtime delivers them with [`webhooks::Webhooks::deliver`]. Shared, like the auth.
+    pub fn with_webhooks(mut self, hooks: impl Into<std::sync::Arc<webhooks::Webhooks>>) -> Self {
+        self.hooks = Some(hooks.into()).filter(|h| !h.is_empty());
+        self
+    }
+
+    pub fn webhooks(&self) -> Option<&webhooks::Webhooks> {
+        self.hooks.as_deref()
+    }
+
     pub fn blob_store(&self) -> &B {
         &self.blobs
     }
@@ -185,6 +200,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         // Drafted before the gate: a refused request is an event too.
         let draft = events::Draft::of(&endpoint, &req);
+        let hook_request = self.hooks.as_ref().map(|_| webhooks::request_info(&req, &ctx));
         // Auth first: nothing is dispatched, stored or read from a cache before it passes.
         let (req, subject, grant) = match self.gate(req, &endpoint, &ctx).await {
             auth::Gate::Pass(req, subject, grant) => (req, subject, grant),
@@ -194,16 +210,35 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 return response;
             }
         };
+        let mut refusal = None;
         let mut reply = match self.dispatch(endpoint, req, &grant, &ctx).await {
             Ok(reply) => reply,
-            Err(err) => Reply::error(err),
+            Err(err) => {
+                refusal = err.detail.clone().filter(|_| hook_request.is_some());
+                Reply::error(err)
+            }
         };
         let found = reply.take_found();
         let mut response = reply.into_response(head);
         if grant.private {
             auth::mark_private(&mut response);
         }
-        self.emit(draft, &subject, response.status(), &ctx, found);
+        let Some(mut event) = draft.map(|d| d.finish(&subject, response.status(), ctx.now, found)) else {
+            return response;
+        };
+        if let (Some(hooks), Some(request)) = (&self.hooks, hook_request) {
+            if let Err(e) = hooks.record(&self.meta, &event, &request, refusal.as_ref(), &ctx).await {
+                tracing::error!(error = %e.message, "webhook events could not be written to the outbox");
+                // A write without its event must not look successful: the client retries.
+                if !matches!(event.action, EventAction::Pull) && event.outcome == events::Outcome::Ok {
+                    let message = "the write succeeded but its event could not be recorded; retry";
+                    response = Reply::error(error::oci(ErrorCode::Unknown, message)).into_response(head);
+                    event.status = response.status().as_u16();
+                    event.outcome = events::Outcome::Error;
+                }
+            }
+        }
+        self.tell_sinks(&event);
         response
     }
 
@@ -215,10 +250,14 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         ctx: &RequestContext,
         found: Option<events::Found>,
     ) {
-        let Some(draft) = draft else { return };
-        let event = draft.finish(subject, status, ctx.now, found);
+        if let Some(draft) = draft {
+            self.tell_sinks(&draft.finish(subject, status, ctx.now, found));
+        }
+    }
+
+    fn tell_sinks(&self, event: &Event) {
         for sink in &self.sinks {
-            sink.emit(&event);
+            sink.emit(event);
         }
     }
 

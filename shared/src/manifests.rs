@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::blobs::IMMUTABLE;
 use crate::body::{read_limited, Body};
 use crate::error::{oci, ErrorCode, RegistryError, Result};
-use crate::events::Found;
+use crate::events::{Found, TagMove};
 use crate::hash;
 use crate::names::{is_valid_tag, parse_digest, Digest, Reference, RepoName};
 use crate::records::{
@@ -340,7 +340,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         self.check_references(&name, &parsed, ctx.now).await?;
         self.charge_quotas(&name, &digest, bytes.len() as u64, ctx.now).await?;
 
-        let record = self.store_manifest(&name, &digest, &media_type, &bytes, &tags, &parsed, ctx.now).await?;
+        let (record, moved) = self.store_manifest(&name, &digest, &media_type, &bytes, &tags, &parsed, ctx.now).await?;
         let subject = record.subject.clone();
 
         let mut reply = Reply::new(StatusCode::CREATED)
@@ -352,12 +352,13 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         for tag in &query_tags {
             reply = reply.header(OCI_TAG, tag.clone());
         }
-        let found = Found { tags: query_tags, ..Found::manifest(&digest, &media_type, record.size) };
+        let found = Found { tags: query_tags, moved, ..Found::manifest(&digest, &media_type, record.size) };
         Ok(reply.found(found))
     }
 
     /// Stores verified manifest bytes and makes them visible with their tags, as a push does
-    /// (and a pull-through cache, for what it fetched). Returns the record written.
+    /// (and a pull-through cache, for what it fetched). Returns the record written and the tags
+    /// it moved from another manifest (webhooks' `tag_moved`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn store_manifest(
         &self,
@@ -368,7 +369,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         tags: &[String],
         parsed: &Parsed,
         now: u64,
-    ) -> Result<ManifestRecord> {
+    ) -> Result<(ManifestRecord, Vec<TagMove>)> {
         // Content first, then the record that makes it visible, then what points at it.
         self.blobs.put_verified(digest, bytes.clone()).await?;
         if self.content_written(digest).await? == crate::gc::Written::Lost {
@@ -386,9 +387,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             pulled_at: None,
             condemned_at: None,
         };
-        self.publish(name, digest, &record, bytes, tags, parsed).await?;
+        let moved = self.publish(name, digest, &record, bytes, tags, parsed).await?;
         self.ensure_repo(name).await?;
-        Ok(record)
+        Ok((record, moved))
     }
 
     /// Makes a manifest visible with its tags and referrer entry, so that a delete of the same
@@ -418,8 +419,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         bytes: &[u8],
         tags: &[String],
         parsed: &Parsed,
-    ) -> Result<()> {
+    ) -> Result<Vec<TagMove>> {
         let key = manifest_key(name, digest);
+        // Tags this push moved from another manifest (webhooks' `tag_moved`); a later round
+        // finds them on our digest already, so the first round's finding is kept.
+        let mut moved: Vec<TagMove> = Vec::new();
         let tag_value = Self::encode(&key, &TagRecord::new(digest, &record.media_type, bytes, record.pushed_at))?;
         for _ in 0..ATTEMPTS {
             let (version, generation, pulled_at) = self.write_live_record(&key, record).await?;
@@ -427,11 +431,15 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 self.add_referrer(name, subject, digest, &record.media_type, record.size, parsed).await?;
             }
             for tag in tags {
-                self.set_tag(name, tag, digest, &tag_value).await?;
+                if let Some(from) = self.set_tag(name, tag, digest, &tag_value).await? {
+                    if !moved.iter().any(|m| &m.tag == tag) {
+                        moved.push(TagMove { tag: tag.clone(), from });
+                    }
+                }
             }
             let again = ManifestRecord { generation: generation + 1, deleted: false, pulled_at, ..record.clone() };
             if let PutOutcome::Written { .. } = self.put_record(&key, &again, Precondition::Version(version)).await? {
-                return Ok(());
+                return Ok(moved);
             }
         }
         Err(busy(format!("manifest {digest}")))
@@ -508,22 +516,24 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// serialize: each write is made against the version it read, or retried. `record` is the
     /// encoded `TagRecord` for `digest`. An immutable tag is checked against the record read in
     /// the same round: a concurrent push that created it first makes this write's condition
-    /// fail, and the next round sees its digest and refuses.
-    async fn set_tag(&self, name: &RepoName, tag: &str, digest: &Digest, record: &Bytes) -> Result<()> {
+    /// fail, and the next round sees its digest and refuses. Returns the digest the tag pointed
+    /// at before, when that was another one.
+    async fn set_tag(&self, name: &RepoName, tag: &str, digest: &Digest, record: &Bytes) -> Result<Option<String>> {
         let key = tag_key(name, tag);
         let immutable = self.policies.immutable_rule(name.as_str(), tag).is_some();
         for _ in 0..ATTEMPTS {
-            let cond = match self.get_versioned::<TagDigest>(&key).await? {
+            let (cond, before) = match self.get_versioned::<TagDigest>(&key).await? {
                 Some((current, version)) => {
                     if immutable {
                         self.policies.check_tag_move(name.as_str(), tag, Some(&current.digest), digest.as_ref())?;
                     }
-                    Precondition::Version(version)
+                    let moved = (current.digest != digest.as_ref()).then_some(current.digest);
+                    (Precondition::Version(version), moved)
                 }
-                None => Precondition::Absent,
+                None => (Precondition::Absent, None),
             };
             if let PutOutcome::Written { .. } = self.meta.put(&key, record.clone(), cond).await? {
-                return Ok(());
+                return Ok(before);
             }
         }
         Err(busy(format!("tag {tag}")))

@@ -173,6 +173,8 @@ struct State {
     storage_capacity: Option<u64>,
     /// Per quota namespace (docs/quotas.md): bytes counted and the limit. Bounded by the config.
     namespaces: Vec<(String, u64, u64)>,
+    /// Webhook delivery attempts by result (`delivered`, `retrying`, `failed`).
+    webhooks: [u64; 3],
 }
 
 impl State {
@@ -269,6 +271,14 @@ impl Metrics {
         s.namespaces = usage;
     }
 
+    /// Counts what one webhook delivery round did (the runtime's delivery task reports it).
+    pub fn count_webhooks(&self, report: &crate::webhooks::DeliverReport) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (slot, n) in s.webhooks.iter_mut().zip([report.delivered, report.retrying, report.failed]) {
+            *slot += n as u64;
+        }
+    }
+
     /// Every value, as Prometheus's text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -334,6 +344,9 @@ impl Metrics {
         for (reason, n) in &s.auth_failures {
             v.push(sample("berth_auth_failures_total", vec![("reason", reason.to_string())], *n));
         }
+        for (result, n) in ["delivered", "retrying", "failed"].into_iter().zip(s.webhooks) {
+            v.push(sample("berth_webhook_deliveries_total", vec![("result", result.to_owned())], n));
+        }
         if let Some(used) = s.storage_used {
             v.push(sample("berth_storage_used_bytes", vec![], used));
         }
@@ -398,6 +411,10 @@ fn describe(sample: &str) -> (&'static str, &'static str) {
         "berth_upload_sessions_finished_total" => ("counter", "Blob upload sessions closed, by outcome."),
         "berth_upload_sessions_open" => ("gauge", "Upload sessions this process opened and has not seen closed."),
         "berth_auth_failures_total" => ("counter", "Requests refused by auth, by reason."),
+        "berth_webhook_deliveries_total" => (
+            "counter",
+            "Webhook delivery attempts, by result: delivered (2xx), retrying (failed, tried again later), failed (last attempt failed).",
+        ),
         "berth_storage_used_bytes" => ("gauge", "Bytes of storage in use."),
         "berth_storage_capacity_bytes" => ("gauge", "The storage capacity or quota the operator configured."),
         "berth_namespace_storage_bytes" => ("gauge", "Bytes stored per quota namespace, each blob counted once per namespace."),

@@ -1,12 +1,15 @@
 //! What the native adapters (`berth serve`, the Lambda function) share and the core itself must
-//! not do: read the clock and the OS RNG for a request, and fetch OIDC issuers' keys over
-//! HTTPS. Behind the `native` feature so the core stays I/O-free for wasm32 (the Worker takes
-//! these from the JS runtime).
+//! not do: read the clock and the OS RNG for a request, fetch OIDC issuers' keys over HTTPS,
+//! send webhook deliveries and fetch from upstream registries. Behind the `native` feature so
+//! the core stays I/O-free for wasm32 (the Worker takes these from the JS runtime).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::auth::HttpFetch;
 use crate::mirror::{Upstream, UpstreamRequest, UpstreamResponse};
+use crate::webhooks::{target::is_forbidden_ip, HttpPost};
 use crate::RequestContext;
 
 /// The time and randomness for one request.
@@ -120,4 +123,70 @@ fn describe(e: &reqwest::Error) -> String {
         text.push_str(" (timed out)");
     }
     text
+}
+
+/// A receiver gets this long to answer (connect included) before the attempt counts as failed.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The client deliveries go through: no redirects (one to an internal address would get round
+/// the URL check), a timeout, no proxy from the environment, and, unless the endpoint allows
+/// private addresses, a resolver that refuses names resolving to one.
+pub struct WebhookPost {
+    public: reqwest::Client,
+    private: reqwest::Client,
+}
+
+impl WebhookPost {
+    pub fn new() -> Result<Self, String> {
+        Self::with_timeout(DELIVERY_TIMEOUT)
+    }
+
+    pub fn with_timeout(timeout: Duration) -> Result<Self, String> {
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .no_proxy()
+        };
+        let public = builder().dns_resolver(Arc::new(PublicOnly)).build();
+        let private = builder().build();
+        match (public, private) {
+            (Ok(public), Ok(private)) => Ok(WebhookPost { public, private }),
+            (Err(e), _) | (_, Err(e)) => Err(format!("cannot set up the webhook client: {e}")),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpPost for WebhookPost {
+    async fn post(&self, url: &str, allow_private: bool, headers: Vec<(String, String)>, body: Vec<u8>) -> Result<u16, String> {
+        let client = if allow_private { &self.private } else { &self.public };
+        let mut request = client.post(url).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        // Only the status counts: the body is never read (a huge or malformed one costs nothing;
+        // dropping the response closes the connection).
+        let response = request.send().await.map_err(|e| describe(&e))?;
+        Ok(response.status().as_u16())
+    }
+}
+
+/// Resolves host names, and refuses any that resolve to an internal address (a public name
+/// pointed at 127.0.0.1 or at a cloud metadata service must not reach it).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| is_forbidden_ip(a.ip())) {
+                let message = format!("{host} resolves to {}, an internal address; refused (allow_private)", bad.ip());
+                return Err(message.into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }

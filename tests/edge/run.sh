@@ -19,12 +19,14 @@
 #      it (tests/edge/wrangler-contract.toml) and calls its POST /__berth/contract, which
 #      answers 200 `ok` or 500 with what failed; checks the production bundle lacks the route.
 #   7. gc: garbage collection fired by the Cron Trigger (tests/edge/gc.sh, its own instance).
+#   7b. webhooks: outbox entries delivered by the Cron Trigger to a local receiver, signed,
+#      retried after a failure (tests/edge/webhooks.sh, its own instance).
 #   8. ui: the web interface's browser tests (tests/ui/run.sh with UI_TARGET=worker: its own
 #      Workers, auth off then on with AUTH_CONFIG; needs target/release/berth, as `push` does).
 # Every instance is stopped by PID (its process group) on exit.
 #
 #   bash tests/edge/run.sh                # everything
-#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push relay auth contract gc ui
+#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push relay auth contract gc webhooks ui
 # Ports: every server gets a free port the kernel picks at run time (tests/free-port.sh; a fixed
 # one collided with other services once): A, B, the contract instance and their inspectors, the clients' front, s3s-fs
 # for B's presigned URLs, the auth step's Workers (each launcher's PORT..PORT+3) and its issuer.
@@ -40,7 +42,7 @@ free_port() { bash "$root/tests/free-port.sh" "$@" || { echo "edge: no free port
 port_a=$(free_port) inspector_a=$(free_port) port_b=$(free_port) inspector_b=$(free_port)
 port_c=$(free_port) inspector_c=$(free_port)
 port_r=$(free_port) inspector_r=$(free_port)
-steps=${EDGE_STEPS:-suite clients edge push relay auth contract gc ui}
+steps=${EDGE_STEPS:-suite clients edge push relay auth contract gc webhooks ui}
 work=$(mktemp -d /tmp/berth-edge.XXXXXX)
 pids=()
 failed=()
@@ -230,6 +232,11 @@ fi
 if [[ " $steps " == *" gc "* ]]; then
   say "garbage collection: the Cron Trigger under wrangler dev --test-scheduled (tests/edge/gc.sh)"
   bash tests/edge/gc.sh || failed+=("gc")
+fi
+
+if [[ " $steps " == *" webhooks "* ]]; then
+  say "webhooks: delivered by the Cron Trigger under wrangler dev --test-scheduled (tests/edge/webhooks.sh)"
+  bash tests/edge/webhooks.sh || failed+=("webhooks")
 fi
 
 if [[ " $steps " == *" ui "* ]]; then

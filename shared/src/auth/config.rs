@@ -32,6 +32,9 @@ pub struct AuthConfig {
     /// Immutable and refused tags, retention: see `crate::policy` and docs/policies.md.
     #[serde(default, skip_serializing_if = "crate::policy::PolicyConfig::is_empty")]
     pub policies: crate::policy::PolicyConfig,
+    /// `[webhooks]` (docs/webhooks.md): checked by `webhooks::Webhooks::new`.
+    #[serde(default, skip_serializing_if = "crate::webhooks::WebhookConfig::is_empty")]
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 impl AuthConfig {

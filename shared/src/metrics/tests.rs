@@ -208,3 +208,16 @@ fn storage_per_namespace_is_a_gauge_per_quota() {
     m.set_namespaces(vec![("ci".into(), 10, 1000)]);
     assert_eq!(value(&m, "berth_namespace_storage_bytes", &[("namespace", "team")]), None);
 }
+
+#[test]
+fn webhook_deliveries_by_result() {
+    let m = Metrics::default();
+    assert_eq!(value(&m, "berth_webhook_deliveries_total", &[("result", "failed")]), Some(0.0));
+    let report = crate::webhooks::DeliverReport { delivered: 3, retrying: 2, failed: 1, skipped: 5 };
+    m.count_webhooks(&report);
+    m.count_webhooks(&report);
+    assert_eq!(value(&m, "berth_webhook_deliveries_total", &[("result", "delivered")]), Some(6.0));
+    assert_eq!(value(&m, "berth_webhook_deliveries_total", &[("result", "retrying")]), Some(4.0));
+    assert_eq!(value(&m, "berth_webhook_deliveries_total", &[("result", "failed")]), Some(2.0));
+    assert!(m.render().contains("# TYPE berth_webhook_deliveries_total counter"));
+}

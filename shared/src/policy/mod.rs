@@ -38,9 +38,9 @@ impl Policies {
     /// on must not be read here and leave the registry open.
     pub fn from_policy_file(text: &str) -> Result<Self, String> {
         let table: toml::Table = toml::from_str(text).map_err(|e| format!("policy config: {e}"))?;
-        if let Some(other) = table.keys().find(|k| *k != "policies") {
+        if let Some(other) = table.keys().find(|k| *k != "policies" && *k != "webhooks") {
             return Err(format!(
-                "policy config: [{other}] belongs in the auth config; this file may hold only [policies] \
+                "policy config: [{other}] belongs in the auth config; this file may hold only [policies] and [webhooks] \
                  (a registry with token auth reads its policies from its auth config)"
             ));
         }

@@ -142,6 +142,7 @@ resource "aws_lambda_function" "this" {
         BERTH_METRICS_NAMESPACE        = var.metrics_namespace
         BERTH_METRICS_MAX_REPOSITORIES = tostring(var.metrics_max_repositories)
       },
+      var.public_url == null ? {} : { BERTH_PUBLIC_URL = var.public_url },
     )
   }
 

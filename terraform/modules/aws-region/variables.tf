@@ -151,7 +151,13 @@ variable "tags" {
 }
 
 variable "policy_config" {
-  description = "Tag policies, retention and quotas for a registry without token auth (docs/policies.md): TOML with only [policies]. With token auth, put them in the auth config instead. Null: none."
+  description = "Tag policies, retention and quotas for a registry without token auth (docs/policies.md): TOML with only [policies] (and [webhooks], docs/webhooks.md). With token auth, put them in the auth config instead. Null: none."
+  type        = string
+  default     = null
+}
+
+variable "public_url" {
+  description = "The registry's public URL (https://registry.example.com), for webhook payloads: the target's url and the event's source (docs/webhooks.md). Null: left out of payloads."
   type        = string
   default     = null
 }

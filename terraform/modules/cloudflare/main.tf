@@ -19,6 +19,7 @@ locals {
       BERTH_GC_BUDGET      = var.gc_budget
     },
     var.policy_config == null ? {} : { POLICY_CONFIG = var.policy_config },
+    var.public_url == null ? {} : { PUBLIC_URL = var.public_url },
     local.presign ? {
       S3_ENDPOINT  = "https://${var.account_id}.r2.cloudflarestorage.com"
       S3_BUCKET    = cloudflare_r2_bucket.blobs.name

@@ -1,0 +1,202 @@
+//! Webhooks (docs/webhooks.md): events of interest written to a durable outbox in the
+//! [`MetaStore`] as part of the request that caused them, then delivered outside requests by
+//! [`Webhooks::deliver`], which every runtime calls on its own schedule through its own
+//! [`HttpPost`].
+//!
+//! The registry writes the outbox entries after the handler answered 2xx and before the
+//! response leaves (see `Registry::answer`): no event for a write that failed. If the outbox
+//! write fails, a write request is answered 500 instead of its success, so the client retries
+//! (every write Berth emits events for is idempotent) and the retry records the event.
+
+pub mod config;
+pub mod outbox;
+pub mod payload;
+pub mod target;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::events::{Event, EventAction, Outcome, TargetKind};
+use crate::storage::{MaybeSendSync, MetaStore, StorageResult};
+use crate::RequestContext;
+
+pub use config::{EndpointConfig, Format, HookKind, WebhookConfig};
+pub use outbox::{failed, redeliver, redeliver_all, release_claims, DeliverReport, Delivery};
+pub use payload::{HookEvent, RequestInfo};
+
+/// Sends one delivery: the runtime's HTTP client. It must not follow redirects (a redirect to
+/// an internal address would get round the URL check), must cut a slow receiver off after a
+/// few seconds, need not read the response body, and (unless `allow_private`) must refuse to
+/// connect to an address [`target::is_forbidden_ip`] names, wherever a host name resolves to.
+/// Returns the response status, or why there was none.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait HttpPost: MaybeSendSync {
+    async fn post(&self, url: &str, allow_private: bool, headers: Vec<(String, String)>, body: Vec<u8>) -> Result<u16, String>;
+}
+
+/// The checked webhook config and what deliveries need besides it.
+#[derive(Debug, Clone, Default)]
+pub struct Webhooks {
+    pub(crate) config: WebhookConfig,
+    /// The registry's public URL (no trailing slash), for targets' `url` and events' `source`.
+    pub(crate) registry_url: String,
+}
+
+impl Webhooks {
+    pub fn new(config: WebhookConfig, registry_url: &str) -> Result<Self, String> {
+        config.validate()?;
+        Ok(Webhooks { config, registry_url: registry_url.trim_end_matches('/').to_owned() })
+    }
+
+    /// From a runtime's two settings, like [`crate::policy::Policies::from_settings`]: the
+    /// `[webhooks]` of its auth config or of its policies-only file, not both.
+    pub fn from_settings(auth: Option<&crate::auth::AuthConfig>, policy_file: Option<&str>, registry_url: &str) -> Result<Self, String> {
+        let in_auth = auth.map(|a| &a.webhooks).filter(|w| !w.is_empty());
+        let in_file = match policy_file {
+            Some(text) => {
+                crate::auth::AuthConfig::from_toml(text).map_err(|e| format!("policy {e}"))?.webhooks
+            }
+            None => WebhookConfig::default(),
+        };
+        let config = match (in_auth, in_file.is_empty()) {
+            (Some(_), false) => {
+                return Err("webhooks are given twice: in the auth config and in the policy config; keep them in one place".into())
+            }
+            (Some(config), true) => config.clone(),
+            (None, _) => in_file,
+        };
+        Webhooks::new(config, registry_url).map_err(|e| format!("webhooks: {e}"))
+    }
+
+    pub fn config(&self) -> &WebhookConfig {
+        &self.config
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.config.is_empty()
+    }
+
+    /// Writes the outbox entries of a request's event (none when no endpoint wants it).
+    /// `refusal` is the detail of the error the request was refused with, if any.
+    pub(crate) async fn record<M: MetaStore>(
+        &self,
+        meta: &M,
+        event: &Event,
+        request: &RequestInfo,
+        refusal: Option<&serde_json::Value>,
+        ctx: &RequestContext,
+    ) -> StorageResult<()> {
+        let ops: Vec<_> = hook_events(event, request, refusal, ctx)
+            .iter()
+            .flat_map(|e| outbox::enqueue_ops(&self.config, e))
+            .collect();
+        self.write(meta, ops).await
+    }
+
+    /// Enqueues an event that no request caused (a GC run finished). `random`: fresh bytes.
+    pub async fn enqueue<M: MetaStore>(&self, meta: &M, mut event: HookEvent, random: [u8; 16], n: u32) -> StorageResult<()> {
+        event.id = event_id(event.at, &random, n);
+        self.write(meta, outbox::enqueue_ops(&self.config, &event)).await
+    }
+
+    async fn write<M: MetaStore>(&self, meta: &M, ops: Vec<crate::storage::BatchOp>) -> StorageResult<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let applied = meta.apply(ops).await?;
+        if applied.iter().all(|a| *a) {
+            Ok(())
+        } else {
+            Err(crate::StorageError::new("an outbox entry with the same key exists (random ids repeated)"))
+        }
+    }
+}
+
+/// An event id: the time first (ids sort by time), then 16 hex digits from the request's
+/// random bytes (hashed: the same bytes seed upload ids), then which of the request's events.
+fn event_id(at: u64, random: &[u8; 16], n: u32) -> String {
+    let digest = Sha256::new().chain_update(b"berth event id\0").chain_update(random).finalize();
+    format!("{at:010}-{}-{n}", hex::encode(&digest[..8]))
+}
+
+/// What the webhooks see of a request (Distribution's `request` object).
+pub(crate) fn request_info(req: &crate::Request, ctx: &RequestContext) -> RequestInfo {
+    let header = |name: &str| crate::header_str(req.headers(), name).unwrap_or("").chars().take(256).collect();
+    RequestInfo {
+        id: crate::observe::request_id(req.headers(), ctx),
+        addr: crate::auth::client_of(req),
+        host: header("host"),
+        method: req.method().as_str().to_owned(),
+        useragent: header("user-agent"),
+    }
+}
+
+/// The webhook events of one request's event: none for most requests.
+fn hook_events(event: &Event, request: &RequestInfo, refusal: Option<&serde_json::Value>, ctx: &RequestContext) -> Vec<HookEvent> {
+    let t = &event.target;
+    let base = |kind: HookKind, n: u32| HookEvent {
+        id: event_id(event.at, &ctx.random, n),
+        kind,
+        at: event.at,
+        repository: event.repository.clone(),
+        digest: t.digest.clone(),
+        media_type: t.media_type.clone(),
+        size: t.size,
+        tag: t.tag().map(str::to_owned),
+        previous_digest: None,
+        actor: event.subject.clone(),
+        request: Some(request.clone()),
+        detail: None,
+    };
+    let mut out = Vec::new();
+    match (event.action, t.kind, event.outcome) {
+        (EventAction::Push, TargetKind::Manifest, Outcome::Ok) => {
+            out.push(HookEvent { tag: None, ..base(HookKind::Push, 0) });
+            for (i, tag) in t.tags.iter().enumerate() {
+                out.push(HookEvent { tag: Some(tag.clone()), ..base(HookKind::Tag, 1 + i as u32) });
+            }
+            for (i, m) in t.moved.iter().enumerate() {
+                out.push(HookEvent {
+                    tag: Some(m.tag.clone()),
+                    previous_digest: Some(m.from.clone()),
+                    ..base(HookKind::TagMoved, 1000 + i as u32)
+                });
+            }
+        }
+        // A 304 (the client has it) and a HEAD (a probe) are not pulls, as in the metrics.
+        (EventAction::Pull, TargetKind::Manifest, Outcome::Ok) if request.method == "GET" && event.status == 200 => {
+            out.push(base(HookKind::Pull, 0));
+        }
+        (EventAction::Delete, TargetKind::Manifest, Outcome::Ok) => out.push(base(HookKind::Delete, 0)),
+        (EventAction::Push, _, Outcome::Refused) => {
+            if let Some(quota) = refusal.filter(|d| d.get("quota").is_some()) {
+                let digest = t.digest.clone().or_else(|| t.reference.clone().filter(|r| r.contains(':')));
+                out.push(HookEvent { digest, detail: Some(json!({ "quota": quota })), ..base(HookKind::QuotaExceeded, 0) });
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The event of a finished GC run, for [`Webhooks::enqueue`].
+pub fn gc_finished(at: u64, report: &crate::GcReport) -> HookEvent {
+    HookEvent {
+        id: String::new(),
+        kind: HookKind::GcFinished,
+        at,
+        repository: None,
+        digest: None,
+        media_type: None,
+        size: None,
+        tag: None,
+        previous_digest: None,
+        actor: "berth-gc".to_owned(),
+        request: None,
+        detail: serde_json::to_value(report).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

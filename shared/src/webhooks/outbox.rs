@@ -1,0 +1,300 @@
+//! The durable outbox in the [`MetaStore`], and the `deliver` step every runtime runs outside
+//! requests.
+//!
+//! One record per (event, endpoint), under `webhooks/due/<next_at>-<event id>.<endpoint>`: keys
+//! sort by when they are due, so a worker lists from the start and stops at the first entry in
+//! the future. A worker claims an entry with a conditional write of a lease (`lease_until`) on
+//! the version it read: of two workers, one write fails and that worker skips the entry. A
+//! delivered entry is deleted on condition that it is still the claimed version; a failed one
+//! moves to a later key with one more attempt (put new, then delete old, in one batch); after
+//! the last attempt it moves to `webhooks/failed/<event id>.<endpoint>`.
+//!
+//! At least once: an entry leaves `due/` only after its receiver answered 2xx (or it was
+//! moved to `failed/`). A worker that dies mid-delivery leaves its lease, which lapses; the next
+//! worker sends the entry again with the same event id, which receivers deduplicate on.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::config::WebhookConfig;
+use super::payload::{self, HookEvent};
+use super::{HttpPost, Webhooks};
+use crate::error::StorageError;
+use crate::storage::{BatchOp, MetaStore, Precondition, PutOutcome, StorageResult};
+
+pub const DUE: &str = "webhooks/due/";
+pub const FAILED: &str = "webhooks/failed/";
+
+/// How long a claim holds: well over a delivery's timeout (runtimes cut a delivery off after a
+/// few seconds), so a live worker never loses its claim mid-delivery.
+pub const LEASE_SECS: u64 = 120;
+/// Most entries one `deliver` call looks at, and sends at once.
+pub const DEFAULT_BATCH: usize = 64;
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// The last error kept on a record (a receiver's status line or a connection error).
+const MAX_ERROR_CHARS: usize = 300;
+
+/// One delivery of one event to one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub event: HookEvent,
+    pub endpoint: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Unix seconds at which the next attempt is due.
+    pub next_at: u64,
+    /// A worker holds the entry until then (0: nobody).
+    #[serde(default)]
+    pub lease_until: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl Delivery {
+    /// `<event id>.<endpoint>`: names the delivery in admin commands.
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.event.id, self.endpoint)
+    }
+
+    pub(crate) fn due_key(&self) -> String {
+        format!("{DUE}{:012}-{}", self.next_at, self.id())
+    }
+
+    fn failed_key(&self) -> String {
+        format!("{FAILED}{}", self.id())
+    }
+
+    fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(key: &str, bytes: &[u8]) -> StorageResult<Delivery> {
+        serde_json::from_slice(bytes).map_err(|e| StorageError::new(format!("outbox entry {key} is unreadable: {e}")))
+    }
+}
+
+/// The ops that enqueue `event` for every endpoint that wants it (none: no op).
+pub(crate) fn enqueue_ops(config: &WebhookConfig, event: &HookEvent) -> Vec<BatchOp> {
+    config
+        .endpoints
+        .iter()
+        .filter(|e| e.wants(event.kind, event.repository.as_deref()))
+        .map(|e| {
+            let d = Delivery {
+                event: event.clone(),
+                endpoint: e.name.clone(),
+                attempts: 0,
+                next_at: event.at,
+                lease_until: 0,
+                last_error: None,
+            };
+            // Absent: ids are random, so this holds; a collision must not overwrite an event.
+            BatchOp::Put { key: d.due_key(), value: d.encode(), cond: Precondition::Absent }
+        })
+        .collect()
+}
+
+/// What one `deliver` call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeliverReport {
+    pub delivered: usize,
+    /// Failed attempts that will be retried.
+    pub retrying: usize,
+    /// Moved to `failed/` (last attempt failed, or the endpoint is gone from the config).
+    pub failed: usize,
+    /// Claimed by another worker first.
+    pub skipped: usize,
+}
+
+enum Outcome {
+    Delivered,
+    Retrying,
+    Failed,
+    Skipped,
+}
+
+impl Webhooks {
+    /// Delivers what is due at `now`: up to `batch` entries, `concurrency` at a time. Call it on
+    /// a schedule, outside requests; any number of workers may call it at once.
+    pub async fn deliver<M: MetaStore>(
+        &self,
+        meta: &M,
+        sender: &dyn HttpPost,
+        now: u64,
+        batch: usize,
+        concurrency: usize,
+    ) -> StorageResult<DeliverReport> {
+        let keys = meta.list(DUE, None, batch.max(1)).await?;
+        // Keys sort by due time: stop at the first one in the future.
+        let due: Vec<String> = keys
+            .into_iter()
+            .take_while(|k| due_time(k).is_none_or(|t| t <= now))
+            .filter(|k| due_time(k).is_some())
+            .collect();
+        let outcomes: Vec<StorageResult<Outcome>> = futures_util::stream::iter(due)
+            .map(|key| async move { self.deliver_one(meta, sender, &key, now).await })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        let mut report = DeliverReport::default();
+        for outcome in outcomes {
+            match outcome? {
+                Outcome::Delivered => report.delivered += 1,
+                Outcome::Retrying => report.retrying += 1,
+                Outcome::Failed => report.failed += 1,
+                Outcome::Skipped => report.skipped += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    async fn deliver_one<M: MetaStore>(&self, meta: &M, sender: &dyn HttpPost, key: &str, now: u64) -> StorageResult<Outcome> {
+        let Some(claimed) = claim(meta, key, now).await? else { return Ok(Outcome::Skipped) };
+        let (mut delivery, version) = claimed;
+        let Some(endpoint) = self.config.endpoint(&delivery.endpoint) else {
+            delivery.last_error = Some("the endpoint is no longer in the config".into());
+            self.move_to_failed(meta, key, &version, &delivery).await?;
+            return Ok(Outcome::Failed);
+        };
+        let body = delivery.event.body(endpoint.format, &self.registry_url);
+        let headers = vec![
+            ("content-type".to_owned(), payload::content_type(endpoint.format).to_owned()),
+            (payload::EVENT_ID_HEADER.to_owned(), delivery.event.id.clone()),
+            (payload::EVENT_KIND_HEADER.to_owned(), delivery.event.kind.as_str().to_owned()),
+            (payload::SIGNATURE_HEADER.to_owned(), payload::sign(endpoint.secret.as_bytes(), now, &body)),
+            ("user-agent".to_owned(), "berth-webhooks/1".to_owned()),
+        ];
+        let result = match sender.post(&endpoint.url, endpoint.allow_private, headers, body).await {
+            Ok(status) if (200..300).contains(&status) => Ok(()),
+            Ok(status) => Err(format!("the receiver answered {status}")),
+            Err(e) => Err(e),
+        };
+        delivery.attempts += 1;
+        match result {
+            Ok(()) => {
+                // Only while the claim is ours: if it lapsed and another worker took the entry,
+                // that worker removes it (the event went twice, with the same id).
+                meta.apply(vec![BatchOp::Delete { key: key.to_owned(), cond: Precondition::Version(version) }]).await?;
+                Ok(Outcome::Delivered)
+            }
+            Err(e) => {
+                delivery.last_error = Some(e.chars().take(MAX_ERROR_CHARS).collect());
+                if delivery.attempts >= self.config.max_attempts {
+                    self.move_to_failed(meta, key, &version, &delivery).await?;
+                    return Ok(Outcome::Failed);
+                }
+                delivery.next_at = now + self.config.backoff(delivery.attempts);
+                delivery.lease_until = 0;
+                move_entry(meta, key, &version, delivery.due_key(), &delivery).await?;
+                Ok(Outcome::Retrying)
+            }
+        }
+    }
+
+    async fn move_to_failed<M: MetaStore>(&self, meta: &M, key: &str, version: &str, delivery: &Delivery) -> StorageResult<()> {
+        let d = Delivery { lease_until: 0, ..delivery.clone() };
+        move_entry(meta, key, version, d.failed_key(), &d).await
+    }
+}
+
+/// The due time in an outbox key.
+fn due_time(key: &str) -> Option<u64> {
+    key.strip_prefix(DUE)?.get(..12)?.parse().ok()
+}
+
+/// Takes the entry at `key` for this worker until `now + LEASE_SECS`, or None if it is gone
+/// or another worker holds it. Returns the entry and the version our claim wrote.
+async fn claim<M: MetaStore>(meta: &M, key: &str, now: u64) -> StorageResult<Option<(Delivery, String)>> {
+    let Some(current) = meta.get(key).await? else { return Ok(None) };
+    let delivery = match Delivery::decode(key, &current.value) {
+        Ok(d) => d,
+        Err(e) => {
+            // Not ours to send (a newer version's record, or damage): left where it is, said
+            // once per round, and never in the way of the others.
+            tracing::warn!(error = %e.message, "skipping an outbox entry");
+            return Ok(None);
+        }
+    };
+    if delivery.lease_until > now {
+        return Ok(None);
+    }
+    let claimed = Delivery { lease_until: now + LEASE_SECS, ..delivery };
+    match meta.put(key, claimed.encode(), Precondition::Version(current.version)).await? {
+        PutOutcome::Written { version } => Ok(Some((claimed, version))),
+        PutOutcome::Conflict => Ok(None),
+    }
+}
+
+/// Moves our claimed entry from `key` (at `version`) to `to`. The new record is written first:
+/// a crash between the two writes leaves the entry twice (sent twice, same id), never zero times.
+async fn move_entry<M: MetaStore>(meta: &M, key: &str, version: &str, to: String, d: &Delivery) -> StorageResult<()> {
+    meta.apply(vec![
+        BatchOp::Put { key: to, value: d.encode(), cond: Precondition::None },
+        BatchOp::Delete { key: key.to_owned(), cond: Precondition::Version(version.to_owned()) },
+    ])
+    .await?;
+    Ok(())
+}
+
+/// Lets go of every claim in the outbox; returns how many there were. Only for a runtime that
+/// knows no other worker is delivering (`berth serve` at start: one process owns the store),
+/// so that entries a killed process had claimed go out now rather than when their lease lapses.
+pub async fn release_claims<M: MetaStore>(meta: &M) -> StorageResult<usize> {
+    let mut n = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let keys = meta.list(DUE, after.as_deref(), 100).await?;
+        let Some(last) = keys.last().cloned() else { return Ok(n) };
+        for key in keys {
+            let Some(current) = meta.get(&key).await? else { continue };
+            let d = Delivery::decode(&key, &current.value)?;
+            if d.lease_until > 0 {
+                let free = Delivery { lease_until: 0, ..d };
+                meta.put(&key, free.encode(), Precondition::Version(current.version)).await?;
+                n += 1;
+            }
+        }
+        after = Some(last);
+    }
+}
+
+/// Deliveries kept as failed, up to `limit` after the id `after` (admin listing).
+pub async fn failed<M: MetaStore>(meta: &M, after: Option<&str>, limit: usize) -> StorageResult<Vec<Delivery>> {
+    let after = after.map(|a| format!("{FAILED}{a}"));
+    let keys = meta.list(FAILED, after.as_deref(), limit).await?;
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Some(v) = meta.get(&key).await? {
+            out.push(Delivery::decode(&key, &v.value)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Puts a failed delivery back in the outbox, due at `now`, with its attempts reset. Returns
+/// false if there is no failed delivery with that id.
+pub async fn redeliver<M: MetaStore>(meta: &M, id: &str, now: u64) -> StorageResult<bool> {
+    let key = format!("{FAILED}{id}");
+    let Some(current) = meta.get(&key).await? else { return Ok(false) };
+    let delivery = Delivery::decode(&key, &current.value)?;
+    let again = Delivery { attempts: 0, next_at: now, lease_until: 0, ..delivery };
+    move_entry(meta, &key, &current.version, again.due_key(), &again).await?;
+    Ok(true)
+}
+
+/// Every failed delivery back in the outbox; returns how many.
+pub async fn redeliver_all<M: MetaStore>(meta: &M, now: u64) -> StorageResult<usize> {
+    let mut n = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let keys = meta.list(FAILED, after.as_deref(), 100).await?;
+        let Some(last) = keys.last().cloned() else { return Ok(n) };
+        for key in keys {
+            if redeliver(meta, &key[FAILED.len()..], now).await? {
+                n += 1;
+            }
+        }
+        after = Some(last);
+    }
+}
