@@ -85,6 +85,10 @@ pub struct ServeArgs {
 
 type LocalRegistry = Registry<FsBlobStore, RedbMeta>;
 
+/// Pull events held for webhooks between two delivery rounds (outbox entries; beyond it they
+/// are dropped and logged): about a second of pulls at tens of thousands per second.
+const PULL_EVENTS_HELD: usize = 65_536;
+
 pub async fn run(args: ServeArgs) -> Result<(), String> {
     keep_files_private();
     raise_open_file_limit(args.max_connections);
@@ -142,7 +146,8 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let hooks = crate::webhooks::load(auth_config.as_ref(), args.policy_config.as_deref(), &args.webhooks.public_url)?;
     if !hooks.is_empty() {
         tracing::info!(endpoints = hooks.config().endpoints.len(), "webhooks are on");
-        registry = registry.with_webhooks(hooks);
+        // Pull events are written by the delivery task in batches, not by each GET.
+        registry = registry.with_webhooks(hooks.buffer_pulls(PULL_EVENTS_HELD));
     }
     let registry = Arc::new(registry);
     let metrics = match args.metrics_addr {
@@ -184,7 +189,13 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         header_timeout: Duration::from_secs(args.header_timeout.max(1)),
         body_timeout: Duration::from_secs(args.body_timeout.max(1)),
     };
-    serve_connections(listener, registry, limits, tls, metrics).await;
+    serve_connections(listener, registry.clone(), limits, tls, metrics).await;
+    // The pull events of the last interval, once the requests in flight have finished.
+    if let Some(hooks) = registry.webhooks() {
+        if let Err(e) = hooks.flush_pulls(registry.meta_store()).await {
+            tracing::warn!(error = %e.message, "pull events not written to the webhook outbox");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

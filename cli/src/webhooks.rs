@@ -47,8 +47,17 @@ where
     let period = Duration::from_millis(flags.webhook_interval_ms.max(10));
     let concurrency = flags.webhook_concurrency.max(1);
     tokio::spawn(async move {
+        let mut dropped = 0;
         loop {
             let Some(hooks) = registry.webhooks() else { return };
+            // Pull events the requests left in memory (Webhooks::buffer_pulls), in one write.
+            if let Err(e) = hooks.flush_pulls(registry.meta_store()).await {
+                tracing::warn!(error = %e.message, "pull events not written to the outbox; the next round retries");
+            }
+            if hooks.pulls_dropped() > dropped {
+                dropped = hooks.pulls_dropped();
+                tracing::warn!(dropped, "pull events dropped: more pulls than one delivery interval holds");
+            }
             let batch = webhooks::outbox::DEFAULT_BATCH;
             match hooks.deliver(registry.meta_store(), &sender, crate::gc::now(), batch, concurrency).await {
                 Ok(r) => {

@@ -226,6 +226,34 @@ async fn pulls_are_events_only_when_asked_for_and_head_is_not_a_pull() {
 }
 
 #[tokio::test]
+async fn buffered_pulls_are_written_by_the_flush_and_bounded() {
+    let text = config("").replace("events = [\"push\",", "events = [\"pull\", \"push\",");
+    let policies = crate::policy::Policies::from_policy_file(&text).unwrap();
+    let registry = Registry::new(MemoryBlobStore::new(), Store::default(), Config::new(b"s".to_vec()))
+        .with_policies(policies)
+        .with_webhooks(hooks(&text).buffer_pulls(2));
+    let h = Harness { registry, random: AtomicU8::new(1) };
+    let (bytes, _) = h.image("team/app", 1).await;
+    assert_eq!(h.send("PUT", "/v2/team/app/manifests/v1", &bytes).await, StatusCode::CREATED);
+    // The push is written by its request; the pulls wait in memory, and past two are dropped.
+    for _ in 0..3 {
+        assert_eq!(h.send("GET", "/v2/team/app/manifests/v1", b"").await, StatusCode::OK);
+    }
+    let pulls = |kinds: Vec<(HookKind, Option<String>)>| kinds.iter().filter(|(k, _)| *k == HookKind::Pull).count();
+    assert!(h.kinds().await.iter().any(|(k, _)| *k == HookKind::Push));
+    assert_eq!(pulls(h.kinds().await), 0);
+    let hooks = h.registry.webhooks().unwrap();
+    assert_eq!(hooks.pulls_dropped(), 1);
+    // A failed flush keeps them for the next one.
+    h.registry.meta_store().break_outbox.store(true, Ordering::Relaxed);
+    assert!(hooks.flush_pulls(h.registry.meta_store()).await.is_err());
+    h.registry.meta_store().break_outbox.store(false, Ordering::Relaxed);
+    assert_eq!(hooks.flush_pulls(h.registry.meta_store()).await.unwrap(), 2);
+    assert_eq!(pulls(h.kinds().await), 2);
+    assert_eq!(hooks.flush_pulls(h.registry.meta_store()).await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn a_push_over_quota_is_a_quota_exceeded_event() {
     let text = config("\n[[policies.quotas]]\nname = \"team\"\nrepositories = [\"team/**\"]\nlimit = 1000\n");
     let h = harness(&text);
