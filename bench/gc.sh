@@ -13,7 +13,8 @@
 # run fails unless GC deleted exactly the content the deleted manifests owned, with its bytes,
 # and a sample of the kept images still pulls with every digest verified.
 # BERTH_BIN (default target/release/berth), GC_BENCH_DIR (default /tmp) for the scratch stores,
-# which are removed after each size; GC_BENCH_THREADS client threads (16).
+# which are removed after each size; GC_BENCH_THREADS client threads (16). The environment
+# reaches `berth gc` unchanged (BENCHMARKS.md also measures MALLOC_ARENA_MAX=1).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -10,25 +10,36 @@ deletes one image, fires EventBridge's "Scheduled Event" at the emulator's Invok
 checks in the bucket's directory: exactly the deleted image's own blobs, its manifest and the
 unreferenced blob are gone (their `blobs/` objects and the upload's `data/` object), the report
 freed exactly their bytes, every other object is still there, and the kept image pulls with
-every digest verified (and with skopeo, when it is installed). A second invocation frees nothing.
+every digest verified (and with skopeo, when it is installed: every blob of the OCI layout it
+writes checked against its digest). A second invocation frees nothing.
+
+Then retention under the schedule: the function runs with a retention rule on gc/ret
+(tests/gc-retention.toml: keep the 2 most recently pushed tags and v*). Pushes v1, t1, t2, t3,
+t4 a second apart, fires the scheduled event, and checks t1 and t2 are gone (404, not in
+tags/list, their own objects gone from the bucket), v1, t3 and t4 pull (t3 with skopeo), and the
+function's log has the `retention-delete` audit lines (both tags deleted, both manifests
+condemned and deleted).
 
 Environment: BERTH_URL (the shim in front of the emulator), GC_INVOKE_URL (the emulator's
-/2015-03-31/functions/<name>/invocations), S3_DIR (the function's bucket directory).
+/2015-03-31/functions/<name>/invocations), S3_DIR (the function's bucket directory),
+GC_FUNCTION_LOG (the function's log, for the audit lines).
 """
 
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import gc_checks  # noqa: E402
 
 base = os.environ["BERTH_URL"]
 invoke_url = os.environ["GC_INVOKE_URL"]
 bucket_dir = os.environ["S3_DIR"]
+function_log = os.environ["GC_FUNCTION_LOG"]
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -120,11 +131,16 @@ def scheduled():
     return report
 
 
+runtime = gc_checks.Runtime(
+    name="lambda gc", host=base.split("://", 1)[1], push_image=push_image,
+    status=lambda method, path, headers: call(method, path, headers=headers)[:2], scheduled=scheduled,
+    objects=objects, blob_object=blob_object, pull=pull, log=function_log)
+
 repo = "gc/lambda"
 shared = os.urandom(3000)
 own_kept, own_gone, session_gone = os.urandom(2000), os.urandom(2500), os.urandom(4096)
 orphan = os.urandom(1500)
-push_image(repo, "kept", [own_kept, shared])
+config_kept, manifest_kept = push_image(repo, "kept", [own_kept, shared])
 config_gone, manifest_gone = push_image(repo, "gone", [own_gone, session_gone, shared], session_layers=(session_gone,))
 push_whole(repo, orphan)  # uploaded, never referenced: past a grace of 0 it goes too
 status, body, _ = call("DELETE", f"/v2/{repo}/manifests/{digest(manifest_gone)}")
@@ -163,14 +179,14 @@ for d in gone:
 pull(repo, "kept")
 
 if shutil.which("skopeo"):
-    with tempfile.TemporaryDirectory() as out:
-        host = base.split("://", 1)[1]
-        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{host}/{repo}:kept", f"oci:{out}:kept"],
-                       check=True, timeout=120)
-        print("lambda gc: skopeo copied the kept image")
+    gc_checks.skopeo_pull(runtime, repo, "kept", manifest_kept, [config_kept, own_kept, shared])
 
 again = scheduled()
 assert again["finished"] and again["bytes_freed"] == 0 and again["content_deleted"] == 0, again
 assert objects() == after, "the second run removed objects"
 pull(repo, "kept")
 print(f"lambda gc: ok (freed {expected} bytes in {len(gone)} blobs; the kept image pulls and verifies)")
+
+
+# Retention under the schedule (tests/gc-retention.toml on gc/ret).
+gc_checks.retention(runtime, skopeo=bool(shutil.which("skopeo")))

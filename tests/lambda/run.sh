@@ -24,9 +24,11 @@
 #                function with its auth config (Secrets Manager or env), started by tests/lambda/launch-auth.sh
 #        contract the storage contract (berth_core::contract) on S3BlobStore and S3Meta, against
 #                the same s3s-fs and moto (lambda s3::blobs::tests; seconds, nothing rebuilt)
-#        gc      tests/lambda/gc_test.py: a function on its own buckets with BERTH_GC_GRACE=0 and
-#                BERTH_GC_SETTLE=0; push, delete, fire EventBridge's scheduled event through the
-#                emulator's Invoke API, check the objects gone from s3s-fs's directory and pulls
+#        gc      tests/lambda/gc_test.py: a function on its own buckets with BERTH_GC_GRACE=0,
+#                BERTH_GC_SETTLE=0 and a retention rule (tests/gc-retention.toml); push,
+#                delete, fire EventBridge's scheduled event through the emulator's Invoke API,
+#                check the objects gone from s3s-fs's directory and pulls; then retention: tags
+#                pushed, the schedule fired, the expired ones gone, audit lines in the log
 #        replica tests/lambda/replica_test.py: a second region's function (own bucket, home
 #                region's metadata) serves what the home one took, before and after replication
 #
@@ -252,11 +254,12 @@ for t in "${tests[@]}"; do
       python3 tests/lambda/deadline_shim.py "$GC_RUNTIME_PORT" "$GC_EMULATOR_PORT" >"$WORK/gc-deadline.log" 2>&1 &
       pids+=($!)
       wait_port "$GC_RUNTIME_PORT" "the deadline shim"
+      # With a retention rule on gc/ret (gc_test.py's second part; its first repository is outside it).
       start_function gc- "$GC_RUNTIME_PORT" BERTH_BUCKET=berth-gc BERTH_META_BUCKET=berth-gc-meta \
-        BERTH_GC_GRACE=0 BERTH_GC_SETTLE=0
+        BERTH_GC_GRACE=0 BERTH_GC_SETTLE=0 BERTH_POLICY_CONFIG="$(cat tests/gc-retention.toml)"
       # The emulator's Invoke API (what `cargo lambda invoke` and the AWS SDK call); `_` is the
       # function polling its runtime API without a name, as start_function's does.
-      BERTH_URL="http://127.0.0.1:$GC_PORT" S3_DIR="$WORK/s3/berth-gc" \
+      BERTH_URL="http://127.0.0.1:$GC_PORT" S3_DIR="$WORK/s3/berth-gc" GC_FUNCTION_LOG="$WORK/gc-function.log" \
         GC_INVOKE_URL="http://127.0.0.1:$GC_EMULATOR_PORT/2015-03-31/functions/_/invocations" \
         python3 tests/lambda/gc_test.py || failed+=(gc) ;;
     auth)

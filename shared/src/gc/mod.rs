@@ -2,8 +2,8 @@
 //! references, and abandoned uploads, while the registry serves requests, with no lock. The
 //! algorithm and why it is safe: docs/gc.md. Request paths' side of it: [`guard`].
 //!
-//! A run is a sequence of bounded steps (one page of sessions, one repository, one batch of
-//! content); after each, the checkpoint (`gc/run`) is saved with a conditional put, so an
+//! A run is a sequence of bounded steps (one page of sessions, one page of a repository's
+//! manifests or links, one batch of content); after each, the checkpoint (`gc/run`) is saved with a conditional put, so an
 //! invocation with a time limit stops anywhere and the next one continues. Entry point:
 //! [`Registry::gc`]. What to delete beyond garbage: the registry's retention policies (the
 //! retention phase, [`retention`]) and [`GcOptions::condemned_manifests`]. After the sweep,
@@ -196,9 +196,26 @@ pub(crate) struct Checkpoint {
     pub phase: Phase,
     /// Where the phase stands: the last key, repository or digest done.
     pub cursor: Option<String>,
+    /// The links phase inside the repository after `cursor`: which stage, and the last key of
+    /// it done (one page per step, whatever the repository's size). Absent in checkpoints an
+    /// older version wrote: the repository after `cursor` starts afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<Within>,
     pub started_at: u64,
     pub lease_until: u64,
     pub report: GcReport,
+}
+
+/// Where the links phase stands inside one repository (docs/gc.md, "A run", phase 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "stage")]
+pub(crate) enum Within {
+    /// A pass over the repository's manifest keys deleting the policy-condemned ones whose
+    /// settle window has passed, a page per step. `deleted` and `waited`: whether this pass
+    /// deleted one, and left one waiting for a parent due in a later page (then another pass).
+    Manifests { repo: String, after: Option<String>, deleted: bool, waited: bool },
+    /// Judging the repository's blob links, a page per step.
+    Links { repo: String, after: Option<String> },
 }
 
 impl Checkpoint {
@@ -206,6 +223,7 @@ impl Checkpoint {
         Checkpoint {
             phase: Phase::Retention,
             cursor: None,
+            within: None,
             started_at: now,
             lease_until: 0,
             report: GcReport { dry_run, ..GcReport::default() },

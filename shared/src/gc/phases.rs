@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use super::guard::{mark_key, Mark, MARKS};
 use super::io::Io;
 use super::retention;
-use super::{parse_condemned, Checkpoint, GcOptions, Phase};
+use super::{parse_condemned, Checkpoint, GcOptions, Phase, Within};
 use crate::error::Result;
 use crate::manifests::{parse_manifest, Parsed};
 use crate::names::{parse_digest, Digest, RepoName};
@@ -30,6 +30,7 @@ pub(super) async fn step<B: BlobStore, M: MetaStore>(
     let next = |cp: &mut Checkpoint, phase| {
         cp.phase = phase;
         cp.cursor = None;
+        cp.within = None;
     };
     pass_over_empty(io, cp);
     match cp.phase {
@@ -83,6 +84,7 @@ fn pass_over_empty<B: BlobStore, M: MetaStore>(io: &Io<'_, B, M>, cp: &mut Check
         };
         cp.phase = next;
         cp.cursor = None;
+        cp.within = None;
     }
 }
 
@@ -101,122 +103,6 @@ async fn each_key<B: BlobStore, M: MetaStore>(
         keys.into_iter().for_each(&mut f);
         if done {
             return Ok(());
-        }
-    }
-}
-
-/// Condemns the manifests a policy handed in, unless a live index of their repository lists
-/// them (an index's children go with the index, never before it). The links phase deletes
-/// them a settle window later (see [`manifests_due`]).
-async fn policy<B: BlobStore, M: MetaStore>(
-    io: &Io<'_, B, M>,
-    opts: &GcOptions,
-    cp: &mut Checkpoint,
-    now: u64,
-) -> Result<()> {
-    for (repo, digest) in &opts.condemned_manifests {
-        let Some((name, digest)) = parse_condemned(repo, digest) else {
-            tracing::warn!(repo, digest, "gc: a condemned manifest that is no valid reference; skipped");
-            cp.report.skipped += 1;
-            continue;
-        };
-        let key = manifest_key(&name, &digest);
-        let Some((record, version)) = io.get::<ManifestRecord>(&key).await? else { continue };
-        if record.deleted || record.condemned_at.is_some() {
-            continue;
-        }
-        match repo_references(io, opts, &name).await? {
-            Some(refs) if !refs.children.contains(&digest.to_string()) => {}
-            Some(_) => {
-                tracing::info!(%name, %digest, "gc: kept a condemned manifest a live index lists");
-                continue;
-            }
-            None => {
-                cp.report.skipped += 1;
-                continue;
-            }
-        }
-        let condemned =
-            ManifestRecord { condemned_at: Some(now), generation: record.generation + 1, ..record };
-        if io.put(&key, &condemned, Precondition::Version(version)).await? {
-            cp.report.manifests_condemned += 1;
-        }
-    }
-    Ok(())
-}
-
-/// Deletes (tombstones) the repository's condemned manifests whose settle window has passed,
-/// on the version read in the scan, parents first: an index before its children, a subject
-/// before its referrers. A condemned manifest waits while something it is part of (an index
-/// listing it, its subject) is live and due in this step, goes once that is deleted, and is
-/// revived when that is live and not condemned (a push brought it back: it keeps what it
-/// needs). One whose parent is condemned but not yet due waits for a later run.
-async fn manifests_due<B: BlobStore, M: MetaStore>(
-    io: &Io<'_, B, M>,
-    opts: &GcOptions,
-    cp: &mut Checkpoint,
-    name: &RepoName,
-    refs: &RepoRefs,
-    now: u64,
-) -> Result<u64> {
-    let due = |at: Option<u64>| at.is_some_and(|at| now >= at.saturating_add(opts.settle()));
-    let mut pending: Vec<&(Digest, ManifestRecord, String)> =
-        refs.condemned.iter().filter(|(_, record, _)| due(record.condemned_at)).collect();
-    let is_due: HashSet<String> = pending.iter().map(|(d, _, _)| d.to_string()).collect();
-    let mut gone: HashSet<String> = HashSet::new();
-    let mut deleted_here = 0;
-    loop {
-        let mut progress = false;
-        let mut waiting = Vec::new();
-        for entry in pending {
-            let (digest, record, version) = entry;
-            let d = digest.to_string();
-            let parents = refs.listed_by.get(&d).into_iter().flatten().chain(record.subject.as_ref());
-            let mut wait = false;
-            let mut revive = false;
-            let mut later = false;
-            for p in parents.filter(|p| refs.live.contains_key(*p) && !gone.contains(*p)) {
-                match (refs.live.get(p), is_due.contains(p)) {
-                    (_, true) => wait = true,
-                    (Some(true), false) => later = true,
-                    _ => revive = true,
-                }
-            }
-            let key = manifest_key(name, digest);
-            if revive {
-                let live = ManifestRecord { condemned_at: None, generation: record.generation + 1, ..record.clone() };
-                io.put(&key, &live, Precondition::Version(version.clone())).await?;
-                continue;
-            }
-            if later {
-                continue;
-            }
-            if wait {
-                waiting.push(entry);
-                continue;
-            }
-            let deleted = if io.dry() {
-                let tombstone = ManifestRecord { deleted: true, ..record.clone() };
-                io.put(&key, &tombstone, Precondition::Version(version.clone())).await?
-            } else {
-                io.reg.tombstone_if_unchanged(name, digest, version).await?
-            };
-            if deleted {
-                tracing::info!(%name, %digest, dry_run = io.dry(), "gc: deleted a manifest a policy condemned");
-                if !io.dry() {
-                    let reason = format!("condemned by a policy at {}, settle window passed", record.condemned_at.unwrap_or(0));
-                    crate::auth::policy_delete(name.as_str(), "manifest", &d, &d, None, &reason, "deleted", now);
-                }
-                cp.report.manifests_deleted += 1;
-                deleted_here += 1;
-                gone.insert(d);
-                progress = true;
-            }
-        }
-        pending = waiting;
-        if !progress || pending.is_empty() {
-            // What still waits has a parent whose delete lost (a push revived it): a later run.
-            return Ok(deleted_here);
         }
     }
 }
@@ -260,71 +146,6 @@ async fn uploads<B: BlobStore, M: MetaStore>(
     Ok(keys.len() < opts.page)
 }
 
-/// What a repository's live manifests reference.
-struct RepoRefs {
-    /// Blobs (configs, layers) of live image manifests.
-    blobs: HashSet<String>,
-    /// Manifests live indexes list.
-    children: HashSet<String>,
-    /// child → the live indexes that list it.
-    listed_by: HashMap<String, Vec<String>>,
-    /// Every live manifest → whether a policy condemned it.
-    live: HashMap<String, bool>,
-    /// Live manifests a policy condemned, with the version read in this scan.
-    condemned: Vec<(Digest, ManifestRecord, String)>,
-}
-
-/// Reads every live manifest of the repository. None when one cannot be read: then nothing in
-/// the repository is judged (a missing reference is never a reason to delete).
-async fn repo_references<B: BlobStore, M: MetaStore>(
-    io: &Io<'_, B, M>,
-    opts: &GcOptions,
-    name: &RepoName,
-) -> Result<Option<RepoRefs>> {
-    let mut keys = Vec::new();
-    each_key(io, &manifest_prefix(name), opts.page, |k| keys.push(k)).await?;
-    let mut refs = RepoRefs {
-        blobs: HashSet::new(),
-        children: HashSet::new(),
-        listed_by: HashMap::new(),
-        live: HashMap::new(),
-        condemned: Vec::new(),
-    };
-    for key in keys {
-        let Some((record, version)) = io.get::<ManifestRecord>(&key).await? else { continue };
-        if record.deleted {
-            continue;
-        }
-        let Some(digest) = digest_of_key(&key).and_then(|d| parse_digest(d).ok()) else { return Ok(None) };
-        refs.live.insert(digest.to_string(), record.condemned_at.is_some());
-        if record.condemned_at.is_some() {
-            refs.condemned.push((digest.clone(), record.clone(), version));
-        }
-        let Some(bytes) = read_all(io, &digest).await? else {
-            tracing::warn!(%name, %digest, "gc: a live manifest's bytes are missing; repository skipped");
-            return Ok(None);
-        };
-        match parse_manifest(Some(&record.media_type), &bytes) {
-            Ok((_, Parsed::Image(m))) => {
-                refs.blobs.insert(m.config().digest().to_string());
-                refs.blobs.extend(m.layers().iter().map(|l| l.digest().to_string()));
-            }
-            Ok((_, Parsed::Index(i))) => {
-                for child in i.manifests() {
-                    let child = child.digest().to_string();
-                    refs.listed_by.entry(child.clone()).or_default().push(digest.to_string());
-                    refs.children.insert(child);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(%name, %digest, "gc: a live manifest does not parse ({e:?}); repository skipped");
-                return Ok(None);
-            }
-        }
-    }
-    Ok(Some(refs))
-}
-
 pub(super) async fn read_all<B: BlobStore, M: MetaStore>(io: &Io<'_, B, M>, digest: &Digest) -> Result<Option<bytes::Bytes>> {
     let Some(mut stream) = io.reg.blobs.read_manifest(digest).await? else { return Ok(None) };
     let mut buf = bytes::BytesMut::new();
@@ -334,45 +155,347 @@ pub(super) async fn read_all<B: BlobStore, M: MetaStore>(io: &Io<'_, B, M>, dige
     Ok(Some(buf.freeze()))
 }
 
-/// One repository's blob links: condemn, kill, revive, remove. True when the phase is done.
+/// Condemns the manifests a policy handed in, unless a live index of their repository lists
+/// them (an index's children go with the index, never before it). The links phase deletes
+/// them a settle window later (see [`manifests_page`]).
+async fn policy<B: BlobStore, M: MetaStore>(
+    io: &Io<'_, B, M>,
+    opts: &GcOptions,
+    cp: &mut Checkpoint,
+    now: u64,
+) -> Result<()> {
+    for (repo, digest) in &opts.condemned_manifests {
+        let Some((name, digest)) = parse_condemned(repo, digest) else {
+            tracing::warn!(repo, digest, "gc: a condemned manifest that is no valid reference; skipped");
+            cp.report.skipped += 1;
+            continue;
+        };
+        let key = manifest_key(&name, &digest);
+        let Some((record, version)) = io.get::<ManifestRecord>(&key).await? else { continue };
+        if record.deleted || record.condemned_at.is_some() {
+            continue;
+        }
+        let wanted = digest.to_string();
+        let mut listed = false;
+        let readable = each_live_manifest(io, opts, &name, |_, _, refs| {
+            listed |= matches!(refs, Refs::Index(children) if children.contains(&wanted));
+        })
+        .await?;
+        if !readable {
+            cp.report.skipped += 1;
+            continue;
+        }
+        if listed {
+            tracing::info!(%name, %digest, "gc: kept a condemned manifest a live index lists");
+            continue;
+        }
+        let condemned =
+            ManifestRecord { condemned_at: Some(now), generation: record.generation + 1, ..record };
+        if io.put(&key, &condemned, Precondition::Version(version)).await? {
+            cp.report.manifests_condemned += 1;
+        }
+    }
+    Ok(())
+}
+
+/// What one live manifest references.
+enum Refs {
+    /// An image's config and layers.
+    Image(Vec<String>),
+    /// An index's child manifests.
+    Index(Vec<String>),
+}
+
+/// Calls `f` with every live manifest of the repository, one at a time (memory: one page of
+/// keys and one manifest), with what it references. False when one cannot be read (its bytes
+/// are missing or do not parse): then the caller judges nothing in the repository (a missing
+/// reference is never a reason to delete).
+async fn each_live_manifest<B: BlobStore, M: MetaStore>(
+    io: &Io<'_, B, M>,
+    opts: &GcOptions,
+    name: &RepoName,
+    mut f: impl FnMut(&Digest, &ManifestRecord, Refs),
+) -> Result<bool> {
+    let prefix = manifest_prefix(name);
+    let mut after: Option<String> = None;
+    loop {
+        let keys = io.list(&prefix, after.as_deref(), opts.page).await?;
+        let done = keys.len() < opts.page;
+        after = keys.last().cloned();
+        for key in keys {
+            let Some((record, _)) = io.get::<ManifestRecord>(&key).await? else { continue };
+            if record.deleted {
+                continue;
+            }
+            let Some(digest) = digest_of_key(&key).and_then(|d| parse_digest(d).ok()) else { return Ok(false) };
+            let Some(bytes) = read_all(io, &digest).await? else {
+                tracing::warn!(%name, %digest, "gc: a live manifest's bytes are missing; repository skipped");
+                return Ok(false);
+            };
+            let refs = match parse_manifest(Some(&record.media_type), &bytes) {
+                Ok((_, Parsed::Image(m))) => Refs::Image(
+                    std::iter::once(m.config().digest().to_string())
+                        .chain(m.layers().iter().map(|l| l.digest().to_string()))
+                        .collect(),
+                ),
+                Ok((_, Parsed::Index(i))) => Refs::Index(i.manifests().iter().map(|c| c.digest().to_string()).collect()),
+                Err(e) => {
+                    tracing::warn!(%name, %digest, "gc: a live manifest does not parse ({e:?}); repository skipped");
+                    return Ok(false);
+                }
+            };
+            f(&digest, &record, refs);
+        }
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
+/// What a parent (an index listing a condemned manifest, or its subject) says about it.
+#[derive(Default)]
+struct Parents {
+    /// A live parent no policy condemned: the manifest is needed again, revive it.
+    live: bool,
+    /// A condemned parent whose settle window has not passed: wait for a later run.
+    later: bool,
+    /// Parents due now (condemned, settle passed): the manifest goes after them.
+    due: Vec<String>,
+}
+
+/// One page of the repository's manifest keys: deletes (tombstones) the condemned ones whose
+/// settle window has passed, on the version read here, parents first: an index before its
+/// children, a subject before its referrers. A condemned manifest waits while something it is
+/// part of (an index listing it, its subject) is live and due, goes once that is deleted, and
+/// is revived when that is live and not condemned (a push brought it back: it keeps what it
+/// needs). One whose parent is condemned but not yet due waits for a later run. A parent due
+/// in another page is deleted in its own step; the pass then runs again (the caller) so that
+/// what waited for it goes in this run. Returns (deleted, waited); None when the repository's
+/// manifests cannot all be read (nothing judged).
+async fn delete_due<B: BlobStore, M: MetaStore>(
+    io: &Io<'_, B, M>,
+    opts: &GcOptions,
+    cp: &mut Checkpoint,
+    name: &RepoName,
+    pending: Vec<(Digest, ManifestRecord, String)>,
+    now: u64,
+) -> Result<Option<(bool, bool)>> {
+    let due = |at: Option<u64>| at.is_some_and(|at| now >= at.saturating_add(opts.settle()));
+    // Their parents: the live indexes listing them (a scan of the repository, one manifest at
+    // a time), and their subjects (one read each).
+    let mut parents: HashMap<String, Parents> = pending.iter().map(|(d, _, _)| (d.to_string(), Parents::default())).collect();
+    let readable = each_live_manifest(io, opts, name, |digest, record, refs| {
+        let Refs::Index(children) = refs else { return };
+        for child in children {
+            if let Some(p) = parents.get_mut(&child) {
+                note_parent(p, digest.to_string(), record.condemned_at, due(record.condemned_at));
+            }
+        }
+    })
+    .await?;
+    if !readable {
+        return Ok(None);
+    }
+    for (digest, record, _) in &pending {
+        let Some(subject) = record.subject.as_ref().and_then(|s| parse_digest(s).ok()) else { continue };
+        let Some((found, _)) = io.get::<ManifestRecord>(&manifest_key(name, &subject)).await? else { continue };
+        if found.deleted {
+            continue;
+        }
+        if let Some(p) = parents.get_mut(&digest.to_string()) {
+            note_parent(p, subject.to_string(), found.condemned_at, due(found.condemned_at));
+        }
+    }
+
+    let mut gone: HashSet<String> = HashSet::new();
+    let mut deleted_here = false;
+    let mut pending = pending;
+    loop {
+        let mut progress = false;
+        let mut waiting = Vec::new();
+        for entry in pending {
+            let (digest, record, version) = &entry;
+            let d = digest.to_string();
+            let Some(p) = parents.get(&d) else { continue };
+            let key = manifest_key(name, digest);
+            if p.live {
+                let live = ManifestRecord { condemned_at: None, generation: record.generation + 1, ..record.clone() };
+                io.put(&key, &live, Precondition::Version(version.clone())).await?;
+                continue;
+            }
+            if p.later {
+                continue;
+            }
+            if p.due.iter().any(|parent| !gone.contains(parent)) {
+                waiting.push(entry);
+                continue;
+            }
+            let deleted = if io.dry() {
+                let tombstone = ManifestRecord { deleted: true, ..record.clone() };
+                io.put(&key, &tombstone, Precondition::Version(version.clone())).await?
+            } else {
+                io.reg.tombstone_if_unchanged(name, digest, version).await?
+            };
+            if deleted {
+                tracing::info!(%name, %digest, dry_run = io.dry(), "gc: deleted a manifest a policy condemned");
+                if !io.dry() {
+                    let reason = format!("condemned by a policy at {}, settle window passed", record.condemned_at.unwrap_or(0));
+                    crate::auth::policy_delete(name.as_str(), "manifest", &d, &d, None, &reason, "deleted", now);
+                }
+                cp.report.manifests_deleted += 1;
+                deleted_here = true;
+                gone.insert(d);
+                progress = true;
+            }
+        }
+        pending = waiting;
+        if !progress || pending.is_empty() {
+            // What still waits has a parent in another page, or one whose delete lost (a push
+            // revived it): the next pass or a later run.
+            return Ok(Some((deleted_here, !pending.is_empty())));
+        }
+    }
+}
+
+fn note_parent(p: &mut Parents, parent: String, condemned_at: Option<u64>, due: bool) {
+    match (condemned_at, due) {
+        (None, _) => p.live = true,
+        (Some(_), false) => p.later = true,
+        (Some(_), true) => p.due.push(parent),
+    }
+}
+
+/// One page of the repository's stage (see [`Within`]): a page of its manifests (deleting the
+/// due condemned ones), or a page of its links (judged against a fresh scan of its manifests).
+/// The phase starts each repository with the manifests, so the links are judged against what
+/// the deletions left. True when the phase is done.
 async fn links<B: BlobStore, M: MetaStore>(
     io: &Io<'_, B, M>,
     opts: &GcOptions,
     cp: &mut Checkpoint,
     now: u64,
 ) -> Result<bool> {
-    let after = cp.cursor.as_ref().map(|r| format!("{REPOS}{r}"));
-    let Some(repo_key) = io.list(REPOS, after.as_deref(), 1).await?.pop() else { return Ok(true) };
-    let repo = repo_key.strip_prefix(REPOS).unwrap_or(&repo_key).to_owned();
-    cp.cursor = Some(repo.clone());
-    let Ok(name) = RepoName::parse(&repo) else { return Ok(false) };
+    let within = match cp.within.take() {
+        Some(w) => w,
+        None => {
+            let after = cp.cursor.as_ref().map(|r| format!("{REPOS}{r}"));
+            let Some(repo_key) = io.list(REPOS, after.as_deref(), 1).await?.pop() else { return Ok(true) };
+            let repo = repo_key.strip_prefix(REPOS).unwrap_or(&repo_key).to_owned();
+            Within::Manifests { repo, after: None, deleted: false, waited: false }
+        }
+    };
+    let (Within::Manifests { repo, .. } | Within::Links { repo, .. }) = &within;
+    let Ok(name) = RepoName::parse(repo) else {
+        cp.cursor = Some(repo.clone());
+        return Ok(false);
+    };
+    let next = match within {
+        Within::Manifests { repo, after, deleted, waited } => {
+            match manifests_page(io, opts, cp, &name, after.as_deref(), now).await? {
+                None => None,
+                Some((Some(last), d, w)) => {
+                    Some(Within::Manifests { repo, after: Some(last), deleted: deleted | d, waited: waited | w })
+                }
+                // The pass is over; another when it deleted a parent something waited for.
+                Some((None, d, w)) if (deleted | d) && (waited | w) => {
+                    Some(Within::Manifests { repo, after: None, deleted: false, waited: false })
+                }
+                Some((None, _, _)) => Some(Within::Links { repo, after: None }),
+            }
+        }
+        Within::Links { repo, after } => match links_page(io, opts, cp, &name, after.as_deref(), now).await? {
+            Some(Some(last)) => Some(Within::Links { repo, after: Some(last) }),
+            _ => None,
+        },
+    };
+    match next {
+        Some(w) => cp.within = Some(w),
+        // The repository is done (or skipped: a manifest of it cannot be read).
+        None => cp.cursor = Some(name.as_str().to_owned()),
+    }
+    Ok(false)
+}
 
+/// One page of the repository's manifest keys after `after`: deletes the due condemned ones
+/// ([`delete_due`]). Returns (the last key when more may follow, deleted, waited); None when the
+/// repository is skipped.
+async fn manifests_page<B: BlobStore, M: MetaStore>(
+    io: &Io<'_, B, M>,
+    opts: &GcOptions,
+    cp: &mut Checkpoint,
+    name: &RepoName,
+    after: Option<&str>,
+    now: u64,
+) -> Result<Option<(Option<String>, bool, bool)>> {
+    let keys = io.list(&manifest_prefix(name), after, opts.page).await?;
+    let more = (keys.len() >= opts.page).then(|| keys.last().cloned()).flatten();
+    let mut pending = Vec::new();
+    for key in keys {
+        let Some((record, version)) = io.get::<ManifestRecord>(&key).await? else { continue };
+        let due = record.condemned_at.is_some_and(|at| now >= at.saturating_add(opts.settle()));
+        if record.deleted || !due {
+            continue;
+        }
+        let Some(digest) = digest_of_key(&key).and_then(|d| parse_digest(d).ok()) else { continue };
+        pending.push((digest, record, version));
+    }
+    if pending.is_empty() {
+        return Ok(Some((more, false, false)));
+    }
+    match delete_due(io, opts, cp, name, pending, now).await? {
+        Some((deleted, waited)) => Ok(Some((more, deleted, waited))),
+        None => {
+            cp.report.skipped += 1;
+            Ok(None)
+        }
+    }
+}
+
+/// One page of the repository's blob links after `after`: condemn, kill, revive, remove.
+/// Returns Some(the last key) when more may follow, Some(None) when the links are done, None
+/// when the repository is skipped.
+async fn links_page<B: BlobStore, M: MetaStore>(
+    io: &Io<'_, B, M>,
+    opts: &GcOptions,
+    cp: &mut Checkpoint,
+    name: &RepoName,
+    after: Option<&str>,
+    now: u64,
+) -> Result<Option<Option<String>>> {
     // The links first, then the manifests: a link's condemned version is read before the scan
     // that decides to kill it (docs/gc.md).
-    let mut keys = Vec::new();
-    each_key(io, &blob_prefix(&name), opts.page, |k| keys.push(k)).await?;
+    let keys = io.list(&blob_prefix(name), after, opts.page).await?;
+    let more = (keys.len() >= opts.page).then(|| keys.last().cloned()).flatten();
     let mut candidates = Vec::with_capacity(keys.len());
     for key in keys {
         if let Some((link, version)) = io.get::<BlobLink>(&key).await? {
             candidates.push((key, link, version));
         }
     }
-    let Some(mut refs) = repo_references(io, opts, &name).await? else {
+    if candidates.is_empty() {
+        return Ok(Some(more));
+    }
+    // Which of this page's digests the repository's live images reference.
+    let mut referenced: HashMap<String, bool> =
+        candidates.iter().filter_map(|(key, _, _)| digest_of_key(key)).map(|d| (d.to_owned(), false)).collect();
+    let readable = each_live_manifest(io, opts, name, |_, _, refs| {
+        if let Refs::Image(blobs) = refs {
+            for b in blobs {
+                if let Some(seen) = referenced.get_mut(&b) {
+                    *seen = true;
+                }
+            }
+        }
+    })
+    .await?;
+    if !readable {
         cp.report.skipped += 1;
-        return Ok(false);
-    };
-    if manifests_due(io, opts, cp, &name, &refs, now).await? > 0 {
-        // What the deleted manifests referenced may go now (in this run, when settle allows).
-        let Some(fresh) = repo_references(io, opts, &name).await? else {
-            cp.report.skipped += 1;
-            return Ok(false);
-        };
-        refs = fresh;
+        return Ok(None);
     }
     let settle = opts.settle();
     let r = &mut cp.report;
     for (key, link, version) in candidates {
-        let referenced = digest_of_key(&key).is_some_and(|d| refs.blobs.contains(d));
+        let referenced = digest_of_key(&key).is_some_and(|d| referenced.get(d).copied().unwrap_or(false));
         if link.dead {
             if opts.atomic_batches && !io.dry() && io.delete_if(&key, &version).await? {
                 r.links_removed += 1;
@@ -418,7 +541,7 @@ async fn links<B: BlobStore, M: MetaStore>(
             }
         }
     }
-    Ok(false)
+    Ok(Some(more))
 }
 
 /// condemned → dead, on the version read before the scan. Exactly one of this and a manifest

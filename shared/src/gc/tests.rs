@@ -704,3 +704,4 @@ fn an_index_push_after_the_policy_delete_is_refused() {
 }
 
 mod retention;
+mod bounded;

@@ -9,7 +9,7 @@ use crate::policy::Policies;
 
 const DAY: u64 = 86_400;
 
-fn world_with(policy: &str) -> World {
+pub(super) fn world_with(policy: &str) -> World {
     let policies = Arc::new(Policies::from_policy_file(policy).expect("policy"));
     let blobs = MemoryBlobStore::new();
     let meta = MemoryMetaStore::new();
