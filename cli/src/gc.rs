@@ -85,6 +85,19 @@ pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// One glibc malloc arena for the whole process, set before any thread starts. The local blob
+/// store's file I/O runs on tokio's blocking threads, each of which would otherwise get an
+/// arena of its own, and glibc keeps freed memory in them: about 3 MiB of `berth gc`'s peak on
+/// larger stores was that, not GC's state (BENCHMARKS.md, bench/gc.sh). A collection is not
+/// bound by malloc contention, so it gives nothing up. A no-op where glibc is not the libc.
+pub fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a malloc tunable; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 pub async fn run(args: GcArgs) -> Result<(), String> {
     if !args.data_dir.join("meta.redb").exists() {
         return Err(format!("{} holds no berth data (no meta.redb)", args.data_dir.display()));

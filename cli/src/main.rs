@@ -94,7 +94,10 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => return in_runtime(serve::run(args), cli.log_format),
         Command::Push(args) => return in_runtime(push::run(args), cli.log_format),
-        Command::Gc(args) => return in_runtime(gc::run(args), cli.log_format),
+        Command::Gc(args) => {
+            gc::one_malloc_arena();
+            return in_runtime(gc::run(args), cli.log_format);
+        }
         Command::Relay(args) => return in_runtime(relay::run(args), cli.log_format),
         Command::Quota(cmd) => return in_runtime(quota::run(cmd), cli.log_format),
         Command::Webhooks(cmd) => return in_runtime(webhooks::run(cmd), cli.log_format),
