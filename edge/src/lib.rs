@@ -34,6 +34,8 @@ mod r2_upload;
 mod settings;
 #[cfg(target_arch = "wasm32")]
 mod translate;
+#[cfg(target_arch = "wasm32")]
+mod upstream;
 
 #[cfg(target_arch = "wasm32")]
 mod worker_main {
@@ -117,7 +119,12 @@ mod worker_main {
             }
         }
         match crate::auth::policies(settings.auth_config.as_deref(), settings.policy_config.as_deref()) {
-            Ok(policies) => registry = registry.with_policies(policies),
+            Ok(policies) => {
+                if !policies.config().mirrors.is_empty() {
+                    registry = registry.with_upstream(crate::upstream::client(settings.upstream_timeout_secs));
+                }
+                registry = registry.with_policies(policies)
+            }
             Err(message) => return misconfigured(&message),
         }
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
