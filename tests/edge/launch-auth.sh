@@ -13,7 +13,8 @@
 # directory, until its process group is stopped. Run infra/edge-build.sh first.
 # LAUNCH_POLICY_ONLY=1: CONFIG_FILE is a policy file (only `[policies]`, no auth), given to the
 # Worker as POLICY_CONFIG (tests/mirror/run.sh's mirror rules); LAUNCH_VARS adds `--var`s
-# (space-separated NAME:VALUE).
+# (space-separated NAME:VALUE); LAUNCH_STATE_DIR: where wrangler keeps its local R2 and KV (the
+# caller removes it; default: a new temporary directory).
 set -euo pipefail
 config=$1 port=$2
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -30,7 +31,7 @@ else
 fi
 extra=()
 for v in ${LAUNCH_VARS:-}; do extra+=(--var "$v"); done
-state=$(mktemp -d /tmp/berth-edge-auth.XXXXXX)
+state=${LAUNCH_STATE_DIR:-$(mktemp -d /tmp/berth-edge-auth.XXXXXX)}
 "$root/.tools/node/node_modules/.bin/wrangler" dev --ip 127.0.0.1 --port $((port + 2)) \
   --inspector-port $((port + 3)) --persist-to "$state" --show-interactive-dev-session=false \
   --var "UPLOAD_SECRET:edge-auth-test-$RANDOM$RANDOM" --var MAX_REQUEST_BODY:400000000 \

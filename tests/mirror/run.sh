@@ -195,7 +195,7 @@ case "$MIRROR_TARGET" in
     wait_http "http://$MIRROR/v2/" 200 "the mirror (Lambda)" "$M_PID" 600 || exit 1
     MEM_PID=$(pgrep -g "$M_PID" -x berth-lambda | head -1) ;;
   worker)
-    LAUNCH_POLICY_ONLY=1 LAUNCH_VARS=UPSTREAM_TIMEOUT_SECS:3 BERTH_BIN="$BERTH_BIN" \
+    LAUNCH_POLICY_ONLY=1 LAUNCH_VARS=UPSTREAM_TIMEOUT_SECS:3 LAUNCH_STATE_DIR="$WORK/w-state" BERTH_BIN="$BERTH_BIN" \
       setsid bash "$root/tests/edge/launch-auth.sh" "$WORK/mirror-policies.toml" "$M_PORT" >"$WORK/m.log" 2>&1 &
     M_PID=$!; GROUPS_STARTED+=("$M_PID")
     wait_http "http://$MIRROR/v2/" 200 "the mirror (Worker)" "$M_PID" 600 || exit 1
@@ -208,7 +208,7 @@ mirror_served() {
   case "$MIRROR_TARGET" in
     serve) grep -qF "uri=$1 status=200" "$WORK/m.log" ;;
     lambda) grep -q "uri=[^ ]*$1 status=200" "$WORK/m.log" ;;
-    worker) grep -qF "$1 200 OK" "$WORK/m.log" ;; # wrangler dev's request lines
+    worker) grep -qF "${1%%\?*} 200 OK" "$WORK/m.log" ;; # wrangler dev's request lines, without the query
   esac
 }
 say "mirror: $MIRROR_TARGET"
