@@ -36,6 +36,8 @@ mod settings;
 mod translate;
 #[cfg(target_arch = "wasm32")]
 mod webhooks;
+#[cfg(target_arch = "wasm32")]
+mod upstream;
 
 #[cfg(target_arch = "wasm32")]
 mod worker_main {
@@ -119,7 +121,12 @@ mod worker_main {
             }
         }
         match crate::auth::policies(settings.auth_config.as_deref(), settings.policy_config.as_deref()) {
-            Ok(policies) => registry = registry.with_policies(policies),
+            Ok(policies) => {
+                if !policies.config().mirrors.is_empty() {
+                    registry = registry.with_upstream(crate::upstream::client(settings.upstream_timeout_secs));
+                }
+                registry = registry.with_policies(policies)
+            }
             Err(message) => return misconfigured(&message),
         }
         match crate::webhooks::webhooks(settings.auth_config.as_deref(), settings.policy_config.as_deref(), &settings.public_url) {

@@ -34,6 +34,9 @@ pub struct Settings {
     /// Answer with the storage operations each request made (COUNT_BACKEND_CALLS; for
     /// bench/request-cost.sh, see `calls`).
     pub count_backend_calls: bool,
+    /// How long an upstream registry of a pull-through cache may stay silent, in seconds
+    /// (UPSTREAM_TIMEOUT_SECS, default 30; docs/mirror.md).
+    pub upstream_timeout_secs: u64,
     /// Print each Analytics Engine data point too (ANALYTICS_ECHO; for tests: `wrangler dev`'s
     /// local dataset discards points, see `analytics`).
     pub analytics_echo: bool,
@@ -122,6 +125,7 @@ impl Settings {
             auth_config: text(env, "AUTH_CONFIG"),
             policy_config: text(env, "POLICY_CONFIG"),
             public_url: text(env, "PUBLIC_URL").unwrap_or_default(),
+            upstream_timeout_secs: number(env, "UPSTREAM_TIMEOUT_SECS", 30)?.max(1),
             count_backend_calls: text(env, "COUNT_BACKEND_CALLS").is_some(),
             analytics_echo: text(env, "ANALYTICS_ECHO").is_some(),
         })

@@ -35,6 +35,8 @@ pub struct Settings {
     pub redirect_expiry: Duration,
     /// Lifetime of presigned part-upload URLs handed out for direct uploads.
     pub part_url_expiry: Duration,
+    /// How long an upstream registry of a pull-through cache may stay silent (docs/mirror.md).
+    pub upstream_timeout: Duration,
     upload_secret: UploadSecret,
 }
 
@@ -91,6 +93,7 @@ impl Settings {
             endpoint: var("BERTH_S3_ENDPOINT"),
             redirect_expiry: secs("BERTH_REDIRECT_EXPIRY_SECS", 300)?,
             part_url_expiry: secs("BERTH_PART_URL_EXPIRY_SECS", 3600)?,
+            upstream_timeout: secs("BERTH_UPSTREAM_TIMEOUT_SECS", 30)?,
             upload_secret,
         })
     }

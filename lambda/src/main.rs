@@ -50,6 +50,12 @@ async fn main() -> Result<(), lambda_http::Error> {
         registry = registry.with_auth(auth);
     }
     let policies_on = !policies.is_empty();
+    let mirrors = policies.config().mirrors.len();
+    if mirrors > 0 {
+        // One client per warm container: the upstreams' tokens and in-flight fetches are shared.
+        let http = berth_core::native::ReqwestUpstream::with_read_timeout(settings.upstream_timeout)?;
+        registry = registry.with_upstream(berth_core::mirror::UpstreamClient::new(Arc::new(http)));
+    }
     registry = registry.with_policies(policies);
     let webhook_endpoints = hooks.config().endpoints.len();
     registry = registry.with_webhooks(hooks);
@@ -64,6 +70,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         auth = auth_on,
         policies = policies_on,
         webhook_endpoints,
+        mirrors,
         "berth is ready for Lambda events"
     );
     // One function, two event sources: HTTP (function URL, API Gateway, ALB) and the

@@ -23,10 +23,13 @@
 #      retried after a failure (tests/edge/webhooks.sh, its own instance).
 #   8. ui: the web interface's browser tests (tests/ui/run.sh with UI_TARGET=worker: its own
 #      Workers, auth off then on with AUTH_CONFIG; needs target/release/berth, as `push` does).
+#   9. mirror: the pull-through cache (docs/mirror.md): MIRROR_TARGET=worker tests/mirror/run.sh,
+#      its own Worker with mirror rules in POLICY_CONFIG in front of a token-auth `berth serve`
+#      and Distribution (needs target/release/berth too).
 # Every instance is stopped by PID (its process group) on exit.
 #
 #   bash tests/edge/run.sh                # everything
-#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push relay auth contract gc webhooks ui
+#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push relay auth contract gc webhooks ui mirror
 # Ports: every server gets a free port the kernel picks at run time (tests/free-port.sh; a fixed
 # one collided with other services once): A, B, the contract instance and their inspectors, the clients' front, s3s-fs
 # for B's presigned URLs, the auth step's Workers (each launcher's PORT..PORT+3) and its issuer.
@@ -42,7 +45,7 @@ free_port() { bash "$root/tests/free-port.sh" "$@" || { echo "edge: no free port
 port_a=$(free_port) inspector_a=$(free_port) port_b=$(free_port) inspector_b=$(free_port)
 port_c=$(free_port) inspector_c=$(free_port)
 port_r=$(free_port) inspector_r=$(free_port)
-steps=${EDGE_STEPS:-suite clients edge push relay auth contract gc webhooks ui}
+steps=${EDGE_STEPS:-suite clients edge push relay auth contract gc webhooks ui mirror}
 work=$(mktemp -d /tmp/berth-edge.XXXXXX)
 pids=()
 failed=()
@@ -242,6 +245,11 @@ fi
 if [[ " $steps " == *" ui "* ]]; then
   say "web interface in chromium against the Worker, auth off and on (tests/ui/run.sh)"
   UI_TARGET=worker bash tests/ui/run.sh || failed+=("ui")
+fi
+
+if [[ " $steps " == *" mirror "* ]]; then
+  say "the pull-through cache (MIRROR_TARGET=worker tests/mirror/run.sh)"
+  BERTH_BIN=$root/target/release/berth MIRROR_TARGET=worker bash tests/mirror/run.sh || failed+=("mirror")
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then

@@ -31,6 +31,10 @@
 #                pushed, the schedule fired, the expired ones gone, audit lines in the log
 #        replica tests/lambda/replica_test.py: a second region's function (own bucket, home
 #                region's metadata) serves what the home one took, before and after replication
+#        mirror  the pull-through cache (docs/mirror.md): MIRROR_TARGET=lambda tests/mirror/run.sh,
+#                a function with mirror rules in BERTH_POLICY_CONFIG on its own buckets, in front
+#                of a token-auth `berth serve` and Distribution (skopeo, docker, containerd pulls;
+#                upstreams down; a moved tag after the TTL; broken upstreams)
 #
 # Ports (127.0.0.1): each defaults to a free port the kernel picks at run time
 # (tests/free-port.sh; a fixed one collided with other services once): LAMBDA_PORT (what
@@ -63,11 +67,11 @@ tests=()
 for a in "$@"; do
   case "$a" in
     --serve) serve_only=1 ;;
-    suite | edge | clients | push | auth | replica | contract | gc) tests+=("$a") ;;
+    suite | edge | clients | push | auth | replica | contract | gc | mirror) tests+=("$a") ;;
     *) echo "unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth replica contract gc)
+[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth replica contract gc mirror)
 
 # --- install (idempotent) --------------------------------------------------------------------
 command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda
@@ -262,6 +266,11 @@ for t in "${tests[@]}"; do
       BERTH_URL="http://127.0.0.1:$GC_PORT" S3_DIR="$WORK/s3/berth-gc" GC_FUNCTION_LOG="$WORK/gc-function.log" \
         GC_INVOKE_URL="http://127.0.0.1:$GC_EMULATOR_PORT/2015-03-31/functions/_/invocations" \
         python3 tests/lambda/gc_test.py || failed+=(gc) ;;
+    mirror)
+      mkdir -p "$WORK/s3/berth-mirror"
+      python3 -c "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$META_PORT').create_bucket(Bucket='berth-mirror-meta')"
+      LAMBDA_BUCKET=berth-mirror LAMBDA_META_BUCKET=berth-mirror-meta MIRROR_TARGET=lambda \
+        bash tests/mirror/run.sh || failed+=(mirror) ;;
     auth)
       # A bad auth config stops the function at init with the reason: it never serves with
       # half a policy.

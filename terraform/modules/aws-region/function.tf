@@ -121,19 +121,20 @@ resource "aws_lambda_function" "this" {
   environment {
     variables = merge(
       {
-        BERTH_BUCKET               = aws_s3_bucket.this.id
-        BERTH_META_BUCKET          = local.home.bucket_name
-        BERTH_META_REGION          = local.home.region
-        BERTH_HOME_BUCKET          = local.home.bucket_name
-        BERTH_HOME_REGION          = local.home.region
-        BERTH_UPLOAD_SECRET_ID     = aws_secretsmanager_secret.upload_key.name
-        BERTH_REDIRECT_EXPIRY_SECS = tostring(var.redirect_expiry_seconds)
-        BERTH_PART_URL_EXPIRY_SECS = tostring(var.part_url_expiry_seconds)
-        BERTH_GC_GRACE             = var.gc_grace
-        BERTH_GC_SETTLE            = var.gc_settle
-        BERTH_GC_UPLOAD_IDLE       = var.gc_upload_idle
-        BERTH_GC_DRY_RUN           = "false"
-        RUST_LOG                   = var.log_level
+        BERTH_BUCKET                = aws_s3_bucket.this.id
+        BERTH_META_BUCKET           = local.home.bucket_name
+        BERTH_META_REGION           = local.home.region
+        BERTH_HOME_BUCKET           = local.home.bucket_name
+        BERTH_HOME_REGION           = local.home.region
+        BERTH_UPLOAD_SECRET_ID      = aws_secretsmanager_secret.upload_key.name
+        BERTH_REDIRECT_EXPIRY_SECS  = tostring(var.redirect_expiry_seconds)
+        BERTH_PART_URL_EXPIRY_SECS  = tostring(var.part_url_expiry_seconds)
+        BERTH_UPSTREAM_TIMEOUT_SECS = tostring(var.upstream_timeout_seconds)
+        BERTH_GC_GRACE              = var.gc_grace
+        BERTH_GC_SETTLE             = var.gc_settle
+        BERTH_GC_UPLOAD_IDLE        = var.gc_upload_idle
+        BERTH_GC_DRY_RUN            = "false"
+        RUST_LOG                    = var.log_level
       },
       local.auth_config_secret_name == null ? {} : { BERTH_AUTH_CONFIG_SECRET = local.auth_config_secret_name },
       var.policy_config == null ? {} : { BERTH_POLICY_CONFIG = var.policy_config },

@@ -90,6 +90,12 @@ variable "part_url_expiry_seconds" {
   default     = 3600
 }
 
+variable "upstream_timeout_seconds" {
+  description = "How long an upstream registry of a pull-through cache may stay silent, before its answer and between two chunks of a body (BERTH_UPSTREAM_TIMEOUT_SECS; docs/mirror.md)."
+  type        = number
+  default     = 30
+}
+
 variable "log_level" {
   description = "RUST_LOG filter of the function (audit lines are logged at info)."
   type        = string

@@ -12,6 +12,8 @@ locals {
       MAX_REQUEST_BODY = tostring(var.max_request_body)
       PART_SIZE        = tostring(var.part_size)
       BLOB_CACHE       = var.blob_cache ? "on" : "off"
+      # Pull-through caches' upstreams (docs/mirror.md).
+      UPSTREAM_TIMEOUT_SECS = tostring(var.upstream_timeout_seconds)
       # Garbage collection on the Cron Trigger below (edge/src/lib.rs, docs/gc.md).
       BERTH_GC_GRACE       = var.gc_grace
       BERTH_GC_SETTLE      = var.gc_settle

@@ -66,6 +66,12 @@ variable "part_size" {
   }
 }
 
+variable "upstream_timeout_seconds" {
+  description = "UPSTREAM_TIMEOUT_SECS: how long an upstream registry of a pull-through cache may stay silent, before its answer and between two chunks of a body (docs/mirror.md)."
+  type        = number
+  default     = 30
+}
+
 variable "blob_cache" {
   description = "BLOB_CACHE: serve uploaded blobs through the Workers Cache API."
   type        = bool
