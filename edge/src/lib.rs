@@ -61,6 +61,7 @@ mod worker_main {
 
     #[event(fetch)]
     async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
+        let ctx = Rc::new(ctx);
         #[cfg(feature = "contract")]
         if let Some(response) = crate::contract::route(&req, &env).await {
             return response;
@@ -109,7 +110,7 @@ mod worker_main {
         .with_request_body(request_body.clone());
         if settings.blob_cache {
             if let Some(origin) = translate::origin(&request) {
-                blobs = blobs.with_blob_cache(BlobCache::new(origin, Rc::new(ctx)));
+                blobs = blobs.with_blob_cache(BlobCache::new(origin, ctx.clone()));
             }
         }
         let mut registry = Registry::new(blobs, R2Meta::new(bucket), settings.config.clone());
@@ -138,6 +139,7 @@ mod worker_main {
         let started = js_sys::Date::now();
         let response = registry.handle(request, ctx_now).await;
         record_metrics(&env_for_metrics, &settings, &method, &path, &response, started, bytes_in);
+        crate::webhooks::wake(&env_for_metrics, &ctx, &response);
         translate::response(response, &handoff)
     }
 
@@ -177,7 +179,7 @@ mod worker_main {
     /// its checkpoint in R2. `wrangler dev --test-scheduled` fires it at `/__scheduled`.
     #[event(scheduled)]
     async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::ScheduleContext) {
-        if let Err(message) = deliver(&env).await {
+        if let Err(message) = deliver(&env, "webhook deliveries").await {
             console_error!("berth: webhook deliveries: {message}");
         }
         if let Err(message) = collect(&env).await {
@@ -185,8 +187,22 @@ mod worker_main {
         }
     }
 
-    /// Delivers due webhook events, batch after batch, for at most [`DELIVERY_BUDGET_SECS`].
-    async fn deliver(env: &Env) -> Result<(), String> {
+    /// The consumer of the webhook wake-up queue (`[[queues.consumers]]` in wrangler.toml,
+    /// src/webhooks.rs): the same delivery step as the Cron Trigger, at once. The batch is
+    /// acked whatever happened: the outbox is the record, and what this run could not send the
+    /// next message or Cron Trigger will (an `Err` here would also abort the isolate).
+    #[event(queue)]
+    async fn queue(batch: worker::MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> worker::Result<()> {
+        if let Err(message) = deliver(&env, "webhook deliveries (queue)").await {
+            console_error!("berth: webhook deliveries (queue): {message}");
+        }
+        batch.ack_all();
+        Ok(())
+    }
+
+    /// Delivers due webhook events, batch after batch, for at most [`DELIVERY_BUDGET_SECS`];
+    /// `label` starts its log line (which caller ran it).
+    async fn deliver(env: &Env, label: &str) -> Result<(), String> {
         let settings = Settings::from_env(env)?;
         let hooks = crate::webhooks::webhooks(settings.auth_config.as_deref(), settings.policy_config.as_deref(), &settings.public_url)?;
         if hooks.is_empty() {
@@ -202,14 +218,14 @@ mod worker_main {
         loop {
             let concurrency = berth_core::webhooks::outbox::DEFAULT_CONCURRENCY;
             let r = hooks.deliver(&meta, &crate::webhooks::FetchPost, clock(), batch, concurrency).await.map_err(|e| e.message)?;
-            worker::console_log!("berth: webhook deliveries: {}", serde_json::to_string(&r).unwrap_or_default());
+            worker::console_log!("berth: {label}: {}", serde_json::to_string(&r).unwrap_or_default());
             if r.delivered + r.retrying + r.failed < batch || clock() >= stop {
                 return Ok(());
             }
         }
     }
 
-    /// How long one trigger delivers webhooks before GC gets its turn.
+    /// How long one trigger (or queue batch) delivers webhooks before GC gets its turn.
     const DELIVERY_BUDGET_SECS: u64 = 30;
 
     async fn collect(env: &Env) -> Result<(), String> {

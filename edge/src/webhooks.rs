@@ -1,6 +1,8 @@
 //! Webhooks on the Worker (docs/webhooks.md): `[webhooks]` compiled once per isolate (requests
-//! write the outbox through the core), and the core's delivery step from the Cron Trigger
-//! through the Workers `fetch`. Every rule of delivery is berth-core's.
+//! write the outbox through the core), a wake-up message on the queue bound as
+//! [`QUEUE_BINDING`] after a request that wrote outbox entries, and the core's delivery step
+//! (from the queue consumer and the Cron Trigger) through the Workers `fetch`. Every rule of
+//! delivery is berth-core's.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -8,6 +10,24 @@ use std::time::Duration;
 
 use berth_core::auth::AuthConfig;
 use berth_core::webhooks::{HttpPost, Webhooks};
+
+/// The Cloudflare Queue (wrangler.toml `[[queues.producers]]`) that wakes the consumer
+/// (`#[event(queue)]`) to deliver. Optional: without it, deliveries wait for the Cron Trigger.
+pub const QUEUE_BINDING: &str = "WEBHOOK_QUEUE";
+
+/// After a request whose answer says it wrote outbox entries ([`berth_core::webhooks::Enqueued`]),
+/// sends one small message to the queue, after the response (`waitUntil`). The message is only
+/// a wake-up, the outbox is the record: a message that is lost (or a queue that is not bound)
+/// delays the delivery to the next Cron Trigger, it never loses the event.
+pub fn wake(env: &worker::Env, ctx: &worker::Context, response: &berth_core::Response) {
+    let Some(berth_core::webhooks::Enqueued(n)) = response.extensions().get().copied() else { return };
+    let Ok(queue) = env.queue(QUEUE_BINDING) else { return };
+    ctx.wait_until(async move {
+        if let Err(e) = queue.send(serde_json::json!({ "webhooks": n })).await {
+            worker::console_error!("berth: webhook wake-up not sent to {QUEUE_BINDING} (the Cron Trigger will deliver): {e}");
+        }
+    });
+}
 
 /// A receiver gets this long to answer before the attempt counts as failed.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);

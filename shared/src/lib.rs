@@ -227,14 +227,20 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             return response;
         };
         if let (Some(hooks), Some(request)) = (&self.hooks, hook_request) {
-            if let Err(e) = hooks.record(&self.meta, &event, &request, refusal.as_ref(), &ctx).await {
-                tracing::error!(error = %e.message, "webhook events could not be written to the outbox");
-                // A write without its event must not look successful: the client retries.
-                if !matches!(event.action, EventAction::Pull) && event.outcome == events::Outcome::Ok {
-                    let message = "the write succeeded but its event could not be recorded; retry";
-                    response = Reply::error(error::oci(ErrorCode::Unknown, message)).into_response(head);
-                    event.status = response.status().as_u16();
-                    event.outcome = events::Outcome::Error;
+            match hooks.record(&self.meta, &event, &request, refusal.as_ref(), &ctx).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    response.extensions_mut().insert(webhooks::Enqueued(n));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e.message, "webhook events could not be written to the outbox");
+                    // A write without its event must not look successful: the client retries.
+                    if !matches!(event.action, EventAction::Pull) && event.outcome == events::Outcome::Ok {
+                        let message = "the write succeeded but its event could not be recorded; retry";
+                        response = Reply::error(error::oci(ErrorCode::Unknown, message)).into_response(head);
+                        event.status = response.status().as_u16();
+                        event.outcome = events::Outcome::Error;
+                    }
                 }
             }
         }

@@ -19,8 +19,9 @@
 #      it (tests/edge/wrangler-contract.toml) and calls its POST /__berth/contract, which
 #      answers 200 `ok` or 500 with what failed; checks the production bundle lacks the route.
 #   7. gc: garbage collection fired by the Cron Trigger (tests/edge/gc.sh, its own instance).
-#   7b. webhooks: outbox entries delivered by the Cron Trigger to a local receiver, signed,
-#      retried after a failure (tests/edge/webhooks.sh, its own instance).
+#   7b. webhooks: outbox entries delivered at once through the local webhook queue (no Cron
+#      Trigger) to a local receiver, signed, and retried by the Cron Trigger after a failure
+#      (tests/edge/webhooks.sh, its own instance).
 #   8. ui: the web interface's browser tests (tests/ui/run.sh with UI_TARGET=worker: its own
 #      Workers, auth off then on with AUTH_CONFIG; needs target/release/berth, as `push` does).
 #   9. mirror: the pull-through cache (docs/mirror.md): MIRROR_TARGET=worker tests/mirror/run.sh,
@@ -238,7 +239,7 @@ if [[ " $steps " == *" gc "* ]]; then
 fi
 
 if [[ " $steps " == *" webhooks "* ]]; then
-  say "webhooks: delivered by the Cron Trigger under wrangler dev --test-scheduled (tests/edge/webhooks.sh)"
+  say "webhooks: delivered through the queue, retried by the Cron Trigger, under wrangler dev (tests/edge/webhooks.sh)"
   bash tests/edge/webhooks.sh || failed+=("webhooks")
 fi
 

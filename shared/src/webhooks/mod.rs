@@ -24,6 +24,13 @@ pub use config::{EndpointConfig, Format, HookKind, WebhookConfig};
 pub use outbox::{failed, redeliver, redeliver_all, release_claims, DeliverReport, Delivery};
 pub use payload::{HookEvent, RequestInfo};
 
+/// Put in a response's extensions when its request wrote outbox entries (how many): a runtime
+/// that delivers from a queue (Cloudflare Queues, SQS) sends its consumer a wake-up then, so
+/// delivery starts within seconds instead of at the next schedule. Only a wake-up: the outbox
+/// stays the record, and a lost message delays a delivery to the next schedule, never loses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued(pub usize);
+
 /// Sends one delivery: the runtime's HTTP client. It must not follow redirects (a redirect to
 /// an internal address would get round the URL check), must cut a slow receiver off after a
 /// few seconds, need not read the response body, and (unless `allow_private`) must refuse to
@@ -127,7 +134,8 @@ impl Webhooks {
     }
 
     /// Writes the outbox entries of a request's event (none when no endpoint wants it).
-    /// `refusal` is the detail of the error the request was refused with, if any.
+    /// `refusal` is the detail of the error the request was refused with, if any. Returns how
+    /// many entries the request wrote (0 when none, or when pulls are buffered).
     pub(crate) async fn record<M: MetaStore>(
         &self,
         meta: &M,
@@ -135,7 +143,7 @@ impl Webhooks {
         request: &RequestInfo,
         refusal: Option<&serde_json::Value>,
         ctx: &RequestContext,
-    ) -> StorageResult<()> {
+    ) -> StorageResult<usize> {
         let ops: Vec<_> = hook_events(event, request, refusal, ctx)
             .iter()
             .flat_map(|e| outbox::enqueue_ops(&self.config, e))
@@ -143,9 +151,12 @@ impl Webhooks {
         match &self.pulls {
             Some(buffer) if event.action == crate::events::EventAction::Pull => {
                 buffer.hold(ops);
-                Ok(())
+                Ok(0)
             }
-            _ => self.write(meta, ops).await,
+            _ => {
+                let n = ops.len();
+                self.write(meta, ops).await.map(|()| n)
+            }
         }
     }
 

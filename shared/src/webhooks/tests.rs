@@ -225,6 +225,34 @@ async fn pulls_are_events_only_when_asked_for_and_head_is_not_a_pull() {
     assert_eq!(h.kinds().await.iter().filter(|(k, _)| *k == HookKind::Pull).count(), 1);
 }
 
+/// A runtime that delivers from a queue wakes its consumer only after a request that wrote
+/// outbox entries: the response says how many (`Enqueued`), and nothing when there were none.
+#[tokio::test]
+async fn a_response_tells_the_runtime_when_its_request_wrote_outbox_entries() {
+    let h = harness(&config(""));
+    let respond = |method: &str, uri: &str, body: &[u8], n: u8| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", OCI_MANIFEST)
+            .body(stream_of(Bytes::copy_from_slice(body)))
+            .unwrap();
+        h.registry.handle(req, crate::RequestContext { now: NOW, random: [n; 16] })
+    };
+    let (bytes, _) = h.image("team/app", 1).await;
+    let push = respond("PUT", "/v2/team/app/manifests/v1", &bytes, 200).await;
+    assert_eq!(push.status(), StatusCode::CREATED);
+    // push + tag, to the one endpoint.
+    assert_eq!(push.extensions().get::<Enqueued>(), Some(&Enqueued(2)));
+    let pull = respond("GET", "/v2/team/app/manifests/v1", b"", 201).await;
+    assert_eq!(pull.status(), StatusCode::OK);
+    assert_eq!(pull.extensions().get::<Enqueued>(), None, "pulls were not asked for");
+    let (other, _) = h.image("other/app", 2).await;
+    let elsewhere = respond("PUT", "/v2/other/app/manifests/v1", &other, 202).await;
+    assert_eq!(elsewhere.status(), StatusCode::CREATED);
+    assert_eq!(elsewhere.extensions().get::<Enqueued>(), None, "no endpoint wants other/**");
+}
+
 #[tokio::test]
 async fn buffered_pulls_are_written_by_the_flush_and_bounded() {
     let text = config("").replace("events = [\"push\",", "events = [\"pull\", \"push\",");

@@ -142,6 +142,8 @@ resource "cloudflare_worker_version" "this" {
     # One Analytics Engine data point per request (docs/observability.md); the dataset is made
     # by the first write.
     var.analytics_dataset == null ? [] : [{ name = "METRICS", type = "analytics_engine", dataset = var.analytics_dataset }],
+    # Webhooks: the wake-up queue below (producer side).
+    var.webhook_queue ? [{ name = "WEBHOOK_QUEUE", type = "queue", queue_name = cloudflare_queue.webhooks[0].queue_name }] : [],
     [for k in sort(keys(local.vars)) : { name = k, type = "plain_text", text = local.vars[k] }],
     local.secret_bindings,
   )
@@ -189,4 +191,29 @@ resource "cloudflare_workers_cron_trigger" "gc" {
   script_name = cloudflare_worker.this.name
   schedules   = [for cron in var.gc_crons : { cron = cron }]
   depends_on  = [cloudflare_workers_deployment.this]
+}
+
+# Webhooks (docs/webhooks.md): a request that wrote outbox entries sends a wake-up message to
+# this queue (bound as WEBHOOK_QUEUE), and the Worker's queue handler delivers at once. The
+# outbox in R2 stays the record: a lost message only delays a delivery to the next Cron Trigger
+# (gc_crons), so that schedule is still what retries failed deliveries.
+resource "cloudflare_queue" "webhooks" {
+  count      = var.webhook_queue ? 1 : 0
+  account_id = var.account_id
+  queue_name = "${var.name}-webhooks"
+}
+
+resource "cloudflare_queue_consumer" "webhooks" {
+  count       = var.webhook_queue ? 1 : 0
+  account_id  = var.account_id
+  queue_id    = cloudflare_queue.webhooks[0].queue_id
+  script_name = cloudflare_worker.this.name
+  type        = "worker"
+  # Wake-ups are alike: up to a second to gather a batch, which runs one delivery step.
+  settings = {
+    batch_size       = 100
+    max_wait_time_ms = 1000
+    max_retries      = 1
+  }
+  depends_on = [cloudflare_workers_deployment.this]
 }

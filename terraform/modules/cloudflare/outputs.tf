@@ -22,3 +22,8 @@ output "kv_namespace_id" {
   description = "The manifest cache's KV namespace id."
   value       = cloudflare_workers_kv_namespace.manifest_cache.id
 }
+
+output "webhook_queue_name" {
+  description = "The webhook wake-up queue (null when webhook_queue is false)."
+  value       = var.webhook_queue ? cloudflare_queue.webhooks[0].queue_name : null
+}

@@ -181,3 +181,9 @@ variable "analytics_dataset" {
   type        = string
   default     = "berth"
 }
+
+variable "webhook_queue" {
+  description = "Create a Cloudflare Queue (<name>-webhooks, bound as WEBHOOK_QUEUE, consumed by the Worker) so webhook deliveries start within seconds of their event (docs/webhooks.md). false: deliveries wait for the Cron Trigger (gc_crons)."
+  type        = bool
+  default     = true
+}
