@@ -20,6 +20,8 @@ fn path_of(route: &Route) -> String {
         Route::Repositories => "/v2/_berth/repositories".into(),
         Route::TagDetails { name } => format!("/v2/{name}/_berth/tags"),
         Route::PolicyState { name } => format!("/v2/{name}/_berth/policy"),
+        Route::Webhooks => "/v2/_berth/webhooks".into(),
+        Route::RetentionPreview { name } => format!("/v2/{name}/_berth/retention"),
     }
 }
 

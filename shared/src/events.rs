@@ -234,7 +234,10 @@ impl Draft {
         let upload = |id: &str| Target { upload: Some(id.to_owned()), ..named(K::Upload, id) };
         let mut from = None;
         let (action, name, target) = match endpoint {
-            Endpoint::Base | Endpoint::Quotas | Endpoint::Repositories | Endpoint::TagDetails { .. } | Endpoint::PolicyState { .. } => return None,
+            Endpoint::Base | Endpoint::Quotas | Endpoint::Repositories | Endpoint::TagDetails { .. }
+            | Endpoint::PolicyState { .. }
+            | Endpoint::Webhooks
+            | Endpoint::RetentionPreview { .. } => return None,
             Endpoint::Catalog => (A::Catalog, None, Target::new(K::Catalog)),
             Endpoint::TagsList { name } => (A::Pull, Some(name), Target::new(K::Tags)),
             Endpoint::ManifestGet { name, reference } => (A::Pull, Some(name), manifest(reference)),

@@ -16,6 +16,7 @@ pub mod events;
 pub mod gc;
 pub mod hash;
 mod inspect;
+pub(crate) mod lifecycle_reads;
 pub mod manifests;
 pub mod memory;
 pub mod metrics;
@@ -297,6 +298,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Endpoint::TagsList { name } => self.tags_list(name, &req).await,
             Endpoint::TagDetails { name } => self.tag_details(name, &req).await,
             Endpoint::PolicyState { name } => self.policy_state(name).await,
+            Endpoint::Webhooks => self.webhook_state(&req).await,
+            Endpoint::RetentionPreview { name } => self.retention_preview(name, ctx.now).await,
             Endpoint::ManifestGet { name, reference } => self.get_manifest(name, reference, &req, head, ctx.now).await,
             Endpoint::ManifestPut { name, reference } => self.put_manifest(name, reference, &req, body, ctx).await,
             Endpoint::ManifestDelete { name, reference } => self.delete_manifest(name, reference).await,

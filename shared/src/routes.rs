@@ -26,7 +26,14 @@ pub enum Route {
     TagDetails { name: String },
     /// Berth's tag policies that apply to a repository (docs/policies.md).
     PolicyState { name: String },
+    /// Berth's webhook endpoints and failed deliveries (docs/webhooks.md, docs/ui.md).
+    Webhooks,
+    /// What retention would delete in a repository now (docs/gc.md, docs/ui.md).
+    RetentionPreview { name: String },
 }
+
+/// Where Berth's webhook state is served.
+pub const WEBHOOKS_PATH: &str = "/v2/_berth/webhooks";
 
 /// Where Berth's quota usage is served.
 pub const QUOTAS_PATH: &str = "/v2/_berth/quotas";
@@ -51,6 +58,9 @@ impl Route {
         if rest == "_berth/repositories" {
             return Some(Route::Repositories);
         }
+        if rest == "_berth/webhooks" {
+            return Some(Route::Webhooks);
+        }
         let segs: Vec<&str> = rest.split('/').collect();
         let n = segs.len();
         let name = |k: usize| segs[..n - k].join("/");
@@ -59,6 +69,7 @@ impl Route {
             match tail(1) {
                 Some("tags") => return Some(Route::TagDetails { name: name(2) }),
                 Some("policy") => return Some(Route::PolicyState { name: name(2) }),
+                Some("retention") => return Some(Route::RetentionPreview { name: name(2) }),
                 _ => {}
             }
         }
@@ -157,6 +168,10 @@ pub enum Endpoint {
     TagDetails { name: String },
     /// GET: the immutable, refused and retention rules that apply to a repository.
     PolicyState { name: String },
+    /// GET: the webhook endpoints (no secrets), failed deliveries and a count of pending ones.
+    Webhooks,
+    /// GET: the tags and manifests retention would delete in a repository now (read-only).
+    RetentionPreview { name: String },
 }
 
 /// Why a request names no endpoint: answered 404 or 405 before anything is read or stored.
@@ -179,6 +194,8 @@ impl Endpoint {
             Route::Tags { name } if m == Method::GET => Endpoint::TagsList { name },
             Route::TagDetails { name } if m == Method::GET => Endpoint::TagDetails { name },
             Route::PolicyState { name } if m == Method::GET => Endpoint::PolicyState { name },
+            Route::Webhooks if m == Method::GET => Endpoint::Webhooks,
+            Route::RetentionPreview { name } if m == Method::GET => Endpoint::RetentionPreview { name },
             Route::Manifest { name, reference } if read => Endpoint::ManifestGet { name, reference },
             Route::Manifest { name, reference } if m == Method::PUT => Endpoint::ManifestPut { name, reference },
             Route::Manifest { name, reference } if m == Method::DELETE => {
@@ -203,13 +220,15 @@ impl Endpoint {
     pub fn access(&self) -> Access<'_> {
         match self {
             Endpoint::Base => Access::Login,
-            // Names every namespace and its size: for whoever may list every repository.
-            Endpoint::Catalog | Endpoint::Quotas => Access::Catalog,
+            // Names every namespace and its size, or every repository's events: for whoever
+            // may list every repository.
+            Endpoint::Catalog | Endpoint::Quotas | Endpoint::Webhooks => Access::Catalog,
             Endpoint::Repositories => Access::Anyone,
             // Who may pull a repository may read its tags and the rules its pushes meet.
             Endpoint::TagsList { name }
             | Endpoint::TagDetails { name }
             | Endpoint::PolicyState { name }
+            | Endpoint::RetentionPreview { name }
             | Endpoint::ManifestGet { name, .. }
             | Endpoint::BlobGet { name, .. }
             | Endpoint::Referrers { name, .. } => Access::Repository { name, action: Action::Pull },
@@ -235,6 +254,8 @@ impl Endpoint {
             Endpoint::TagsList { .. } => "tags_list",
             Endpoint::TagDetails { .. } => "tag_details",
             Endpoint::PolicyState { .. } => "policy_state",
+            Endpoint::Webhooks => "webhooks",
+            Endpoint::RetentionPreview { .. } => "retention_preview",
             Endpoint::ManifestGet { .. } => "manifest_get",
             Endpoint::ManifestPut { .. } => "manifest_put",
             Endpoint::ManifestDelete { .. } => "manifest_delete",
@@ -294,6 +315,13 @@ mod tests {
         let details = Endpoint::of(&Method::GET, "/v2/a/_berth/tags").unwrap();
         assert_eq!(details.access(), Access::Repository { name: "a", action: Action::Pull });
         assert_eq!(Endpoint::of(&Method::DELETE, "/v2/a/_berth/policy"), Err(Unrouted::MethodNotAllowed));
+        assert_eq!(Route::parse(WEBHOOKS_PATH), Some(Route::Webhooks));
+        assert_eq!(Endpoint::of(&Method::GET, WEBHOOKS_PATH).unwrap().access(), Access::Catalog);
+        assert_eq!(Endpoint::of(&Method::DELETE, WEBHOOKS_PATH), Err(Unrouted::MethodNotAllowed));
+        assert_eq!(Route::parse("/v2/org/app/_berth/retention"), Some(Route::RetentionPreview { name: "org/app".into() }));
+        let preview = Endpoint::of(&Method::GET, "/v2/a/_berth/retention").unwrap();
+        assert_eq!(preview.access(), Access::Repository { name: "a", action: Action::Pull });
+        assert_eq!(Endpoint::of(&Method::POST, "/v2/a/_berth/retention"), Err(Unrouted::MethodNotAllowed));
         assert_eq!(Route::parse("/v2/a/_berth/other"), None);
         assert_eq!(Route::parse("/v2/blobs/x"), None);
         assert_eq!(Route::parse("/v3/a/tags/list"), None);

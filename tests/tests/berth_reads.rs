@@ -1,7 +1,8 @@
 //! Berth's read endpoints for the web interface (docs/ui.md), over HTTP, on any runtime:
 //! `GET /v2/<name>/_berth/tags` (tags with digest, media type, size and push time, in pages)
 //! and `GET /v2/<name>/_berth/policy` (the rules that apply; none on a registry without
-//! policies: the policy case is in tests/policies.rs).
+//! policies: the policy case is in tests/policies.rs), `GET /v2/<name>/_berth/retention` (the
+//! case with a rule is in tests/policies.rs) and `GET /v2/_berth/webhooks`.
 
 mod common;
 
@@ -95,4 +96,39 @@ async fn the_policy_state_of_a_repository_without_policies_is_empty() {
     assert_eq!(body["immutable_tags"], serde_json::json!([]));
     assert_eq!(body["refused_tags"], serde_json::json!([]));
     assert!(body["retention"].is_null(), "{body}");
+}
+
+#[tokio::test]
+async fn the_retention_preview_without_a_rule_deletes_nothing() {
+    let repo = repo("ret-none");
+    push_image(&repo, "v1").await;
+    let r = get(format!("/v2/{repo}/_berth/retention")).send().await;
+    assert_status(&r, 200);
+    let body = r.json();
+    if !body["rule"].is_null() {
+        // A runtime started with tests/tests/policies/policy.toml: covered there.
+        return skip("this registry runs with a retention rule here; see tests/policies.rs");
+    }
+    assert_eq!(body["name"], repo.as_str());
+    assert_eq!((body["tags"].clone(), body["manifests"].clone()), (serde_json::json!([]), serde_json::json!([])));
+    let r = get(format!("/v2/{}/nothing-here/_berth/retention", run_id())).send().await;
+    assert_oci_error(&r, 404, "NAME_UNKNOWN");
+}
+
+/// The webhook state needs the catalog right: where the catalog is open, so is it, and it
+/// never holds a secret.
+#[tokio::test]
+async fn the_webhook_state_is_served_where_the_catalog_is() {
+    let catalog = get("/v2/_catalog?n=1").send().await;
+    let r = get("/v2/_berth/webhooks").send().await;
+    if catalog.status != 200 {
+        assert!(matches!(r.status, 401 | 403), "catalog {}, webhooks {}", catalog.status, r.status);
+        return;
+    }
+    assert_status(&r, 200);
+    let body = r.json();
+    assert!(body["endpoints"].is_array() && body["failed"].is_array() && body["pending"].is_u64(), "{body}");
+    for e in body["endpoints"].as_array().into_iter().flatten() {
+        assert!(e.get("secret").is_none(), "{e}");
+    }
 }

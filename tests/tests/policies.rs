@@ -317,7 +317,9 @@ fn berth_serve_loads_policies_without_changing_auth() {
     assert!(log.contains("policies.retention rule 1: keep_last = 0"), "{log}");
     let (status, log) = serve_once("bad-in-auth", &format!("{public}{bad}"), true, "--auth-config");
     assert_eq!(status, None);
-    assert!(log.contains("policies.retention rule 1: keep_last = 0"), "{log}");
+    // After the policy file's own retention rules (one, for the preview test).
+    let n = policies.matches("[[policies.retention]]").count() + 1;
+    assert!(log.contains(&format!("policies.retention rule {n}: keep_last = 0")), "{log}");
 }
 
 /// A quota of 2 KiB over `*/quota-*`: a blob that fits is counted once however many of its
@@ -349,4 +351,35 @@ async fn a_push_over_quota_is_refused() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(text.starts_with("small\t1.5 KiB of 2.0 KiB (73.2%)\t1500 of 2048 bytes\t*/quota-*"), "{text}");
     }
+}
+
+/// `GET /v2/<name>/_berth/retention`: what the rule covering `*/ret-*` (keep_last = 1) would
+/// delete now, read-only: the older tag and its manifest, which no kept tag names.
+#[tokio::test]
+async fn the_retention_preview_names_what_a_run_would_delete() {
+    needs_policy!();
+    let repo = repo("ret-preview");
+    let old = push_image(&repo, "old").await;
+    // Push times are whole seconds: the second push is a later second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let new = push_image(&repo, "new").await;
+    let r = get(format!("/v2/{repo}/_berth/retention")).send().await;
+    assert_status(&r, 200);
+    let body = r.json();
+    let tags: Vec<&str> = body["tags"].as_array().expect("tags").iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(tags, ["old"], "{body}");
+    let manifests: Vec<&str> = body["manifests"].as_array().expect("manifests").iter().filter_map(|m| m["digest"].as_str()).collect();
+    assert_eq!(manifests, [old.digest.as_str()], "{body}");
+    assert!(body["rule"].as_u64().is_some(), "{body}");
+    // Read-only: both tags still resolve.
+    for (tag, image) in [("old", &old), ("new", &new)] {
+        let r = get(format!("/v2/{repo}/manifests/{tag}")).header("accept", OCI_MANIFEST).send().await;
+        assert_status(&r, 200);
+        assert_header(&r, "docker-content-digest", &image.digest);
+    }
+    // A repository no rule covers: nothing.
+    let dev = common::repo("dev-ret");
+    push_image(&dev, "v1").await;
+    let body = get(format!("/v2/{dev}/_berth/retention")).send().await.json();
+    assert_eq!((body["rule"].is_null(), body["tags"].clone()), (true, serde_json::json!([])), "{body}");
 }

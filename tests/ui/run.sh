@@ -7,7 +7,8 @@
 #      tags a second apart (push-time sort) with skopeo and curl, and drives Debian's chromium
 #      with playwright-core through tests/ui/ui.test.mjs (open mode; screenshots into docs/ui/
 #      when SHOTS=1);
-#   3. the same with auth on (anonymous, a reader, a writer; a quota for the storage panel).
+#   3. the same with auth on (anonymous, a reader, a writer; a quota for the storage panel, a
+#      webhook endpoint that is never reached for the Webhooks panel's failed deliveries).
 #
 #   bash tests/ui/run.sh
 #   UI_TARGET=worker bash tests/ui/run.sh   # against the Worker under `wrangler dev` (run
@@ -136,6 +137,11 @@ message = "push a version tag"
 repositories = ["demo/**"]
 keep_last = 100
 
+# ret/app: two tags a second apart, of which keep_last = 1 lets the older go (the preview).
+[[policies.retention]]
+repositories = ["ret/**"]
+keep_last = 1
+
 [[policies.quotas]]
 name = "demo"
 repositories = ["demo/**"]
@@ -162,6 +168,9 @@ for t in a-second c-third; do
   sleep 1.1
   curl -sf -X PUT -H "Content-Type: $ct" --data-binary "@$WORK/timed.json" "http://$REG/v2/demo/timed/manifests/$t" >/dev/null
 done
+push "" single ret/app:old
+sleep 1.1
+push "" single ret/app:new
 shots=""
 [ "${SHOTS:-}" = 1 ] && shots="$root/docs/ui"
 node "$here/ui.test.mjs" open "$REG" "$INDEX" "$SIG" "$shots"
@@ -196,6 +205,18 @@ actions = ["pull"]
 name = "team"
 repositories = ["team/**"]
 limit = "1 GiB"
+
+# A receiver that is never there (port 9, discard, closed): team/** pushes fail at once and,
+# with one attempt, show as failed deliveries in the Webhooks panel.
+[webhooks]
+max_attempts = 1
+[[webhooks.endpoints]]
+name = "ci"
+url = "http://127.0.0.1:9/hook"
+secret = "ui-test-secret-0123456789"
+allow_private = true
+repositories = ["team/**"]
+events = ["push"]
 EOF
 start auth --auth-config "$CONF"
 push "alice:$ALICE_PW" single public/app:v1

@@ -165,6 +165,17 @@ if (mode === "open") {
     await table.getByRole("cell", { name: "demo", exact: true }).waitFor();
     await table.getByRole("cell", { name: "1.0 GiB", exact: true }).waitFor();
     assert.notEqual(await table.locator("tbody tr td").nth(2).textContent(), "0 B", "demo holds images");
+    // Auth off, every caller may see webhooks; none are configured here.
+    await page.getByRole("region", { name: "Webhooks" }).getByText("No webhooks configured").waitFor();
+  });
+
+  await test("retention-preview", async (page) => {
+    await page.goto(`${BASE}/ui/#/r/ret/app`);
+    const policies = page.getByRole("region", { name: "Policies" });
+    await policies.getByText(/keeps the last 1 tags pushed \(retention rule 2\)/).waitFor();
+    // keep_last = 1: the older tag goes; the manifest stays (the newer tag names it).
+    await policies.getByText("Retention would delete now: tags old.").waitFor();
+    assert.deepEqual(listTags("ret/app").sort(), ["new", "old"], "the preview deleted nothing");
   });
 
   await test("phone-and-dark", async (page) => {
@@ -219,7 +230,7 @@ if (mode === "open") {
     await policies.getByText(/Tags matching v1 never move and are never deleted \(immutable_tags rule 1\)/).waitFor();
     await policies.getByText(/Tags matching latest cannot be pushed here \(refused_tags rule 1\): push a version tag/).waitFor();
     await policies.getByText(/keeps the last 100 tags pushed \(retention rule 1\)/).waitFor();
-    await policies.getByText("berth gc --dry-run").waitFor();
+    await policies.getByText("Retention would delete: nothing.").waitFor();
     // Every size loaded (a cell shows "…" until then).
     await page.waitForFunction(() => ![...document.querySelectorAll("td")].some((td) => td.textContent === "…"));
     await shot(page, "tags");
@@ -251,8 +262,10 @@ if (mode === "open") {
     await shot(page, "anonymous-public");
     // Storage use needs the catalog right: not shown to anonymous visitors.
     await page.goto(`${BASE}/ui/`);
-    await page.getByText("Shown to those who may list every repository (the catalog right).").waitFor();
+    await page.getByRole("region", { name: "Storage use per namespace" }).getByText("Shown to those who may list every repository (the catalog right).").waitFor();
     assert.equal(await page.getByRole("table", { name: "Storage use per namespace" }).count(), 0);
+    await page.getByRole("region", { name: "Webhooks" }).getByText("Shown to those who may list every repository (the catalog right).").waitFor();
+    assert.equal(await page.getByRole("table", { name: "Webhook endpoints" }).count(), 0, "webhooks need the catalog right");
     await page.goto(`${BASE}/ui/#/r/team/secret`);
     await page.getByRole("alert").getByText(/tags of team\/secret: 401/).waitFor();
     assert.equal(await page.getByRole("cell", { name: "v1", exact: true }).count(), 0);
@@ -269,7 +282,7 @@ if (mode === "open") {
     assert.equal(await page.getByRole("button", { name: /Delete/ }).count(), 0, "no delete button for bob");
     // bob may pull team/** but not list the catalog: no storage use either.
     await page.goto(`${BASE}/ui/#/`);
-    await page.getByText("Shown to those who may list every repository (the catalog right).").waitFor();
+    await page.getByRole("region", { name: "Storage use per namespace" }).getByText("Shown to those who may list every repository (the catalog right).").waitFor();
     assert.equal(await page.getByRole("table", { name: "Storage use per namespace" }).count(), 0);
     // A forged delete with bob's best token: the API refuses it.
     const status = await page.evaluate(async (realm) => {
@@ -293,6 +306,21 @@ if (mode === "open") {
     const used = await storage.locator("tbody tr td").nth(2).textContent();
     assert.ok(used && used !== "0 B", `team's usage: ${used}`);
     await shot(page, "storage-admin");
+    // And the webhook endpoint with the deliveries that failed (the receiver is never there;
+    // the delivery task runs every second, so reload until they are in).
+    const hooks = page.getByRole("region", { name: "Webhooks" });
+    await hooks.getByRole("table", { name: "Webhook endpoints" }).getByRole("cell", { name: "http://127.0.0.1:9/hook" }).waitFor();
+    assert.equal(await hooks.getByText("ui-test-secret").count(), 0, "the secret is never shown");
+    const failedRows = hooks.getByRole("table", { name: "Failed deliveries" }).locator("tbody tr");
+    for (let i = 0; i < 20 && (await failedRows.count()) === 0; i++) {
+      await page.waitForTimeout(500);
+      await page.reload();
+      await hooks.getByRole("table", { name: "Webhook endpoints" }).waitFor();
+    }
+    const row = failedRows.filter({ hasText: "team/secret" }).first();
+    await row.getByRole("cell", { name: "push", exact: true }).waitFor();
+    assert.match(await row.textContent(), /UTCcipushteam\/secret1.*Connection refused/);
+    await shot(page, "webhooks-admin");
     await page.getByRole("link", { name: "team/secret" }).click();
     await page.getByRole("button", { name: "Delete tag old" }).click();
     await page.getByText("Deleted tag old.").waitFor();

@@ -292,6 +292,37 @@ export async function quotaUsage(): Promise<QuotaUsage[] | null> {
   }
 }
 
+export interface WebhookEndpoint { name: string; url: string; events: string[]; repositories: string[] }
+export interface FailedDelivery {
+  id: string; endpoint: string; event: string; repository?: string | null; tag?: string | null;
+  digest?: string | null; attempts: number; lastError?: string | null; at: number;
+}
+export interface WebhookState {
+  endpoints: WebhookEndpoint[]; failed: FailedDelivery[]; moreFailed?: boolean; pending: number; morePending?: boolean;
+}
+
+/** Webhook endpoints and failed deliveries (`GET /v2/_berth/webhooks`, docs/webhooks.md); null
+ *  when the caller may not see them (the catalog right, like storage use). */
+export async function webhookState(): Promise<WebhookState | null> {
+  try {
+    return await (await apiAsCaller("/v2/_berth/webhooks", "webhooks")).json();
+  } catch (e) {
+    if (e instanceof ApiError && (e.status === 401 || e.status === 403)) return null;
+    throw e;
+  }
+}
+
+/** What retention would delete in a repository now (`GET /v2/<name>/_berth/retention`). */
+export interface RetentionPreview {
+  rule: number | null;
+  tags: { name: string; digest: string; reason: string }[];
+  manifests: { digest: string; reason: string }[];
+}
+
+export async function retentionPreview(repo: string): Promise<RetentionPreview> {
+  return (await api(`/v2/${repo}/_berth/retention`, {}, `retention preview of ${repo}`)).json();
+}
+
 /** A push time for people, the same in every locale: `2026-12-06 14:40:12 UTC`. */
 export function formatTime(unix?: number | null): string {
   return unix ? `${new Date(unix * 1000).toISOString().slice(0, 19).replace("T", " ")} UTC` : "unknown";

@@ -3,7 +3,7 @@ import { useEffect, useState } from "preact/hooks";
 import "./style.css";
 import {
   api, ApiError, apiAsCaller, authEnabled, currentUser, Descriptor, formatSize, formatTime, fullSize, getManifest, isIndex,
-  login, logout, Manifest, mayDelete, nextLast, policyState, PolicyState, quotaUsage, tagDetails,
+  login, logout, Manifest, mayDelete, nextLast, policyState, PolicyState, quotaUsage, retentionPreview, tagDetails, webhookState,
 } from "./api";
 
 // Hash routes, so the server serves one page for every view:
@@ -200,6 +200,7 @@ function Repos() {
         <button type="submit">Open</button>
       </form>
       <StorageUse />
+      <WebhooksPanel />
     </main>
   );
 }
@@ -236,6 +237,62 @@ function StorageUse() {
   );
 }
 
+/** Webhook endpoints and failed deliveries, for whoever may see them: the catalog right. */
+function WebhooksPanel() {
+  const hooks = useLoad(webhookState, []);
+  const d = hooks.data;
+  return (
+    <section aria-labelledby="hooks">
+      <h2 id="hooks">Webhooks</h2>
+      <Status error={hooks.error} loading={d === undefined && !hooks.error} />
+      {d === null && <p class="note">Shown to those who may list every repository (the catalog right).</p>}
+      {d && d.endpoints.length === 0 && <p>No webhooks configured (docs/webhooks.md).</p>}
+      {d && d.endpoints.length > 0 && (
+        <>
+          <table aria-label="Webhook endpoints">
+            <thead><tr><th scope="col">Endpoint</th><th scope="col">URL</th><th scope="col">Events</th><th scope="col">Repositories</th></tr></thead>
+            <tbody>
+              {d.endpoints.map((e) => (
+                <tr key={e.name}><td>{e.name}</td><td><code>{e.url}</code></td><td>{e.events.join(", ")}</td><td><code>{e.repositories.join(", ")}</code></td></tr>
+              ))}
+            </tbody>
+          </table>
+          <p>{d.pending}{d.morePending ? "+" : ""} deliveries pending; {d.failed.length}{d.moreFailed ? "+" : ""} failed.</p>
+          {d.failed.length > 0 && (
+            <table aria-label="Failed deliveries">
+              <thead><tr><th scope="col">Time</th><th scope="col">Endpoint</th><th scope="col">Event</th><th scope="col">Repository</th><th scope="col">Attempts</th><th scope="col">Last error</th></tr></thead>
+              <tbody>
+                {d.failed.map((f) => (
+                  <tr key={f.id}>
+                    <td>{formatTime(f.at)}</td><td>{f.endpoint}</td><td>{f.event}</td>
+                    <td>{f.repository ?? "—"}{f.tag ? `:${f.tag}` : ""}</td><td>{f.attempts}</td><td>{f.lastError ?? ""}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+          {d.moreFailed && <p class="note">The first 100 failed deliveries are shown; <code>berth webhooks failed</code> lists them all.</p>}
+        </>
+      )}
+    </section>
+  );
+}
+
+/** What the retention rule would delete in `repo` now (GC's plan, computed read-only). */
+function RetentionNow({ repo }: { repo: string }) {
+  const p = useLoad(() => retentionPreview(repo), [repo]);
+  if (p.error) return <p class="error" role="alert">Retention preview: {p.error}</p>;
+  if (!p.data) return <p>Retention would delete: …</p>;
+  const { tags, manifests } = p.data;
+  if (!tags.length && !manifests.length) return <p class="retention-now">Retention would delete: nothing.</p>;
+  return (
+    <p class="retention-now">
+      Retention would delete now: {tags.length ? <>tags {tags.map((t, i) => <span key={t.name}>{i ? ", " : ""}<code title={t.reason}>{t.name}</code></span>)}</> : "no tags"}
+      {manifests.length ? `; ${manifests.length} manifest${manifests.length > 1 ? "s" : ""}` : ""}.
+    </p>
+  );
+}
+
 /** A padlock, drawn (no emoji font needed); the badge's text says what it means. */
 function Lock() {
   return (
@@ -256,7 +313,7 @@ function SizeCell({ repo, digest }: { repo: string; digest: string }) {
 }
 
 /** The tag policies and retention rule that apply to `repo`, from the registry's config. */
-function Policies({ policy }: { policy: PolicyState }) {
+function Policies({ repo, policy }: { repo: string; policy: PolicyState }) {
   const r = policy.retention;
   const none = !policy.immutable_tags.length && !policy.refused_tags.length && !r;
   const keeps = r && [
@@ -279,7 +336,7 @@ function Policies({ policy }: { policy: PolicyState }) {
           <li>
             <span class="badge">retention</span> Garbage collection keeps {keeps && keeps.length ? keeps.join("; ") : "every tag"}
             {r.delete_untagged_after_days !== undefined ? `, and deletes untagged manifests unused for ${r.delete_untagged_after_days} days` : ""} (retention rule {r.rule}).
-            {" "}What a run would delete now is not computed here: <code>berth gc --dry-run</code> shows it.
+            <RetentionNow repo={repo} />
           </li>
         )}
       </ul>
@@ -355,7 +412,7 @@ function Tags({ repo }: { repo: string }) {
             <button type="button" disabled={page < 1} onClick={() => setPageNo(page - 1)}>Previous tags</button>
             <button type="button" disabled={page >= pages - 1} onClick={() => setPageNo(page + 1)}>Next tags</button>
           </div>
-          <Policies policy={list.data.policy} />
+          <Policies repo={repo} policy={list.data.policy} />
         </>
       )}
     </main>

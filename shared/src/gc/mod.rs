@@ -13,6 +13,7 @@ mod guard;
 mod io;
 mod phases;
 mod retention;
+pub(crate) use retention::preview as retention_preview;
 #[cfg(test)]
 mod tests;
 

@@ -163,6 +163,23 @@ async fn inventory<B: BlobStore, M: MetaStore>(io: &Io<'_, B, M>, name: &RepoNam
     Ok(Some(found))
 }
 
+/// What retention would delete in `name` at `now`, read-only: the same inventory and plan as
+/// a run, through a dry-run [`Io`] (it never writes). For `GET /v2/<name>/_berth/retention`
+/// (docs/ui.md). None when no rule covers the repository or its inventory is unreadable (a
+/// run would skip it too). The caller bounds the repository's size first.
+pub(crate) async fn preview<B: BlobStore, M: MetaStore>(
+    reg: &crate::Registry<B, M>,
+    name: &RepoName,
+    now: u64,
+) -> Result<Option<retention::Plan>> {
+    if reg.policies.retention_rule(name.as_str()).is_none() {
+        return Ok(None);
+    }
+    let io = Io::new(reg, true);
+    let Some(found) = inventory(&io, name).await? else { return Ok(None) };
+    Ok(Some(retention::plan(&reg.policies, name.as_str(), &found.inventory, now)))
+}
+
 /// Recounts the quota after the last one done (one per step). True when the phase is done.
 pub(super) async fn recount<B: BlobStore, M: MetaStore>(
     io: &Io<'_, B, M>,

@@ -29,6 +29,7 @@ fn every_endpoint(repo: &str, digest: &str, upload: &str) -> Vec<(&'static str, 
         // Berth's read endpoints for the web interface (docs/ui.md): pull rights, like tags/list.
         ("GET", format!("/v2/{repo}/_berth/tags")),
         ("GET", format!("/v2/{repo}/_berth/policy")),
+        ("GET", format!("/v2/{repo}/_berth/retention")),
     ]
 }
 

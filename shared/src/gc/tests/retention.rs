@@ -393,3 +393,59 @@ fn quota_usage_shrinks_after_retention() {
         assert_eq!(dry.quotas_recounted, 0, "a dry run writes no usage");
     });
 }
+
+async fn preview(w: &World, repo: &str, now: u64) -> (StatusCode, serde_json::Value) {
+    let resp = w.call(Method::GET, &format!("/v2/{repo}/_berth/retention"), &[], b"", now).await;
+    let status = resp.status();
+    (status, serde_json::from_slice(&body_of(resp).await).unwrap_or_default())
+}
+
+/// `GET /v2/<name>/_berth/retention` answers what a run would delete, planned by the run's
+/// own code, and writes nothing: a GC run afterwards deletes exactly that.
+#[test]
+fn the_retention_preview_is_what_a_run_deletes_and_writes_nothing() {
+    block_on(async {
+        let w = world_with(KEEP_LAST_2);
+        let images = four_tags(&w, "r", 10).await;
+        let before = w.snapshot().await.0;
+        let (status, body) = preview(&w, "r", T0 + 10).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["rule"], 1);
+        let tags: Vec<_> = body["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(tags, ["t1", "t2"]);
+        let mut manifests: Vec<_> = body["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap().to_owned()).collect();
+        manifests.sort();
+        let mut expected = vec![images[0].0.clone(), images[1].0.clone()];
+        expected.sort();
+        assert_eq!(manifests, expected);
+        assert!(body["tags"][0]["reason"].as_str().unwrap().contains("retention rule 1"), "{body}");
+        assert_eq!(w.snapshot().await.0, before, "the preview wrote");
+        collect(&w.gc, &at_once(), T0 + 10).await;
+        only_the_newest_two_left(&w, "r", &images).await;
+        // Nothing left to delete; a repository no rule covers has no rule and nothing to delete.
+        let (_, body) = preview(&w, "r", T0 + 10).await;
+        assert_eq!((body["tags"].as_array().map(Vec::len), body["manifests"].as_array().map(Vec::len)), (Some(0), Some(0)));
+        push_image(&w, "other", "v1", 50, T0).await;
+        let (status, body) = preview(&w, "other", T0 + 10).await;
+        assert_eq!((status, body["rule"].is_null(), body["tags"].as_array().map(Vec::len)), (StatusCode::OK, true, Some(0)));
+        assert_eq!(preview(&w, "nope", T0).await.0, StatusCode::NOT_FOUND);
+    });
+}
+
+/// A repository with more tags than the preview reads is refused (413), not read whole.
+#[test]
+fn the_retention_preview_refuses_a_repository_too_large_to_plan() {
+    block_on(async {
+        let w = world_with(KEEP_LAST_2);
+        let (digest, _) = push_image(&w, "r", "t0", 1, T0).await;
+        let name = crate::names::RepoName::parse("r").unwrap();
+        let record = format!(r#"{{"digest":"{digest}","tagged_at":{T0}}}"#);
+        for i in 0..crate::lifecycle_reads::MAX_PREVIEW_ITEMS {
+            let key = crate::records::tag_key(&name, &format!("x{i}"));
+            w.meta.put(&key, Bytes::from(record.clone()), Precondition::None).await.unwrap();
+        }
+        let (status, body) = preview(&w, "r", T0).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!((body["errors"][0]["code"].as_str(), body["errors"][0]["detail"]["too_many"].as_str()), (Some("UNSUPPORTED"), Some("tags")));
+    });
+}
