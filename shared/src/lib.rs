@@ -28,6 +28,7 @@ pub mod policy;
 pub mod native;
 mod records;
 pub mod referrers;
+pub mod replication;
 mod reply;
 pub mod routes;
 pub mod storage;
