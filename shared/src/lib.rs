@@ -227,9 +227,18 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         let Some(mut event) = draft.map(|d| d.finish(&subject, response.status(), ctx.now, found)) else {
             return response;
         };
-        if let (Some(hooks), Some(request)) = (&self.hooks, hook_request) {
-            if let Err(e) = hooks.record(&self.meta, &event, &request, refusal.as_ref(), &ctx).await {
-                tracing::error!(error = %e.message, "webhook events could not be written to the outbox");
+        // The outbox entries of webhooks and of replication (src/replication/outbox.rs).
+        let recorded = match (&self.hooks, hook_request) {
+            (Some(hooks), Some(request)) => hooks.record(&self.meta, &event, &request, refusal.as_ref(), &ctx).await,
+            _ => Ok(()),
+        };
+        let recorded = match recorded {
+            Ok(()) => self.record_replication(&event, &ctx).await,
+            e => e,
+        };
+        {
+            if let Err(e) = recorded {
+                tracing::error!(error = %e.message, "webhook or replication events could not be written to the outbox");
                 // A write without its event must not look successful: the client retries.
                 if !matches!(event.action, EventAction::Pull) && event.outcome == events::Outcome::Ok {
                     let message = "the write succeeded but its event could not be recorded; retry";

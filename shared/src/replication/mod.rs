@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod copy;
+pub mod outbox;
 
 use serde::{Deserialize, Serialize};
 

@@ -79,7 +79,11 @@ fn digest_of(bytes: &[u8]) -> String {
 
 async fn send(reg: &Reg, method: &str, uri: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, HeaderMap, Vec<u8>) {
     let req = http::Request::builder().method(method).uri(uri).header("content-type", content_type).body(stream(body)).unwrap();
-    let (parts, body) = reg.handle(req, ctx(1)).await.into_parts();
+    // Fresh random bytes per request, as a runtime gives: outbox ids come from them.
+    static N: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    let mut c = ctx(1);
+    c.random[0] = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let (parts, body) = reg.handle(req, c).await.into_parts();
     (parts.status, parts.headers, collect(body).await)
 }
 
@@ -202,4 +206,43 @@ async fn a_blob_put_in_another_repository_is_mounted_and_a_down_destination_is_a
     assert!(!status[0].ok && status[0].error.as_deref().unwrap().contains("connection refused"));
     let targets = src.replication_targets(&rule()).await.unwrap();
     assert_eq!(targets, vec![("app/a".to_owned(), "v1".to_owned()), ("app/b".to_owned(), "v1".to_owned())]);
+}
+
+#[tokio::test]
+async fn a_push_is_replicated_through_the_outbox_after_the_destination_comes_back() {
+    use crate::webhooks::outbox::{failed_in, redeliver_all_in};
+    let (dest, src, client) = setup();
+    dest.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let pushed = image(&src, "app/web", b"layer", Some("v1")).await;
+    image(&src, "other/x", b"layer", Some("v1")).await; // no rule covers it
+    let due = src.meta_store().list(outbox::QUEUE.due, None, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "one entry per (rule, manifest pushed): {due:?}");
+
+    let r = src.replicate_due(&client, 10, 10).await.unwrap();
+    assert_eq!((r.copied, r.retrying), (0, 1));
+    // Not due again before its backoff.
+    assert_eq!(src.replicate_due(&client, 11, 10).await.unwrap(), outbox::DueReport::default());
+    dest.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = src.replicate_due(&client, 10 + outbox::backoff(1), 10).await.unwrap();
+    assert_eq!((r.copied, r.retrying), (1, 0));
+    assert_eq!(dest_digest(&dest, "copy/app/web", "v1").await.as_deref(), pushed["digest"].as_str());
+    assert!(src.meta_store().list(outbox::QUEUE.due, None, 10).await.unwrap().is_empty());
+
+    // A delete replicates (the rule says so); after the last attempt an entry is kept as
+    // failed, and an admin puts it back.
+    let (s, _, _) = send(&src, "DELETE", &format!("/v2/app/web/manifests/{}", pushed["digest"].as_str().unwrap()), "", vec![]).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    dest.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut now = 100;
+    for _ in 0..outbox::MAX_ATTEMPTS {
+        src.replicate_due(&client, now, 10).await.unwrap();
+        now += outbox::backoff(outbox::MAX_ATTEMPTS);
+    }
+    let failed = failed_in(src.meta_store(), outbox::QUEUE, None, 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].last_error.as_deref().unwrap().contains("connection refused"));
+    dest.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(redeliver_all_in(src.meta_store(), outbox::QUEUE, now).await.unwrap(), 1);
+    assert_eq!(src.replicate_due(&client, now, 10).await.unwrap().copied, 1);
+    assert_eq!(dest_digest(&dest, "copy/app/web", "v1").await, None, "deleted at the destination too");
 }
