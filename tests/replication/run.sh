@@ -169,7 +169,7 @@ on_push = false
 TOML
 start_s() {
   "$BERTH_BIN" serve --addr "$S" --data-dir "$WORK/s-data" --policy-config "$WORK/policies.toml" \
-    --replication-interval 200 --replication-timeout 5 >>"$WORK/s.log" 2>&1 &
+    --replication-interval 200 --replication-timeout 30 >>"$WORK/s.log" 2>&1 &
   S_PID=$!; PIDS+=("$S_PID")
   wait_http "http://$S/v2/" 200 "the source" "$S_PID" || exit 1
 }
@@ -215,6 +215,25 @@ sleep 3 # at least one attempt fails
 grep -q 'replication failed' "$WORK/s.log" && ok "a failed attempt is logged" || bad "no failed attempt in the log"
 start_d
 expect_at "Distribution: app/two:v1 after it came back" "$BOB" "$D/app/two:v1" "$D2"
+
+say "--- the destination killed during a copy: the copy completes after it is back"
+BIG_MIB=${BIG_MIB:-128}
+D3=$(python3 "$root/tests/mirror/make_image.py" "$WORK/big" v1 "$NONCE-big" $((BIG_MIB * 1024))) || exit 1
+check "skopeo push app/big:v1 (${BIG_MIB} MiB layer)" "${SK[@]}" copy -q --dest-tls-verify=false "oci:$WORK/big:v1" "docker://$S/app/big:v1"
+# Distribution keeps an upload in progress under _uploads: kill it (SIGKILL) once one exists.
+uploads=$WORK/d-data/docker/registry/v2/repositories/app/big/_uploads
+mid=no
+for ((i = 0; i < 1500; i++)); do
+  if [ -n "$(ls -A "$uploads" 2>/dev/null)" ]; then mid=yes; break; fi
+  sleep 0.02
+done
+kill -KILL "$D_PID" 2>/dev/null; wait "$D_PID" 2>/dev/null
+if [ "$mid" = yes ]; then ok "Distribution killed with an upload of app/big in progress"; else say "  note: no upload in progress was seen before the kill"; fi
+sleep 2
+start_d
+expect_at "Distribution: app/big:v1 after it came back" "$BOB" "$D/app/big:v1" "$D3"
+expect_at "Berth (token): rep/app/big:v1" "$ALICE" "$T/rep/app/big:v1" "$D3"
+rm -rf "$WORK/big"
 
 say "--- a delete replicates where the rule says so"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "http://$S/v2/app/one/manifests/$D1")
