@@ -63,20 +63,21 @@ where
     let client = Arc::new(client(flags.replication_timeout_secs)?);
     let period = Duration::from_millis(flags.replication_interval_ms.max(10));
     let (reg, c) = (registry.clone(), client.clone());
-    tokio::spawn(async move {
-        loop {
+    crate::webhooks::spawn_rounds(period, move || {
+        let (reg, c) = (reg.clone(), c.clone());
+        async move {
             match reg.replicate_due(&c, crate::gc::now(), BATCH).await {
                 Ok(r) => {
                     if r.copied + r.retrying + r.failed > 0 {
                         tracing::info!(copied = r.copied, retrying = r.retrying, failed = r.failed, "replication round");
                     }
-                    if r.copied + r.retrying + r.failed >= BATCH {
-                        continue;
-                    }
+                    r.copied + r.retrying + r.failed >= BATCH
                 }
-                Err(e) => tracing::warn!(error = %e.message, "replication round failed; the next one retries"),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "replication round failed; the next one retries");
+                    false
+                }
             }
-            tokio::time::sleep(period).await;
         }
     });
     if flags.replication_schedule_secs > 0 {
