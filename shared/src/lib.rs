@@ -236,16 +236,14 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Ok(()) => self.record_replication(&event, &ctx).await,
             e => e,
         };
-        {
-            if let Err(e) = recorded {
-                tracing::error!(error = %e.message, "webhook or replication events could not be written to the outbox");
-                // A write without its event must not look successful: the client retries.
-                if !matches!(event.action, EventAction::Pull) && event.outcome == events::Outcome::Ok {
-                    let message = "the write succeeded but its event could not be recorded; retry";
-                    response = Reply::error(error::oci(ErrorCode::Unknown, message)).into_response(head);
-                    event.status = response.status().as_u16();
-                    event.outcome = events::Outcome::Error;
-                }
+        if let Err(e) = recorded {
+            tracing::error!(error = %e.message, "webhook or replication events could not be written to the outbox");
+            // A write without its event must not look successful: the client retries.
+            if !matches!(event.action, EventAction::Pull) && event.outcome == events::Outcome::Ok {
+                let message = "the write succeeded but its event could not be recorded; retry";
+                response = Reply::error(error::oci(ErrorCode::Unknown, message)).into_response(head);
+                event.status = response.status().as_u16();
+                event.outcome = events::Outcome::Error;
             }
         }
         self.tell_sinks(&event);
