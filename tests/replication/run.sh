@@ -233,6 +233,14 @@ sleep 2
 start_d
 expect_at "Distribution: app/big:v1 after it came back" "$BOB" "$D/app/big:v1" "$D3"
 expect_at "Berth (token): rep/app/big:v1" "$ALICE" "$T/rep/app/big:v1" "$D3"
+# The layer was streamed from the blob store to both destinations (and retried), never held
+# whole: the source's peak memory stays well under the layer's size.
+peak_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$S_PID/status")
+if [ -n "$peak_kib" ] && [ "$peak_kib" -lt $((BIG_MIB * 1024 * 3 / 4)) ]; then
+  ok "the source's peak RSS $((peak_kib / 1024)) MiB < 3/4 of the ${BIG_MIB} MiB layer"
+else
+  bad "the source's peak RSS ${peak_kib:-?} KiB: was the layer buffered?"
+fi
 rm -rf "$WORK/big"
 
 say "--- a delete replicates where the rule says so"
