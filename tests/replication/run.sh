@@ -167,9 +167,9 @@ password = "$BOB_PW"
 prefix = "manual"
 on_push = false
 TOML
-start_s() {
+start_s() { # start_s [EXTRA SERVE FLAGS...]
   "$BERTH_BIN" serve --addr "$S" --data-dir "$WORK/s-data" --policy-config "$WORK/policies.toml" \
-    --replication-interval 200 --replication-timeout 30 >>"$WORK/s.log" 2>&1 &
+    --replication-interval 200 --replication-timeout 30 "$@" >>"$WORK/s.log" 2>&1 &
   S_PID=$!; PIDS+=("$S_PID")
   wait_http "http://$S/v2/" 200 "the source" "$S_PID" || exit 1
 }
@@ -257,6 +257,13 @@ expect_eq "Distribution: manual/app/multi:v1" "$IDX" "$(raw_digest "$BOB" "$D/ma
 expect_eq "Distribution: manual/app/multi's referrer" "$REF" "$(raw_digest "$BOB" "$D/manual/app/multi@$REF")"
 check "berth replicate --rule by-hand --all" "$BERTH_BIN" replicate --data-dir "$WORK/s-data" --policy-config "$WORK/policies.toml" --rule by-hand --all
 expect_eq "Distribution: manual/app/two:v1" "$D2" "$(raw_digest "$BOB" "$D/manual/app/two:v1")"
+
+say "--- on a schedule (--replication-schedule): the by-hand rule (on_push = false) copies a new push"
+start_s --replication-schedule 3
+check "skopeo push app/sched:v1" "${SK[@]}" copy -q --dest-tls-verify=false "oci:$WORK/img1:v1" "docker://$S/app/sched:v1"
+expect_at "Distribution: manual/app/sched:v1 by the schedule" "$BOB" "$D/manual/app/sched:v1" "$D1"
+stop_pid "$S_PID"
+
 "$BERTH_BIN" replicate status --data-dir "$WORK/s-data" >"$WORK/status.out" 2>&1
 grep -q '^by-hand	ok' "$WORK/status.out" && ok "status: by-hand ok" || bad "status: $(cat "$WORK/status.out")"
 grep -q '^to-dist	ok' "$WORK/status.out" && ok "status: to-dist ok (after the retry)" || bad "status: $(cat "$WORK/status.out")"
