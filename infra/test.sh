@@ -61,6 +61,9 @@ bash tests/clients/auth.sh
 step "pull-through cache: berth serve mirrors berth (token auth), Distribution (htpasswd) and a broken upstream; skopeo, docker registry-mirrors, containerd hosts.toml"
 bash tests/mirror/run.sh
 
+step "replication: berth serve copies on push (an image, an index, a referrer) to Distribution (htpasswd) and berth (token auth), retries a destination that was down, replicates deletes; berth replicate by hand and status"
+bash tests/replication/run.sh
+
 step "the Cloudflare Worker (edge/) in workerd via wrangler dev: suite, clients, edge tests"
 bash tests/edge/run.sh
 

@@ -12,6 +12,7 @@ mod push;
 mod push_image;
 mod quota;
 mod relay;
+mod replicate;
 mod serve;
 mod tls;
 mod token_client;
@@ -71,6 +72,9 @@ enum Command {
     /// Webhook deliveries kept as failed, and redelivery (docs/webhooks.md).
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
+    /// Copy images to other registries by a replication rule, by hand; rules' last results,
+    /// failed entries and retry (docs/replication.md).
+    Replicate(replicate::ReplicateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,6 +105,7 @@ fn main() -> std::process::ExitCode {
         Command::Relay(args) => return in_runtime(relay::run(args), cli.log_format),
         Command::Quota(cmd) => return in_runtime(quota::run(cmd), cli.log_format),
         Command::Webhooks(cmd) => return in_runtime(webhooks::run(cmd), cli.log_format),
+        Command::Replicate(args) => return in_runtime(replicate::run(args), cli.log_format),
     };
     match admin {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -81,6 +81,9 @@ pub struct ServeArgs {
     /// Webhook delivery (the `[webhooks]` of --auth-config or --policy-config; docs/webhooks.md).
     #[command(flatten)]
     webhooks: crate::webhooks::DeliveryFlags,
+    /// Replication (the `[[policies.replication]]` rules; docs/replication.md).
+    #[command(flatten)]
+    replication: crate::replicate::ReplicationFlags,
 }
 
 type LocalRegistry = Registry<FsBlobStore, RedbMeta>;
@@ -175,6 +178,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     }
     args.gc.spawn(registry.clone());
     crate::webhooks::spawn(registry.clone(), &args.webhooks, metrics.clone())?;
+    crate::replicate::spawn(registry.clone(), &args.replication).await?;
 
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

@@ -43,23 +43,25 @@ where
     if registry.webhooks().is_none() {
         return Ok(());
     }
-    let sender = WebhookPost::new()?;
+    let sender = Arc::new(WebhookPost::new()?);
     let period = Duration::from_millis(flags.webhook_interval_ms.max(10));
     let concurrency = flags.webhook_concurrency.max(1);
-    tokio::spawn(async move {
-        let mut dropped = 0;
-        loop {
-            let Some(hooks) = registry.webhooks() else { return };
-            // Pull events the requests left in memory (Webhooks::buffer_pulls), in one write.
+    // Pull events dropped so far (Webhooks::buffer_pulls), to log each new loss once.
+    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    spawn_rounds(period, move || {
+        let (registry, sender, metrics, dropped) = (registry.clone(), sender.clone(), metrics.clone(), dropped.clone());
+        async move {
+            let Some(hooks) = registry.webhooks() else { return false };
+            // Pull events the requests left in memory, in one write.
             if let Err(e) = hooks.flush_pulls(registry.meta_store()).await {
                 tracing::warn!(error = %e.message, "pull events not written to the outbox; the next round retries");
             }
-            if hooks.pulls_dropped() > dropped {
-                dropped = hooks.pulls_dropped();
-                tracing::warn!(dropped, "pull events dropped: more pulls than one delivery interval holds");
+            let now_dropped = hooks.pulls_dropped();
+            if now_dropped > dropped.swap(now_dropped, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(dropped = now_dropped, "pull events dropped: more pulls than one delivery interval holds");
             }
             let batch = webhooks::outbox::DEFAULT_BATCH;
-            match hooks.deliver(registry.meta_store(), &sender, crate::gc::now(), batch, concurrency).await {
+            match hooks.deliver(registry.meta_store(), &*sender, crate::gc::now(), batch, concurrency).await {
                 Ok(r) => {
                     if let Some(metrics) = &metrics {
                         metrics.count_webhooks(&r);
@@ -67,16 +69,32 @@ where
                     if r.delivered + r.retrying + r.failed > 0 {
                         tracing::info!(delivered = r.delivered, retrying = r.retrying, failed = r.failed, "webhook deliveries");
                     }
-                    if r.delivered + r.retrying + r.failed >= batch {
-                        continue;
-                    }
+                    r.delivered + r.retrying + r.failed >= batch
                 }
-                Err(e) => tracing::warn!(error = %e.message, "webhook delivery round failed; the next one retries"),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "webhook delivery round failed; the next one retries");
+                    false
+                }
             }
-            tokio::time::sleep(period).await;
         }
     });
     Ok(())
+}
+
+/// Runs `round` in the background, again at once while it says it had a full batch (a backlog
+/// drains), else after `period`: the outbox tasks of webhooks and replication.
+pub fn spawn_rounds<F, Fut>(period: Duration, mut round: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            if !round().await {
+                tokio::time::sleep(period).await;
+            }
+        }
+    });
 }
 
 /// Loads `[webhooks]` from the auth config or the policies-only file.

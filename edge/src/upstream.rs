@@ -50,6 +50,11 @@ async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
 #[async_trait::async_trait(?Send)]
 impl Upstream for WorkerUpstream {
     async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, String> {
+        // Only replication sends bodies (pushes to a destination), and it is not wired on the
+        // Worker yet (docs/replication.md): refuse rather than send a push without its body.
+        if req.body.is_some() {
+            return Err(format!("{}: request bodies are not sent from the Worker", req.url));
+        }
         let url = req.url;
         let mut init = RequestInit::new();
         init.with_method(Method::from(req.method.as_str().to_owned()))

@@ -29,6 +29,7 @@ pub mod policy;
 pub mod native;
 mod records;
 pub mod referrers;
+pub mod replication;
 mod reply;
 pub mod routes;
 pub mod storage;
@@ -227,21 +228,28 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         let Some(mut event) = draft.map(|d| d.finish(&subject, response.status(), ctx.now, found)) else {
             return response;
         };
-        if let (Some(hooks), Some(request)) = (&self.hooks, hook_request) {
-            match hooks.record(&self.meta, &event, &request, refusal.as_ref(), &ctx).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    response.extensions_mut().insert(webhooks::Enqueued(n));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e.message, "webhook events could not be written to the outbox");
-                    // A write without its event must not look successful: the client retries.
-                    if !matches!(event.action, EventAction::Pull) && event.outcome == events::Outcome::Ok {
-                        let message = "the write succeeded but its event could not be recorded; retry";
-                        response = Reply::error(error::oci(ErrorCode::Unknown, message)).into_response(head);
-                        event.status = response.status().as_u16();
-                        event.outcome = events::Outcome::Error;
-                    }
+        // The outbox entries of webhooks and of replication (src/replication/outbox.rs).
+        let recorded = match (&self.hooks, hook_request) {
+            (Some(hooks), Some(request)) => hooks.record(&self.meta, &event, &request, refusal.as_ref(), &ctx).await,
+            _ => Ok(0),
+        };
+        let recorded = match recorded {
+            Ok(n) => self.record_replication(&event, &ctx).await.map(|()| n),
+            e => e,
+        };
+        match recorded {
+            Ok(0) => {}
+            Ok(n) => {
+                response.extensions_mut().insert(webhooks::Enqueued(n));
+            }
+            Err(e) => {
+                tracing::error!(error = %e.message, "webhook or replication events could not be written to the outbox");
+                // A write without its event must not look successful: the client retries.
+                if !matches!(event.action, EventAction::Pull) && event.outcome == events::Outcome::Ok {
+                    let message = "the write succeeded but its event could not be recorded; retry";
+                    response = Reply::error(error::oci(ErrorCode::Unknown, message)).into_response(head);
+                    event.status = response.status().as_u16();
+                    event.outcome = events::Outcome::Error;
                 }
             }
         }

@@ -89,10 +89,12 @@ impl ReqwestUpstream {
 #[async_trait::async_trait]
 impl Upstream for ReqwestUpstream {
     async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, String> {
-        let response = self
-            .client
-            .request(req.method, &req.url)
-            .headers(req.headers)
+        let mut request = self.client.request(req.method, &req.url).headers(req.headers);
+        if let Some(body) = req.body {
+            // Streamed: a layer pushed by replication is never held whole.
+            request = request.body(reqwest::Body::wrap_stream(body));
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| describe(&e))?;

@@ -63,6 +63,28 @@ pub fn rule_for<'r>(rules: &'r [MirrorRule], repo: &str) -> Option<&'r MirrorRul
     rules.iter().filter(|r| r.upstream_name(repo).is_some()).max_by_key(|r| r.prefix.len())
 }
 
+/// Checks a remote registry's base URL (`what` names the field) and credentials; shared with
+/// replication's destinations, which the same client talks to.
+pub(crate) fn check_remote(url: &str, what: &str, username: &Option<String>, password: &Option<Secret>) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{what} {url:?} must start with https:// (or http://)"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains(['@', ' ', '?', '#']) {
+        return Err(format!("{what} {url:?} names no host (credentials go in username and password)"));
+    }
+    if url.trim_end_matches('/').ends_with("/v2") {
+        return Err(format!("{what} {url:?}: give the registry's base URL, without /v2"));
+    }
+    match (username, password) {
+        (Some(u), Some(_)) if u.is_empty() || u.contains(':') => Err("username must be non-empty and hold no ':'".into()),
+        (Some(_), None) => Err("username without password".into()),
+        (None, Some(_)) => Err("password without username".into()),
+        _ => Ok(()),
+    }
+}
+
 /// Checks the rules; errors name the rule as numbered in the file.
 pub fn validate(rules: &[MirrorRule]) -> Result<(), String> {
     for (i, rule) in rules.iter().enumerate() {
@@ -74,26 +96,7 @@ pub fn validate(rules: &[MirrorRule]) -> Result<(), String> {
         if let Some(j) = rules[..i].iter().position(|r| r.prefix == rule.prefix) {
             return Err(at(format!("prefix {:?} is also rule {}'s; each namespace mirrors one upstream", rule.prefix, j + 1)));
         }
-        let rest = rule
-            .upstream
-            .strip_prefix("https://")
-            .or_else(|| rule.upstream.strip_prefix("http://"))
-            .ok_or_else(|| at(format!("upstream {:?} must start with https:// (or http://)", rule.upstream)))?;
-        let host = rest.split('/').next().unwrap_or("");
-        if host.is_empty() || host.contains(['@', ' ', '?', '#']) {
-            return Err(at(format!("upstream {:?} names no host (credentials go in username and password)", rule.upstream)));
-        }
-        if rule.base().ends_with("/v2") {
-            return Err(at(format!("upstream {:?}: give the registry's base URL, without /v2", rule.upstream)));
-        }
-        match (&rule.username, &rule.password) {
-            (Some(u), Some(_)) if u.is_empty() || u.contains(':') => {
-                return Err(at("username must be non-empty and hold no ':'".into()))
-            }
-            (Some(_), None) => return Err(at("username without password".into())),
-            (None, Some(_)) => return Err(at("password without username".into())),
-            _ => {}
-        }
+        check_remote(&rule.upstream, "upstream", &rule.username, &rule.password).map_err(at)?;
     }
     Ok(())
 }

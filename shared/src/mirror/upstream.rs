@@ -19,6 +19,9 @@ pub struct UpstreamRequest {
     pub method: Method,
     pub url: String,
     pub headers: HeaderMap,
+    /// What to send (replication's pushes: a blob streamed from the local store, a manifest);
+    /// None: no body. Its length, when known, is in `headers` (`content-length`).
+    pub body: Option<ByteStream>,
 }
 
 /// Its answer; the body streams (a layer is never held whole).
@@ -78,7 +81,7 @@ fn origin(url: &str) -> &str {
 }
 
 /// Resolves a `Location` against the URL it came from.
-fn resolve_location(from: &str, location: &str) -> String {
+pub(crate) fn resolve_location(from: &str, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
         location.to_owned()
     } else if location.starts_with('/') {
@@ -175,15 +178,36 @@ impl UpstreamClient {
         accept: &[&str],
         now: u64,
     ) -> Result<UpstreamResponse, RegistryError> {
-        let base = rule.base();
-        let scope = format!("repository:{repo}:pull");
-        let mut url = format!("{base}/v2/{repo}/{path}");
         let mut headers = HeaderMap::new();
         for a in accept {
             if let Ok(v) = HeaderValue::from_str(a) {
                 headers.append(http::header::ACCEPT, v);
             }
         }
+        let url = format!("{}/v2/{repo}/{path}", rule.base());
+        self.send_to(rule, repo, "pull", method, url, headers, None, now).await
+    }
+
+    /// [`UpstreamClient::send`] for any URL of the upstream (an upload's `Location`), with the
+    /// token scope's `actions` (`pull`, `pull,push`) and a body. A body is sent once: a request
+    /// with one is not repeated after a 401 or a redirect (Err instead), so callers send a
+    /// bodiless request of the same scope first (replication starts an upload before its PUT),
+    /// which gets the credential.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn send_to(
+        &self,
+        rule: &MirrorRule,
+        repo: &str,
+        actions: &str,
+        method: Method,
+        mut url: String,
+        headers: HeaderMap,
+        mut body: Option<ByteStream>,
+        now: u64,
+    ) -> Result<UpstreamResponse, RegistryError> {
+        let base = rule.base();
+        let scope = format!("repository:{repo}:{actions}");
+        let had_body = body.is_some();
         let mut credential = self.cached(base, &scope, now);
         let mut challenged = false;
         let mut redirects = 0;
@@ -196,9 +220,14 @@ impl UpstreamClient {
                     req_headers.insert(AUTHORIZATION, v);
                 }
             }
+            let sent_body = body.take();
+            let resent = had_body && sent_body.is_none();
+            if resent {
+                return Err(bad_gateway(format!("{method} {url}: the upstream asked again (auth or redirect) after the body was sent")));
+            }
             let response = self
                 .http
-                .send(UpstreamRequest { method: method.clone(), url: url.clone(), headers: req_headers })
+                .send(UpstreamRequest { method: method.clone(), url: url.clone(), headers: req_headers, body: sent_body })
                 .await
                 .map_err(|e| bad_gateway(format!("{method} {url}: {e}")))?;
             if response.status == StatusCode::UNAUTHORIZED && !challenged && origin(&url) == origin(base) {
@@ -212,7 +241,7 @@ impl UpstreamClient {
             }
             if response.status == StatusCode::UNAUTHORIZED || response.status == StatusCode::FORBIDDEN {
                 return Err(bad_gateway(format!(
-                    "{base} refused {} for {repo}; check the mirror's username and password",
+                    "{base} refused {} for {repo}; check the username and password",
                     if credential.is_some() { "the credentials" } else { "anonymous access" }
                 )));
             }
@@ -223,7 +252,7 @@ impl UpstreamClient {
                 redirects += 1;
                 if redirects > MAX_REDIRECTS {
                     return Err(bad_gateway(format!(
-                        "{base} redirected {path} more than {MAX_REDIRECTS} times (a redirect loop?)"
+                        "{base} redirected {url} more than {MAX_REDIRECTS} times (a redirect loop?)"
                     )));
                 }
                 url = resolve_location(&url, location);
@@ -260,12 +289,12 @@ impl UpstreamClient {
                 }
                 let response = self
                     .http
-                    .send(UpstreamRequest { method: Method::GET, url: url.clone(), headers })
+                    .send(UpstreamRequest { method: Method::GET, url: url.clone(), headers, body: None })
                     .await
                     .map_err(|e| bad_gateway(format!("token service {realm}: {e}")))?;
                 if !response.status.is_success() {
                     return Err(bad_gateway(format!(
-                        "token service {realm} answered {}; check the mirror's username and password",
+                        "token service {realm} answered {}; check the username and password",
                         response.status
                     )));
                 }

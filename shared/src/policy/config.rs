@@ -22,6 +22,9 @@ pub struct PolicyConfig {
     /// Pull-through caches of other registries (docs/mirror.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<crate::mirror::MirrorRule>,
+    /// Copies of repositories to other registries (docs/replication.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replication: Vec<crate::replication::ReplicationRule>,
 }
 
 /// A storage limit on the repositories matching `repositories`, which share one usage
@@ -169,6 +172,7 @@ impl PolicyConfig {
     /// Checks every rule; the error names the table and rule number as written in the file.
     pub fn validate(&self) -> Result<(), String> {
         crate::mirror::config::validate(&self.mirrors)?;
+        crate::replication::config::validate(&self.replication)?;
         for (i, rule) in self.quotas.iter().enumerate() {
             let at = |e: String| format!("policies.quotas rule {}: {e}", i + 1);
             let name_ok = !rule.name.is_empty()

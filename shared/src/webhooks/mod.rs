@@ -195,7 +195,7 @@ impl PullBuffer {
 
 /// An event id: the time first (ids sort by time), then 16 hex digits from the request's
 /// random bytes (hashed: the same bytes seed upload ids), then which of the request's events.
-fn event_id(at: u64, random: &[u8; 16], n: u32) -> String {
+pub(crate) fn event_id(at: u64, random: &[u8; 16], n: u32) -> String {
     let digest = Sha256::new().chain_update(b"berth event id\0").chain_update(random).finalize();
     format!("{at:010}-{}-{n}", hex::encode(&digest[..8]))
 }

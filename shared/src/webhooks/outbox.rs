@@ -26,6 +26,16 @@ use crate::storage::{BatchOp, MetaStore, Precondition, PutOutcome, StorageResult
 pub const DUE: &str = "webhooks/due/";
 pub const FAILED: &str = "webhooks/failed/";
 
+/// Which outbox: the same records, claims, retries and admin listing serve webhooks and
+/// replication (src/replication/outbox.rs), under their own keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queue {
+    pub due: &'static str,
+    pub failed: &'static str,
+}
+
+pub const WEBHOOKS: Queue = Queue { due: DUE, failed: FAILED };
+
 /// How long a claim holds: well over a delivery's timeout (runtimes cut a delivery off after a
 /// few seconds), so a live worker never loses its claim mid-delivery.
 pub const LEASE_SECS: u64 = 120;
@@ -58,14 +68,18 @@ impl Delivery {
     }
 
     pub(crate) fn due_key(&self) -> String {
-        format!("{DUE}{:012}-{}", self.next_at, self.id())
+        self.due_key_in(WEBHOOKS)
     }
 
-    fn failed_key(&self) -> String {
-        format!("{FAILED}{}", self.id())
+    pub(crate) fn due_key_in(&self, q: Queue) -> String {
+        format!("{}{:012}-{}", q.due, self.next_at, self.id())
     }
 
-    fn encode(&self) -> Bytes {
+    pub(crate) fn failed_key_in(&self, q: Queue) -> String {
+        format!("{}{}", q.failed, self.id())
+    }
+
+    pub(crate) fn encode(&self) -> Bytes {
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
 
@@ -125,13 +139,7 @@ impl Webhooks {
         batch: usize,
         concurrency: usize,
     ) -> StorageResult<DeliverReport> {
-        let keys = meta.list(DUE, None, batch.max(1)).await?;
-        // Keys sort by due time: stop at the first one in the future.
-        let due: Vec<String> = keys
-            .into_iter()
-            .take_while(|k| due_time(k).is_none_or(|t| t <= now))
-            .filter(|k| due_time(k).is_some())
-            .collect();
+        let due = due_keys(meta, WEBHOOKS, now, batch).await?;
         let outcomes: Vec<StorageResult<Outcome>> = futures_util::stream::iter(due)
             .map(|key| async move { self.deliver_one(meta, sender, &key, now).await })
             .buffer_unordered(concurrency.max(1))
@@ -150,7 +158,7 @@ impl Webhooks {
     }
 
     async fn deliver_one<M: MetaStore>(&self, meta: &M, sender: &dyn HttpPost, key: &str, now: u64) -> StorageResult<Outcome> {
-        let Some(claimed) = claim(meta, key, now).await? else { return Ok(Outcome::Skipped) };
+        let Some(claimed) = claim(meta, key, now, LEASE_SECS).await? else { return Ok(Outcome::Skipped) };
         let (mut delivery, version) = claimed;
         let Some(endpoint) = self.config.endpoint(&delivery.endpoint) else {
             delivery.last_error = Some("the endpoint is no longer in the config".into());
@@ -193,19 +201,35 @@ impl Webhooks {
     }
 
     async fn move_to_failed<M: MetaStore>(&self, meta: &M, key: &str, version: &str, delivery: &Delivery) -> StorageResult<()> {
-        let d = Delivery { lease_until: 0, ..delivery.clone() };
-        move_entry(meta, key, version, d.failed_key(), &d).await
+        move_to_failed(meta, WEBHOOKS, key, version, delivery).await
     }
 }
 
-/// The due time in an outbox key.
-fn due_time(key: &str) -> Option<u64> {
-    key.strip_prefix(DUE)?.get(..12)?.parse().ok()
+/// Moves our claimed entry to the queue's failed list.
+pub(crate) async fn move_to_failed<M: MetaStore>(meta: &M, q: Queue, key: &str, version: &str, delivery: &Delivery) -> StorageResult<()> {
+    let d = Delivery { lease_until: 0, ..delivery.clone() };
+    move_entry(meta, key, version, d.failed_key_in(q), &d).await
 }
 
-/// Takes the entry at `key` for this worker until `now + LEASE_SECS`, or None if it is gone
+/// The due time in an outbox key.
+fn due_time(q: Queue, key: &str) -> Option<u64> {
+    key.strip_prefix(q.due)?.get(..12)?.parse().ok()
+}
+
+/// The keys of up to `batch` entries due at `now`, soonest first.
+pub(crate) async fn due_keys<M: MetaStore>(meta: &M, q: Queue, now: u64, batch: usize) -> StorageResult<Vec<String>> {
+    let keys = meta.list(q.due, None, batch.max(1)).await?;
+    // Keys sort by due time: stop at the first one in the future.
+    Ok(keys
+        .into_iter()
+        .take_while(|k| due_time(q, k).is_none_or(|t| t <= now))
+        .filter(|k| due_time(q, k).is_some())
+        .collect())
+}
+
+/// Takes the entry at `key` for this worker until `now + lease`, or None if it is gone
 /// or another worker holds it. Returns the entry and the version our claim wrote.
-async fn claim<M: MetaStore>(meta: &M, key: &str, now: u64) -> StorageResult<Option<(Delivery, String)>> {
+pub(crate) async fn claim<M: MetaStore>(meta: &M, key: &str, now: u64, lease: u64) -> StorageResult<Option<(Delivery, String)>> {
     let Some(current) = meta.get(key).await? else { return Ok(None) };
     let delivery = match Delivery::decode(key, &current.value) {
         Ok(d) => d,
@@ -219,7 +243,7 @@ async fn claim<M: MetaStore>(meta: &M, key: &str, now: u64) -> StorageResult<Opt
     if delivery.lease_until > now {
         return Ok(None);
     }
-    let claimed = Delivery { lease_until: now + LEASE_SECS, ..delivery };
+    let claimed = Delivery { lease_until: now + lease, ..delivery };
     match meta.put(key, claimed.encode(), Precondition::Version(current.version)).await? {
         PutOutcome::Written { version } => Ok(Some((claimed, version))),
         PutOutcome::Conflict => Ok(None),
@@ -228,7 +252,7 @@ async fn claim<M: MetaStore>(meta: &M, key: &str, now: u64) -> StorageResult<Opt
 
 /// Moves our claimed entry from `key` (at `version`) to `to`. The new record is written first:
 /// a crash between the two writes leaves the entry twice (sent twice, same id), never zero times.
-async fn move_entry<M: MetaStore>(meta: &M, key: &str, version: &str, to: String, d: &Delivery) -> StorageResult<()> {
+pub(crate) async fn move_entry<M: MetaStore>(meta: &M, key: &str, version: &str, to: String, d: &Delivery) -> StorageResult<()> {
     meta.apply(vec![
         BatchOp::Put { key: to, value: d.encode(), cond: Precondition::None },
         BatchOp::Delete { key: key.to_owned(), cond: Precondition::Version(version.to_owned()) },
@@ -241,10 +265,15 @@ async fn move_entry<M: MetaStore>(meta: &M, key: &str, version: &str, to: String
 /// knows no other worker is delivering (`berth serve` at start: one process owns the store),
 /// so that entries a killed process had claimed go out now rather than when their lease lapses.
 pub async fn release_claims<M: MetaStore>(meta: &M) -> StorageResult<usize> {
+    release_claims_in(meta, WEBHOOKS).await
+}
+
+/// [`release_claims`] of one queue.
+pub async fn release_claims_in<M: MetaStore>(meta: &M, q: Queue) -> StorageResult<usize> {
     let mut n = 0;
     let mut after: Option<String> = None;
     loop {
-        let keys = meta.list(DUE, after.as_deref(), 100).await?;
+        let keys = meta.list(q.due, after.as_deref(), 100).await?;
         let Some(last) = keys.last().cloned() else { return Ok(n) };
         for key in keys {
             let Some(current) = meta.get(&key).await? else { continue };
@@ -261,8 +290,13 @@ pub async fn release_claims<M: MetaStore>(meta: &M) -> StorageResult<usize> {
 
 /// Deliveries kept as failed, up to `limit` after the id `after` (admin listing).
 pub async fn failed<M: MetaStore>(meta: &M, after: Option<&str>, limit: usize) -> StorageResult<Vec<Delivery>> {
-    let after = after.map(|a| format!("{FAILED}{a}"));
-    let keys = meta.list(FAILED, after.as_deref(), limit).await?;
+    failed_in(meta, WEBHOOKS, after, limit).await
+}
+
+/// [`failed`] of one queue.
+pub async fn failed_in<M: MetaStore>(meta: &M, q: Queue, after: Option<&str>, limit: usize) -> StorageResult<Vec<Delivery>> {
+    let after = after.map(|a| format!("{}{a}", q.failed));
+    let keys = meta.list(q.failed, after.as_deref(), limit).await?;
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         if let Some(v) = meta.get(&key).await? {
@@ -275,23 +309,33 @@ pub async fn failed<M: MetaStore>(meta: &M, after: Option<&str>, limit: usize) -
 /// Puts a failed delivery back in the outbox, due at `now`, with its attempts reset. Returns
 /// false if there is no failed delivery with that id.
 pub async fn redeliver<M: MetaStore>(meta: &M, id: &str, now: u64) -> StorageResult<bool> {
-    let key = format!("{FAILED}{id}");
+    redeliver_in(meta, WEBHOOKS, id, now).await
+}
+
+/// [`redeliver`] in one queue.
+pub async fn redeliver_in<M: MetaStore>(meta: &M, q: Queue, id: &str, now: u64) -> StorageResult<bool> {
+    let key = format!("{}{id}", q.failed);
     let Some(current) = meta.get(&key).await? else { return Ok(false) };
     let delivery = Delivery::decode(&key, &current.value)?;
     let again = Delivery { attempts: 0, next_at: now, lease_until: 0, ..delivery };
-    move_entry(meta, &key, &current.version, again.due_key(), &again).await?;
+    move_entry(meta, &key, &current.version, again.due_key_in(q), &again).await?;
     Ok(true)
 }
 
 /// Every failed delivery back in the outbox; returns how many.
 pub async fn redeliver_all<M: MetaStore>(meta: &M, now: u64) -> StorageResult<usize> {
+    redeliver_all_in(meta, WEBHOOKS, now).await
+}
+
+/// [`redeliver_all`] in one queue.
+pub async fn redeliver_all_in<M: MetaStore>(meta: &M, q: Queue, now: u64) -> StorageResult<usize> {
     let mut n = 0;
     let mut after: Option<String> = None;
     loop {
-        let keys = meta.list(FAILED, after.as_deref(), 100).await?;
+        let keys = meta.list(q.failed, after.as_deref(), 100).await?;
         let Some(last) = keys.last().cloned() else { return Ok(n) };
         for key in keys {
-            if redeliver(meta, &key[FAILED.len()..], now).await? {
+            if redeliver_in(meta, q, &key[q.failed.len()..], now).await? {
                 n += 1;
             }
         }

@@ -1,0 +1,248 @@
+//! The copy step against a destination that is a second in-memory `Registry` behind a fake
+//! [`Upstream`] (as in the mirror's tests) asking for Basic auth.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use super::*;
+use crate::memory::{MemoryBlobStore, MemoryMetaStore};
+use crate::mirror::config::Secret;
+use crate::mirror::{Upstream, UpstreamRequest, UpstreamResponse};
+use crate::policy::{Policies, PolicyConfig};
+use crate::storage::ByteStream;
+use crate::{Body, Config, RequestContext};
+
+type Reg = Registry<MemoryBlobStore, MemoryMetaStore>;
+const BASE: &str = "http://dest.test";
+
+struct Dest {
+    reg: Reg,
+    log: Mutex<Vec<String>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+struct FakeHttp(Arc<Dest>);
+
+fn ctx(now: u64) -> RequestContext {
+    RequestContext { now, random: [now as u8; 16] }
+}
+
+fn memory() -> Reg {
+    Registry::new(MemoryBlobStore::new(), MemoryMetaStore::new(), Config::new(b"secret".to_vec()))
+}
+
+fn stream(bytes: Vec<u8>) -> ByteStream {
+    Box::pin(futures_util::stream::iter([Ok(Bytes::from(bytes))]))
+}
+
+async fn collect(body: Body) -> Vec<u8> {
+    match body {
+        Body::Empty => Vec::new(),
+        Body::Full(b) => b.to_vec(),
+        Body::Stream(s) => crate::body::read_limited(s, 1 << 24).await.unwrap().to_vec(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Upstream for FakeHttp {
+    async fn send(&self, req: UpstreamRequest) -> std::result::Result<UpstreamResponse, String> {
+        let dest = &self.0;
+        if dest.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("connection refused".into());
+        }
+        let path = req.url.strip_prefix(BASE).ok_or("unknown host")?.to_owned();
+        dest.log.lock().unwrap().push(format!("{} {path}", req.method));
+        // user:pass
+        if req.headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Basic dXNlcjpwYXNz") {
+            let mut h = HeaderMap::new();
+            h.insert("www-authenticate", HeaderValue::from_static(r#"Basic realm="dest""#));
+            return Ok(UpstreamResponse { status: StatusCode::UNAUTHORIZED, headers: h, body: stream(Vec::new()) });
+        }
+        let mut builder = http::Request::builder().method(req.method.clone()).uri(&path);
+        for (k, v) in &req.headers {
+            builder = builder.header(k, v);
+        }
+        let body = req.body.unwrap_or_else(crate::body::empty_stream);
+        let response = dest.reg.handle(builder.body(body).unwrap(), ctx(1)).await;
+        let (parts, body) = response.into_parts();
+        Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body: stream(collect(body).await) })
+    }
+}
+
+fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+async fn send(reg: &Reg, method: &str, uri: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let req = http::Request::builder().method(method).uri(uri).header("content-type", content_type).body(stream(body)).unwrap();
+    // Fresh random bytes per request, as a runtime gives: outbox ids come from them.
+    static N: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    let mut c = ctx(1);
+    c.random[0] = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let (parts, body) = reg.handle(req, c).await.into_parts();
+    (parts.status, parts.headers, collect(body).await)
+}
+
+async fn push_blob(reg: &Reg, repo: &str, bytes: &[u8]) -> serde_json::Value {
+    let d = digest_of(bytes);
+    let (s, _, b) = send(reg, "POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"), "application/octet-stream", bytes.to_vec()).await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+    json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": bytes.len() })
+}
+
+async fn push_manifest(reg: &Reg, repo: &str, reference: Option<&str>, manifest: serde_json::Value) -> serde_json::Value {
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let d = digest_of(&bytes);
+    let mt = manifest["mediaType"].as_str().unwrap().to_owned();
+    let (s, _, b) = send(reg, "PUT", &format!("/v2/{repo}/manifests/{}", reference.unwrap_or(&d)), &mt, bytes.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+    json!({ "mediaType": mt, "digest": d, "size": bytes.len() })
+}
+
+async fn image(reg: &Reg, repo: &str, layer: &[u8], tag: Option<&str>) -> serde_json::Value {
+    let mut config = push_blob(reg, repo, format!("{{\"layer\":{}}}", layer.len()).as_bytes()).await;
+    config["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
+    let layer = push_blob(reg, repo, layer).await;
+    push_manifest(reg, repo, tag, json!({
+        "schemaVersion": 2, "mediaType": crate::manifests::OCI_MANIFEST, "config": config, "layers": [layer]
+    }))
+    .await
+}
+
+fn rule() -> ReplicationRule {
+    ReplicationRule {
+        name: "dr".into(),
+        repositories: vec!["app/**".into()],
+        tags: vec!["*".into()],
+        destination: BASE.into(),
+        username: Some("user".into()),
+        password: Some(Secret("pass".into())),
+        prefix: "copy".into(),
+        deletes: true,
+        on_push: true,
+    }
+}
+
+fn setup() -> (Arc<Dest>, Reg, UpstreamClient) {
+    let dest = Arc::new(Dest { reg: memory(), log: Mutex::new(Vec::new()), down: Default::default() });
+    let policies = Policies::new(&PolicyConfig { replication: vec![rule()], ..Default::default() }).unwrap();
+    let client = UpstreamClient::new(Arc::new(FakeHttp(dest.clone())));
+    (dest, memory().with_policies(policies), client)
+}
+
+async fn dest_digest(dest: &Dest, repo: &str, reference: &str) -> Option<String> {
+    let req = http::Request::builder()
+        .method("HEAD")
+        .uri(format!("/v2/{repo}/manifests/{reference}"))
+        .header("accept", format!("{},{}", crate::manifests::OCI_INDEX, crate::manifests::OCI_MANIFEST))
+        .body(crate::body::empty_stream())
+        .unwrap();
+    let r = dest.reg.handle(req, ctx(1)).await;
+    (r.status() == StatusCode::OK).then(|| r.headers()["docker-content-digest"].to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn an_index_its_children_and_a_referrer_arrive_with_their_digests() {
+    let (dest, src, client) = setup();
+    let amd = image(&src, "app/web", b"amd64 layer", None).await;
+    let arm = image(&src, "app/web", b"arm64 v8 layer", None).await;
+    let index = push_manifest(&src, "app/web", Some("v1"), json!({
+        "schemaVersion": 2, "mediaType": crate::manifests::OCI_INDEX, "manifests": [amd, arm]
+    }))
+    .await;
+    let mut empty = push_blob(&src, "app/web", b"{}").await;
+    empty["mediaType"] = json!("application/vnd.oci.empty.v1+json");
+    let signature = push_manifest(&src, "app/web", None, json!({
+        "schemaVersion": 2, "mediaType": crate::manifests::OCI_MANIFEST, "artifactType": "application/vnd.example.sig",
+        "config": empty, "layers": [empty], "subject": index
+    }))
+    .await;
+
+    let report = src.replicate(&client, &rule(), "app/web", "v1", 10).await.unwrap();
+    assert_eq!(dest_digest(&dest, "copy/app/web", "v1").await.as_deref(), index["digest"].as_str());
+    for m in [&amd, &arm, &signature] {
+        let d = m["digest"].as_str().unwrap();
+        assert_eq!(dest_digest(&dest, "copy/app/web", d).await.as_deref(), Some(d));
+    }
+    assert_eq!(report.manifests, 4, "{report:?}");
+    assert_eq!(report.blobs_uploaded, 5, "2 configs, 2 layers, the empty blob: {report:?}");
+    // The index went after its children; the referrer after its subject.
+    let log = dest.log.lock().unwrap().clone();
+    let put = |d: &serde_json::Value| log.iter().position(|l| l.starts_with("PUT") && l.ends_with(d["digest"].as_str().unwrap()));
+    let put_index = log.iter().position(|l| l == "PUT /v2/copy/app/web/manifests/v1").unwrap();
+    assert!(put(&amd).unwrap() < put_index && put(&arm).unwrap() < put_index && put_index < put(&signature).unwrap());
+
+    // Again: everything is there; only the tag is put again.
+    let again = src.replicate(&client, &rule(), "app/web", "v1", 11).await.unwrap();
+    assert_eq!((again.manifests, again.blobs_uploaded, again.manifests_present), (1, 0, 3), "{again:?}");
+    let status = statuses(src.meta_store()).await.unwrap();
+    assert_eq!((status.len(), status[0].ok, status[0].at), (1, true, 11));
+
+    // Delete replication.
+    src.delete_at(&client, &rule(), "app/web", signature["digest"].as_str().unwrap(), 12).await.unwrap();
+    assert_eq!(dest_digest(&dest, "copy/app/web", signature["digest"].as_str().unwrap()).await, None);
+}
+
+#[tokio::test]
+async fn a_blob_put_in_another_repository_is_mounted_and_a_down_destination_is_an_error_kept_as_status() {
+    let (dest, src, client) = setup();
+    image(&src, "app/a", b"shared layer", Some("v1")).await;
+    image(&src, "app/b", b"shared layer", Some("v1")).await;
+    src.replicate(&client, &rule(), "app/a", "v1", 10).await.unwrap();
+    let report = src.replicate(&client, &rule(), "app/b", "v1", 10).await.unwrap();
+    assert_eq!((report.blobs_mounted, report.blobs_uploaded), (2, 0), "{report:?}");
+    assert!(dest.log.lock().unwrap().iter().any(|l| l.contains("mount=") && l.contains("from=copy%2Fapp%2Fa")));
+    assert!(dest_digest(&dest, "copy/app/b", "v1").await.is_some());
+
+    dest.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = src.replicate(&client, &rule(), "app/a", "v1", 20).await.unwrap_err();
+    assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+    assert!(err.message.contains("connection refused"), "{}", err.message);
+    let status = statuses(src.meta_store()).await.unwrap();
+    assert!(!status[0].ok && status[0].error.as_deref().unwrap().contains("connection refused"));
+    let targets = src.replication_targets(&rule()).await.unwrap();
+    assert_eq!(targets, vec![("app/a".to_owned(), "v1".to_owned()), ("app/b".to_owned(), "v1".to_owned())]);
+}
+
+#[tokio::test]
+async fn a_push_is_replicated_through_the_outbox_after_the_destination_comes_back() {
+    use crate::webhooks::outbox::{failed_in, redeliver_all_in};
+    let (dest, src, client) = setup();
+    dest.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let pushed = image(&src, "app/web", b"layer", Some("v1")).await;
+    image(&src, "other/x", b"layer", Some("v1")).await; // no rule covers it
+    let due = src.meta_store().list(outbox::QUEUE.due, None, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "one entry per (rule, manifest pushed): {due:?}");
+
+    let r = src.replicate_due(&client, 10, 10).await.unwrap();
+    assert_eq!((r.copied, r.retrying), (0, 1));
+    // Not due again before its backoff.
+    assert_eq!(src.replicate_due(&client, 11, 10).await.unwrap(), outbox::DueReport::default());
+    dest.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = src.replicate_due(&client, 10 + outbox::backoff(1), 10).await.unwrap();
+    assert_eq!((r.copied, r.retrying), (1, 0));
+    assert_eq!(dest_digest(&dest, "copy/app/web", "v1").await.as_deref(), pushed["digest"].as_str());
+    assert!(src.meta_store().list(outbox::QUEUE.due, None, 10).await.unwrap().is_empty());
+
+    // A delete replicates (the rule says so); after the last attempt an entry is kept as
+    // failed, and an admin puts it back.
+    let (s, _, _) = send(&src, "DELETE", &format!("/v2/app/web/manifests/{}", pushed["digest"].as_str().unwrap()), "", vec![]).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    dest.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut now = 100;
+    for _ in 0..outbox::MAX_ATTEMPTS {
+        src.replicate_due(&client, now, 10).await.unwrap();
+        now += outbox::backoff(outbox::MAX_ATTEMPTS);
+    }
+    let failed = failed_in(src.meta_store(), outbox::QUEUE, None, 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].last_error.as_deref().unwrap().contains("connection refused"));
+    dest.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(redeliver_all_in(src.meta_store(), outbox::QUEUE, now).await.unwrap(), 1);
+    assert_eq!(src.replicate_due(&client, now, 10).await.unwrap().copied, 1);
+    assert_eq!(dest_digest(&dest, "copy/app/web", "v1").await, None, "deleted at the destination too");
+}
