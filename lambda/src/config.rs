@@ -37,6 +37,11 @@ pub struct Settings {
     pub part_url_expiry: Duration,
     /// How long an upstream registry of a pull-through cache may stay silent (docs/mirror.md).
     pub upstream_timeout: Duration,
+    /// The SQS queue that wakes the webhook delivery (docs/webhooks.md); without it, deliveries
+    /// wait for the schedule.
+    pub webhook_queue_url: Option<String>,
+    /// Custom SQS endpoint (moto in tests).
+    pub sqs_endpoint: Option<String>,
     upload_secret: UploadSecret,
 }
 
@@ -94,6 +99,8 @@ impl Settings {
             redirect_expiry: secs("BERTH_REDIRECT_EXPIRY_SECS", 300)?,
             part_url_expiry: secs("BERTH_PART_URL_EXPIRY_SECS", 3600)?,
             upstream_timeout: secs("BERTH_UPSTREAM_TIMEOUT_SECS", 30)?,
+            webhook_queue_url: var("BERTH_WEBHOOK_QUEUE_URL"),
+            sqs_endpoint: var("BERTH_SQS_ENDPOINT"),
             upload_secret,
         })
     }

@@ -15,6 +15,7 @@ pub type LambdaRegistry = Registry<S3BlobStore, S3Meta>;
 pub async fn handle<B: BlobStore, M: MetaStore>(
     registry: &Registry<B, M>,
     emf: Option<&crate::emf::Emf>,
+    wake: Option<&crate::wake::Wake>,
     event: Event,
 ) -> Result<EventResponse<EventBody>, lambda_http::Error> {
     use tracing::Instrument;
@@ -58,6 +59,11 @@ pub async fn handle<B: BlobStore, M: MetaStore>(
         };
         registry.handle(http::Request::from_parts(parts, stream), ctx).instrument(span.clone()).await
     };
+    // The webhook wake-up, when the request wrote outbox entries: it must finish before the
+    // invocation returns, so it is one bounded call that never fails the response.
+    if let (Some(wake), Some(n)) = (wake, crate::wake::entries(&response)) {
+        wake.send(n).await;
+    }
     let (mut head, body) = response.into_parts();
     fold_repeated_headers(&mut head.headers);
     if let Some(calls) = crate::calls::summary().and_then(|c| http::HeaderValue::from_str(&c).ok()) {

@@ -9,6 +9,7 @@ mod emf;
 mod handler;
 mod s3;
 mod scheduled;
+mod wake;
 
 use std::sync::Arc;
 
@@ -61,6 +62,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     registry = registry.with_webhooks(hooks);
     let registry: Arc<LambdaRegistry> = Arc::new(registry);
     let emf = Arc::new(emf::Emf::from_env());
+    let wake = Arc::new(wake::Wake::new(&sdk, settings.webhook_queue_url.as_deref(), settings.sqs_endpoint.as_deref()));
     tracing::info!(
         init_ms = started.elapsed().as_secs_f64() * 1000.0,
         sdk_ms,
@@ -70,15 +72,17 @@ async fn main() -> Result<(), lambda_http::Error> {
         auth = auth_on,
         policies = policies_on,
         webhook_endpoints,
+        webhook_queue = wake.is_some(),
         mirrors,
         "berth is ready for Lambda events"
     );
-    // One function, two event sources: HTTP (function URL, API Gateway, ALB) and the
-    // EventBridge schedule that runs garbage collection. lambda_http's adapter takes HTTP
-    // events only, so the event is looked at first and handed to it when it is one.
+    // One function, three event sources: HTTP (function URL, API Gateway, ALB), the
+    // EventBridge schedule that runs garbage collection, and the SQS queue that wakes webhook
+    // delivery. lambda_http's adapter takes HTTP events only, so the event is looked at first
+    // and handed to it when it is one.
     lambda_http::lambda_runtime::run(lambda_http::service_fn(move |event: LambdaEvent<serde_json::Value>| {
-        let (registry, emf) = (registry.clone(), emf.clone());
-        async move { dispatch(&registry, emf.as_ref().as_ref(), event).await }
+        let (registry, emf, wake) = (registry.clone(), emf.clone(), wake.clone());
+        async move { dispatch(&registry, emf.as_ref().as_ref(), wake.as_ref().as_ref(), event).await }
     }))
     .await
 }
@@ -86,9 +90,16 @@ async fn main() -> Result<(), lambda_http::Error> {
 async fn dispatch<B: BlobStore, M: MetaStore>(
     registry: &Registry<B, M>,
     emf: Option<&emf::Emf>,
+    wake: Option<&wake::Wake>,
     event: LambdaEvent<serde_json::Value>,
 ) -> Result<serde_json::Value, lambda_http::Error> {
     let LambdaEvent { payload, context } = event;
+    if wake::is_sqs(&payload) {
+        // A wake-up from the queue: deliver what is due. Every message is answered as done
+        // (the outbox, not the queue, holds what is left).
+        scheduled::deliver(registry, context.deadline).await;
+        return Ok(wake::batch_done());
+    }
     if scheduled::is_scheduled(&payload) {
         // Webhook deliveries first: they are due now, GC can wait for the next invocation.
         scheduled::deliver(registry, context.deadline).await;
@@ -96,7 +107,7 @@ async fn dispatch<B: BlobStore, M: MetaStore>(
         return Ok(serde_json::to_value(report)?);
     }
     let request: LambdaRequest = serde_json::from_value(payload)?;
-    let mut adapter = lambda_http::Adapter::from(lambda_http::service_fn(|event| handler::handle(registry, emf, event)));
+    let mut adapter = lambda_http::Adapter::from(lambda_http::service_fn(|event| handler::handle(registry, emf, wake, event)));
     let response = adapter.call(LambdaEvent::new(request, context)).await?;
     Ok(serde_json::to_value(response)?)
 }
@@ -133,7 +144,7 @@ mod tests {
             },
             "isBase64Encoded": false
         });
-        let out = super::dispatch(&registry(), None, LambdaEvent::new(event, context())).await.unwrap();
+        let out = super::dispatch(&registry(), None, None, LambdaEvent::new(event, context())).await.unwrap();
         assert_eq!(out["statusCode"], 200, "{out}");
         assert!(out["headers"]["docker-distribution-api-version"].is_string(), "{out}");
     }
@@ -155,15 +166,15 @@ mod tests {
             })
         };
         let registry = registry();
-        let page = super::dispatch(&registry, None, LambdaEvent::new(event("/ui/"), context())).await.unwrap();
+        let page = super::dispatch(&registry, None, None, LambdaEvent::new(event("/ui/"), context())).await.unwrap();
         assert_eq!(page["statusCode"], 200, "{page}");
         assert!(page["headers"]["content-type"].as_str().unwrap().starts_with("text/html"), "{page}");
         assert!(page["headers"]["content-security-policy"].as_str().unwrap().contains("script-src 'self'"), "{page}");
-        let script = super::dispatch(&registry, None, LambdaEvent::new(event("/ui/assets/app.js"), context())).await.unwrap();
+        let script = super::dispatch(&registry, None, None, LambdaEvent::new(event("/ui/assets/app.js"), context())).await.unwrap();
         assert_eq!(script["statusCode"], 200, "{script}");
         assert!(script["headers"]["content-type"].as_str().unwrap().starts_with("text/javascript"), "{script}");
         // A browser at the root is sent to the interface.
-        let root = super::dispatch(&registry, None, LambdaEvent::new(event("/"), context())).await.unwrap();
+        let root = super::dispatch(&registry, None, None, LambdaEvent::new(event("/"), context())).await.unwrap();
         assert_eq!(root["statusCode"], 302, "{root}");
         assert_eq!(root["headers"]["location"], "/ui/", "{root}");
     }
@@ -177,7 +188,7 @@ mod tests {
             "resources": ["arn:aws:events:eu-west-1:1:rule/berth-gc"], "detail": {}
         });
         let registry = registry();
-        let out = super::dispatch(&registry, None, LambdaEvent::new(event, context())).await.unwrap();
+        let out = super::dispatch(&registry, None, None, LambdaEvent::new(event, context())).await.unwrap();
         assert_eq!(out["finished"], true, "{out}");
         assert_eq!(out["dry_run"], false, "{out}");
         // The run left its report in the metadata store.
@@ -187,6 +198,26 @@ mod tests {
     /// With webhooks, the scheduled event delivers what is due (here a GC run's event) first.
     #[tokio::test]
     async fn a_scheduled_event_delivers_due_webhooks() {
+        let scheduled = json!({ "detail-type": "Scheduled Event", "source": "aws.events", "detail": {} });
+        delivers_due_webhooks(scheduled).await;
+    }
+
+    /// The queue's wake-up (an SQS batch) delivers what is due and answers that no message
+    /// failed, so the event source mapping deletes them all.
+    #[tokio::test]
+    async fn an_sqs_batch_delivers_due_webhooks() {
+        let batch = json!({ "Records": [{
+            "messageId": "m", "receiptHandle": "r", "body": "{\"webhooks\":1}", "attributes": {},
+            "messageAttributes": {}, "md5OfBody": "x", "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:eu-west-1:1:berth-webhooks", "awsRegion": "eu-west-1"
+        }]});
+        let out = delivers_due_webhooks(batch).await;
+        assert_eq!(out, json!({ "batchItemFailures": [] }));
+    }
+
+    /// Dispatches `event` with one due event in the outbox; checks a local receiver got it and
+    /// the outbox is empty; returns the invocation's answer.
+    async fn delivers_due_webhooks(invocation: serde_json::Value) -> serde_json::Value {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -206,12 +237,12 @@ mod tests {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let event = berth_core::webhooks::gc_finished(now, &Default::default());
         registry.webhooks().unwrap().enqueue(registry.meta_store(), event, [3; 16], 0).await.unwrap();
-        let scheduled = json!({ "detail-type": "Scheduled Event", "source": "aws.events", "detail": {} });
-        super::dispatch(&registry, None, LambdaEvent::new(scheduled, context())).await.unwrap();
+        let out = super::dispatch(&registry, None, None, LambdaEvent::new(invocation, context())).await.unwrap();
         let request = tokio::time::timeout(std::time::Duration::from_secs(10), received).await.unwrap().unwrap();
         assert!(request.starts_with("POST / HTTP/1.1"), "{request}");
         assert!(request.contains("berth-event: gc_finished"), "{request}");
         assert!(berth_core::webhooks::failed(registry.meta_store(), None, 10).await.unwrap().is_empty());
         assert!(registry.meta_store().list("webhooks/due/", None, 10).await.unwrap().is_empty(), "delivered, so removed");
+        out
     }
 }

@@ -289,6 +289,35 @@ class AwsRegionTest(unittest.TestCase):
         for meta in ("lambda/src/s3/meta.rs", "edge/src/r2_meta.rs"):
             self.assertIn('const PREFIX: &str = "meta/";', read(os.path.join(ROOT, meta)), meta)
 
+    def test_webhook_queue_wakes_the_function(self):
+        """docs/webhooks.md: the queue (encrypted with the region's key, a dead-letter queue
+        behind it) feeds the function, whose role may use that queue only, and the function
+        is told its URL; all behind var.webhook_queue."""
+        r = self.region
+        self.assertIs(r.variables["webhook_queue"]["default"], True)
+        queue = r.resources[("aws_sqs_queue", "webhooks")]
+        dead = r.resources[("aws_sqs_queue", "webhooks_dead")]
+        for q in (queue, dead):
+            self.assertEqual(q["count"], "${local.webhook_queue}")
+            self.assertEqual(q["kms_master_key_id"], "${aws_kms_key.this.arn}")
+        self.assertIn("aws_sqs_queue.webhooks_dead[0].arn", queue["redrive_policy"])
+        # Lambda refuses a mapping whose queue hides messages for less than the function's timeout.
+        self.assertEqual(queue["visibility_timeout_seconds"], "${var.timeout * 6}")
+        mapping = r.one("aws_lambda_event_source_mapping")
+        self.assertEqual(mapping["event_source_arn"], "${aws_sqs_queue.webhooks[0].arn}")
+        self.assertEqual(mapping["function_name"], "${aws_lambda_function.this.arn}")
+        self.assertEqual(mapping["function_response_types"], ['"ReportBatchItemFailures"'])
+        statements = [d['"statement"'] for d in r.data[("aws_iam_policy_document", "function")].get("dynamic", [])]
+        sqs = [s for s in statements if "sqs:" in str(s)]
+        self.assertEqual(len(sqs), 1)
+        self.assertEqual(sqs[0]["for_each"], "${aws_sqs_queue.webhooks[*].arn}")
+        content = sqs[0]["content"][0]
+        self.assertEqual(sorted(unq(a) for a in content["actions"]),
+                         ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"])
+        self.assertEqual(content["resources"], ["${statement.value}"])
+        env = r.one("aws_lambda_function")["environment"][0]["variables"]
+        self.assertIn("var.webhook_queue ? {BERTH_WEBHOOK_QUEUE_URL = aws_sqs_queue.webhooks[0].url} : {}", env)
+
     def test_function_gets_every_setting_the_runtime_reads(self):
         config_rs = read(os.path.join(ROOT, "lambda/src/config.rs"))
         runtime = set(re.findall(r'(?:var|secs)\("(BERTH_[A-Z0-9_]+)"', config_rs)) | {"RUST_LOG"}
@@ -296,7 +325,7 @@ class AwsRegionTest(unittest.TestCase):
         runtime |= set(re.findall(r'std::env::var\("(BERTH_[A-Z0-9_]+)"', emf_rs))
         # Settings for local stand-ins (tests), and the plain-text forms of what a deployment
         # keeps in Secrets Manager.
-        not_deployed = {"BERTH_S3_ENDPOINT", "BERTH_META_S3_ENDPOINT", "BERTH_SECRETS_ENDPOINT", "BERTH_UPLOAD_SECRET", "BERTH_AUTH_CONFIG_TOML"}
+        not_deployed = {"BERTH_S3_ENDPOINT", "BERTH_META_S3_ENDPOINT", "BERTH_SECRETS_ENDPOINT", "BERTH_SQS_ENDPOINT", "BERTH_UPLOAD_SECRET", "BERTH_AUTH_CONFIG_TOML"}
         self.assertTrue(not_deployed <= runtime, "a test-only setting vanished from lambda/src/config.rs")
         fn = self.region.one("aws_lambda_function")
         env = fn["environment"][0]["variables"]

@@ -31,6 +31,11 @@
 #                pushed, the schedule fired, the expired ones gone, audit lines in the log
 #        replica tests/lambda/replica_test.py: a second region's function (own bucket, home
 #                region's metadata) serves what the home one took, before and after replication
+#        webhooks tests/lambda/webhooks_test.py: a function on its own buckets with a [webhooks]
+#                endpoint (a local receiver) and BERTH_WEBHOOK_QUEUE_URL at a queue in a second
+#                moto (pinned, in .tools/lambda-moto); a push leaves one wake-up message in the
+#                queue, an SQS event holding it, fired through the Invoke API, delivers the
+#                signed push and tag events (docs/webhooks.md)
 #        mirror  the pull-through cache (docs/mirror.md): MIRROR_TARGET=lambda tests/mirror/run.sh,
 #                a function with mirror rules in BERTH_POLICY_CONFIG on its own buckets, in front
 #                of a token-auth `berth serve` and Distribution (skopeo, docker, containerd pulls;
@@ -39,7 +44,8 @@
 # Ports (127.0.0.1): each defaults to a free port the kernel picks at run time
 # (tests/free-port.sh; a fixed one collided with other services once): LAMBDA_PORT (what
 # clients use), EMULATOR_PORT, S3_PORT (s3s-fs), META_PORT (moto), REPLICA_PORT and
-# REPLICA_EMULATOR_PORT (the replica step's function), GC_PORT and GC_EMULATOR_PORT (the gc step's); the auth step's stacks (each launcher's
+# REPLICA_EMULATOR_PORT (the replica step's function), GC_PORT and GC_EMULATOR_PORT (the gc step's),
+# HOOKS_PORT, HOOKS_EMULATOR_PORT, SQS_PORT and RECEIVER_PORT (the webhooks step's); the auth step's stacks (each launcher's
 # PORT and PORT+1) and its OIDC issuer get free ones too.
 # Everything started here is stopped by PID on exit.
 set -euo pipefail
@@ -54,6 +60,10 @@ REPLICA_PORT=${REPLICA_PORT:-$(free_port)}
 REPLICA_EMULATOR_PORT=${REPLICA_EMULATOR_PORT:-$(free_port)}
 GC_PORT=${GC_PORT:-$(free_port)}
 GC_EMULATOR_PORT=${GC_EMULATOR_PORT:-$(free_port)}
+HOOKS_PORT=${HOOKS_PORT:-$(free_port)}
+HOOKS_EMULATOR_PORT=${HOOKS_EMULATOR_PORT:-$(free_port)}
+SQS_PORT=${SQS_PORT:-$(free_port)}
+RECEIVER_PORT=${RECEIVER_PORT:-$(free_port)}
 TOOLS=$root/.tools
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
@@ -67,17 +77,28 @@ tests=()
 for a in "$@"; do
   case "$a" in
     --serve) serve_only=1 ;;
-    suite | edge | clients | push | auth | replica | contract | gc | mirror) tests+=("$a") ;;
+    suite | edge | clients | push | auth | replica | contract | gc | webhooks | mirror) tests+=("$a") ;;
     *) echo "unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth replica contract gc mirror)
+[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth replica contract gc webhooks mirror)
 
 # --- install (idempotent) --------------------------------------------------------------------
 command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda
 command -v moto_server >/dev/null || pip install --quiet 'moto[server]'
 python3 -c 'import boto3' 2>/dev/null || pip install --quiet boto3
 S3S=$(bash infra/s3s-fs.sh)
+# The webhooks step's SQS: moto at a pinned version in its own virtualenv under .tools/ (as
+# terraform/tests/run.sh keeps its tools), created once per machine and reused while the pin
+# is unchanged; the moto on PATH above is whatever version pip had.
+MOTO_PIN="moto[server]==5.2.1"
+MOTO_VENV=$TOOLS/lambda-moto
+if [[ " ${tests[*]} " == *" webhooks "* ]] && [ "$(cat "$MOTO_VENV/.berth-pin" 2>/dev/null)" != "$MOTO_PIN" ]; then
+  rm -rf "$MOTO_VENV"
+  python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "$MOTO_PIN"
+  echo "$MOTO_PIN" >"$MOTO_VENV/.berth-pin"
+fi
 
 # --- build (release; the same command, so the same artifacts, as infra/test.sh) ---------------
 cargo build --release --workspace --all-targets --locked
@@ -92,7 +113,7 @@ cleanup() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ "$rc" -ne 0 ]; then
     # CI keeps only what was printed: the ends of the logs say what the stack did last.
-    for log in function watch shim moto; do
+    for log in function watch shim moto hooks-function sqs; do
       [ -s "$WORK/$log.log" ] && { echo "--- last lines of $log.log" >&2; tail -n 25 "$WORK/$log.log" | cut -c1-400 >&2; }
     done
     echo "logs kept in $WORK" >&2
@@ -266,6 +287,25 @@ for t in "${tests[@]}"; do
       BERTH_URL="http://127.0.0.1:$GC_PORT" S3_DIR="$WORK/s3/berth-gc" GC_FUNCTION_LOG="$WORK/gc-function.log" \
         GC_INVOKE_URL="http://127.0.0.1:$GC_EMULATOR_PORT/2015-03-31/functions/_/invocations" \
         python3 tests/lambda/gc_test.py || failed+=(gc) ;;
+    webhooks)
+      # Its own buckets (the outbox is in the metadata bucket) and its own moto for SQS.
+      mkdir -p "$WORK/s3/berth-hooks"
+      python3 -c "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$META_PORT').create_bucket(Bucket='berth-hooks-meta')"
+      # Through the venv's python (see terraform/tests/run.sh: the script's shebang may name a
+      # directory that is gone).
+      "$MOTO_VENV/bin/python" "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$SQS_PORT" >"$WORK/sqs.log" 2>&1 &
+      pids+=($!)
+      wait_port "$SQS_PORT" "moto (SQS)"
+      QUEUE_URL=$(python3 -c "import boto3; print(boto3.client('sqs', endpoint_url='http://127.0.0.1:$SQS_PORT', region_name='$AWS_REGION').create_queue(QueueName='berth-webhooks')['QueueUrl'])")
+      HOOK_SECRET=lambda-webhook-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+      start_front hooks- "$HOOKS_PORT" "$HOOKS_EMULATOR_PORT"
+      start_function hooks- "$HOOKS_EMULATOR_PORT" BERTH_BUCKET=berth-hooks BERTH_META_BUCKET=berth-hooks-meta \
+        BERTH_WEBHOOK_QUEUE_URL="$QUEUE_URL" BERTH_SQS_ENDPOINT="http://127.0.0.1:$SQS_PORT" \
+        BERTH_POLICY_CONFIG="$(printf '[[webhooks.endpoints]]\nname = "lambda"\nurl = "http://127.0.0.1:%s/hook"\nsecret = "%s"\nallow_private = true\nevents = ["push", "tag"]\n' "$RECEIVER_PORT" "$HOOK_SECRET")"
+      BERTH_URL="http://127.0.0.1:$HOOKS_PORT" SQS_ENDPOINT="http://127.0.0.1:$SQS_PORT" QUEUE_URL="$QUEUE_URL" \
+        RECEIVER_PORT="$RECEIVER_PORT" WEBHOOK_SECRET="$HOOK_SECRET" \
+        INVOKE_URL="http://127.0.0.1:$HOOKS_EMULATOR_PORT/2015-03-31/functions/_/invocations" \
+        timeout 300 python3 tests/lambda/webhooks_test.py || failed+=(webhooks) ;;
     mirror)
       mkdir -p "$WORK/s3/berth-mirror"
       python3 -c "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$META_PORT').create_bucket(Bucket='berth-mirror-meta')"

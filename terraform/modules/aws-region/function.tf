@@ -79,6 +79,17 @@ data "aws_iam_policy_document" "function" {
     resources = distinct([aws_kms_key.this.arn, local.home.kms_key_arn])
   }
 
+  # The webhook wake-up queue (webhooks.tf): sent to after requests, read by the event source
+  # mapping with the function's role.
+  dynamic "statement" {
+    for_each = aws_sqs_queue.webhooks[*].arn
+    content {
+      sid       = "WebhookQueue"
+      actions   = ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
+      resources = [statement.value]
+    }
+  }
+
   statement {
     sid     = "Secrets"
     actions = ["secretsmanager:GetSecretValue"]
@@ -144,6 +155,7 @@ resource "aws_lambda_function" "this" {
         BERTH_METRICS_MAX_REPOSITORIES = tostring(var.metrics_max_repositories)
       },
       var.public_url == null ? {} : { BERTH_PUBLIC_URL = var.public_url },
+      var.webhook_queue ? { BERTH_WEBHOOK_QUEUE_URL = aws_sqs_queue.webhooks[0].url } : {},
     )
   }
 

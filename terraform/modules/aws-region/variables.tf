@@ -120,6 +120,12 @@ variable "gc_schedule" {
   default     = null
 }
 
+variable "webhook_queue" {
+  description = "Whether an SQS queue wakes the function to deliver webhooks right after a request writes outbox entries (BERTH_WEBHOOK_QUEUE_URL; docs/webhooks.md). false: deliveries wait for gc_schedule's invocations."
+  type        = bool
+  default     = true
+}
+
 variable "gc_grace" {
   description = "How long an uploaded blob no manifest references is kept (BERTH_GC_GRACE; s, m, h or d)."
   type        = string
