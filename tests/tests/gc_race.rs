@@ -20,7 +20,7 @@ async fn race_pushes_deletes_and_gc_keep_every_201_image() {
         return;
     }
     let (broken, gave_up, server) =
-        race(&["--gc-interval", "20ms", "--gc-grace", "2s", "--gc-settle", "2s", "--gc-upload-idle", "1h"]).await;
+        race(0, &["--gc-interval", "20ms", "--gc-grace", "2s", "--gc-settle", "2s", "--gc-upload-idle", "1h"]).await;
     server.stop();
     let log = server.log();
     let deleted: u64 = log

@@ -89,11 +89,13 @@ async fn client(id: usize, pool: Arc<Vec<Vec<u8>>>, refused: Arc<AtomicU64>, gav
     live
 }
 
-/// Runs the workload against a server started with `gc_flags`; returns the broken images and
-/// how many pushes were refused five times and given up.
-pub async fn race(gc_flags: &[&str]) -> (Vec<String>, u64, Server) {
+/// Runs the workload against a server started with `gc_flags` on `port` (0: a free one the
+/// kernel picks); returns the broken images and how many pushes were refused five times and
+/// given up. A second run in one test process must pass the first one's port: the suite's
+/// client reads its target (BERTH_URL) once.
+pub async fn race(port: u16, gc_flags: &[&str]) -> (Vec<String>, u64, Server) {
     let data = data_dir("race");
-    let server = start(&data, 0, gc_flags);
+    let server = start(&data, port, gc_flags);
     target_server(&server);
     let pool: Arc<Vec<Vec<u8>>> = Arc::new((0..6).map(|_| random_bytes(3000)).collect());
     let refused = Arc::new(AtomicU64::new(0));
