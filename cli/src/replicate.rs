@@ -190,14 +190,6 @@ struct RunArgs {
     timeout: u64,
 }
 
-fn open_meta(data_dir: &std::path::Path) -> Result<RedbMeta, String> {
-    if !data_dir.join("meta.redb").exists() {
-        return Err(format!("{} holds no berth data (no meta.redb)", data_dir.display()));
-    }
-    RedbMeta::open(&data_dir.join("meta.redb"))
-        .map_err(|e| format!("cannot open {}: {e} (is `berth serve` running on it? stop it first)", data_dir.display()))
-}
-
 /// `REPO:TAG` or `REPO@DIGEST` -> (repo, reference).
 fn split_target(t: &str) -> Result<(String, String), String> {
     if let Some((repo, digest)) = t.split_once('@') {
@@ -215,7 +207,7 @@ pub async fn run(args: ReplicateArgs) -> Result<(), String> {
     match args.command {
         None => run_by_hand(args.run).await,
         Some(ReplicateCommand::Status(a)) => {
-            let meta = open_meta(&a.data_dir)?;
+            let meta = RedbMeta::open_offline(&a.data_dir)?;
             let statuses = berth_core::replication::statuses(&meta).await.map_err(|e| e.message)?;
             for s in &statuses {
                 if a.json {
@@ -245,7 +237,7 @@ pub async fn run(args: ReplicateArgs) -> Result<(), String> {
             Ok(())
         }
         Some(ReplicateCommand::Failed(a)) => {
-            let meta = open_meta(&a.data_dir)?;
+            let meta = RedbMeta::open_offline(&a.data_dir)?;
             for d in failed_in(&meta, QUEUE, None, 10_000).await.map_err(|e| e.message)? {
                 let e = &d.event;
                 let reference = e.tag.clone().or(e.digest.clone()).unwrap_or_default();
@@ -260,7 +252,7 @@ pub async fn run(args: ReplicateArgs) -> Result<(), String> {
             Ok(())
         }
         Some(ReplicateCommand::Retry(a)) => {
-            let meta = open_meta(&a.data_dir)?;
+            let meta = RedbMeta::open_offline(&a.data_dir)?;
             let now = crate::gc::now();
             if a.all {
                 let n = redeliver_all_in(&meta, QUEUE, now).await.map_err(|e| e.message)?;
@@ -286,7 +278,7 @@ async fn run_by_hand(args: RunArgs) -> Result<(), String> {
         (None, true) => None,
         _ => return Err("give --all or one REPO:TAG".into()),
     };
-    let meta = open_meta(&args.data_dir)?;
+    let meta = RedbMeta::open_offline(&args.data_dir)?;
     let blobs = FsBlobStore::open(&args.data_dir, true).await.map_err(|e| e.to_string())?;
     let auth = args.auth_config.as_deref().map(crate::auth::read_config).transpose()?;
     let policies = crate::auth::policies(auth.as_ref(), args.policy_config.as_deref())?;

@@ -140,18 +140,10 @@ pub struct RedeliverArgs {
     all: bool,
 }
 
-fn open(data_dir: &std::path::Path) -> Result<RedbMeta, String> {
-    if !data_dir.join("meta.redb").exists() {
-        return Err(format!("{} holds no berth data (no meta.redb)", data_dir.display()));
-    }
-    RedbMeta::open(&data_dir.join("meta.redb"))
-        .map_err(|e| format!("cannot open {}: {e} (is `berth serve` running on it? stop it first)", data_dir.display()))
-}
-
 pub async fn run(cmd: WebhooksCommand) -> Result<(), String> {
     match cmd {
         WebhooksCommand::Failed(args) => {
-            let meta = open(&args.data_dir)?;
+            let meta = RedbMeta::open_offline(&args.data_dir)?;
             let mut after: Option<String> = None;
             loop {
                 let page = webhooks::failed(&meta, after.as_deref(), 100).await.map_err(|e| e.message)?;
@@ -179,7 +171,7 @@ pub async fn run(cmd: WebhooksCommand) -> Result<(), String> {
             }
         }
         WebhooksCommand::Redeliver(args) => {
-            let meta = open(&args.data_dir)?;
+            let meta = RedbMeta::open_offline(&args.data_dir)?;
             let now = crate::gc::now();
             if args.all {
                 let n = webhooks::redeliver_all(&meta, now).await.map_err(|e| e.message)?;

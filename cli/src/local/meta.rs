@@ -63,6 +63,18 @@ fn open_db(path: &Path) -> Result<Database, redb::Error> {
 }
 
 impl RedbMeta {
+    /// The store of a stopped `berth serve`'s data directory, for the offline admin commands
+    /// (`berth webhooks`, `berth replicate`): a clear error when there is none, or when the
+    /// server still holds it.
+    pub fn open_offline(data_dir: &Path) -> Result<Self, String> {
+        let path = data_dir.join("meta.redb");
+        if !path.exists() {
+            return Err(format!("{} holds no berth data (no meta.redb)", data_dir.display()));
+        }
+        RedbMeta::open(&path)
+            .map_err(|e| format!("cannot open {}: {e} (is `berth serve` running on it? stop it first)", data_dir.display()))
+    }
+
     pub fn open(path: &Path) -> StorageResult<Self> {
         let db = open_db(path).map_err(err)?;
         let handle = RwLock::new(Handle { db: Some(db), generation: 0 });
