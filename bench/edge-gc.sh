@@ -19,7 +19,7 @@ export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 images=${EDGE_GC_IMAGES:-40}
 port=$(bash tests/free-port.sh) inspector=$(bash tests/free-port.sh)
 work=$(mktemp -d /tmp/berth-edge-gcbench.XXXXXX)
-setsid .tools/node/node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$port" \
+setsid bash infra/edge/wrangler-dev.sh --ip 127.0.0.1 --port "$port" \
   --inspector-port "$inspector" --persist-to "$work/state" --show-interactive-dev-session=false \
   --test-scheduled --var "UPLOAD_SECRET:edge-gc-bench-$RANDOM$RANDOM" \
   --var BERTH_GC_GRACE:0 --var BERTH_GC_SETTLE:0 >"$work/wrangler.log" 2>&1 &

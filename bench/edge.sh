@@ -36,7 +36,7 @@ if [ "${EDGE_BENCH_AUTH:-0}" = 1 ]; then
   printf '\n[[access]]\nrepositories = ["bench/**"]\nprincipals = ["user:bench"]\nactions = ["pull", "push"]\n' >>"$work/auth.toml"
   auth_vars=(--var "AUTH_CONFIG:$("$berth" auth export --config "$work/auth.toml")")
 fi
-setsid .tools/node/node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$port" --inspector-port "$inspector" \
+setsid bash infra/edge/wrangler-dev.sh --ip 127.0.0.1 --port "$port" --inspector-port "$inspector" \
   --persist-to "$work/state" --show-interactive-dev-session=false --log-level warn \
   --var "UPLOAD_SECRET:bench-$RANDOM$RANDOM" --var MAX_REQUEST_BODY:400000000 "${auth_vars[@]}" >"$work/wrangler.log" 2>&1 &
 pid=$!

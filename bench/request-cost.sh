@@ -26,7 +26,7 @@ trap cleanup EXIT
 
 bash infra/edge-build.sh >"$work/edge-build.log" 2>&1 || { cat "$work/edge-build.log" >&2; exit 1; }
 port=$(bash tests/free-port.sh) inspector=$(bash tests/free-port.sh)
-setsid .tools/node/node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$port" --inspector-port "$inspector" \
+setsid bash infra/edge/wrangler-dev.sh --ip 127.0.0.1 --port "$port" --inspector-port "$inspector" \
   --persist-to "$work/state" --show-interactive-dev-session=false --log-level warn \
   --var "UPLOAD_SECRET:cost-$RANDOM$RANDOM" --var COUNT_BACKEND_CALLS:1 >"$work/wrangler.log" 2>&1 &
 edge_pid=$!

@@ -20,7 +20,7 @@ command -v skopeo >/dev/null || { echo "edge gc: needs skopeo"; exit 1; }
 
 port=$(bash tests/free-port.sh) inspector=$(bash tests/free-port.sh) front=$(bash tests/free-port.sh)
 work=$(mktemp -d /tmp/berth-edge-gc.XXXXXX)
-setsid .tools/node/node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$port" \
+setsid bash infra/edge/wrangler-dev.sh --ip 127.0.0.1 --port "$port" \
   --inspector-port "$inspector" --persist-to "$work/state" --show-interactive-dev-session=false \
   --test-scheduled --var "UPLOAD_SECRET:edge-gc-$RANDOM$RANDOM" \
   --var BERTH_GC_GRACE:0 --var BERTH_GC_SETTLE:0 \

@@ -32,7 +32,7 @@ fi
 extra=()
 for v in ${LAUNCH_VARS:-}; do extra+=(--var "$v"); done
 state=${LAUNCH_STATE_DIR:-$(mktemp -d /tmp/berth-edge-auth.XXXXXX)}
-"$root/.tools/node/node_modules/.bin/wrangler" dev --ip 127.0.0.1 --port $((port + 2)) \
+bash "$root/infra/edge/wrangler-dev.sh" --ip 127.0.0.1 --port $((port + 2)) \
   --inspector-port $((port + 3)) --persist-to "$state" --show-interactive-dev-session=false \
   --var "UPLOAD_SECRET:edge-auth-test-$RANDOM$RANDOM" --var MAX_REQUEST_BODY:400000000 \
   --var "$config_var" "${extra[@]}" &

@@ -71,7 +71,7 @@ trap stop_all EXIT
 # start NAME PORT INSPECTOR_PORT [--var NAME:VALUE ...]
 start() {
   local name=$1 p=$2 insp=$3 i; shift 3
-  setsid "$root/.tools/node/node_modules/.bin/wrangler" dev --ip 127.0.0.1 --port "$p" \
+  setsid bash "$root/infra/edge/wrangler-dev.sh" --ip 127.0.0.1 --port "$p" \
     --inspector-port "$insp" --persist-to "$work/$name-state" --show-interactive-dev-session=false \
     --var "UPLOAD_SECRET:edge-test-$RANDOM$RANDOM" "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
@@ -217,7 +217,7 @@ if [[ " $steps " == *" auth "* ]]; then
   # never a registry serving without the policy it was given.
   ( set -e
     p=$(free_port 2)
-    setsid "$root/.tools/node/node_modules/.bin/wrangler" dev --ip 127.0.0.1 --port "$p" \
+    setsid bash "$root/infra/edge/wrangler-dev.sh" --ip 127.0.0.1 --port "$p" \
       --inspector-port $((p + 1)) --persist-to "$work/bad-auth-state" --show-interactive-dev-session=false \
       --var UPLOAD_SECRET:edge-test --var "AUTH_CONFIG:[token" >"$work/bad-auth.log" 2>&1 &
     wpid=$!

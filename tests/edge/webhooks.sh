@@ -32,7 +32,7 @@ secret = \"$secret\"
 allow_private = true
 events = [\"push\", \"tag\"]"
 work=$(mktemp -d /tmp/berth-edge-webhooks.XXXXXX)
-setsid .tools/node/node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$port" \
+setsid bash infra/edge/wrangler-dev.sh --ip 127.0.0.1 --port "$port" \
   --inspector-port "$inspector" --persist-to "$work/state" --show-interactive-dev-session=false \
   --test-scheduled --var "UPLOAD_SECRET:edge-webhooks-$RANDOM$RANDOM" \
   --var "POLICY_CONFIG:$config" >"$work/wrangler.log" 2>&1 &

@@ -102,8 +102,8 @@ start_worker() {
     vars+=(--var "POLICY_CONFIG:$(cat "$2")")
   fi
   wport=$(free_port) insp=$(free_port)
-  # From the repository's root, where wrangler.toml is (the script is there by now).
-  setsid "$root/.tools/node/node_modules/.bin/wrangler" dev --ip 127.0.0.1 --port "$wport" \
+  # infra/edge/wrangler-dev.sh: the repository's wrangler.toml, on the bundle built before.
+  setsid bash "$root/infra/edge/wrangler-dev.sh" --ip 127.0.0.1 --port "$wport" \
     --inspector-port "$insp" --persist-to "$WORK/state-$name" --show-interactive-dev-session=false \
     --var "UPLOAD_SECRET:ui-test-$RANDOM$RANDOM" "${vars[@]}" >"$WORK/server-$name.log" 2>&1 &
   groups+=($!)
