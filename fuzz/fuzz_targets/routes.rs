@@ -21,6 +21,7 @@ fn path_of(route: &Route) -> String {
         Route::TagDetails { name } => format!("/v2/{name}/_berth/tags"),
         Route::PolicyState { name } => format!("/v2/{name}/_berth/policy"),
         Route::Webhooks => "/v2/_berth/webhooks".into(),
+        Route::Replication => "/v2/_berth/replication".into(),
         Route::RetentionPreview { name } => format!("/v2/{name}/_berth/retention"),
     }
 }

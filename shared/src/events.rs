@@ -237,6 +237,7 @@ impl Draft {
             Endpoint::Base | Endpoint::Quotas | Endpoint::Repositories | Endpoint::TagDetails { .. }
             | Endpoint::PolicyState { .. }
             | Endpoint::Webhooks
+            | Endpoint::Replication
             | Endpoint::RetentionPreview { .. } => return None,
             Endpoint::Catalog => (A::Catalog, None, Target::new(K::Catalog)),
             Endpoint::TagsList { name } => (A::Pull, Some(name), Target::new(K::Tags)),

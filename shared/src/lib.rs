@@ -307,6 +307,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Endpoint::TagDetails { name } => self.tag_details(name, &req).await,
             Endpoint::PolicyState { name } => self.policy_state(name).await,
             Endpoint::Webhooks => self.webhook_state(&req).await,
+            Endpoint::Replication => self.replication_state(&req).await,
             Endpoint::RetentionPreview { name } => self.retention_preview(name, ctx.now).await,
             Endpoint::ManifestGet { name, reference } => self.get_manifest(name, reference, &req, head, ctx.now).await,
             Endpoint::ManifestPut { name, reference } => self.put_manifest(name, reference, &req, body, ctx).await,

@@ -1,10 +1,13 @@
 //! Read endpoints for the web interface (docs/ui.md) on what runs outside requests: webhook
-//! deliveries and what retention would delete. Both go through the endpoint table and auth
-//! gate like every endpoint, and both read a bounded amount whatever the store holds.
+//! deliveries, replication and what retention would delete. All go through the endpoint table
+//! and auth gate like every endpoint, and all read a bounded amount whatever the store holds.
 //!
 //! - `GET /v2/_berth/webhooks` (the catalog right, like quotas): the configured endpoints
 //!   (never their secrets, nor a URL's userinfo), a page of failed deliveries and a bounded
 //!   count of pending ones.
+//! - `GET /v2/_berth/replication` (the catalog right): the replication rules (never their
+//!   credentials), each rule's last result, and the outbox's failed and pending entries, as
+//!   for webhooks (the two share the outbox's code, docs/replication.md).
 //! - `GET /v2/<name>/_berth/retention` (pull): the tags and manifests the retention rule
 //!   covering the repository would delete now, planned by GC's own code, read-only.
 
@@ -17,7 +20,8 @@ use crate::policy::retention::Deletion;
 use crate::records::{manifest_prefix, tag_prefix};
 use crate::reply::Reply;
 use crate::storage::{BlobStore, MetaStore};
-use crate::webhooks::outbox::{self, DUE};
+use crate::replication::{self, ReplicationRule, RuleStatus};
+use crate::webhooks::outbox::{self, Queue, WEBHOOKS};
 use crate::webhooks::{Delivery, EndpointConfig};
 use crate::{query_of, query_param, Registry};
 
@@ -86,25 +90,71 @@ fn endpoint_view(e: &EndpointConfig) -> EndpointView<'_> {
     }
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RuleView<'a> {
+    name: &'a str,
+    destination: String,
+    repositories: &'a [String],
+    tags: &'a [String],
+    prefix: &'a str,
+    deletes: bool,
+    on_push: bool,
+    /// The rule's last result; None before its first copy.
+    last: Option<RuleStatus>,
+}
+
+fn rule_view<'a>(rule: &'a ReplicationRule, statuses: &mut Vec<RuleStatus>) -> RuleView<'a> {
+    let last = statuses.iter().position(|s| s.rule == rule.name).map(|i| statuses.swap_remove(i));
+    RuleView {
+        name: &rule.name,
+        destination: without_userinfo(&rule.destination),
+        repositories: &rule.repositories,
+        tags: &rule.tags,
+        prefix: &rule.prefix,
+        deletes: rule.deletes,
+        on_push: rule.on_push,
+        last,
+    }
+}
+
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
+    /// A page of an outbox queue's failed entries (after the id `?last=`) and a bounded count
+    /// of its pending ones, as the `failed`, `moreFailed`, `pending` and `morePending` fields.
+    async fn queue_state(&self, q: Queue, req: &crate::Parts) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let query = query_of(req.uri.query());
+        let last = query_param(&query, "last").filter(|l| !l.is_empty());
+        let mut failed = outbox::failed_in(&self.meta, q, last, MAX_FAILED + 1).await?;
+        let more_failed = failed.len() > MAX_FAILED;
+        failed.truncate(MAX_FAILED);
+        let pending = self.meta.list(q.due, None, MAX_PENDING_COUNTED + 1).await?.len();
+        let mut out = serde_json::Map::new();
+        out.insert("failed".into(), json!(failed.into_iter().map(FailedView::from).collect::<Vec<_>>()));
+        out.insert("moreFailed".into(), json!(more_failed));
+        out.insert("pending".into(), json!(pending.min(MAX_PENDING_COUNTED)));
+        out.insert("morePending".into(), json!(pending > MAX_PENDING_COUNTED));
+        Ok(out)
+    }
+
     pub(crate) async fn webhook_state(&self, req: &crate::Parts) -> Result<Reply> {
         let Some(hooks) = self.hooks.as_deref().filter(|h| !h.is_empty()) else {
             let body = json!({ "endpoints": [], "failed": [], "pending": 0 });
             return Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()));
         };
-        let query = query_of(req.uri.query());
-        let last = query_param(&query, "last").filter(|l| !l.is_empty());
-        let mut failed = outbox::failed(&self.meta, last, MAX_FAILED + 1).await?;
-        let more_failed = failed.len() > MAX_FAILED;
-        failed.truncate(MAX_FAILED);
-        let pending = self.meta.list(DUE, None, MAX_PENDING_COUNTED + 1).await?.len();
-        let body = json!({
-            "endpoints": hooks.config().endpoints.iter().map(endpoint_view).collect::<Vec<_>>(),
-            "failed": failed.into_iter().map(FailedView::from).collect::<Vec<_>>(),
-            "moreFailed": more_failed,
-            "pending": pending.min(MAX_PENDING_COUNTED),
-            "morePending": pending > MAX_PENDING_COUNTED,
-        });
+        let mut body = self.queue_state(WEBHOOKS, req).await?;
+        body.insert("endpoints".into(), json!(hooks.config().endpoints.iter().map(endpoint_view).collect::<Vec<_>>()));
+        Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()))
+    }
+
+    pub(crate) async fn replication_state(&self, req: &crate::Parts) -> Result<Reply> {
+        let rules = self.replication_rules();
+        if rules.is_empty() {
+            let body = json!({ "rules": [], "failed": [], "pending": 0 });
+            return Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()));
+        }
+        let mut statuses = replication::statuses(&self.meta).await?;
+        let mut body = self.queue_state(replication::outbox::QUEUE, req).await?;
+        body.insert("rules".into(), json!(rules.iter().map(|r| rule_view(r, &mut statuses)).collect::<Vec<_>>()));
         Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()))
     }
 

@@ -28,12 +28,17 @@ pub enum Route {
     PolicyState { name: String },
     /// Berth's webhook endpoints and failed deliveries (docs/webhooks.md, docs/ui.md).
     Webhooks,
+    /// Berth's replication rules, their last results and failed copies (docs/replication.md).
+    Replication,
     /// What retention would delete in a repository now (docs/gc.md, docs/ui.md).
     RetentionPreview { name: String },
 }
 
 /// Where Berth's webhook state is served.
 pub const WEBHOOKS_PATH: &str = "/v2/_berth/webhooks";
+
+/// Where Berth's replication state is served.
+pub const REPLICATION_PATH: &str = "/v2/_berth/replication";
 
 /// Where Berth's quota usage is served.
 pub const QUOTAS_PATH: &str = "/v2/_berth/quotas";
@@ -60,6 +65,9 @@ impl Route {
         }
         if rest == "_berth/webhooks" {
             return Some(Route::Webhooks);
+        }
+        if rest == "_berth/replication" {
+            return Some(Route::Replication);
         }
         let segs: Vec<&str> = rest.split('/').collect();
         let n = segs.len();
@@ -170,6 +178,8 @@ pub enum Endpoint {
     PolicyState { name: String },
     /// GET: the webhook endpoints (no secrets), failed deliveries and a count of pending ones.
     Webhooks,
+    /// GET: the replication rules (no credentials), their last results, failed and pending copies.
+    Replication,
     /// GET: the tags and manifests retention would delete in a repository now (read-only).
     RetentionPreview { name: String },
 }
@@ -195,6 +205,7 @@ impl Endpoint {
             Route::TagDetails { name } if m == Method::GET => Endpoint::TagDetails { name },
             Route::PolicyState { name } if m == Method::GET => Endpoint::PolicyState { name },
             Route::Webhooks if m == Method::GET => Endpoint::Webhooks,
+            Route::Replication if m == Method::GET => Endpoint::Replication,
             Route::RetentionPreview { name } if m == Method::GET => Endpoint::RetentionPreview { name },
             Route::Manifest { name, reference } if read => Endpoint::ManifestGet { name, reference },
             Route::Manifest { name, reference } if m == Method::PUT => Endpoint::ManifestPut { name, reference },
@@ -222,7 +233,7 @@ impl Endpoint {
             Endpoint::Base => Access::Login,
             // Names every namespace and its size, or every repository's events: for whoever
             // may list every repository.
-            Endpoint::Catalog | Endpoint::Quotas | Endpoint::Webhooks => Access::Catalog,
+            Endpoint::Catalog | Endpoint::Quotas | Endpoint::Webhooks | Endpoint::Replication => Access::Catalog,
             Endpoint::Repositories => Access::Anyone,
             // Who may pull a repository may read its tags and the rules its pushes meet.
             Endpoint::TagsList { name }
@@ -255,6 +266,7 @@ impl Endpoint {
             Endpoint::TagDetails { .. } => "tag_details",
             Endpoint::PolicyState { .. } => "policy_state",
             Endpoint::Webhooks => "webhooks",
+            Endpoint::Replication => "replication",
             Endpoint::RetentionPreview { .. } => "retention_preview",
             Endpoint::ManifestGet { .. } => "manifest_get",
             Endpoint::ManifestPut { .. } => "manifest_put",
@@ -318,6 +330,9 @@ mod tests {
         assert_eq!(Route::parse(WEBHOOKS_PATH), Some(Route::Webhooks));
         assert_eq!(Endpoint::of(&Method::GET, WEBHOOKS_PATH).unwrap().access(), Access::Catalog);
         assert_eq!(Endpoint::of(&Method::DELETE, WEBHOOKS_PATH), Err(Unrouted::MethodNotAllowed));
+        assert_eq!(Route::parse(REPLICATION_PATH), Some(Route::Replication));
+        assert_eq!(Endpoint::of(&Method::GET, REPLICATION_PATH).unwrap().access(), Access::Catalog);
+        assert_eq!(Endpoint::of(&Method::POST, REPLICATION_PATH), Err(Unrouted::MethodNotAllowed));
         assert_eq!(Route::parse("/v2/org/app/_berth/retention"), Some(Route::RetentionPreview { name: "org/app".into() }));
         let preview = Endpoint::of(&Method::GET, "/v2/a/_berth/retention").unwrap();
         assert_eq!(preview.access(), Access::Repository { name: "a", action: Action::Pull });

@@ -2,7 +2,7 @@
 //! `GET /v2/<name>/_berth/tags` (tags with digest, media type, size and push time, in pages)
 //! and `GET /v2/<name>/_berth/policy` (the rules that apply; none on a registry without
 //! policies: the policy case is in tests/policies.rs), `GET /v2/<name>/_berth/retention` (the
-//! case with a rule is in tests/policies.rs) and `GET /v2/_berth/webhooks`.
+//! case with a rule is in tests/policies.rs), `GET /v2/_berth/webhooks` and `GET /v2/_berth/replication`.
 
 mod common;
 
@@ -130,5 +130,22 @@ async fn the_webhook_state_is_served_where_the_catalog_is() {
     assert!(body["endpoints"].is_array() && body["failed"].is_array() && body["pending"].is_u64(), "{body}");
     for e in body["endpoints"].as_array().into_iter().flatten() {
         assert!(e.get("secret").is_none(), "{e}");
+    }
+}
+
+/// The replication state too: the catalog right, and never a rule's credentials.
+#[tokio::test]
+async fn the_replication_state_is_served_where_the_catalog_is() {
+    let catalog = get("/v2/_catalog?n=1").send().await;
+    let r = get("/v2/_berth/replication").send().await;
+    if catalog.status != 200 {
+        assert!(matches!(r.status, 401 | 403), "catalog {}, replication {}", catalog.status, r.status);
+        return;
+    }
+    assert_status(&r, 200);
+    let body = r.json();
+    assert!(body["rules"].is_array() && body["failed"].is_array() && body["pending"].is_u64(), "{body}");
+    for rule in body["rules"].as_array().into_iter().flatten() {
+        assert!(rule.get("password").is_none() && rule.get("username").is_none(), "{rule}");
     }
 }

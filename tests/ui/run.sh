@@ -8,7 +8,8 @@
 #      with playwright-core through tests/ui/ui.test.mjs (open mode; screenshots into docs/ui/
 #      when SHOTS=1);
 #   3. the same with auth on (anonymous, a reader, a writer; a quota for the storage panel, a
-#      webhook endpoint that is never reached for the Webhooks panel's failed deliveries).
+#      webhook endpoint and a replication destination that are never reached, for the Webhooks
+#      panel's failed deliveries and the Replication panel's failed last result).
 #
 #   bash tests/ui/run.sh
 #   UI_TARGET=worker bash tests/ui/run.sh   # against the Worker under `wrangler dev` (run
@@ -205,6 +206,14 @@ actions = ["pull"]
 name = "team"
 repositories = ["team/**"]
 limit = "1 GiB"
+
+# A replication destination that is never there either: the copies of team/** pushes fail, and
+# the Replication panel shows the rule's last result.
+[[policies.replication]]
+name = "dr"
+repositories = ["team/**"]
+destination = "http://127.0.0.1:9"
+prefix = "copies"
 
 # A receiver that is never there (port 9, discard, closed): team/** pushes fail at once and,
 # with one attempt, show as failed deliveries in the Webhooks panel.

@@ -167,6 +167,7 @@ if (mode === "open") {
     assert.notEqual(await table.locator("tbody tr td").nth(2).textContent(), "0 B", "demo holds images");
     // Auth off, every caller may see webhooks; none are configured here.
     await page.getByRole("region", { name: "Webhooks" }).getByText("No webhooks configured").waitFor();
+    await page.getByRole("region", { name: "Replication" }).getByText("No replication rules configured").waitFor();
   });
 
   await test("retention-preview", async (page) => {
@@ -266,6 +267,8 @@ if (mode === "open") {
     assert.equal(await page.getByRole("table", { name: "Storage use per namespace" }).count(), 0);
     await page.getByRole("region", { name: "Webhooks" }).getByText("Shown to those who may list every repository (the catalog right).").waitFor();
     assert.equal(await page.getByRole("table", { name: "Webhook endpoints" }).count(), 0, "webhooks need the catalog right");
+    await page.getByRole("region", { name: "Replication" }).getByText("Shown to those who may list every repository (the catalog right).").waitFor();
+    assert.equal(await page.getByRole("table", { name: "Replication rules" }).count(), 0, "replication needs the catalog right");
     await page.goto(`${BASE}/ui/#/r/team/secret`);
     await page.getByRole("alert").getByText(/tags of team\/secret: 401/).waitFor();
     assert.equal(await page.getByRole("cell", { name: "v1", exact: true }).count(), 0);
@@ -323,6 +326,19 @@ if (mode === "open") {
     // Worker's fetch error is prefixed with the URL.
     assert.match(await row.textContent(), /UTCcipushteam\/secret1.*(Connection refused|127\.0\.0\.1:9)/);
     await shot(page, "webhooks-admin");
+    // And the replication rule, whose destination is never there either: the copy task (every
+    // second on serve, the queue wake-up on the Worker) keeps the rule's failed last result.
+    const rules = page.getByRole("region", { name: "Replication" }).getByRole("table", { name: "Replication rules" });
+    await rules.getByRole("cell", { name: "http://127.0.0.1:9/copies" }).waitFor();
+    assert.equal(await page.getByRole("region", { name: "Replication" }).getByText("ui-test-secret").count(), 0);
+    const ruleRow = rules.locator("tbody tr").first();
+    for (let i = 0; i < 30 && !/failed/.test((await ruleRow.textContent()) ?? ""); i++) {
+      await page.waitForTimeout(500);
+      await page.reload();
+      await rules.waitFor();
+    }
+    assert.match(await ruleRow.textContent(), /^drhttp:\/\/127\.0\.0\.1:9\/copiesteam\/\*\*on pushfailed \d{4}-.* UTC: team\/secret:(v1|old): ./);
+    await shot(page, "replication-admin");
     await page.getByRole("link", { name: "team/secret" }).click();
     await page.getByRole("button", { name: "Delete tag old" }).click();
     await page.getByText("Deleted tag old.").waitFor();

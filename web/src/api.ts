@@ -312,6 +312,29 @@ export async function webhookState(): Promise<WebhookState | null> {
   }
 }
 
+export interface ReplicationResult {
+  at: number; repository: string; reference: string; ok: boolean; error?: string | null;
+  report?: { manifests: number; manifests_present: number; blobs_uploaded: number; blobs_mounted: number; blobs_present: number; bytes_uploaded: number };
+}
+export interface ReplicationRuleView {
+  name: string; destination: string; repositories: string[]; tags: string[]; prefix: string;
+  deletes: boolean; onPush: boolean; last: ReplicationResult | null;
+}
+export interface ReplicationState {
+  rules: ReplicationRuleView[]; failed: FailedDelivery[]; moreFailed?: boolean; pending: number; morePending?: boolean;
+}
+
+/** Replication rules, their last results and failed copies (`GET /v2/_berth/replication`,
+ *  docs/replication.md); null when the caller may not see them (the catalog right). */
+export async function replicationState(): Promise<ReplicationState | null> {
+  try {
+    return await (await apiAsCaller("/v2/_berth/replication", "replication")).json();
+  } catch (e) {
+    if (e instanceof ApiError && (e.status === 401 || e.status === 403)) return null;
+    throw e;
+  }
+}
+
 /** What retention would delete in a repository now (`GET /v2/<name>/_berth/retention`). */
 export interface RetentionPreview {
   rule: number | null;

@@ -2,8 +2,9 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import "./style.css";
 import {
-  api, ApiError, apiAsCaller, authEnabled, currentUser, Descriptor, formatSize, formatTime, fullSize, getManifest, isIndex,
-  login, logout, Manifest, mayDelete, nextLast, policyState, PolicyState, quotaUsage, retentionPreview, tagDetails, webhookState,
+  api, ApiError, apiAsCaller, authEnabled, currentUser, Descriptor, FailedDelivery, formatSize, formatTime, fullSize, getManifest, isIndex,
+  login, logout, Manifest, mayDelete, nextLast, policyState, PolicyState, quotaUsage, ReplicationResult, replicationState, retentionPreview,
+  tagDetails, webhookState,
 } from "./api";
 
 // Hash routes, so the server serves one page for every view:
@@ -201,6 +202,7 @@ function Repos() {
       </form>
       <StorageUse />
       <WebhooksPanel />
+      <ReplicationPanel />
     </main>
   );
 }
@@ -258,24 +260,77 @@ function WebhooksPanel() {
             </tbody>
           </table>
           <p>{d.pending}{d.morePending ? "+" : ""} deliveries pending; {d.failed.length}{d.moreFailed ? "+" : ""} failed.</p>
-          {d.failed.length > 0 && (
-            <table aria-label="Failed deliveries">
-              <thead><tr><th scope="col">Time</th><th scope="col">Endpoint</th><th scope="col">Event</th><th scope="col">Repository</th><th scope="col">Attempts</th><th scope="col">Last error</th></tr></thead>
-              <tbody>
-                {d.failed.map((f) => (
-                  <tr key={f.id}>
-                    <td>{formatTime(f.at)}</td><td>{f.endpoint}</td><td>{f.event}</td>
-                    <td>{f.repository ?? "—"}{f.tag ? `:${f.tag}` : ""}</td><td>{f.attempts}</td><td>{f.lastError ?? ""}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          )}
+          <FailedEntries label="Failed deliveries" owner="Endpoint" entries={d.failed} />
           {d.moreFailed && <p class="note">The first 100 failed deliveries are shown; <code>berth webhooks failed</code> lists them all.</p>}
         </>
       )}
     </section>
   );
+}
+
+/** Outbox entries kept as failed after their last attempt: webhook deliveries (owner: the
+ *  endpoint) or replication copies (owner: the rule). Nothing when there are none. */
+function FailedEntries({ label, owner, entries }: { label: string; owner: string; entries: FailedDelivery[] }) {
+  if (entries.length === 0) return null;
+  return (
+    <table aria-label={label}>
+      <thead><tr><th scope="col">Time</th><th scope="col">{owner}</th><th scope="col">Event</th><th scope="col">Repository</th><th scope="col">Attempts</th><th scope="col">Last error</th></tr></thead>
+      <tbody>
+        {entries.map((f) => (
+          <tr key={f.id}>
+            <td>{formatTime(f.at)}</td><td>{f.endpoint}</td><td>{f.event}</td>
+            <td>{f.repository ?? "—"}{f.tag ? `:${f.tag}` : ""}</td><td>{f.attempts}</td><td>{f.lastError ?? ""}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+/** Replication rules with each one's last result, and the copies that failed for good, for
+ *  whoever may see them: the catalog right. */
+function ReplicationPanel() {
+  const state = useLoad(replicationState, []);
+  const d = state.data;
+  return (
+    <section aria-labelledby="replication">
+      <h2 id="replication">Replication</h2>
+      <Status error={state.error} loading={d === undefined && !state.error} />
+      {d === null && <p class="note">Shown to those who may list every repository (the catalog right).</p>}
+      {d && d.rules.length === 0 && <p>No replication rules configured (docs/replication.md).</p>}
+      {d && d.rules.length > 0 && (
+        <>
+          <table aria-label="Replication rules">
+            <thead><tr><th scope="col">Rule</th><th scope="col">Destination</th><th scope="col">Repositories</th><th scope="col">Trigger</th><th scope="col">Last result</th></tr></thead>
+            <tbody>
+              {d.rules.map((r) => (
+                <tr key={r.name}>
+                  <td>{r.name}</td>
+                  <td><code>{r.destination}{r.prefix ? `/${r.prefix}` : ""}</code></td>
+                  <td><code>{r.repositories.join(", ")}</code>{r.tags.join(",") !== "*" ? <> tags <code>{r.tags.join(", ")}</code></> : ""}</td>
+                  <td>{r.onPush ? "on push" : "schedule, by hand"}{r.deletes ? ", deletes" : ""}</td>
+                  <td><LastCopy last={r.last} /></td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <p>{d.pending}{d.morePending ? "+" : ""} copies pending; {d.failed.length}{d.moreFailed ? "+" : ""} failed.</p>
+          <FailedEntries label="Failed copies" owner="Rule" entries={d.failed} />
+          {d.moreFailed && <p class="note">The first 100 failed copies are shown; <code>berth replicate failed</code> lists them all.</p>}
+        </>
+      )}
+    </section>
+  );
+}
+
+/** A rule's last copy: when, what, and how it went. */
+function LastCopy({ last }: { last: ReplicationResult | null }) {
+  if (!last) return <>never run</>;
+  const what = `${last.repository}:${last.reference}`;
+  if (!last.ok) return <span class="error">failed {formatTime(last.at)}: {what}: {last.error ?? "unknown error"}</span>;
+  const r = last.report;
+  const copied = r ? `, ${r.manifests} manifests, ${r.blobs_uploaded} blobs (${formatSize(r.bytes_uploaded)}) sent` : "";
+  return <>copied {formatTime(last.at)}: {what}{copied}</>;
 }
 
 /** What the retention rule would delete in `repo` now (GC's plan, computed read-only). */

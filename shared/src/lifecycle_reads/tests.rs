@@ -99,3 +99,70 @@ fn userinfo_is_stripped_from_urls() {
     assert_eq!(without_userinfo("http://a@b@h/"), "http://h/");
     assert_eq!(without_userinfo("no scheme"), "no scheme");
 }
+
+const RULES: &str = r#"
+[[replication]]
+name = "dr"
+repositories = ["team/**"]
+destination = "https://dr.example"
+username = "robot"
+password = "hunter2-password"
+prefix = "copies"
+deletes = true
+
+[[replication]]
+name = "nightly"
+repositories = ["public/*"]
+tags = ["v*"]
+destination = "https://other.example"
+on_push = false
+"#;
+
+fn replicating() -> Registry<MemoryBlobStore, MemoryMetaStore> {
+    let config: crate::policy::PolicyConfig = toml::from_str(RULES).unwrap();
+    registry(None).with_policies(crate::policy::Policies::new(&config).unwrap())
+}
+
+#[tokio::test]
+async fn replication_state_shows_rules_without_credentials_their_last_results_and_the_outbox() {
+    use crate::replication::outbox::QUEUE;
+    let reg = replicating();
+    let last = json!({ "rule": "dr", "at": 1_700_000_050u64, "repository": "team/app", "reference": "v1", "ok": false,
+                       "error": "dr.example: 503 Service Unavailable" });
+    put(&reg, format!("{}dr", crate::replication::STATUS), &last).await;
+    for i in 0..2 {
+        let mut d = delivery(i);
+        d["endpoint"] = json!("dr");
+        put(&reg, format!("{}ev{i:04}.dr", QUEUE.failed), &d).await;
+    }
+    put(&reg, format!("{}{:012}-due0.dr", QUEUE.due, 1_700_000_000), &delivery(0)).await;
+    // A webhook delivery is in another queue: not counted here.
+    put(&reg, format!("{FAILED}ev0009.ci"), &delivery(9)).await;
+
+    let (status, body) = get(&reg, "/v2/_berth/replication").await;
+    assert_eq!(status, 200);
+    let text = body.to_string();
+    assert!(!text.contains("hunter2") && !text.contains("robot"), "a credential leaked: {text}");
+    let rules = body["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0]["name"], "dr");
+    assert_eq!(rules[0]["destination"], "https://dr.example");
+    assert_eq!((rules[0]["prefix"].as_str(), rules[0]["deletes"].as_bool(), rules[0]["onPush"].as_bool()), (Some("copies"), Some(true), Some(true)));
+    assert_eq!(rules[0]["last"]["ok"], false);
+    assert_eq!(rules[0]["last"]["error"], "dr.example: 503 Service Unavailable");
+    assert_eq!((rules[1]["name"].as_str(), rules[1]["onPush"].as_bool()), (Some("nightly"), Some(false)));
+    assert_eq!(rules[1]["tags"], json!(["v*"]));
+    assert_eq!(rules[1]["last"], Value::Null, "a rule never run has no last result");
+    let failed: Vec<_> = body["failed"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(failed, ["ev0000.dr", "ev0001.dr"]);
+    assert_eq!((body["pending"].as_u64(), body["moreFailed"].as_bool()), (Some(1), Some(false)));
+    // Paged like the webhooks' failed deliveries.
+    let (_, body) = get(&reg, "/v2/_berth/replication?last=ev0000.dr").await;
+    assert_eq!(body["failed"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn replication_state_without_rules_is_empty() {
+    let (status, body) = get(&registry(None), "/v2/_berth/replication").await;
+    assert_eq!((status, body), (200, json!({ "rules": [], "failed": [], "pending": 0 })));
+}
