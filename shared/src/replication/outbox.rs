@@ -204,3 +204,14 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         }
     }
 }
+
+/// Most entries [`outbox_size`] counts per list (a scrape reads it: bounded).
+pub const MAX_COUNTED: usize = 10_000;
+
+/// The outbox's size: entries waiting (due now or retrying later) and kept as failed, each
+/// counted up to [`MAX_COUNTED`].
+pub async fn outbox_size<M: MetaStore>(meta: &M) -> StorageResult<(usize, usize)> {
+    let waiting = meta.list(QUEUE.due, None, MAX_COUNTED).await?.len();
+    let failed = meta.list(QUEUE.failed, None, MAX_COUNTED).await?.len();
+    Ok((waiting, failed))
+}
