@@ -179,7 +179,8 @@ pub struct ScheduleFlags {
 impl ScheduleFlags {
     /// Starts the schedule, if asked for. Each run goes to completion (a local run has no time
     /// limit); a failed one is logged and the next interval tries again (from its checkpoint).
-    pub fn spawn<B, M>(&self, registry: Arc<Registry<B, M>>)
+    /// Each run is counted in `metrics` (berth_gc_*), when `/metrics` is served.
+    pub fn spawn<B, M>(&self, registry: Arc<Registry<B, M>>, metrics: Option<Arc<berth_core::metrics::Metrics>>)
     where
         B: BlobStore + 'static,
         M: MetaStore + 'static,
@@ -192,7 +193,12 @@ impl ScheduleFlags {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
-                match collect(&registry, &opts).await {
+                let started = std::time::Instant::now();
+                let result = collect(&registry, &opts).await;
+                if let Some(metrics) = &metrics {
+                    metrics.count_gc(result.as_ref().ok(), started.elapsed().as_secs_f64(), now());
+                }
+                match result {
                     Ok(r) => {
                         crate::webhooks::gc_finished(&registry, &r).await;
                         tracing::info!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use berth_core::mirror::UpstreamClient;
 use berth_core::native::ReqwestUpstream;
-use berth_core::replication::outbox::QUEUE;
+use berth_core::replication::outbox::{DueReport, QUEUE};
 use berth_core::replication::ReplicationRule;
 use berth_core::webhooks::outbox::{failed_in, redeliver_all_in, redeliver_in, release_claims_in};
 use berth_core::{BlobStore, MetaStore, Registry};
@@ -41,7 +41,12 @@ fn client(timeout_secs: u64) -> Result<UpstreamClient, String> {
 
 /// Starts the replication task when rules exist: due entries each round (a full batch is
 /// followed at once by the next), and every rule in full on the schedule, if one is set.
-pub async fn spawn<B, M>(registry: Arc<Registry<B, M>>, flags: &ReplicationFlags) -> Result<(), String>
+/// Each run is counted in `metrics` (berth_replication_*), when `/metrics` is served.
+pub async fn spawn<B, M>(
+    registry: Arc<Registry<B, M>>,
+    flags: &ReplicationFlags,
+    metrics: Option<Arc<berth_core::metrics::Metrics>>,
+) -> Result<(), String>
 where
     B: BlobStore + 'static,
     M: MetaStore + 'static,
@@ -60,14 +65,20 @@ where
         Ok(n) => tracing::info!(entries = n, "released replication entries claimed by an earlier run"),
         Err(e) => return Err(format!("cannot read the replication outbox: {}", e.message)),
     }
+    if let Some(metrics) = &metrics {
+        metrics.declare_replication_rules(registry.replication_rules().iter().map(|r| r.name.as_str()));
+    }
     let client = Arc::new(client(flags.replication_timeout_secs)?);
     let period = Duration::from_millis(flags.replication_interval_ms.max(10));
-    let (reg, c) = (registry.clone(), client.clone());
+    let (reg, c, m) = (registry.clone(), client.clone(), metrics.clone());
     crate::webhooks::spawn_rounds(period, move || {
-        let (reg, c) = (reg.clone(), c.clone());
+        let (reg, c, m) = (reg.clone(), c.clone(), m.clone());
         async move {
             match reg.replicate_due(&c, crate::gc::now(), BATCH).await {
                 Ok(r) => {
+                    if let Some(m) = &m {
+                        m.count_replication(&r, crate::gc::now());
+                    }
                     if r.copied + r.retrying + r.failed > 0 {
                         tracing::info!(copied = r.copied, retrying = r.retrying, failed = r.failed, "replication round");
                     }
@@ -86,8 +97,12 @@ where
             loop {
                 tokio::time::sleep(every).await;
                 for rule in registry.replication_rules() {
-                    if let Err(e) = run_rule(&registry, &client, rule, None).await {
+                    let mut tally = DueReport::default();
+                    if let Err(e) = run_rule(&registry, &client, rule, None, &mut tally).await {
                         tracing::warn!(rule = %rule.name, error = %e, "scheduled replication failed; the next run retries");
+                    }
+                    if let Some(m) = &metrics {
+                        m.count_replication(&tally, crate::gc::now());
                     }
                 }
             }
@@ -97,12 +112,13 @@ where
 }
 
 /// Copies `only` (repo, reference), or everything the rule covers; prints nothing, returns
-/// the number of copies and the first error.
+/// the number of copies and the first error, and counts each copy in `tally`.
 async fn run_rule<B: BlobStore, M: MetaStore>(
     registry: &Registry<B, M>,
     client: &UpstreamClient,
     rule: &ReplicationRule,
     only: Option<(String, String)>,
+    tally: &mut DueReport,
 ) -> Result<usize, String> {
     let targets = match only {
         Some(t) => vec![t],
@@ -110,7 +126,9 @@ async fn run_rule<B: BlobStore, M: MetaStore>(
     };
     let mut first_error = None;
     for (repo, reference) in &targets {
-        match registry.replicate(client, rule, repo, reference, crate::gc::now()).await {
+        let result = registry.replicate(client, rule, repo, reference, crate::gc::now()).await;
+        tally.count(&rule.name, berth_core::metrics::full_run_attempt(result.is_ok()));
+        match result {
             Ok(r) => tracing::info!(rule = %rule.name, repo = %repo, reference = %reference, manifests = r.manifests,
                                     blobs_uploaded = r.blobs_uploaded, blobs_mounted = r.blobs_mounted,
                                     blobs_present = r.blobs_present, "replicated"),
@@ -229,8 +247,7 @@ pub async fn run(args: ReplicateArgs) -> Result<(), String> {
                     );
                 }
             }
-            let waiting = meta.list(QUEUE.due, None, 10_000).await.map_err(|e| e.message)?.len();
-            let failed = meta.list(QUEUE.failed, None, 10_000).await.map_err(|e| e.message)?.len();
+            let (waiting, failed) = berth_core::replication::outbox::outbox_size(&meta).await.map_err(|e| e.message)?;
             if !a.json {
                 println!("outbox: {waiting} waiting, {failed} failed");
             }
@@ -289,7 +306,7 @@ async fn run_by_hand(args: RunArgs) -> Result<(), String> {
         return Err(format!("no replication rule is named {name:?} (the config has: {})", names.join(", ")));
     };
     let client = client(args.timeout)?;
-    let n = run_rule(&registry, &client, &rule, only).await?;
+    let n = run_rule(&registry, &client, &rule, only, &mut DueReport::default()).await?;
     println!("{n} images replicated by rule {name}");
     Ok(())
 }

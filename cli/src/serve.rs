@@ -176,9 +176,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             Err(e) => return Err(format!("cannot read the webhook outbox: {}", e.message)),
         }
     }
-    args.gc.spawn(registry.clone());
+    args.gc.spawn(registry.clone(), metrics.clone());
     crate::webhooks::spawn(registry.clone(), &args.webhooks, metrics.clone())?;
-    crate::replicate::spawn(registry.clone(), &args.replication).await?;
+    crate::replicate::spawn(registry.clone(), &args.replication, metrics.clone()).await?;
 
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

@@ -13,6 +13,11 @@
 //! - double1..double6: requests (1), seconds, request bytes, response bytes, pulls (0/1),
 //!   pushes (0/1).
 //!
+//! A background run (the Cron Trigger's GC, the scheduled replication step) is one point too:
+//! index1 the task (`gc`, `replication`); blob1 `run`, blob3 its result (`ok`, `error`;
+//! replication: `ok` or `failures`), blob4 the task; double1 1, double2 seconds, then for GC
+//! deleted blobs, freed bytes, deleted manifests, and for replication copied, retrying, failed.
+//!
 //! With the var `ANALYTICS_ECHO` set, each point is also printed as a `berth: analytics {json}`
 //! console line: the local simulator `wrangler dev` binds discards points, so this is how
 //! tests/edge/edge_test.py sees what a deployed Worker would write. Never set in a deployment.
@@ -64,14 +69,37 @@ pub fn point(o: &Observation, seconds: f64, bytes_in: u64, bytes_out: u64, reque
     }
 }
 
+/// The data point of one GC run: its report, or None when it failed.
+pub fn gc_point(report: Option<&berth_core::GcReport>, seconds: f64) -> Point {
+    let r = report.cloned().unwrap_or_default();
+    let result = if report.is_some() { "ok" } else { "error" };
+    run_point("gc", result, seconds, [r.content_deleted as f64, r.bytes_freed as f64, r.manifests_deleted as f64])
+}
+
+/// The data point of one replication run (`Registry::replicate_due`).
+#[allow(dead_code)] // for the scheduled replication step
+pub fn replication_point(report: &berth_core::replication::outbox::DueReport, seconds: f64) -> Point {
+    let result = if report.failed + report.retrying > 0 { "failures" } else { "ok" };
+    run_point("replication", result, seconds, [report.copied as f64, report.retrying as f64, report.failed as f64])
+}
+
+fn run_point(task: &str, result: &str, seconds: f64, counts: [f64; 3]) -> Point {
+    let seconds = if seconds.is_finite() && seconds > 0.0 { seconds } else { 0.0 };
+    Point {
+        indexes: [task.to_owned()],
+        blobs: ["run", "", result, task, "", ""].map(String::from),
+        doubles: [1.0, seconds, counts[0], counts[1], counts[2], 0.0],
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
-pub use runtime::record;
+pub use runtime::{record, record_run};
 
 #[cfg(target_arch = "wasm32")]
 mod runtime {
-    use worker::{AnalyticsEngineDataPointBuilder, Env};
+    use worker::{AnalyticsEngineDataPointBuilder, AnalyticsEngineDataset, Env};
 
-    use super::{point, ANALYTICS_BINDING};
+    use super::{point, Point, ANALYTICS_BINDING};
 
     /// Writes the request's data point if the dataset is bound (and echoes it when asked).
     /// Never fails the request: a point that cannot be written is only logged.
@@ -81,6 +109,15 @@ mod runtime {
             return;
         }
         let p = point(&berth_core::metrics::classify(x), x.seconds, x.bytes_in, x.bytes_out, request_id);
+        write(dataset, echo, &p);
+    }
+
+    /// Writes a background run's point ([`super::gc_point`], [`super::replication_point`]).
+    pub fn record_run(env: &Env, echo: bool, p: &Point) {
+        write(env.analytics_engine(ANALYTICS_BINDING).ok(), echo, p);
+    }
+
+    fn write(dataset: Option<AnalyticsEngineDataset>, echo: bool, p: &Point) {
         if echo {
             worker::console_log!("berth: analytics {}", serde_json::to_string(&p).unwrap_or_default());
         }
@@ -103,6 +140,15 @@ mod tests {
 
     fn observation(meaning: Meaning) -> Observation {
         Observation { route: "manifest_get", method: "GET", status: 200, meaning }
+    }
+
+    #[test]
+    fn a_run_is_indexed_by_its_task() {
+        let report = berth_core::GcReport { content_deleted: 2, bytes_freed: 900, manifests_deleted: 1, ..Default::default() };
+        let p = gc_point(Some(&report), 1.5);
+        assert_eq!((p.indexes[0].as_str(), p.blobs[0].as_str(), p.blobs[2].as_str()), ("gc", "run", "ok"));
+        assert_eq!(p.doubles, [1.0, 1.5, 2.0, 900.0, 1.0, 0.0]);
+        assert_eq!(gc_point(None, f64::NAN).blobs[2], "error");
     }
 
     #[test]

@@ -253,10 +253,14 @@ mod worker_main {
         let registry = Registry::new(blobs, R2Meta::new(bucket), settings.config.clone()).with_policies(policies);
         let clock = || (js_sys::Date::now() / 1000.0) as u64;
         let deadline = clock().saturating_add(budget);
+        let started = js_sys::Date::now();
         let report = registry
             .gc(&opts, &berth_core::Budget { clock: &clock, deadline: Some(deadline), max_steps: None })
             .await
-            .map_err(|e| e.message)?;
+            .map_err(|e| e.message);
+        let point = crate::analytics::gc_point(report.as_ref().ok(), (js_sys::Date::now() - started) / 1000.0);
+        crate::analytics::record_run(env, settings.analytics_echo, &point);
+        let report = report?;
         worker::console_log!(
             "berth: garbage collection: {}",
             serde_json::to_string(&report).unwrap_or_default()

@@ -40,6 +40,52 @@ impl Emf {
     }
 }
 
+impl Emf {
+    /// Prints the record of one GC run (a scheduled invocation's): None when it failed.
+    pub fn gc_run(&self, report: Option<&berth_core::GcReport>, seconds: f64) {
+        let r = report.cloned().unwrap_or_default();
+        let result = if report.is_some() { "ok" } else { "error" };
+        let values = [("DeletedBlobs", "Count", r.content_deleted as f64), ("FreedBytes", "Bytes", r.bytes_freed as f64)];
+        println!("{}", run_record(&self.namespace, "gc", result, seconds, &values, now_ms()));
+    }
+
+    /// Prints the record of one replication run (`Registry::replicate_due`). For the
+    /// scheduled handler's replication step.
+    #[allow(dead_code)]
+    pub fn replication_run(&self, report: &berth_core::replication::outbox::DueReport, seconds: f64) {
+        let result = if report.failed + report.retrying > 0 { "failures" } else { "ok" };
+        let values = [
+            ("Copied", "Count", report.copied as f64),
+            ("Retrying", "Count", report.retrying as f64),
+            ("Failed", "Count", report.failed as f64),
+        ];
+        println!("{}", run_record(&self.namespace, "replication", result, seconds, &values, now_ms()));
+    }
+}
+
+/// Unix milliseconds, EMF's timestamp.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The EMF record of a background run: `Runs` (1) and its `Duration`, plus its own `values`,
+/// by task (`gc`, `replication`) and result. Two dimension sets: `Task` alone and with `Result`.
+fn run_record(namespace: &str, task: &str, result: &str, seconds: f64, values: &[(&str, &str, f64)], timestamp_ms: u64) -> Value {
+    let mut metrics = vec![json!({ "Name": "Runs", "Unit": "Count" }), json!({ "Name": "Duration", "Unit": "Seconds" })];
+    let mut fields = Map::new();
+    fields.insert("Task".into(), task.into());
+    fields.insert("Result".into(), result.into());
+    fields.insert("Runs".into(), 1.into());
+    fields.insert("Duration".into(), json!(if seconds.is_finite() && seconds > 0.0 { seconds } else { 0.0 }));
+    for (name, unit, value) in values {
+        metrics.push(json!({ "Name": name, "Unit": unit }));
+        fields.insert((*name).into(), json!(value));
+    }
+    let directive = json!({ "Namespace": namespace, "Dimensions": [["Task"], ["Task", "Result"]], "Metrics": metrics });
+    fields.insert("_aws".into(), json!({ "Timestamp": timestamp_ms, "CloudWatchMetrics": [directive] }));
+    Value::Object(fields)
+}
+
 /// The EMF record: request count, latency and bytes by route/method/status (and by route
 /// alone), plus an image pull or push by repository, or an auth failure by reason.
 fn record(
@@ -91,6 +137,20 @@ fn record(
 mod tests {
     use super::*;
     use http::{HeaderMap, Method, StatusCode};
+
+    #[test]
+    fn a_gc_run_is_one_record_by_task_and_result() {
+        let r = run_record("Berth", "gc", "ok", 2.5, &[("DeletedBlobs", "Count", 3.0), ("FreedBytes", "Bytes", 4096.0)], 7);
+        assert_eq!((r["Task"].as_str(), r["Result"].as_str(), r["Runs"].as_u64()), (Some("gc"), Some("ok"), Some(1)));
+        assert_eq!((r["Duration"].as_f64(), r["DeletedBlobs"].as_f64(), r["FreedBytes"].as_f64()), (Some(2.5), Some(3.0), Some(4096.0)));
+        let d = &r["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(d["Dimensions"], json!([["Task"], ["Task", "Result"]]));
+        // Every metric the directive names is a field of the record (EMF's rule).
+        for m in d["Metrics"].as_array().unwrap() {
+            assert!(r.get(m["Name"].as_str().unwrap()).is_some(), "{m}");
+        }
+        assert_eq!(run_record("Berth", "gc", "error", f64::NAN, &[], 0)["Duration"], 0.0);
+    }
 
     #[test]
     fn a_pull_is_a_request_and_an_image_pull_by_repository() {

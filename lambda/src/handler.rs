@@ -90,9 +90,7 @@ pub async fn handle<B: BlobStore, M: MetaStore>(
             (EventBody::Binary(b), false) => b.len() as u64,
             _ => 0,
         };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::emf::now_ms();
         let exchange = berth_core::metrics::Exchange {
             method: &method,
             path: uri.path(),

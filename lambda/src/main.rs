@@ -103,8 +103,12 @@ async fn dispatch<B: BlobStore, M: MetaStore>(
     if scheduled::is_scheduled(&payload) {
         // Webhook deliveries first: they are due now, GC can wait for the next invocation.
         scheduled::deliver(registry, context.deadline).await;
-        let report = scheduled::collect(registry, context.deadline).await?;
-        return Ok(serde_json::to_value(report)?);
+        let started = std::time::Instant::now();
+        let report = scheduled::collect(registry, context.deadline).await;
+        if let Some(emf) = emf {
+            emf.gc_run(report.as_ref().ok(), started.elapsed().as_secs_f64());
+        }
+        return Ok(serde_json::to_value(report?)?);
     }
     let request: LambdaRequest = serde_json::from_value(payload)?;
     let mut adapter = lambda_http::Adapter::from(lambda_http::service_fn(|event| handler::handle(registry, emf, wake, event)));

@@ -175,6 +175,8 @@ struct State {
     namespaces: Vec<(String, u64, u64)>,
     /// Webhook delivery attempts by result (`delivered`, `retrying`, `failed`).
     webhooks: [u64; 3],
+    /// GC and replication runs (src/metrics/runs.rs).
+    runs: runs::Runs,
 }
 
 impl State {
@@ -359,6 +361,7 @@ impl Metrics {
         for (namespace, _, limit) in &s.namespaces {
             v.push(sample("berth_namespace_quota_bytes", vec![("namespace", namespace.clone())], *limit));
         }
+        s.runs.samples(&mut v);
         v
     }
 
@@ -419,7 +422,7 @@ fn describe(sample: &str) -> (&'static str, &'static str) {
         "berth_storage_capacity_bytes" => ("gauge", "The storage capacity or quota the operator configured."),
         "berth_namespace_storage_bytes" => ("gauge", "Bytes stored per quota namespace, each blob counted once per namespace."),
         "berth_namespace_quota_bytes" => ("gauge", "The storage limit of each quota namespace."),
-        _ => ("untyped", "A Berth metric."),
+        family => runs::describe(family).unwrap_or(("untyped", "A Berth metric.")),
     }
 }
 
@@ -435,6 +438,9 @@ fn number(value: f64) -> String {
         format!("{value}")
     }
 }
+
+mod runs;
+pub use runs::full_run_attempt;
 
 #[cfg(test)]
 mod tests;

@@ -80,6 +80,8 @@ d = json.load(open(sys.argv[1]))
 exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
 assert exprs, "the dashboard has no queries"
 assert any("docker_image_pulls_total" in e for e in exprs), "no pulls panel"
+assert any("berth_gc_runs_total" in e for e in exprs), "no garbage collection panel"
+assert any("berth_replication_copies_total" in e for e in exprs), "no replication panel"
 print(f"  ok: dashboard {d['title']!r}: {len(d['panels'])} panels, {len(exprs)} queries")
 PY
 

@@ -1,7 +1,9 @@
 //! Webhooks from `berth serve` to real local receivers (docs/webhooks.md): every delivery
 //! signed, a receiver that fails the first attempts still gets every event (none twice under
 //! different ids), and one that is down while `berth serve` restarts gets every event after the
-//! restart (the outbox is durable).
+//! restart (the outbox is durable). Then replication outcomes as webhook events
+//! (`replication_done`, `replication_failed`, both formats) and the GC and replication run
+//! metrics on `/metrics`.
 //!
 //! This file starts its own `berth serve` (BERTH_BIN) with a `[webhooks]` config on a free
 //! port, restarts it on the same data directory and port, and runs the receivers in-process on
@@ -23,6 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const SECRET: &str = "webhook-test-secret-0123456789";
 
 static SERVER_PID: AtomicI32 = AtomicI32::new(0);
+/// The replication destination's `berth serve`.
+static DEST_PID: AtomicI32 = AtomicI32::new(0);
 static DATA: OnceLock<PathBuf> = OnceLock::new();
 
 fn bin() -> PathBuf {
@@ -162,9 +166,9 @@ fn config(dir: &std::path::Path, ports: &[(&str, u16)], max_attempts: u32) -> Pa
 }
 
 /// Starts `berth serve` and waits until it answers.
-fn start(dir: &std::path::Path, port: u16, config: &std::path::Path) -> Arc<AtomicBool> {
+fn start(dir: &std::path::Path, port: u16, config: &std::path::Path, extra: &[String]) -> Arc<AtomicBool> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
-    let args = vec![
+    let args: Vec<String> = vec![
         "serve".to_string(),
         "--addr".into(),
         format!("127.0.0.1:{port}"),
@@ -174,7 +178,10 @@ fn start(dir: &std::path::Path, port: u16, config: &std::path::Path) -> Arc<Atom
         config.to_string_lossy().into_owned(),
         "--webhook-interval".into(),
         "100".into(),
-    ];
+    ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    .collect();
     let (pid, exited) = spawn_owned(&bin(), args, log);
     SERVER_PID.store(pid, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -206,9 +213,10 @@ fn stop(exited: &AtomicBool) {
 }
 
 extern "C" fn cleanup() {
-    let pid = SERVER_PID.load(Ordering::SeqCst);
-    if pid > 0 {
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+    for pid in [SERVER_PID.load(Ordering::SeqCst), DEST_PID.load(Ordering::SeqCst)] {
+        if pid > 0 {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
     if let Some(dir) = DATA.get() {
         let _ = std::fs::remove_dir_all(dir);
@@ -257,7 +265,7 @@ async fn every_event_arrives_signed_through_failures_and_a_restart() {
     let config = config(&dir, &[("good", good.port), ("flaky", flaky.port), ("down", down)], 30);
     let port = free_port();
     std::env::set_var("BERTH_URL", format!("http://127.0.0.1:{port}"));
-    let exited = start(&dir, port, &config);
+    let exited = start(&dir, port, &config, &[]);
 
     // Three tagged pushes and a tag moved: push + tag for each, and one tag_moved.
     let repo = repo("hooks");
@@ -280,7 +288,7 @@ async fn every_event_arrives_signed_through_failures_and_a_restart() {
 
     // The third receiver has been down all along; berth serve restarts while it is.
     stop(&exited);
-    let exited = start(&dir, port, &config);
+    let exited = start(&dir, port, &config, &[]);
     let down = Receiver::start(down, 0).await;
     wait_for("every event at the receiver that was down during the restart", 30, || down.ids().len() == EVENTS).await;
     assert_eq!(down.ids(), good.ids());
@@ -298,7 +306,7 @@ async fn every_event_arrives_signed_through_failures_and_a_restart() {
     // failed, listed, and once it is fixed, redelivered with the ids they always had.
     let broken = Receiver::start(free_port(), usize::MAX).await;
     let config = self::config(&dir, &[("broken", broken.port)], 2);
-    let exited = start(&dir, port, &config);
+    let exited = start(&dir, port, &config, &[]);
     let digest = push_image(&repo, "c").await.digest;
     let listed = |out: &str| out.lines().map(|l| l.split('\t').next().unwrap().to_owned()).collect::<HashSet<_>>();
     wait_for("two failed attempts of each event", 30, || broken.got().len() == 4).await;
@@ -312,12 +320,134 @@ async fn every_event_arrives_signed_through_failures_and_a_restart() {
     broken.fail_first.store(0, Ordering::SeqCst);
     assert!(admin(&dir, &["redeliver", "--all"]).starts_with("2 deliveries"));
     assert_eq!(admin(&dir, &["failed"]), "");
-    let exited = start(&dir, port, &config);
+    let exited = start(&dir, port, &config, &[]);
     wait_for("the redelivered events", 30, || broken.got().len() == 6).await;
     stop(&exited);
     let expected: HashSet<String> = ids.iter().map(|id| id.strip_suffix(".broken").unwrap().to_owned()).collect();
     assert_eq!(broken.ids(), expected, "redelivered under the ids they always had");
     check("broken", &broken.got());
+
+    replication_events_and_run_metrics(&dir, port).await;
+}
+
+/// The same `berth serve` (same port: this process's client reads BERTH_URL once) with two
+/// replication rules, one to a second `berth serve` and one to a port nobody listens on
+/// (given up after two attempts), webhook endpoints for the replication outcomes in both
+/// formats, GC every 300 ms and `--metrics-addr`: each outcome arrives once, signed, with the
+/// rule, source and destination; /metrics shows the GC runs, what they freed, and the copies.
+async fn replication_events_and_run_metrics(dir: &std::path::Path, port: u16) {
+    let dest_port = free_port();
+    let log = std::fs::File::create(dir.join("dest.log")).unwrap();
+    let dest_data = dir.join("dest").to_string_lossy().into_owned();
+    let dest_args = ["serve", "--addr", &format!("127.0.0.1:{dest_port}"), "--data-dir", &dest_data].map(String::from);
+    let (pid, dest_exited) = spawn_owned(&bin(), dest_args.to_vec(), log);
+    DEST_PID.store(pid, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", dest_port)).is_err() {
+        assert!(Instant::now() < deadline && !dest_exited.load(Ordering::SeqCst), "the destination did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (dist, ce) = (Receiver::start(free_port(), 0).await, Receiver::start(free_port(), 0).await);
+    let endpoint = |name: &str, port: u16, format: &str| {
+        format!(
+            "[[webhooks.endpoints]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"{SECRET}\"\n\
+             allow_private = true\nformat = \"{format}\"\nevents = [\"replication_done\", \"replication_failed\"]\n"
+        )
+    };
+    let text = format!(
+        "[webhooks]\n{}{}\
+         [[policies.replication]]\nname = \"mirror\"\nrepositories = [\"**\"]\ndestination = \"http://127.0.0.1:{dest_port}\"\nprefix = \"copy\"\n\
+         [[policies.replication]]\nname = \"dead\"\nrepositories = [\"**\"]\ndestination = \"http://127.0.0.1:{}\"\n\
+         max_attempts = 2\nretry_base_secs = 1\n",
+        endpoint("rep", dist.port, "distribution"),
+        endpoint("rep-ce", ce.port, "cloudevents"),
+        free_port(),
+    );
+    let config = dir.join("replication.toml");
+    std::fs::write(&config, text).unwrap();
+    let metrics_port = free_port();
+    let extra: Vec<String> = [
+        "--metrics-addr", &format!("127.0.0.1:{metrics_port}"), "--replication-interval", "100",
+        "--gc-interval", "300ms", "--gc-grace", "2s", "--gc-settle", "2s",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let exited = start(dir, port, &config, &extra);
+
+    let repo = repo("replicated");
+    let pushed = push_image(&repo, "v1").await;
+    wait_for("replication_done and replication_failed at both receivers", 30, || dist.got().len() == 2 && ce.got().len() == 2).await;
+    // The destination has the image under the rule's prefix, with the same digest.
+    let (status, head, _) = http_get(dest_port, &format!("/v2/copy/{repo}/manifests/v1"));
+    assert_eq!((status, head.get("docker-content-digest")), (200, Some(&pushed.digest)));
+    let body = |g: &Got| serde_json::from_slice::<serde_json::Value>(&g.body).unwrap();
+    for g in dist.got().iter().chain(ce.got().iter()) {
+        assert!(signature_holds(g), "a replication event's signature does not verify: {:?}", g.headers);
+    }
+    let by_kind = |r: &Receiver, kind: &str| r.got().into_iter().find(|g| g.headers.get("berth-event").map(String::as_str) == Some(kind)).unwrap();
+    let done = body(&by_kind(&dist, "replication_done"))["events"][0].clone();
+    assert_eq!(done["action"], "replication_done");
+    assert_eq!((done["target"]["repository"].as_str(), done["target"]["tag"].as_str()), (Some(repo.as_str()), Some("v1")));
+    assert_eq!(done["target"]["digest"], pushed.digest.as_str());
+    assert_eq!(done["berth"]["detail"]["rule"], "mirror");
+    assert_eq!(done["berth"]["detail"]["destinationRepository"], format!("copy/{repo}"));
+    assert_eq!(done["berth"]["detail"]["attempts"], 1);
+    let failed = body(&by_kind(&dist, "replication_failed"))["events"][0].clone();
+    assert_eq!(failed["berth"]["detail"]["rule"], "dead");
+    assert_eq!(failed["berth"]["detail"]["attempts"], 2, "given up after max_attempts = 2: {failed}");
+    assert!(failed["berth"]["detail"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{failed}");
+    let ce_failed = by_kind(&ce, "replication_failed");
+    assert_eq!(ce_failed.headers.get("content-type").map(String::as_str), Some("application/cloudevents+json"));
+    let ce_failed = body(&ce_failed);
+    assert_eq!(ce_failed["type"], "io.berth.registry.replication_failed");
+    assert_eq!(ce_failed["subject"], format!("{repo}:v1"));
+    assert_eq!(ce_failed["id"], failed["id"], "one event, one id, whatever the format");
+    assert_eq!(body(&by_kind(&ce, "replication_done"))["type"], "io.berth.registry.replication_done");
+
+    // Garbage for GC: an image pushed, then deleted. (Its replications add copies too.)
+    let victim = push_image(&repo, "gone").await;
+    assert_eq!(delete(format!("/v2/{repo}/manifests/{}", victim.digest)).send().await.status, 202);
+    let scrape = || http_get(metrics_port, "/metrics").2;
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+    };
+    let mut text = String::new();
+    wait_for("GC to delete the image's blobs", 30, || {
+        text = scrape();
+        value(&text, "berth_gc_deleted_blobs_total") > 0.0
+    })
+    .await;
+    assert!(value(&text, "berth_gc_runs_total{result=\"ok\"}") >= 1.0, "{text}");
+    assert_eq!(value(&text, "berth_gc_runs_total{result=\"error\"}"), 0.0, "{text}");
+    assert!(value(&text, "berth_gc_freed_bytes_total") > 0.0, "{text}");
+    assert!(value(&text, "berth_gc_last_run_timestamp_seconds") > 1.7e9, "{text}");
+    assert!(text.contains("\nberth_gc_duration_seconds "), "{text}");
+    assert!(value(&text, "berth_replication_copies_total{rule=\"mirror\",result=\"done\"}") >= 1.0, "{text}");
+    assert!(value(&text, "berth_replication_copies_total{rule=\"dead\",result=\"retrying\"}") >= 1.0, "{text}");
+    assert!(value(&text, "berth_replication_copies_total{rule=\"dead\",result=\"failed\"}") >= 1.0, "{text}");
+    assert_eq!(value(&text, "berth_replication_copies_total{rule=\"mirror\",result=\"failed\"}"), 0.0, "{text}");
+    assert!(value(&text, "berth_replication_last_success_timestamp_seconds{rule=\"mirror\"}") > 1.7e9, "{text}");
+    assert!(!text.contains("berth_replication_last_success_timestamp_seconds{rule=\"dead\"}"), "{text}");
+    assert!(value(&text, "berth_replication_failed_entries") >= 1.0, "{text}");
+    assert!(text.contains("\nberth_replication_pending "), "{text}");
+    stop(&exited);
+    let pid = DEST_PID.swap(0, Ordering::SeqCst);
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1: status, headers (lower-case names), body.
+fn http_get(port: u16, path: &str) -> (u16, HashMap<String, String>, String) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(conn, "GET {path} HTTP/1.0\r\nhost: 127.0.0.1\r\naccept: application/vnd.oci.image.manifest.v1+json\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = head.lines().skip(1).filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
+    (status, headers, body.to_owned())
 }
 
 /// Runs `berth webhooks ARGS --data-dir DIR/store` and returns its output.

@@ -39,6 +39,13 @@ pub async fn start(
                     Ok(usage) => metrics.set_namespaces(usage.into_iter().map(|q| (q.name, q.used, q.limit)).collect()),
                     Err(e) => tracing::warn!("cannot read quota usage: {e:?}"),
                 }
+                // The replication outbox's size, likewise: two bounded key listings.
+                if !registry.replication_rules().is_empty() {
+                    match berth_core::replication::outbox::outbox_size(registry.meta_store()).await {
+                        Ok((waiting, failed)) => metrics.set_replication_outbox(waiting as u64, failed as u64),
+                        Err(e) => tracing::warn!(error = %e.message, "cannot read the replication outbox"),
+                    }
+                }
                 (
                     [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
                     metrics.render(),

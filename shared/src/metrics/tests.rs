@@ -221,3 +221,53 @@ fn webhook_deliveries_by_result() {
     assert_eq!(value(&m, "berth_webhook_deliveries_total", &[("result", "failed")]), Some(2.0));
     assert!(m.render().contains("# TYPE berth_webhook_deliveries_total counter"));
 }
+
+#[test]
+fn gc_runs_count_by_result_and_add_up_what_they_freed() {
+    let m = Metrics::default();
+    assert_eq!(value(&m, "berth_gc_runs_total", &[("result", "ok")]), Some(0.0), "a counter exists before the first run");
+    assert_eq!(value(&m, "berth_gc_last_run_timestamp_seconds", &[]), None);
+    let report = crate::GcReport { content_deleted: 3, manifests_deleted: 2, bytes_freed: 1000, finished: true, ..Default::default() };
+    m.count_gc(Some(&report), 1.5, 100);
+    m.count_gc(Some(&report), 0.5, 200);
+    m.count_gc(Some(&crate::GcReport { dry_run: true, ..report.clone() }), 0.5, 250);
+    m.count_gc(None, 2.0, 300);
+    assert_eq!(value(&m, "berth_gc_runs_total", &[("result", "ok")]), Some(3.0));
+    assert_eq!(value(&m, "berth_gc_runs_total", &[("result", "error")]), Some(1.0));
+    assert_eq!(value(&m, "berth_gc_deleted_blobs_total", &[]), Some(6.0), "a dry run deletes nothing");
+    assert_eq!(value(&m, "berth_gc_deleted_manifests_total", &[]), Some(4.0));
+    assert_eq!(value(&m, "berth_gc_freed_bytes_total", &[]), Some(2000.0));
+    assert_eq!(value(&m, "berth_gc_last_run_timestamp_seconds", &[]), Some(300.0));
+    assert_eq!(value(&m, "berth_gc_last_success_timestamp_seconds", &[]), Some(250.0));
+    assert_eq!(value(&m, "berth_gc_duration_seconds", &[]), Some(2.0));
+    let text = m.render();
+    assert!(text.contains("# TYPE berth_gc_runs_total counter\nberth_gc_runs_total{result=\"ok\"} 3\nberth_gc_runs_total{result=\"error\"} 1\n"), "{text}");
+    assert!(text.contains("# TYPE berth_gc_duration_seconds gauge\nberth_gc_duration_seconds 2\n"), "{text}");
+}
+
+#[test]
+fn replication_copies_by_rule_and_result_and_the_outbox_size() {
+    use crate::replication::outbox::{Attempt, DueReport};
+    let m = Metrics::default();
+    m.declare_replication_rules(["dr", "edge"]);
+    assert_eq!(value(&m, "berth_replication_copies_total", &[("rule", "edge"), ("result", "failed")]), Some(0.0));
+    assert_eq!(value(&m, "berth_replication_pending", &[]), None, "not read yet");
+    let mut r = DueReport::default();
+    r.count("dr", Attempt::Done);
+    r.count("dr", Attempt::Done);
+    r.count("edge", Attempt::Retrying);
+    r.count("edge", Attempt::Failed);
+    m.count_replication(&r, 500);
+    let mut full = DueReport::default();
+    full.count("edge", crate::metrics::full_run_attempt(false));
+    m.count_replication(&full, 600);
+    assert_eq!(value(&m, "berth_replication_copies_total", &[("rule", "dr"), ("result", "done")]), Some(2.0));
+    assert_eq!(value(&m, "berth_replication_copies_total", &[("rule", "edge"), ("result", "retrying")]), Some(1.0));
+    assert_eq!(value(&m, "berth_replication_copies_total", &[("rule", "edge"), ("result", "failed")]), Some(2.0));
+    assert_eq!(value(&m, "berth_replication_last_success_timestamp_seconds", &[("rule", "dr")]), Some(500.0));
+    assert_eq!(value(&m, "berth_replication_last_success_timestamp_seconds", &[("rule", "edge")]), None, "edge never copied");
+    m.set_replication_outbox(4, 1);
+    assert_eq!(value(&m, "berth_replication_pending", &[]), Some(4.0));
+    assert_eq!(value(&m, "berth_replication_failed_entries", &[]), Some(1.0));
+    assert!(m.render().contains("# TYPE berth_replication_copies_total counter\n"));
+}

@@ -13,6 +13,19 @@ fn every_tag() -> Vec<String> {
 fn yes() -> bool {
     true
 }
+fn default_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+fn default_retry_base() -> u64 {
+    DEFAULT_RETRY_BASE_SECS
+}
+
+/// Attempts of an on-push entry before it is kept as failed, unless the rule says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 12;
+/// The wait after a first failed attempt, unless the rule says otherwise; it doubles after each.
+pub const DEFAULT_RETRY_BASE_SECS: u64 = 5;
+/// The longest wait between two attempts.
+pub const RETRY_MAX_SECS: u64 = 1800;
 
 /// One replication rule.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -41,6 +54,13 @@ pub struct ReplicationRule {
     /// Whether each matching push is replicated (through the outbox) within seconds.
     #[serde(default = "yes")]
     pub on_push: bool,
+    /// Attempts of an on-push entry, the first included, before it is kept as failed (and a
+    /// `replication_failed` webhook event is sent): 1 to 100.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles after each, up to 30 minutes.
+    #[serde(default = "default_retry_base")]
+    pub retry_base_secs: u64,
 }
 
 impl ReplicationRule {
@@ -51,6 +71,12 @@ impl ReplicationRule {
     /// Whether a push of `repo` with `tag` (None: by digest) is this rule's.
     pub fn matches(&self, repo: &str, tag: Option<&str>) -> bool {
         self.matches_repository(repo) && tag.is_none_or(|t| self.tags.iter().any(|p| crate::auth::glob::matches(p, t)))
+    }
+
+    /// The wait after `attempts` failures: base, 2·base, 4·base... up to [`RETRY_MAX_SECS`].
+    pub fn backoff(&self, attempts: u32) -> u64 {
+        let doublings = attempts.saturating_sub(1).min(30);
+        self.retry_base_secs.saturating_mul(1u64 << doublings).min(RETRY_MAX_SECS)
     }
 
     /// The repository at the destination.
@@ -85,6 +111,12 @@ pub fn validate(rules: &[ReplicationRule]) -> Result<(), String> {
         }
         if let Some(j) = rules[..i].iter().position(|r| r.name == rule.name) {
             return Err(at(format!("rule {} has this name too", j + 1)));
+        }
+        if rule.max_attempts == 0 || rule.max_attempts > 100 {
+            return Err(at(format!("max_attempts must be 1 to 100, not {}", rule.max_attempts)));
+        }
+        if rule.retry_base_secs == 0 || rule.retry_base_secs > RETRY_MAX_SECS {
+            return Err(at(format!("retry_base_secs must be 1 to {RETRY_MAX_SECS}")));
         }
         if rule.repositories.is_empty() {
             return Err(at("repositories is empty; name at least one glob (`**` for all)".into()));
@@ -122,6 +154,8 @@ mod tests {
             prefix: String::new(),
             deletes: false,
             on_push: true,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry_base_secs: DEFAULT_RETRY_BASE_SECS,
         }
     }
 
@@ -139,6 +173,8 @@ mod tests {
         let config = crate::auth::AuthConfig::from_toml(text).unwrap();
         let r = &config.policies.replication[0];
         assert_eq!((r.tags.clone(), r.on_push, r.deletes), (vec!["*".to_owned()], true, false));
+        assert_eq!((r.max_attempts, r.retry_base_secs), (12, 5));
+        assert_eq!([1, 2, 3, 30].map(|n| r.backoff(n)), [5, 10, 20, 1800]);
         assert_eq!(r.destination_name("app/web"), "mirror/app/web");
         assert!(r.matches("app/web", Some("v1")) && r.matches("app/web", None) && !r.matches("lib/x", None));
         config.policies.validate().unwrap();
@@ -156,5 +192,7 @@ mod tests {
         assert!(bad(ReplicationRule { tags: vec![], ..rule("b") }).contains("tags is empty"));
         assert!(bad(ReplicationRule { prefix: "Up".into(), ..rule("b") }).contains("not a repository name"));
         assert!(bad(ReplicationRule { username: Some("u".into()), ..rule("b") }).contains("username without password"));
+        assert!(bad(ReplicationRule { max_attempts: 0, ..rule("b") }).contains("max_attempts must be 1 to 100"));
+        assert!(bad(ReplicationRule { retry_base_secs: 0, ..rule("b") }).contains("retry_base_secs must be"));
     }
 }

@@ -45,6 +45,9 @@ pub struct CopyReport {
     pub blobs_mounted: usize,
     pub blobs_present: usize,
     pub bytes_uploaded: u64,
+    /// The digest of the manifest copied (a tag's, as resolved when the copy started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 enum Step {
@@ -79,12 +82,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         now: u64,
     ) -> Result<CopyReport> {
         let src = RepoName::parse(repo)?;
-        let root = match Reference::parse(reference)? {
+        let (root, digest) = match Reference::parse(reference)? {
             Reference::Tag(tag) => {
-                let resolved = self.resolve(&src, &Reference::Tag(tag.clone())).await?;
-                Step::Visit { digest: resolved.digest.to_string(), tag: Some(tag), depth: 0 }
+                let digest = self.resolve(&src, &Reference::Tag(tag.clone())).await?.digest.to_string();
+                (Step::Visit { digest: digest.clone(), tag: Some(tag), depth: 0 }, digest)
             }
-            Reference::Digest(d) => Step::Visit { digest: d.to_string(), tag: None, depth: 0 },
+            Reference::Digest(d) => (Step::Visit { digest: d.to_string(), tag: None, depth: 0 }, d.to_string()),
         };
         let mut copy = Copy {
             reg: self,
@@ -95,7 +98,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             src,
             now,
             seen: HashSet::new(),
-            report: CopyReport::default(),
+            report: CopyReport { digest: Some(digest), ..CopyReport::default() },
         };
         let mut stack = vec![root];
         while let Some(step) = stack.pop() {

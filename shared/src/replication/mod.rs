@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod copy;
+pub mod events;
 pub mod outbox;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,26 @@ pub struct RuleStatus {
     pub report: CopyReport,
 }
 
+impl RuleStatus {
+    /// The result of one copy of `repo:reference` by `rule` at `now`.
+    pub fn of(rule: &str, repo: &str, reference: &str, now: u64, result: std::result::Result<&CopyReport, &str>) -> RuleStatus {
+        RuleStatus {
+            rule: rule.to_owned(),
+            at: now,
+            repository: repo.to_owned(),
+            reference: reference.to_owned(),
+            ok: result.is_ok(),
+            error: result.err().map(str::to_owned),
+            report: result.ok().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Where it is kept: one record per rule, its last result.
+    pub(crate) fn key(&self) -> String {
+        format!("{STATUS}{}", self.rule)
+    }
+}
+
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// The rules of this registry's policies.
     pub fn replication_rules(&self) -> &[ReplicationRule] {
@@ -55,16 +76,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         now: u64,
     ) -> Result<CopyReport> {
         let result = self.copy_to(client, rule, repo, reference, now).await;
-        let status = RuleStatus {
-            rule: rule.name.clone(),
-            at: now,
-            repository: repo.to_owned(),
-            reference: reference.to_owned(),
-            ok: result.is_ok(),
-            error: result.as_ref().err().map(|e| e.message.clone()),
-            report: result.as_ref().cloned().unwrap_or_default(),
-        };
-        if let Err(e) = self.put_record(&format!("{STATUS}{}", rule.name), &status, Precondition::None).await {
+        let status = RuleStatus::of(&rule.name, repo, reference, now, result.as_ref().map_err(|e| e.message.as_str()));
+        if let Err(e) = self.put_record(&status.key(), &status, Precondition::None).await {
             tracing::warn!(rule = %rule.name, error = %e.message, "the replication status could not be kept");
         }
         result

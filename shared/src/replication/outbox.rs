@@ -4,13 +4,15 @@
 //! webhook deliveries are (the same record: the event, and the rule's name as the endpoint).
 //! [`Registry::replicate_due`] is the step each runtime runs on its schedule.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
-use super::ReplicationRule;
+use super::{CopyReport, ReplicationRule, RuleStatus};
 use crate::events::{Event, EventAction, Outcome, TargetKind};
 use crate::mirror::UpstreamClient;
 use crate::storage::{BatchOp, BlobStore, MetaStore, Precondition, StorageResult};
-use crate::webhooks::outbox::{claim, due_keys, move_entry, move_to_failed, Queue};
+use crate::webhooks::outbox::{claim, due_keys, failed_ops, move_ops, Queue};
 use crate::webhooks::{Delivery, HookEvent, HookKind};
 use crate::Registry;
 
@@ -18,16 +20,7 @@ pub const QUEUE: Queue = Queue { due: "replication/due/", failed: "replication/f
 
 /// A copy may take long (a 1 GiB layer); the claim holds well beyond it.
 pub const LEASE_SECS: u64 = 3600;
-/// Attempts before an entry is kept as failed (`berth replicate retry` puts it back).
-pub const MAX_ATTEMPTS: u32 = 12;
-const RETRY_BASE_SECS: u64 = 5;
-const RETRY_MAX_SECS: u64 = 1800;
 const MAX_ERROR_CHARS: usize = 300;
-
-/// The wait after `attempts` failures: 5 s, 10 s, 20 s... up to half an hour.
-pub fn backoff(attempts: u32) -> u64 {
-    RETRY_BASE_SECS.saturating_mul(1u64 << attempts.saturating_sub(1).min(30)).min(RETRY_MAX_SECS)
-}
 
 /// The outbox entries of a request's event: a manifest pushed (per matching tag, or by digest)
 /// or deleted (rules that replicate deletes), for each rule with `on_push`.
@@ -73,6 +66,36 @@ pub(crate) fn enqueue_ops(rules: &[ReplicationRule], event: &Event, random: &[u8
     ops
 }
 
+/// What became of one attempt of an entry (or one copy of a full run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Copied (or deleted) at the destination.
+    Done,
+    /// Failed; the entry is due again after its backoff.
+    Retrying,
+    /// Failed for the last time: the entry is kept as failed (a full run's copy: not retried).
+    Failed,
+}
+
+impl Attempt {
+    /// The `result` label of `berth_replication_copies_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attempt::Done => "done",
+            Attempt::Retrying => "retrying",
+            Attempt::Failed => "failed",
+        }
+    }
+}
+
+/// One rule's share of a [`DueReport`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RuleCounts {
+    pub copied: usize,
+    pub retrying: usize,
+    pub failed: usize,
+}
+
 /// What one [`Registry::replicate_due`] call did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DueReport {
@@ -80,11 +103,36 @@ pub struct DueReport {
     pub retrying: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// The same counts by rule (for metrics labelled by rule; names come from the config, or
+    /// from entries of a rule since removed).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, RuleCounts>,
+}
+
+impl DueReport {
+    /// Counts one attempt of `rule`'s.
+    pub fn count(&mut self, rule: &str, attempt: Attempt) {
+        let r = self.rules.entry(rule.to_owned()).or_default();
+        let (total, by_rule) = match attempt {
+            Attempt::Done => (&mut self.copied, &mut r.copied),
+            Attempt::Retrying => (&mut self.retrying, &mut r.retrying),
+            Attempt::Failed => (&mut self.failed, &mut r.failed),
+        };
+        *total += 1;
+        *by_rule += 1;
+    }
 }
 
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// Runs the replication entries due at `now`, up to `batch`, one after the other (a copy
     /// is many requests already). Any number of workers may call it at once.
+    ///
+    /// An attempt's outcome is recorded in one batch: the rule's status, the webhook event of
+    /// a final outcome (`replication_done`, `replication_failed`; src/replication/events.rs),
+    /// then the entry's removal or move. On a store with transactions that is one commit; on
+    /// one without (R2, S3) the event comes before the move, so a crash in between repeats the
+    /// attempt and writes the event again under the same id, never loses it. A crash between
+    /// the copy and the batch leaves the entry claimed: it runs again when its lease lapses.
     pub async fn replicate_due(&self, client: &UpstreamClient, now: u64, batch: usize) -> StorageResult<DueReport> {
         let mut report = DueReport::default();
         for key in due_keys(&self.meta, QUEUE, now, batch).await? {
@@ -92,40 +140,53 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 report.skipped += 1;
                 continue;
             };
+            let due_at = entry.next_at;
             let rule = self.replication_rules().iter().find(|r| r.name == entry.endpoint);
-            let result = match (rule, &entry.event.repository) {
+            let reference = entry.event.tag.clone().or(entry.event.digest.clone()).unwrap_or_default();
+            // Ok(None): a delete, which has no copy report.
+            let result: Result<Option<CopyReport>, String> = match (rule, &entry.event.repository) {
                 (None, _) => Err("the rule is no longer in the config".to_owned()),
                 (_, None) => Err("the entry names no repository".to_owned()),
-                (Some(rule), Some(repo)) => {
-                    let reference = entry.event.tag.clone().or(entry.event.digest.clone()).unwrap_or_default();
-                    let outcome = if entry.event.kind == HookKind::Delete {
-                        self.delete_at(client, rule, repo, &reference, now).await.map(|_| ())
-                    } else {
-                        self.replicate(client, rule, repo, &reference, now).await.map(|_| ())
-                    };
-                    outcome.map_err(|e| e.message)
+                (Some(rule), Some(repo)) if entry.event.kind == HookKind::Delete => {
+                    self.delete_at(client, rule, repo, &reference, now).await.map(|()| None).map_err(|e| e.message)
                 }
+                (Some(rule), Some(repo)) => self.copy_to(client, rule, repo, &reference, now).await.map(Some).map_err(|e| e.message),
             };
             entry.attempts += 1;
-            match result {
-                Ok(()) => {
-                    self.meta.apply(vec![BatchOp::Delete { key: key.clone(), cond: Precondition::Version(version) }]).await?;
-                    report.copied += 1;
-                }
+            let (attempt, transition) = match &result {
+                Ok(_) => (Attempt::Done, vec![BatchOp::Delete { key: key.clone(), cond: Precondition::Version(version.clone()) }]),
                 Err(e) => {
                     tracing::warn!(rule = %entry.endpoint, attempts = entry.attempts, error = %e, "replication failed");
                     entry.last_error = Some(e.chars().take(MAX_ERROR_CHARS).collect());
-                    if entry.attempts >= MAX_ATTEMPTS || rule.is_none() {
-                        move_to_failed(&self.meta, QUEUE, &key, &version, &entry).await?;
-                        report.failed += 1;
-                    } else {
-                        entry.next_at = now + backoff(entry.attempts);
-                        entry.lease_until = 0;
-                        move_entry(&self.meta, &key, &version, entry.due_key_in(QUEUE), &entry).await?;
-                        report.retrying += 1;
+                    match rule.filter(|r| entry.attempts < r.max_attempts) {
+                        None => (Attempt::Failed, failed_ops(QUEUE, &key, &version, &entry)),
+                        Some(rule) => {
+                            entry.next_at = now + rule.backoff(entry.attempts);
+                            entry.lease_until = 0;
+                            (Attempt::Retrying, move_ops(&key, &version, entry.due_key_in(QUEUE), &entry))
+                        }
                     }
                 }
+            };
+            let mut ops = Vec::new();
+            if let (Some(hooks), Attempt::Done | Attempt::Failed) = (&self.hooks, attempt) {
+                let copied = result.as_ref().map(Option::as_ref).map_err(String::as_str);
+                ops.extend(hooks.outcome_ops(&super::events::outcome_event(&entry, &key, due_at, rule, copied, now)));
             }
+            // The rule's last result, as `berth replicate status` shows it (a delete has none).
+            if let (Some(rule), Some(repo), false) = (rule, &entry.event.repository, entry.event.kind == HookKind::Delete) {
+                let none = CopyReport::default();
+                let copied = match &result {
+                    Ok(r) => Ok(r.as_ref().unwrap_or(&none)),
+                    Err(e) => Err(e.as_str()),
+                };
+                let status = RuleStatus::of(&rule.name, repo, &reference, now, copied);
+                let value = bytes::Bytes::from(serde_json::to_vec(&status).unwrap_or_default());
+                ops.push(BatchOp::Put { key: status.key(), value, cond: Precondition::None });
+            }
+            ops.extend(transition);
+            self.meta.apply(ops).await?;
+            report.count(&entry.endpoint, attempt);
         }
         Ok(report)
     }
@@ -142,4 +203,15 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Err(crate::StorageError::new("a replication outbox entry with the same key exists (random ids repeated)"))
         }
     }
+}
+
+/// Most entries [`outbox_size`] counts per list (a scrape reads it: bounded).
+pub const MAX_COUNTED: usize = 10_000;
+
+/// The outbox's size: entries waiting (due now or retrying later) and kept as failed, each
+/// counted up to [`MAX_COUNTED`].
+pub async fn outbox_size<M: MetaStore>(meta: &M) -> StorageResult<(usize, usize)> {
+    let waiting = meta.list(QUEUE.due, None, MAX_COUNTED).await?.len();
+    let failed = meta.list(QUEUE.failed, None, MAX_COUNTED).await?.len();
+    Ok((waiting, failed))
 }

@@ -124,6 +124,8 @@ fn rule() -> ReplicationRule {
         prefix: "copy".into(),
         deletes: true,
         on_push: true,
+        max_attempts: config::DEFAULT_MAX_ATTEMPTS,
+        retry_base_secs: config::DEFAULT_RETRY_BASE_SECS,
     }
 }
 
@@ -223,7 +225,7 @@ async fn a_push_is_replicated_through_the_outbox_after_the_destination_comes_bac
     // Not due again before its backoff.
     assert_eq!(src.replicate_due(&client, 11, 10).await.unwrap(), outbox::DueReport::default());
     dest.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    let r = src.replicate_due(&client, 10 + outbox::backoff(1), 10).await.unwrap();
+    let r = src.replicate_due(&client, 10 + rule().backoff(1), 10).await.unwrap();
     assert_eq!((r.copied, r.retrying), (1, 0));
     assert_eq!(dest_digest(&dest, "copy/app/web", "v1").await.as_deref(), pushed["digest"].as_str());
     assert!(src.meta_store().list(outbox::QUEUE.due, None, 10).await.unwrap().is_empty());
@@ -234,9 +236,9 @@ async fn a_push_is_replicated_through_the_outbox_after_the_destination_comes_bac
     assert_eq!(s, StatusCode::ACCEPTED);
     dest.down.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut now = 100;
-    for _ in 0..outbox::MAX_ATTEMPTS {
+    for _ in 0..rule().max_attempts {
         src.replicate_due(&client, now, 10).await.unwrap();
-        now += outbox::backoff(outbox::MAX_ATTEMPTS);
+        now += rule().backoff(rule().max_attempts);
     }
     let failed = failed_in(src.meta_store(), outbox::QUEUE, None, 10).await.unwrap();
     assert_eq!(failed.len(), 1);
@@ -245,4 +247,107 @@ async fn a_push_is_replicated_through_the_outbox_after_the_destination_comes_bac
     assert_eq!(redeliver_all_in(src.meta_store(), outbox::QUEUE, now).await.unwrap(), 1);
     assert_eq!(src.replicate_due(&client, now, 10).await.unwrap().copied, 1);
     assert_eq!(dest_digest(&dest, "copy/app/web", "v1").await, None, "deleted at the destination too");
+}
+
+/// The source with webhooks asking for replication outcomes (both formats), and a rule that
+/// gives up after two attempts, one second apart.
+fn setup_with_hooks() -> (Arc<Dest>, Reg, UpstreamClient) {
+    let (dest, src, client) = setup();
+    let quick = ReplicationRule { max_attempts: 2, retry_base_secs: 1, ..rule() };
+    let policies = Policies::new(&PolicyConfig { replication: vec![quick], ..Default::default() }).unwrap();
+    let text = r#"
+        [[webhooks.endpoints]]
+        name = "ops"
+        url = "https://hooks.example/a"
+        secret = "0123456789abcdef-secret"
+        events = ["replication_done", "replication_failed"]
+        [[webhooks.endpoints]]
+        name = "ce"
+        url = "https://hooks.example/b"
+        secret = "0123456789abcdef-secret"
+        events = ["replication_failed"]
+        format = "cloudevents"
+    "#;
+    let hooks = crate::webhooks::Webhooks::from_settings(None, Some(text), "https://src.example").unwrap();
+    (dest, src.with_policies(policies).with_webhooks(hooks), client)
+}
+
+/// The webhook outbox's entries, in key order.
+async fn hook_entries(reg: &Reg) -> Vec<crate::webhooks::Delivery> {
+    let mut out = Vec::new();
+    for key in reg.meta_store().list(crate::webhooks::outbox::DUE, None, 100).await.unwrap() {
+        let v = reg.meta_store().get(&key).await.unwrap().unwrap();
+        out.push(serde_json::from_slice(&v.value).unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_final_outcome_is_a_webhook_event_written_with_it_and_a_retried_attempt_is_not() {
+    use crate::webhooks::{Format, HookKind};
+    let (dest, src, client) = setup_with_hooks();
+    let pushed = image(&src, "app/web", b"layer", Some("v1")).await;
+    let r = src.replicate_due(&client, 10, 10).await.unwrap();
+    assert_eq!((r.copied, r.rules["dr"].copied), (1, 1), "{r:?}");
+    let events = hook_entries(&src).await;
+    assert_eq!(events.len(), 1, "replication_done goes to the endpoint that asked for it only: {events:?}");
+    let e = &events[0].event;
+    assert_eq!((e.kind, events[0].endpoint.as_str(), e.at), (HookKind::ReplicationDone, "ops", 10));
+    assert_eq!((e.repository.as_deref(), e.tag.as_deref(), e.digest.as_ref()), (Some("app/web"), Some("v1"), pushed["digest"].as_str().map(str::to_owned).as_ref()));
+    let detail = e.detail.as_ref().unwrap();
+    assert_eq!(detail["rule"], "dr");
+    assert_eq!(detail["destination"], BASE);
+    assert_eq!(detail["destinationRepository"], "copy/app/web");
+    assert_eq!(detail["attempts"], 1);
+    assert_eq!(detail["report"]["manifests"], 1);
+    let body: serde_json::Value = serde_json::from_slice(&e.body(Format::Distribution, "https://src.example")).unwrap();
+    assert_eq!(body["events"][0]["action"], "replication_done");
+    assert_eq!(body["events"][0]["target"]["repository"], "app/web");
+
+    // The destination is down: the first failure is retried (no event), the second is the
+    // last (max_attempts = 2): one replication_failed to each endpoint that asked for it.
+    dest.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    image(&src, "app/web", b"layer two", Some("v2")).await;
+    let before = hook_entries(&src).await.len();
+    let r = src.replicate_due(&client, 20, 10).await.unwrap();
+    assert_eq!((r.retrying, r.rules["dr"].retrying), (1, 1));
+    assert_eq!(hook_entries(&src).await.len(), before, "a failure that will be retried is no event");
+    let r = src.replicate_due(&client, 20 + 1, 10).await.unwrap();
+    assert_eq!((r.failed, r.rules["dr"].failed), (1, 1), "{r:?}");
+    let failed: Vec<_> = hook_entries(&src).await.into_iter().filter(|d| d.event.kind == HookKind::ReplicationFailed).collect();
+    assert_eq!(failed.iter().map(|d| d.endpoint.as_str()).collect::<Vec<_>>(), ["ce", "ops"]);
+    assert_eq!(failed[0].event.id, failed[1].event.id, "one event, the same id for every endpoint");
+    let detail = failed[0].event.detail.as_ref().unwrap();
+    assert_eq!(detail["attempts"], 2);
+    assert!(detail["error"].as_str().unwrap().contains("connection refused"), "{detail}");
+    let ce: serde_json::Value = serde_json::from_slice(&failed[0].event.body(Format::Cloudevents, "https://src.example")).unwrap();
+    assert_eq!(ce["type"], "io.berth.registry.replication_failed");
+    assert_eq!(ce["subject"], "app/web:v2");
+    assert_eq!(ce["data"]["detail"]["rule"], "dr");
+    // The outcome and the entry's move were one batch: the entry is in the failed list.
+    let kept = crate::webhooks::outbox::failed_in(src.meta_store(), outbox::QUEUE, None, 10).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(statuses(src.meta_store()).await.unwrap()[0].ok, false);
+}
+
+#[tokio::test]
+async fn a_worker_that_died_before_recording_the_outcome_leaves_it_to_the_next_with_the_same_event_id() {
+    let (_dest, src, client) = setup_with_hooks();
+    image(&src, "app/web", b"layer", Some("v1")).await;
+    let key = src.meta_store().list(outbox::QUEUE.due, None, 10).await.unwrap().remove(0);
+    // A worker claims the entry, copies, and dies before its batch: nothing is recorded...
+    crate::webhooks::outbox::claim(src.meta_store(), &key, 10, outbox::LEASE_SECS).await.unwrap().unwrap();
+    assert_eq!(src.replicate_due(&client, 11, 10).await.unwrap().skipped, 1);
+    assert!(hook_entries(&src).await.is_empty());
+    // ...until its lease lapses and another worker runs the entry and records the event.
+    let later = 10 + outbox::LEASE_SECS + 1;
+    assert_eq!(src.replicate_due(&client, later, 10).await.unwrap().copied, 1);
+    let events = hook_entries(&src).await;
+    assert_eq!(events.len(), 1);
+    // A repeat of the same attempt (the entry still there after a crash between the event and
+    // the entry's removal, on a store without transactions) derives the same id. (The entry
+    // was due at 1, the time of the push.)
+    let again = super::events::outcome_id(1, &key, crate::webhooks::HookKind::ReplicationDone);
+    assert_eq!(events[0].event.id, again);
+    assert_ne!(again, super::events::outcome_id(1, &key, crate::webhooks::HookKind::ReplicationFailed));
 }

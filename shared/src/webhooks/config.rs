@@ -23,6 +23,10 @@ pub enum HookKind {
     QuotaExceeded,
     /// A garbage collection run finished.
     GcFinished,
+    /// An on-push replication (src/replication/outbox.rs) reached its destination.
+    ReplicationDone,
+    /// An on-push replication gave up: its last attempt failed (it is kept as failed).
+    ReplicationFailed,
 }
 
 impl HookKind {
@@ -35,6 +39,8 @@ impl HookKind {
             HookKind::TagMoved => "tag_moved",
             HookKind::QuotaExceeded => "quota_exceeded",
             HookKind::GcFinished => "gc_finished",
+            HookKind::ReplicationDone => "replication_done",
+            HookKind::ReplicationFailed => "replication_failed",
         }
     }
 }

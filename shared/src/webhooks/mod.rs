@@ -166,6 +166,13 @@ impl Webhooks {
         self.write(meta, outbox::enqueue_ops(&self.config, &event)).await
     }
 
+    /// The outbox entries of an event recorded with an outcome (a replication's result, whose
+    /// id is derived from its entry): the caller writes them in the same batch as the outcome.
+    /// Unconditional puts: a repeated attempt writes the same event again, identical.
+    pub(crate) fn outcome_ops(&self, event: &HookEvent) -> Vec<crate::storage::BatchOp> {
+        outbox::enqueue_ops_with(&self.config, event, crate::storage::Precondition::None)
+    }
+
     async fn write<M: MetaStore>(&self, meta: &M, ops: Vec<crate::storage::BatchOp>) -> StorageResult<()> {
         if ops.is_empty() {
             return Ok(());

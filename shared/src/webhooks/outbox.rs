@@ -90,6 +90,13 @@ impl Delivery {
 
 /// The ops that enqueue `event` for every endpoint that wants it (none: no op).
 pub(crate) fn enqueue_ops(config: &WebhookConfig, event: &HookEvent) -> Vec<BatchOp> {
+    // Absent: ids are random, so this holds; a collision must not overwrite an event.
+    enqueue_ops_with(config, event, Precondition::Absent)
+}
+
+/// [`enqueue_ops`] with each put's condition: `None` for an event whose id is derived, not
+/// random (a replication's outcome), which a repeated attempt may write again, identical.
+pub(crate) fn enqueue_ops_with(config: &WebhookConfig, event: &HookEvent, cond: Precondition) -> Vec<BatchOp> {
     config
         .endpoints
         .iter()
@@ -103,8 +110,7 @@ pub(crate) fn enqueue_ops(config: &WebhookConfig, event: &HookEvent) -> Vec<Batc
                 lease_until: 0,
                 last_error: None,
             };
-            // Absent: ids are random, so this holds; a collision must not overwrite an event.
-            BatchOp::Put { key: d.due_key(), value: d.encode(), cond: Precondition::Absent }
+            BatchOp::Put { key: d.due_key(), value: d.encode(), cond: cond.clone() }
         })
         .collect()
 }
@@ -207,8 +213,14 @@ impl Webhooks {
 
 /// Moves our claimed entry to the queue's failed list.
 pub(crate) async fn move_to_failed<M: MetaStore>(meta: &M, q: Queue, key: &str, version: &str, delivery: &Delivery) -> StorageResult<()> {
+    meta.apply(failed_ops(q, key, version, delivery)).await?;
+    Ok(())
+}
+
+/// The ops of [`move_to_failed`], for a caller that writes more in the same batch.
+pub(crate) fn failed_ops(q: Queue, key: &str, version: &str, delivery: &Delivery) -> Vec<BatchOp> {
     let d = Delivery { lease_until: 0, ..delivery.clone() };
-    move_entry(meta, key, version, d.failed_key_in(q), &d).await
+    move_ops(key, version, d.failed_key_in(q), &d)
 }
 
 /// The due time in an outbox key.
@@ -253,12 +265,16 @@ pub(crate) async fn claim<M: MetaStore>(meta: &M, key: &str, now: u64, lease: u6
 /// Moves our claimed entry from `key` (at `version`) to `to`. The new record is written first:
 /// a crash between the two writes leaves the entry twice (sent twice, same id), never zero times.
 pub(crate) async fn move_entry<M: MetaStore>(meta: &M, key: &str, version: &str, to: String, d: &Delivery) -> StorageResult<()> {
-    meta.apply(vec![
+    meta.apply(move_ops(key, version, to, d)).await?;
+    Ok(())
+}
+
+/// The ops of [`move_entry`], in its order, for a caller that writes more in the same batch.
+pub(crate) fn move_ops(key: &str, version: &str, to: String, d: &Delivery) -> Vec<BatchOp> {
+    vec![
         BatchOp::Put { key: to, value: d.encode(), cond: Precondition::None },
         BatchOp::Delete { key: key.to_owned(), cond: Precondition::Version(version.to_owned()) },
-    ])
-    .await?;
-    Ok(())
+    ]
 }
 
 /// Lets go of every claim in the outbox; returns how many there were. Only for a runtime that

@@ -66,6 +66,8 @@ fn distribution_action(kind: HookKind) -> &'static str {
         HookKind::Delete => "delete",
         HookKind::QuotaExceeded => "quota_exceeded",
         HookKind::GcFinished => "gc_finished",
+        HookKind::ReplicationDone => "replication_done",
+        HookKind::ReplicationFailed => "replication_failed",
     }
 }
 
