@@ -54,6 +54,7 @@ pub(crate) fn enqueue_ops(rules: &[ReplicationRule], event: &Event, random: &[u8
                     request: None,
                     detail: None,
                 },
+                more: Vec::new(),
                 endpoint: rule.name.clone(),
                 attempts: 0,
                 next_at: event.at,

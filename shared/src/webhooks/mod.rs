@@ -60,8 +60,9 @@ pub struct Webhooks {
 /// does not bind it; what this gives up is the pulls of the last flush interval on a crash.
 #[derive(Debug)]
 struct PullBuffer {
-    ops: std::sync::Mutex<Vec<crate::storage::BatchOp>>,
-    /// Most outbox entries held: past it, pull events are dropped (and counted) rather than
+    /// One per (event, endpoint), in order; batched when written ([`outbox::batched_ops`]).
+    held: std::sync::Mutex<Vec<Delivery>>,
+    /// Most deliveries held: past it, pull events are dropped (and counted) rather than
     /// memory growing with a receiver that cannot keep up.
     max: usize,
     dropped: std::sync::atomic::AtomicU64,
@@ -78,23 +79,25 @@ impl Webhooks {
     /// long-lived process only (`berth serve`): a Worker isolate or Lambda instance may be
     /// frozen or dropped between requests, so they keep writing pulls with the request.
     pub fn buffer_pulls(mut self, max: usize) -> Self {
-        self.pulls = Some(std::sync::Arc::new(PullBuffer { ops: Default::default(), max, dropped: Default::default() }));
+        self.pulls = Some(std::sync::Arc::new(PullBuffer { held: Default::default(), max, dropped: Default::default() }));
         self
     }
 
-    /// Writes the buffered pull events in one batch. Returns how many outbox entries it wrote.
-    /// On a storage error they are put back (within the bound) for the next flush.
+    /// Writes the buffered pull events in one storage batch, as outbox entries that each carry
+    /// up to [`outbox::MAX_BATCH_EVENTS`] events for one endpoint, sent in one POST: one request
+    /// per pull would have the receiver (and this registry) spend more on deliveries than on the
+    /// pulls. Returns how many events it wrote. On a storage error they are put back (within
+    /// the bound) for the next flush.
     pub async fn flush_pulls<M: MetaStore>(&self, meta: &M) -> StorageResult<usize> {
         let Some(buffer) = &self.pulls else { return Ok(0) };
-        let ops = std::mem::take(&mut *buffer.ops.lock().unwrap_or_else(|p| p.into_inner()));
-        if ops.is_empty() {
+        let held = std::mem::take(&mut *buffer.held.lock().unwrap_or_else(|p| p.into_inner()));
+        if held.is_empty() {
             return Ok(0);
         }
-        let n = ops.len();
-        match self.write(meta, ops.clone()).await {
-            Ok(()) => Ok(n),
+        match self.write(meta, outbox::batched_ops(&held)).await {
+            Ok(()) => Ok(held.len()),
             Err(e) => {
-                buffer.hold(ops);
+                buffer.hold(held);
                 Err(e)
             }
         }
@@ -144,16 +147,14 @@ impl Webhooks {
         refusal: Option<&serde_json::Value>,
         ctx: &RequestContext,
     ) -> StorageResult<usize> {
-        let ops: Vec<_> = hook_events(event, request, refusal, ctx)
-            .iter()
-            .flat_map(|e| outbox::enqueue_ops(&self.config, e))
-            .collect();
+        let events = hook_events(event, request, refusal, ctx);
         match &self.pulls {
             Some(buffer) if event.action == crate::events::EventAction::Pull => {
-                buffer.hold(ops);
+                buffer.hold(events.iter().flat_map(|e| outbox::deliveries(&self.config, e)).collect());
                 Ok(0)
             }
             _ => {
+                let ops: Vec<_> = events.iter().flat_map(|e| outbox::enqueue_ops(&self.config, e)).collect();
                 let n = ops.len();
                 self.write(meta, ops).await.map(|()| n)
             }
@@ -187,16 +188,16 @@ impl Webhooks {
 }
 
 impl PullBuffer {
-    fn hold(&self, ops: Vec<crate::storage::BatchOp>) {
-        if ops.is_empty() {
+    fn hold(&self, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
             return;
         }
-        let mut held = self.ops.lock().unwrap_or_else(|p| p.into_inner());
-        if held.len() + ops.len() > self.max {
-            self.dropped.fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.len() + deliveries.len() > self.max {
+            self.dropped.fetch_add(deliveries.len() as u64, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        held.extend(ops);
+        held.extend(deliveries);
     }
 }
 

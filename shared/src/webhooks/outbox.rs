@@ -45,10 +45,14 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 /// The last error kept on a record (a receiver's status line or a connection error).
 const MAX_ERROR_CHARS: usize = 300;
 
-/// One delivery of one event to one endpoint.
+/// One delivery of one event (or, for pulls, a batch of events) to one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     pub event: HookEvent,
+    /// Events sent in the same request after `event`: pulls batched by
+    /// [`super::Webhooks::flush_pulls`] (up to [`MAX_BATCH_EVENTS`] in all). Empty for the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<HookEvent>,
     pub endpoint: String,
     /// Attempts made so far.
     pub attempts: u32,
@@ -61,7 +65,20 @@ pub struct Delivery {
     pub last_error: Option<String>,
 }
 
+/// Events one batched delivery carries at most: one POST of about 50 KB of pulls.
+pub const MAX_BATCH_EVENTS: usize = 100;
+
 impl Delivery {
+    /// A first delivery of `event` to `endpoint`, due at once.
+    pub(crate) fn new(event: HookEvent, endpoint: &str) -> Self {
+        Delivery { next_at: event.at, event, more: Vec::new(), endpoint: endpoint.to_owned(), attempts: 0, lease_until: 0, last_error: None }
+    }
+
+    /// The events this delivery sends, in order.
+    pub fn events(&self) -> impl Iterator<Item = &HookEvent> {
+        std::iter::once(&self.event).chain(&self.more)
+    }
+
     /// `<event id>.<endpoint>`: names the delivery in admin commands.
     pub fn id(&self) -> String {
         format!("{}.{}", self.event.id, self.endpoint)
@@ -102,17 +119,36 @@ pub(crate) fn enqueue_ops_with(config: &WebhookConfig, event: &HookEvent, cond: 
         .iter()
         .filter(|e| e.wants(event.kind, event.repository.as_deref()))
         .map(|e| {
-            let d = Delivery {
-                event: event.clone(),
-                endpoint: e.name.clone(),
-                attempts: 0,
-                next_at: event.at,
-                lease_until: 0,
-                last_error: None,
-            };
+            let d = Delivery::new(event.clone(), &e.name);
             BatchOp::Put { key: d.due_key(), value: d.encode(), cond: cond.clone() }
         })
         .collect()
+}
+
+/// The endpoints that want `event`, each with its first delivery of it (not yet in the outbox).
+pub(crate) fn deliveries(config: &WebhookConfig, event: &HookEvent) -> Vec<Delivery> {
+    config.endpoints.iter().filter(|e| e.wants(event.kind, event.repository.as_deref())).map(|e| Delivery::new(event.clone(), &e.name)).collect()
+}
+
+/// `held` deliveries (single events, in order) as outbox entries of up to [`MAX_BATCH_EVENTS`]
+/// events per endpoint, each written under its first event's id: one POST carries a batch.
+pub(crate) fn batched_ops(held: &[Delivery]) -> Vec<BatchOp> {
+    let mut by_endpoint: Vec<(&str, Vec<&Delivery>)> = Vec::new();
+    for d in held {
+        match by_endpoint.iter_mut().find(|(e, _)| *e == d.endpoint) {
+            Some((_, list)) => list.push(d),
+            None => by_endpoint.push((&d.endpoint, vec![d])),
+        }
+    }
+    let mut ops = Vec::new();
+    for (_, list) in by_endpoint {
+        for chunk in list.chunks(MAX_BATCH_EVENTS) {
+            let mut first = chunk[0].clone();
+            first.more = chunk[1..].iter().flat_map(|d| d.events().cloned()).collect();
+            ops.push(BatchOp::Put { key: first.due_key(), value: first.encode(), cond: Precondition::Absent });
+        }
+    }
+    ops
 }
 
 /// What one `deliver` call did.
@@ -171,9 +207,10 @@ impl Webhooks {
             self.move_to_failed(meta, key, &version, &delivery).await?;
             return Ok(Outcome::Failed);
         };
-        let body = delivery.event.body(endpoint.format, &self.registry_url);
+        let events: Vec<&HookEvent> = delivery.events().collect();
+        let body = payload::body_of(&events, endpoint.format, &self.registry_url);
         let headers = vec![
-            ("content-type".to_owned(), payload::content_type(endpoint.format).to_owned()),
+            ("content-type".to_owned(), payload::content_type_of(endpoint.format, events.len()).to_owned()),
             (payload::EVENT_ID_HEADER.to_owned(), delivery.event.id.clone()),
             (payload::EVENT_KIND_HEADER.to_owned(), delivery.event.kind.as_str().to_owned()),
             (payload::SIGNATURE_HEADER.to_owned(), payload::sign(endpoint.secret.as_bytes(), now, &body)),

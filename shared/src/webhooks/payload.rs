@@ -16,6 +16,7 @@ pub const EVENT_KIND_HEADER: &str = "berth-event";
 
 pub const DISTRIBUTION_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
 pub const CLOUDEVENTS_MEDIA_TYPE: &str = "application/cloudevents+json";
+pub const CLOUDEVENTS_BATCH_MEDIA_TYPE: &str = "application/cloudevents-batch+json";
 
 /// The request that caused an event (Distribution's `request` object).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,7 +113,12 @@ impl HookEvent {
     /// The body for `format`. `registry_url` (`https://registry.example`, no trailing slash,
     /// may be empty) makes the target's `url` and the event's `source`.
     pub fn body(&self, format: Format, registry_url: &str) -> Vec<u8> {
-        let value = match format {
+        body_of(&[self], format, registry_url)
+    }
+
+    /// The event as `format` puts it: Distribution's entry of `events`, or a CloudEvent.
+    fn value(&self, format: Format, registry_url: &str) -> Value {
+        match format {
             Format::Distribution => {
                 let mut event = json!({
                     "id": self.id,
@@ -126,7 +132,7 @@ impl HookEvent {
                 if let Some(r) = &self.request {
                     event["request"] = json!(r);
                 }
-                json!({ "events": [event] })
+                event
             }
             Format::Cloudevents => json!({
                 "specversion": "1.0",
@@ -148,14 +154,32 @@ impl HookEvent {
                     "detail": self.detail,
                 },
             }),
-        };
-        serde_json::to_vec(&value).unwrap_or_default()
+        }
     }
 }
 
+/// The body of one delivery of `events` (one, or a batch of pulls): Distribution's envelope
+/// holds them all in `events`, as its receivers expect; CloudEvents sends one event in
+/// structured mode and several in batched mode (a JSON array, the HTTP binding's batch format).
+pub fn body_of(events: &[&HookEvent], format: Format, registry_url: &str) -> Vec<u8> {
+    let mut values: Vec<Value> = events.iter().map(|e| e.value(format, registry_url)).collect();
+    let value = match format {
+        Format::Distribution => json!({ "events": values }),
+        Format::Cloudevents if values.len() == 1 => values.remove(0),
+        Format::Cloudevents => Value::Array(values),
+    };
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
 pub fn content_type(format: Format) -> &'static str {
+    content_type_of(format, 1)
+}
+
+/// The content type of a delivery of `n` events (see [`body_of`]).
+pub fn content_type_of(format: Format, n: usize) -> &'static str {
     match format {
         Format::Distribution => DISTRIBUTION_MEDIA_TYPE,
+        Format::Cloudevents if n > 1 => CLOUDEVENTS_BATCH_MEDIA_TYPE,
         Format::Cloudevents => CLOUDEVENTS_MEDIA_TYPE,
     }
 }

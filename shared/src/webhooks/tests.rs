@@ -277,8 +277,63 @@ async fn buffered_pulls_are_written_by_the_flush_and_bounded() {
     assert!(hooks.flush_pulls(h.registry.meta_store()).await.is_err());
     h.registry.meta_store().break_outbox.store(false, Ordering::Relaxed);
     assert_eq!(hooks.flush_pulls(h.registry.meta_store()).await.unwrap(), 2);
-    assert_eq!(pulls(h.kinds().await), 2);
+    // Both in one entry (one POST).
+    assert_eq!(pulls(h.kinds().await), 1);
+    let batch = h.outbox().await.into_iter().find(|d| d.event.kind == HookKind::Pull).unwrap();
+    assert_eq!(batch.events().filter(|e| e.kind == HookKind::Pull).count(), 2);
     assert_eq!(hooks.flush_pulls(h.registry.meta_store()).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn buffered_pulls_go_out_a_hundred_to_a_post_per_endpoint() {
+    let extra = "[[webhooks.endpoints]]\nname = \"ce\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"0123456789abcdef-other\"\n\
+                 allow_private = true\nformat = \"cloudevents\"\nevents = [\"pull\"]\n";
+    let text = config(extra).replace("events = [\"push\",", "events = [\"pull\", \"push\",");
+    let policies = crate::policy::Policies::from_policy_file(&text).unwrap();
+    let registry = Registry::new(MemoryBlobStore::new(), Store::default(), Config::new(b"s".to_vec()))
+        .with_policies(policies)
+        .with_webhooks(hooks(&text).buffer_pulls(1000));
+    let h = Harness { registry, random: AtomicU8::new(1) };
+    let (bytes, _) = h.image("team/app", 1).await;
+    assert_eq!(h.send("PUT", "/v2/team/app/manifests/v1", &bytes).await, StatusCode::CREATED);
+    for _ in 0..250 {
+        assert_eq!(h.send("GET", "/v2/team/app/manifests/v1", b"").await, StatusCode::OK);
+    }
+    let hooks = h.registry.webhooks().unwrap();
+    let meta = h.registry.meta_store();
+    assert_eq!(hooks.flush_pulls(meta).await.unwrap(), 500, "250 pulls for each of two endpoints");
+    let rx = Receiver::default();
+    let r = hooks.deliver(meta, &rx, NOW + 10, 100, 4).await.unwrap();
+    // ci: the push and the tag (two entries) and 3 batches of pulls; ce: 3 batches.
+    assert_eq!((r.delivered, r.retrying, r.failed), (2 + 3 + 3, 0, 0));
+    assert!(h.outbox().await.is_empty());
+    let got = rx.got.lock().unwrap();
+    let mut sizes = (Vec::new(), Vec::new());
+    let mut ids = std::collections::HashSet::new();
+    for (headers, body) in got.iter() {
+        let content_type = &headers.iter().find(|(k, _)| k == "content-type").unwrap().1;
+        let sig = &headers.iter().find(|(k, _)| k == payload::SIGNATURE_HEADER).unwrap().1;
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        if content_type == payload::DISTRIBUTION_MEDIA_TYPE {
+            assert!(payload::verify(SECRET.as_bytes(), sig, body, NOW + 10, 300), "signed with ci's secret");
+            let events = v["events"].as_array().unwrap();
+            if events[0]["action"] == "pull" {
+                sizes.0.push(events.len());
+                ids.extend(events.iter().map(|e| format!("ci {}", e["id"])));
+            }
+        } else {
+            assert_eq!(content_type, payload::CLOUDEVENTS_BATCH_MEDIA_TYPE);
+            assert!(payload::verify(b"0123456789abcdef-other", sig, body, NOW + 10, 300), "signed with ce's secret");
+            let events = v.as_array().unwrap();
+            assert!(events.iter().all(|e| e["type"] == "io.berth.registry.pull" && e["specversion"] == "1.0"));
+            sizes.1.push(events.len());
+            ids.extend(events.iter().map(|e| format!("ce {}", e["id"])));
+        }
+    }
+    sizes.0.sort();
+    sizes.1.sort();
+    assert_eq!(sizes, (vec![50, 100, 100], vec![50, 100, 100]));
+    assert_eq!(ids.len(), 500, "every pull once per endpoint, each with its own id");
 }
 
 #[tokio::test]
