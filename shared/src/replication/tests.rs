@@ -135,13 +135,18 @@ fn setup() -> (Arc<Dest>, Reg, UpstreamClient) {
 }
 
 async fn dest_digest(dest: &Dest, repo: &str, reference: &str) -> Option<String> {
+    digest_at(&dest.reg, repo, reference).await
+}
+
+/// The digest `repo:reference` names in `reg` (a HEAD), if any.
+async fn digest_at(reg: &Reg, repo: &str, reference: &str) -> Option<String> {
     let req = http::Request::builder()
         .method("HEAD")
         .uri(format!("/v2/{repo}/manifests/{reference}"))
         .header("accept", format!("{},{}", crate::manifests::OCI_INDEX, crate::manifests::OCI_MANIFEST))
         .body(crate::body::empty_stream())
         .unwrap();
-    let r = dest.reg.handle(req, ctx(1)).await;
+    let r = reg.handle(req, ctx(1)).await;
     (r.status() == StatusCode::OK).then(|| r.headers()["docker-content-digest"].to_str().unwrap().to_owned())
 }
 
@@ -246,3 +251,6 @@ async fn a_push_is_replicated_through_the_outbox_after_the_destination_comes_bac
     assert_eq!(src.replicate_due(&client, now, 10).await.unwrap().copied, 1);
     assert_eq!(dest_digest(&dest, "copy/app/web", "v1").await, None, "deleted at the destination too");
 }
+
+/// Pull mode against the same fake remote.
+mod sync;
