@@ -190,7 +190,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         let mut statuses = replication::statuses(&self.meta).await?;
         let mut body = self.queue_state(replication::outbox::QUEUE, req).await?;
         body.insert("rules".into(), json!(rules.iter().map(|r| rule_view(r, &mut statuses)).collect::<Vec<_>>()));
-        let mut states = replication::per_rule(&self.meta, replication::sync::STATE).await?;
+        let mut states = replication::sync::states(&self.meta).await?;
         body.insert("sync".into(), json!(sync.iter().map(|r| sync_view(r, &mut states)).collect::<Vec<_>>()));
         Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()))
     }

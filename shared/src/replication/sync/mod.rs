@@ -110,6 +110,11 @@ fn state_key(rule: &str) -> String {
     format!("{STATE}{rule}")
 }
 
+/// Every sync rule's state (rules never run have none).
+pub async fn states<M: MetaStore>(meta: &M) -> crate::storage::StorageResult<Vec<SyncState>> {
+    super::per_rule(meta, STATE).await
+}
+
 /// The `<...>; rel="next"` of a paged answer.
 fn next_link(headers: &HeaderMap) -> Option<&str> {
     let link = header_str(headers, "link")?;
