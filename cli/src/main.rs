@@ -8,6 +8,7 @@ mod docker_archive;
 mod gc;
 mod image_layout;
 mod local;
+mod pull_sync;
 mod push;
 mod push_image;
 mod quota;
@@ -72,8 +73,8 @@ enum Command {
     /// Webhook deliveries kept as failed, and redelivery (docs/webhooks.md).
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
-    /// Copy images to other registries by a replication rule, by hand; rules' last results,
-    /// failed entries and retry (docs/replication.md).
+    /// Copy images to other registries by a replication rule, or from one by a sync rule, by
+    /// hand; rules' last results, failed entries and retry (docs/replication.md).
     Replicate(replicate::ReplicateArgs),
 }
 

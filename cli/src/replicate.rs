@@ -34,7 +34,7 @@ pub struct ReplicationFlags {
     pub replication_timeout_secs: u64,
 }
 
-fn client(timeout_secs: u64) -> Result<UpstreamClient, String> {
+pub(crate) fn client(timeout_secs: u64) -> Result<UpstreamClient, String> {
     let http = ReqwestUpstream::with_read_timeout(Duration::from_secs(timeout_secs.max(1)))?;
     Ok(UpstreamClient::new(Arc::new(http)))
 }
@@ -51,6 +51,7 @@ where
     B: BlobStore + 'static,
     M: MetaStore + 'static,
 {
+    crate::pull_sync::spawn(registry.clone(), flags).await?;
     if registry.replication_rules().is_empty() {
         return Ok(());
     }
@@ -155,12 +156,15 @@ pub struct ReplicateArgs {
 
 #[derive(clap::Subcommand)]
 enum ReplicateCommand {
-    /// Each rule's last result, and the outbox: entries waiting, entries kept as failed.
+    /// Each rule's last result (sync rules too), and the outbox: entries waiting, entries kept
+    /// as failed.
     Status(DataDir),
     /// Entries kept as failed after their last attempt.
     Failed(DataDir),
     /// Put failed entries back in the outbox; the next `berth serve` runs them.
     Retry(RetryArgs),
+    /// Run a sync rule (pull mode: copy from its source registry into this one) now.
+    Sync(crate::pull_sync::SyncArgs),
 }
 
 #[derive(clap::Args)]
@@ -183,10 +187,10 @@ struct RetryArgs {
     all: bool,
 }
 
-/// `berth replicate --rule NAME (--all | REPO:TAG | REPO@DIGEST)`: offline, on a stopped
-/// `berth serve`'s data directory (its database allows one process), like `berth gc`.
+/// A stopped `berth serve`'s data directory and the config holding its rules: the by-hand
+/// commands work offline (its database allows one process), like `berth gc`.
 #[derive(clap::Args)]
-struct RunArgs {
+pub(crate) struct StoreArgs {
     #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
     data_dir: PathBuf,
     /// The registry's auth config, for its `[policies]` (same as `berth serve --auth-config`).
@@ -195,6 +199,24 @@ struct RunArgs {
     /// The policies-only file of a registry without auth (`berth serve --policy-config`).
     #[arg(long, env = "BERTH_POLICY_CONFIG")]
     policy_config: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    pub(crate) async fn open(&self) -> Result<Registry<FsBlobStore, RedbMeta>, String> {
+        let meta = RedbMeta::open_offline(&self.data_dir)?;
+        let blobs = FsBlobStore::open(&self.data_dir, true).await.map_err(|e| e.to_string())?;
+        let auth = self.auth_config.as_deref().map(crate::auth::read_config).transpose()?;
+        let policies = crate::auth::policies(auth.as_ref(), self.policy_config.as_deref())?;
+        // Nothing here signs upload ids for clients: any key will do.
+        Ok(Registry::new(blobs, meta, berth_core::Config::new(vec![0; 32])).with_policies(policies))
+    }
+}
+
+/// `berth replicate --rule NAME (--all | REPO:TAG | REPO@DIGEST)`.
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    store: StoreArgs,
     /// The rule, by name.
     #[arg(long)]
     rule: Option<String>,
@@ -224,6 +246,7 @@ fn split_target(t: &str) -> Result<(String, String), String> {
 pub async fn run(args: ReplicateArgs) -> Result<(), String> {
     match args.command {
         None => run_by_hand(args.run).await,
+        Some(ReplicateCommand::Sync(a)) => crate::pull_sync::run_by_hand(a).await,
         Some(ReplicateCommand::Status(a)) => {
             let meta = RedbMeta::open_offline(&a.data_dir)?;
             let statuses = berth_core::replication::statuses(&meta).await.map_err(|e| e.message)?;
@@ -247,6 +270,7 @@ pub async fn run(args: ReplicateArgs) -> Result<(), String> {
                     );
                 }
             }
+            crate::pull_sync::print_status(&meta, a.json).await?;
             let (waiting, failed) = berth_core::replication::outbox::outbox_size(&meta).await.map_err(|e| e.message)?;
             if !a.json {
                 println!("outbox: {waiting} waiting, {failed} failed");
@@ -295,12 +319,7 @@ async fn run_by_hand(args: RunArgs) -> Result<(), String> {
         (None, true) => None,
         _ => return Err("give --all or one REPO:TAG".into()),
     };
-    let meta = RedbMeta::open_offline(&args.data_dir)?;
-    let blobs = FsBlobStore::open(&args.data_dir, true).await.map_err(|e| e.to_string())?;
-    let auth = args.auth_config.as_deref().map(crate::auth::read_config).transpose()?;
-    let policies = crate::auth::policies(auth.as_ref(), args.policy_config.as_deref())?;
-    // Nothing here signs upload ids: any key will do.
-    let registry = Registry::new(blobs, meta, berth_core::Config::new(vec![0; 32])).with_policies(policies);
+    let registry = args.store.open().await?;
     let Some(rule) = registry.replication_rules().iter().find(|r| r.name == name).cloned() else {
         let names: Vec<_> = registry.replication_rules().iter().map(|r| r.name.as_str()).collect();
         return Err(format!("no replication rule is named {name:?} (the config has: {})", names.join(", ")));

@@ -7,7 +7,8 @@
 //!   count of pending ones.
 //! - `GET /v2/_berth/replication` (the catalog right): the replication rules (never their
 //!   credentials), each rule's last result, and the outbox's failed and pending entries, as
-//!   for webhooks (the two share the outbox's code, docs/replication.md).
+//!   for webhooks (the two share the outbox's code, docs/replication.md); and the pull-mode
+//!   (`sync`) rules with their last run.
 //! - `GET /v2/<name>/_berth/retention` (pull): the tags and manifests the retention rule
 //!   covering the repository would delete now, planned by GC's own code, read-only.
 
@@ -20,7 +21,8 @@ use crate::policy::retention::Deletion;
 use crate::records::{manifest_prefix, tag_prefix};
 use crate::reply::Reply;
 use crate::storage::{BlobStore, MetaStore};
-use crate::replication::{self, ReplicationRule, RuleStatus};
+use crate::replication::sync::SyncStatus;
+use crate::replication::{self, ReplicationRule, RuleStatus, SyncRule, SyncState};
 use crate::webhooks::outbox::{self, Queue, WEBHOOKS};
 use crate::webhooks::{Delivery, EndpointConfig};
 use crate::{query_of, query_param, Registry};
@@ -118,6 +120,38 @@ fn rule_view<'a>(rule: &'a ReplicationRule, statuses: &mut Vec<RuleStatus>) -> R
     }
 }
 
+/// A pull-mode rule (docs/replication.md, "Pull mode"), never its credentials.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SyncView<'a> {
+    name: &'a str,
+    source: String,
+    repositories: &'a [String],
+    tags: &'a [String],
+    prefix: &'a str,
+    every: &'a str,
+    /// Unix seconds of the last start (0: never), and whether a run holds the rule now.
+    started: u64,
+    running: bool,
+    /// The last run's result; None before the first.
+    last: Option<SyncStatus>,
+}
+
+fn sync_view<'a>(rule: &'a SyncRule, states: &mut Vec<SyncState>) -> SyncView<'a> {
+    let state = states.iter().position(|s| s.rule == rule.name).map(|i| states.swap_remove(i)).unwrap_or_default();
+    SyncView {
+        name: &rule.name,
+        source: without_userinfo(&rule.source),
+        repositories: &rule.repositories,
+        tags: &rule.tags,
+        prefix: &rule.prefix,
+        every: &rule.every,
+        started: state.started,
+        running: state.lease_until != 0,
+        last: state.last,
+    }
+}
+
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// A page of an outbox queue's failed entries (after the id `?last=`) and a bounded count
     /// of its pending ones, as the `failed`, `moreFailed`, `pending` and `morePending` fields.
@@ -148,13 +182,16 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
 
     pub(crate) async fn replication_state(&self, req: &crate::Parts) -> Result<Reply> {
         let rules = self.replication_rules();
-        if rules.is_empty() {
-            let body = json!({ "rules": [], "failed": [], "pending": 0 });
+        let sync = self.sync_rules();
+        if rules.is_empty() && sync.is_empty() {
+            let body = json!({ "rules": [], "sync": [], "failed": [], "pending": 0 });
             return Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()));
         }
         let mut statuses = replication::statuses(&self.meta).await?;
         let mut body = self.queue_state(replication::outbox::QUEUE, req).await?;
         body.insert("rules".into(), json!(rules.iter().map(|r| rule_view(r, &mut statuses)).collect::<Vec<_>>()));
+        let mut states = replication::sync::states(&self.meta).await?;
+        body.insert("sync".into(), json!(sync.iter().map(|r| sync_view(r, &mut states)).collect::<Vec<_>>()));
         Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()))
     }
 

@@ -198,6 +198,15 @@ fn accepts(accept: &[&str], media_type: &str) -> bool {
         })
 }
 
+/// The blobs of an image a registry holds: its config and layers, not foreign or
+/// non-distributable layers (those name URLs elsewhere).
+pub(crate) fn stored_blobs(m: &ImageManifest) -> impl Iterator<Item = &Descriptor> {
+    std::iter::once(m.config()).chain(m.layers().iter().filter(|l| {
+        let foreign = FOREIGN_LAYERS.contains(&l.media_type().to_string().as_str());
+        !foreign && l.urls().as_ref().is_none_or(|u| u.is_empty())
+    }))
+}
+
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// The manifest a reference names. By tag this is one read of the tag record, which carries
     /// the media type, size and (small manifests) bytes; a record written before it did falls
@@ -336,11 +345,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         let (media_type, parsed) = parse_manifest(header_str(&parts.headers, "content-type"), &bytes)?;
         let (tags, query_tags) = push_tags(&reference, parts.uri.query())?;
-        self.check_tag_policies(&name, &tags, &digest).await?;
-        self.check_references(&name, &parsed, ctx.now).await?;
-        self.charge_quotas(&name, &digest, bytes.len() as u64, ctx.now).await?;
-
-        let (record, moved) = self.store_manifest(&name, &digest, &media_type, &bytes, &tags, &parsed, ctx.now).await?;
+        let (record, moved) = self.accept_manifest(&name, &digest, &media_type, &bytes, &tags, &parsed, ctx.now).await?;
         let subject = record.subject.clone();
 
         let mut reply = Reply::new(StatusCode::CREATED)
@@ -354,6 +359,26 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         }
         let found = Found { tags: query_tags, moved, ..Found::manifest(&digest, &media_type, record.size) };
         Ok(reply.found(found))
+    }
+
+    /// What a push checks of verified manifest bytes (tag policies, that what it names is here,
+    /// quotas), then [`Registry::store_manifest`]. Also pull-mode replication's, which stores
+    /// what it copied exactly as if it had been pushed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn accept_manifest(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        media_type: &str,
+        bytes: &Bytes,
+        tags: &[String],
+        parsed: &Parsed,
+        now: u64,
+    ) -> Result<(ManifestRecord, Vec<TagMove>)> {
+        self.check_tag_policies(name, tags, digest).await?;
+        self.check_references(name, parsed, now).await?;
+        self.charge_quotas(name, digest, bytes.len() as u64, now).await?;
+        self.store_manifest(name, digest, media_type, bytes, tags, parsed, now).await
     }
 
     /// Stores verified manifest bytes and makes them visible with their tags, as a push does
@@ -470,11 +495,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         match parsed {
             Parsed::Image(m) => {
-                let blobs = std::iter::once(m.config()).chain(m.layers().iter().filter(|l| {
-                    let foreign = FOREIGN_LAYERS.contains(&l.media_type().to_string().as_str());
-                    !foreign && l.urls().as_ref().is_none_or(|u| u.is_empty())
-                }));
-                let checks = blobs.map(|d| async move {
+                let checks = stored_blobs(m).map(|d| async move {
                     let digest = parse_digest(d.digest().as_ref())?;
                     match self.use_link(name, &digest, now).await? {
                         true => Ok(()),

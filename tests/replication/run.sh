@@ -5,7 +5,8 @@
 # and a third rule that only runs by hand (`berth replicate`). Pushed with skopeo (an image, a
 # two-platform index with `--all`) and curl (a referrer of the index, by digest); digests
 # compared with `skopeo inspect --raw` at each destination. Distribution is stopped before a
-# push and started again: the copy completes after it is back (outbox retry).
+# push and started again: the copy completes after it is back (outbox retry). Last, pull mode
+# (tests/replication/sync.sh): a berth serve with a sync rule copying from Distribution.
 #
 #   bash tests/replication/run.sh
 #
@@ -269,6 +270,9 @@ grep -q '^by-hand	ok' "$WORK/status.out" && ok "status: by-hand ok" || bad "stat
 grep -q '^to-dist	ok' "$WORK/status.out" && ok "status: to-dist ok (after the retry)" || bad "status: $(cat "$WORK/status.out")"
 grep -q 'outbox: 0 waiting, 0 failed' "$WORK/status.out" && ok "status: the outbox is empty" || bad "status: $(cat "$WORK/status.out")"
 if grep -q -e "$ALICE_PW" -e "$BOB_PW" "$WORK/s.log" "$WORK/status.out"; then bad "a password was logged"; else ok "no password in the source's log or status"; fi
+
+# Pull mode: a berth serve syncing from Distribution (tests/replication/sync.sh).
+source "$here/sync.sh"
 
 say "$passed passed, $failed failed"
 [ "$failed" = 0 ]

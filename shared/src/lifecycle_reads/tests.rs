@@ -164,5 +164,46 @@ async fn replication_state_shows_rules_without_credentials_their_last_results_an
 #[tokio::test]
 async fn replication_state_without_rules_is_empty() {
     let (status, body) = get(&registry(None), "/v2/_berth/replication").await;
-    assert_eq!((status, body), (200, json!({ "rules": [], "failed": [], "pending": 0 })));
+    assert_eq!((status, body), (200, json!({ "rules": [], "sync": [], "failed": [], "pending": 0 })));
+}
+
+#[tokio::test]
+async fn replication_state_shows_sync_rules_without_credentials_and_their_last_run() {
+    let config: crate::policy::PolicyConfig = toml::from_str(
+        r#"
+[[sync]]
+name = "hub"
+source = "https://hub.example"
+username = "robot"
+password = "hunter2-password"
+repositories = ["library/alpine"]
+tags = ["3.*"]
+prefix = "hub"
+every = "1h"
+
+[[sync]]
+name = "later"
+source = "https://other.example"
+repositories = ["x/y"]
+every = "1d"
+"#,
+    )
+    .unwrap();
+    let reg = registry(None).with_policies(crate::policy::Policies::new(&config).unwrap());
+    let state = json!({ "rule": "hub", "started": 1_700_000_050u64, "lease_until": 0,
+                        "last": { "at": 1_700_000_050u64, "ok": false, "error": "library/alpine:3.19: digest mismatch",
+                                  "report": { "tags": 2, "unchanged": 1, "synced": 0, "failed": 1, "manifests": 0,
+                                              "blobs_fetched": 0, "blobs_present": 0, "bytes_fetched": 0 } } });
+    put(&reg, format!("{}hub", crate::replication::sync::STATE), &state).await;
+    let (status, body) = get(&reg, "/v2/_berth/replication").await;
+    assert_eq!(status, 200);
+    let text = body.to_string();
+    assert!(!text.contains("hunter2") && !text.contains("robot"), "a credential leaked: {text}");
+    assert_eq!(body["rules"], json!([]));
+    let sync = body["sync"].as_array().unwrap();
+    assert_eq!((sync[0]["name"].as_str(), sync[0]["source"].as_str(), sync[0]["every"].as_str()), (Some("hub"), Some("https://hub.example"), Some("1h")));
+    assert_eq!((sync[0]["started"].as_u64(), sync[0]["running"].as_bool()), (Some(1_700_000_050), Some(false)));
+    assert_eq!(sync[0]["last"]["error"], "library/alpine:3.19: digest mismatch");
+    assert_eq!(sync[0]["last"]["report"]["unchanged"], 1);
+    assert_eq!((sync[1]["name"].as_str(), &sync[1]["last"]), (Some("later"), &Value::Null));
 }

@@ -41,13 +41,21 @@ fn checked_key(name: &RepoName, tag: &str) -> String {
     format!("mirror-checked/{name}@{tag}")
 }
 
+/// A manifest read from an upstream, its digest verified, not stored yet.
+pub(crate) struct Fetched {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: bytes::Bytes,
+    pub parsed: crate::manifests::Parsed,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Checked {
     at: u64,
 }
 
 /// The client's answer to an upstream status other than success or 404.
-fn upstream_status(rule: &MirrorRule, what: &str, status: StatusCode) -> RegistryError {
+pub(crate) fn upstream_status(rule: &MirrorRule, what: &str, status: StatusCode) -> RegistryError {
     if status == StatusCode::TOO_MANY_REQUESTS {
         return oci(ErrorCode::TooManyRequests, format!("upstream registry {} rate-limits pulls of {what}; retry later", rule.base()));
     }
@@ -114,7 +122,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             (Reference::Tag(tag), None) => Some(tag),
             (Reference::Digest(_), None) => None,
         };
-        let response = self.upstream_manifest(rule, upstream, Method::GET, reference, now).await?;
+        let response = self.mirror_manifest(rule, upstream, Method::GET, reference, now).await?;
         let Some(response) = response else {
             return Err(oci(
                 ErrorCode::ManifestUnknown,
@@ -133,7 +141,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// if it moved, and keep serving it when the upstream fails, for another TTL.
     async fn revalidate(&self, name: &RepoName, tag: &str, rule: &MirrorRule, upstream: &str, found: Resolved, now: u64) -> Resolved {
         let reference = Reference::Tag(tag.to_owned());
-        let moved = match self.upstream_manifest(rule, upstream, Method::HEAD, &reference, now).await {
+        let moved = match self.mirror_manifest(rule, upstream, Method::HEAD, &reference, now).await {
             Ok(Some(head)) => header_str(&head.headers, DOCKER_CONTENT_DIGEST.as_str()) != Some(found.digest.as_ref()),
             Ok(None) => {
                 tracing::warn!(repository = %name, tag, "the upstream no longer has this tag; serving the cached one");
@@ -146,7 +154,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         let mut result = found;
         if moved {
-            let fetched = match self.upstream_manifest(rule, upstream, Method::GET, &reference, now).await {
+            let fetched = match self.mirror_manifest(rule, upstream, Method::GET, &reference, now).await {
                 Ok(Some(response)) => self.store_upstream_manifest(name, &reference, rule, upstream, response, now).await.map(Some),
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
@@ -166,9 +174,16 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         let _ = self.put_record(&checked_key(name, tag), &Checked { at: now }, Precondition::None).await;
     }
 
-    /// The upstream's answer for a manifest: Some on 200, None on 404, Err otherwise.
-    async fn upstream_manifest(
+    /// [`Registry::upstream_manifest`] through this registry's own client.
+    async fn mirror_manifest(&self, rule: &MirrorRule, upstream: &str, method: Method, reference: &Reference, now: u64) -> Result<Option<Response>> {
+        self.upstream_manifest(self.upstream_client()?, rule, upstream, method, reference, now).await
+    }
+
+    /// The upstream's answer for a manifest: Some on 200, None on 404, Err otherwise (also
+    /// pull-mode replication's, through its own `client`).
+    pub(crate) async fn upstream_manifest(
         &self,
+        client: &UpstreamClient,
         rule: &MirrorRule,
         upstream: &str,
         method: Method,
@@ -176,7 +191,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         now: u64,
     ) -> Result<Option<Response>> {
         let path = format!("manifests/{reference}");
-        let response = self.upstream_client()?.send(rule, upstream, method, &path, &MANIFEST_TYPES, now).await?;
+        let response = client.send(rule, upstream, method, &path, &MANIFEST_TYPES, now).await?;
         match response.status {
             StatusCode::OK => Ok(Some(response)),
             StatusCode::NOT_FOUND => Ok(None),
@@ -196,6 +211,26 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         response: Response,
         now: u64,
     ) -> Result<Resolved> {
+        let Fetched { digest, media_type, bytes, parsed } = self.read_upstream_manifest(reference, rule, upstream, response).await?;
+        let tags: Vec<String> = match reference {
+            Reference::Tag(tag) => vec![tag.clone()],
+            Reference::Digest(_) => Vec::new(),
+        };
+        // Cached content counts against quotas as pushed content does (docs/quotas.md).
+        self.charge_quotas(name, &digest, bytes.len() as u64, now).await?;
+        self.store_manifest(name, &digest, &media_type, &bytes, &tags, &parsed, now).await?;
+        Ok(Resolved { digest, media_type, size: bytes.len() as u64, inline: Some(bytes) })
+    }
+
+    /// An upstream manifest's bytes, verified: they hash to the digest asked for, or to the one
+    /// the upstream announced (also pull-mode replication's). Nothing is stored.
+    pub(crate) async fn read_upstream_manifest(
+        &self,
+        reference: &Reference,
+        rule: &MirrorRule,
+        upstream: &str,
+        response: Response,
+    ) -> Result<Fetched> {
         let what = format!("{}/{upstream}:{reference}", rule.base());
         let content_type = header_str(&response.headers, "content-type").map(str::to_owned);
         let announced = header_str(&response.headers, DOCKER_CONTENT_DIGEST.as_str()).map(str::to_owned);
@@ -221,14 +256,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         let (media_type, parsed) = parse_manifest(content_type.as_deref(), &bytes)
             .map_err(|e| bad_gateway(format!("manifest {what}: {}; nothing was stored", e.message)))?;
-        let tags: Vec<String> = match reference {
-            Reference::Tag(tag) => vec![tag.clone()],
-            Reference::Digest(_) => Vec::new(),
-        };
-        // Cached content counts against quotas as pushed content does (docs/quotas.md).
-        self.charge_quotas(name, &digest, bytes.len() as u64, now).await?;
-        self.store_manifest(name, &digest, &media_type, &bytes, &tags, &parsed, now).await?;
-        Ok(Resolved { digest, media_type, size: bytes.len() as u64, inline: Some(bytes) })
+        Ok(Fetched { digest, media_type, bytes, parsed })
     }
 
     /// A blob GET/HEAD missed in a mirrored repository: fetch it from the upstream through the
@@ -249,7 +277,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 },
             }
         };
-        let result = self.fetch_blob(name, digest, rule, upstream, ctx).await;
+        let result = self.fetch_blob(client, name, digest, rule, upstream, ctx).await;
         lead.finish(match &result {
             Ok(_) => Outcome::Done,
             Err(e) => Outcome::Failed(e.clone()),
@@ -257,8 +285,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         result
     }
 
-    async fn fetch_blob(
+    /// Fetches a blob from the upstream into `name` (also pull-mode replication's): streamed
+    /// through the monolithic upload path, verified, linked as if pushed; None on a 404.
+    pub(crate) async fn fetch_blob(
         &self,
+        client: &UpstreamClient,
         name: &RepoName,
         digest: &Digest,
         rule: &MirrorRule,
@@ -266,7 +297,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         ctx: &RequestContext,
     ) -> Result<Option<u64>> {
         let path = format!("blobs/{digest}");
-        let response = self.upstream_client()?.send(rule, upstream, Method::GET, &path, &[], ctx.now).await?;
+        let response = client.send(rule, upstream, Method::GET, &path, &[], ctx.now).await?;
         match response.status {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),

@@ -25,6 +25,9 @@ pub struct PolicyConfig {
     /// Copies of repositories to other registries (docs/replication.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replication: Vec<crate::replication::ReplicationRule>,
+    /// Copies of other registries' repositories here, on a schedule (docs/replication.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync: Vec<crate::replication::SyncRule>,
 }
 
 /// A storage limit on the repositories matching `repositories`, which share one usage
@@ -173,6 +176,7 @@ impl PolicyConfig {
     pub fn validate(&self) -> Result<(), String> {
         crate::mirror::config::validate(&self.mirrors)?;
         crate::replication::config::validate(&self.replication)?;
+        crate::replication::sync::config::validate(&self.sync, &self.replication)?;
         for (i, rule) in self.quotas.iter().enumerate() {
             let at = |e: String| format!("policies.quotas rule {}: {e}", i + 1);
             let name_ok = !rule.name.is_empty()

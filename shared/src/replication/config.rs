@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::mirror::config::{check_remote, Secret};
 use crate::mirror::MirrorRule;
 
-fn every_tag() -> Vec<String> {
+pub(crate) fn every_tag() -> Vec<String> {
     vec!["*".to_owned()]
 }
 fn yes() -> bool {
@@ -81,10 +81,7 @@ impl ReplicationRule {
 
     /// The repository at the destination.
     pub fn destination_name(&self, repo: &str) -> String {
-        match self.prefix.trim_matches('/') {
-            "" => repo.to_owned(),
-            p => format!("{p}/{repo}"),
-        }
+        prefixed(&self.prefix, repo)
     }
 
     /// The destination as the registry client (shared with the pull-through cache) sees it.
@@ -103,12 +100,7 @@ impl ReplicationRule {
 pub fn validate(rules: &[ReplicationRule]) -> Result<(), String> {
     for (i, rule) in rules.iter().enumerate() {
         let at = |e: String| format!("policies.replication rule {} ({:?}): {e}", i + 1, rule.name);
-        let name_ok = !rule.name.is_empty()
-            && rule.name.len() <= 64
-            && rule.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !name_ok {
-            return Err(at("name must be 1 to 64 of a-z 0-9 - _".into()));
-        }
+        check_name(&rule.name).map_err(at)?;
         if let Some(j) = rules[..i].iter().position(|r| r.name == rule.name) {
             return Err(at(format!("rule {} has this name too", j + 1)));
         }
@@ -124,19 +116,45 @@ pub fn validate(rules: &[ReplicationRule]) -> Result<(), String> {
         for p in &rule.repositories {
             crate::policy::config::check_repository_pattern(p).map_err(at)?;
         }
-        if rule.tags.is_empty() {
-            return Err(at("tags is empty (leave it out for every tag)".into()));
-        }
-        for p in &rule.tags {
-            crate::policy::config::check_tag_pattern(p).map_err(at)?;
-        }
-        if !rule.prefix.is_empty() {
-            crate::names::RepoName::parse(&rule.prefix)
-                .map_err(|e| at(format!("prefix {:?} is not a repository name: {}", rule.prefix, e.message)))?;
-        }
+        check_tags_and_prefix(&rule.tags, &rule.prefix).map_err(at)?;
         check_remote(&rule.destination, "destination", &rule.username, &rule.password).map_err(at)?;
     }
     Ok(())
+}
+
+/// A rule's name (replication and sync rules share `berth replicate --rule` and the status).
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err("name must be 1 to 64 of a-z 0-9 - _".into())
+    }
+}
+
+/// A rule's tag globs and repository prefix.
+pub(crate) fn check_tags_and_prefix(tags: &[String], prefix: &str) -> Result<(), String> {
+    if tags.is_empty() {
+        return Err("tags is empty (leave it out for every tag)".into());
+    }
+    for p in tags {
+        crate::policy::config::check_tag_pattern(p)?;
+    }
+    if !prefix.is_empty() {
+        crate::names::RepoName::parse(prefix).map_err(|e| format!("prefix {prefix:?} is not a repository name: {}", e.message))?;
+    }
+    Ok(())
+}
+
+/// `<prefix>/<repo>`; "" keeps the name (the destination's name in push mode, the local one
+/// in pull mode).
+pub(crate) fn prefixed(prefix: &str, repo: &str) -> String {
+    match prefix.trim_matches('/') {
+        "" => repo.to_owned(),
+        p => format!("{p}/{repo}"),
+    }
 }
 
 #[cfg(test)]

@@ -8,11 +8,13 @@ pub mod config;
 pub mod copy;
 pub mod events;
 pub mod outbox;
+pub mod sync;
 
 use serde::{Deserialize, Serialize};
 
 pub use config::ReplicationRule;
 pub use copy::CopyReport;
+pub use sync::{SyncReport, SyncRule, SyncState};
 
 use crate::error::Result;
 use crate::mirror::UpstreamClient;
@@ -99,8 +101,16 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
 
 /// Every rule's last result (rules never run have none).
 pub async fn statuses<M: MetaStore>(meta: &M) -> crate::storage::StorageResult<Vec<RuleStatus>> {
+    per_rule(meta, STATUS).await
+}
+
+/// The records under `prefix`, one per rule (up to 1000; unreadable ones are left out).
+pub(crate) async fn per_rule<M: MetaStore, T: serde::de::DeserializeOwned>(
+    meta: &M,
+    prefix: &str,
+) -> crate::storage::StorageResult<Vec<T>> {
     let mut out = Vec::new();
-    for key in meta.list(STATUS, None, 1000).await? {
+    for key in meta.list(prefix, None, 1000).await? {
         if let Some(v) = meta.get(&key).await? {
             if let Ok(s) = serde_json::from_slice(&v.value) {
                 out.push(s);

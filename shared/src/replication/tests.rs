@@ -137,13 +137,18 @@ fn setup() -> (Arc<Dest>, Reg, UpstreamClient) {
 }
 
 async fn dest_digest(dest: &Dest, repo: &str, reference: &str) -> Option<String> {
+    digest_at(&dest.reg, repo, reference).await
+}
+
+/// The digest `repo:reference` names in `reg` (a HEAD), if any.
+async fn digest_at(reg: &Reg, repo: &str, reference: &str) -> Option<String> {
     let req = http::Request::builder()
         .method("HEAD")
         .uri(format!("/v2/{repo}/manifests/{reference}"))
         .header("accept", format!("{},{}", crate::manifests::OCI_INDEX, crate::manifests::OCI_MANIFEST))
         .body(crate::body::empty_stream())
         .unwrap();
-    let r = dest.reg.handle(req, ctx(1)).await;
+    let r = reg.handle(req, ctx(1)).await;
     (r.status() == StatusCode::OK).then(|| r.headers()["docker-content-digest"].to_str().unwrap().to_owned())
 }
 
@@ -351,3 +356,6 @@ async fn a_worker_that_died_before_recording_the_outcome_leaves_it_to_the_next_w
     assert_eq!(events[0].event.id, again);
     assert_ne!(again, super::events::outcome_id(1, &key, crate::webhooks::HookKind::ReplicationFailed));
 }
+
+/// Pull mode against the same fake remote.
+mod sync;
