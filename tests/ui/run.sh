@@ -215,6 +215,14 @@ repositories = ["team/**"]
 destination = "http://127.0.0.1:9"
 prefix = "copies"
 
+# And a sync rule whose source is never there: its first run fails.
+[[policies.sync]]
+name = "hub"
+source = "http://127.0.0.1:9"
+repositories = ["library/alpine"]
+prefix = "hub"
+every = "1h"
+
 # A receiver that is never there (port 9, discard, closed): team/** pushes fail at once and,
 # with one attempt, show as failed deliveries in the Webhooks panel.
 [webhooks]

@@ -342,6 +342,15 @@ if (mode === "open") {
       await rules.waitFor();
     }
     if (process.env.UI_TARGET !== "worker") assert.match(await ruleRow.textContent(), /^drhttp:\/\/127\.0\.0\.1:9\/copiesteam\/\*\*on pushfailed \d{4}-.* UTC: team\/secret:(v1|old): ./);
+    // The sync rule (pull mode): on serve its first run starts at once and fails.
+    const syncRow = page.getByRole("region", { name: "Replication" }).getByRole("table", { name: "Sync rules" }).locator("tbody tr").first();
+    await syncRow.getByRole("cell", { name: "1h", exact: true }).waitFor();
+    for (let i = 0; process.env.UI_TARGET !== "worker" && i < 30 && !/failed/.test((await syncRow.textContent()) ?? ""); i++) {
+      await page.waitForTimeout(500);
+      await page.reload();
+      await syncRow.waitFor();
+    }
+    if (process.env.UI_TARGET !== "worker") assert.match(await syncRow.textContent(), /^hubhttp:\/\/127\.0\.0\.1:9 into hub\/library\/alpine1hfailed \d{4}-.* UTC.*: ./);
     await shot(page, "replication-admin");
     await page.getByRole("link", { name: "team/secret" }).click();
     await page.getByRole("button", { name: "Delete tag old" }).click();

@@ -320,8 +320,16 @@ export interface ReplicationRuleView {
   name: string; destination: string; repositories: string[]; tags: string[]; prefix: string;
   deletes: boolean; onPush: boolean; last: ReplicationResult | null;
 }
+export interface SyncResult {
+  at: number; ok: boolean; error?: string | null;
+  report?: { tags: number; unchanged: number; synced: number; failed: number; manifests: number; blobs_fetched: number };
+}
+export interface SyncRuleView {
+  name: string; source: string; repositories: string[]; tags: string[]; prefix: string; every: string;
+  started: number; running: boolean; last: SyncResult | null;
+}
 export interface ReplicationState {
-  rules: ReplicationRuleView[]; failed: FailedDelivery[]; moreFailed?: boolean; pending: number; morePending?: boolean;
+  rules: ReplicationRuleView[]; sync?: SyncRuleView[]; failed: FailedDelivery[]; moreFailed?: boolean; pending: number; morePending?: boolean;
 }
 
 /** Replication rules, their last results and failed copies (`GET /v2/_berth/replication`,

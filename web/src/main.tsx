@@ -3,7 +3,7 @@ import { useEffect, useState } from "preact/hooks";
 import "./style.css";
 import {
   api, ApiError, apiAsCaller, authEnabled, currentUser, Descriptor, FailedDelivery, formatSize, formatTime, fullSize, getManifest, isIndex,
-  login, logout, Manifest, mayDelete, nextLast, policyState, PolicyState, quotaUsage, ReplicationResult, replicationState, retentionPreview,
+  login, logout, Manifest, mayDelete, nextLast, policyState, PolicyState, quotaUsage, ReplicationResult, replicationState, retentionPreview, SyncResult,
   tagDetails, webhookState,
 } from "./api";
 
@@ -297,7 +297,7 @@ function ReplicationPanel() {
       <h2 id="replication">Replication</h2>
       <Status error={state.error} loading={d === undefined && !state.error} />
       {d === null && <p class="note">Shown to those who may list every repository (the catalog right).</p>}
-      {d && d.rules.length === 0 && <p>No replication rules configured (docs/replication.md).</p>}
+      {d && d.rules.length === 0 && !d.sync?.length && <p>No replication rules configured (docs/replication.md).</p>}
       {d && d.rules.length > 0 && (
         <>
           <table aria-label="Replication rules">
@@ -319,8 +319,33 @@ function ReplicationPanel() {
           {d.moreFailed && <p class="note">The first 100 failed copies are shown; <code>berth replicate failed</code> lists them all.</p>}
         </>
       )}
+      {d && d.sync && d.sync.length > 0 && (
+        <table aria-label="Sync rules">
+          <thead><tr><th scope="col">Sync rule</th><th scope="col">Source</th><th scope="col">Repositories</th><th scope="col">Every</th><th scope="col">Last run</th></tr></thead>
+          <tbody>
+            {d.sync.map((r) => (
+              <tr key={r.name}>
+                <td>{r.name}</td>
+                <td><code>{r.source}</code>{r.prefix ? <> into <code>{r.prefix}/</code></> : ""}</td>
+                <td><code>{r.repositories.join(", ")}</code>{r.tags.join(",") !== "*" ? <> tags <code>{r.tags.join(", ")}</code></> : ""}</td>
+                <td>{r.every}</td>
+                <td>{r.running ? "running; " : ""}<LastSync last={r.last} /></td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
     </section>
   );
+}
+
+/** A sync rule's last run: when, and what it fetched or why it failed. */
+function LastSync({ last }: { last: SyncResult | null }) {
+  if (!last) return <>never run</>;
+  const r = last.report;
+  const counts = r && r.tags > 0 ? `: ${r.synced} of ${r.tags} tags synced, ${r.unchanged} unchanged, ${r.blobs_fetched} blobs fetched` : "";
+  if (!last.ok) return <span class="error">failed {formatTime(last.at)}{counts}: {last.error ?? "unknown error"}</span>;
+  return <>ran {formatTime(last.at)}{counts}</>;
 }
 
 /** A rule's last copy: when, what, and how it went. */
