@@ -25,17 +25,20 @@ trap cleanup EXIT
 export BERTH_LOG=warn
 free() { bash "$root/tests/free-port.sh"; }
 port_off=$(free) port_on=$(free) port_m=$(free) port_hp=$(free) port_hpm=$(free) port_hl=$(free) port_hlm=$(free) port_rx=$(free)
-# The webhook receiver: answers 204 to every POST and counts them.
+# The webhook receiver: answers 204 to every POST and counts them, and the pull events in them
+# (berth serve sends up to 100 to a POST).
 python3 - "$port_rx" >"$W/receiver.log" 2>&1 <<'PY' & pids+=($!)
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     count = 0
+    pulls = 0
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
         H.count += 1
+        H.pulls += body.count(b'"action":"pull"')
         self.send_response(204); self.end_headers()
     def do_GET(self):
-        body = str(H.count).encode()
+        body = f"{H.count} POSTs carrying {H.pulls} pull events".encode()
         self.send_response(200); self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
@@ -98,5 +101,7 @@ cost "metrics + webhooks for pushes" "$mhp"
 cost "metrics + webhooks for pulls" "$mhl"
 counted=$(curl -sf "http://127.0.0.1:$port_m/metrics" | awk '/^berth_http_requests_total\{route="manifest_get",method="GET",status="200"\}/ {print $2}')
 echo "manifest GETs counted by the metrics-on server: $counted"
+echo "manifest GETs counted by the pull-subscribed server: $(curl -sf "http://127.0.0.1:$port_hlm/metrics" | awk '/^berth_http_requests_total\{route="manifest_get",method="GET",status="200"\}/ {print $2}')"
 sleep 3
-echo "webhook deliveries the receiver got (2 per server for the first push, then one per pull): $(curl -sf "http://127.0.0.1:$port_rx/")"
+echo "webhook deliveries the receiver got (2 per server for the first push, then the pulls): $(curl -sf "http://127.0.0.1:$port_rx/")"
+echo "pull events the pull-subscribed server dropped (its buffer full): $(grep -o 'dropped=[0-9]*' "$W/hl.log" | tail -1 | cut -d= -f2 | grep . || echo 0)"
