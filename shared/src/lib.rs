@@ -234,7 +234,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             _ => Ok(0),
         };
         let recorded = match recorded {
-            Ok(n) => self.record_replication(&event, &ctx).await.map(|()| n),
+            Ok(n) => self.record_replication(&event, &ctx).await.map(|r| n + r),
             e => e,
         };
         match recorded {

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod copy;
 pub mod outbox;
+pub mod scheduled;
 
 use serde::{Deserialize, Serialize};
 

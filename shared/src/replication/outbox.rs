@@ -46,31 +46,46 @@ pub(crate) fn enqueue_ops(rules: &[ReplicationRule], event: &Event, random: &[u8
             if !rule.matches(repo, tag.as_deref()) {
                 continue;
             }
-            let d = Delivery {
-                event: HookEvent {
-                    id: crate::webhooks::event_id(event.at, random, n as u32),
-                    kind,
-                    at: event.at,
-                    repository: Some(repo.clone()),
-                    digest: t.digest.clone(),
-                    media_type: None,
-                    size: None,
-                    tag: tag.clone(),
-                    previous_digest: None,
-                    actor: event.subject.clone(),
-                    request: None,
-                    detail: None,
-                },
-                endpoint: rule.name.clone(),
-                attempts: 0,
-                next_at: event.at,
-                lease_until: 0,
-                last_error: None,
-            };
-            ops.push(BatchOp::Put { key: d.due_key_in(QUEUE), value: d.encode(), cond: Precondition::Absent });
+            let id = crate::webhooks::event_id(event.at, random, n as u32);
+            let target = Target { repo, tag: tag.clone(), digest: t.digest.clone() };
+            ops.push(entry_op(rule, kind, target, event.at, event.subject.clone(), id));
         }
     }
     ops
+}
+
+/// What an outbox entry copies: a repository's tag, or a manifest by digest.
+pub(crate) struct Target<'a> {
+    pub repo: &'a str,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+/// The conditional write of one outbox entry of `rule`, due at `at` (pushes, deletes, and the
+/// scheduled full runs of src/replication/scheduled.rs).
+pub(crate) fn entry_op(rule: &ReplicationRule, kind: HookKind, target: Target, at: u64, actor: String, id: String) -> BatchOp {
+    let d = Delivery {
+        event: HookEvent {
+            id,
+            kind,
+            at,
+            repository: Some(target.repo.to_owned()),
+            digest: target.digest,
+            media_type: None,
+            size: None,
+            tag: target.tag,
+            previous_digest: None,
+            actor,
+            request: None,
+            detail: None,
+        },
+        endpoint: rule.name.clone(),
+        attempts: 0,
+        next_at: at,
+        lease_until: 0,
+        last_error: None,
+    };
+    BatchOp::Put { key: d.due_key_in(QUEUE), value: d.encode(), cond: Precondition::Absent }
 }
 
 /// What one [`Registry::replicate_due`] call did.
@@ -130,14 +145,16 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         Ok(report)
     }
 
-    /// Writes the replication entries of a request's event (none when no rule wants it).
-    pub(crate) async fn record_replication(&self, event: &Event, ctx: &crate::RequestContext) -> StorageResult<()> {
+    /// Writes the replication entries of a request's event (none when no rule wants it);
+    /// returns how many, so the response can carry the runtime's wake-up (`webhooks::Enqueued`).
+    pub(crate) async fn record_replication(&self, event: &Event, ctx: &crate::RequestContext) -> StorageResult<usize> {
         let ops = enqueue_ops(self.replication_rules(), event, &ctx.random);
         if ops.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
+        let n = ops.len();
         if self.meta.apply(ops).await?.iter().all(|a| *a) {
-            Ok(())
+            Ok(n)
         } else {
             Err(crate::StorageError::new("a replication outbox entry with the same key exists (random ids repeated)"))
         }

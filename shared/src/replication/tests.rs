@@ -246,3 +246,61 @@ async fn a_push_is_replicated_through_the_outbox_after_the_destination_comes_bac
     assert_eq!(src.replicate_due(&client, now, 10).await.unwrap().copied, 1);
     assert_eq!(dest_digest(&dest, "copy/app/web", "v1").await, None, "deleted at the destination too");
 }
+
+/// A push that only replication wants still marks its response, so a runtime that delivers
+/// from a queue (the Worker, Lambda) wakes its consumer.
+#[tokio::test]
+async fn a_push_with_replication_entries_asks_for_a_wake_up() {
+    let (_dest, src, _client) = setup();
+    let config = push_blob(&src, "app/web", b"{}").await;
+    let manifest = json!({ "schemaVersion": 2, "mediaType": crate::manifests::OCI_MANIFEST, "config": config, "layers": [] });
+    let put = |repo: &str| {
+        http::Request::builder()
+            .method("PUT")
+            .uri(format!("/v2/{repo}/manifests/v1"))
+            .header("content-type", crate::manifests::OCI_MANIFEST)
+            .body(stream(serde_json::to_vec(&manifest).unwrap()))
+            .unwrap()
+    };
+    let response = src.handle(put("app/web"), ctx(2)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.extensions().get::<crate::webhooks::Enqueued>(), Some(&crate::webhooks::Enqueued(1)));
+    push_blob(&src, "lib/x", b"{}").await;
+    let response = src.handle(put("lib/x"), ctx(3)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.extensions().get::<crate::webhooks::Enqueued>(), None, "no rule covers lib/x");
+}
+
+/// The event-driven runtimes' step: due entries within a budget, and full runs on a schedule
+/// enqueued once per period (one invocation wins each rule's run).
+#[tokio::test]
+async fn scheduled_full_runs_go_through_the_outbox_once_per_period() {
+    let (dest, src, client) = setup();
+    let a = image(&src, "app/a", b"layer a", Some("v1")).await;
+    let b = image(&src, "app/b", b"layer b", Some("v2")).await;
+    image(&src, "lib/c", b"layer c", Some("v1")).await;
+    let clock = || 10u64;
+    let budget = crate::gc::Budget { clock: &clock, deadline: Some(10), max_steps: None };
+    let r = src.replicate_for(&client, 1, &budget).await.unwrap();
+    assert_eq!(r.copied, 1, "the deadline stops it after a batch: {r:?}");
+    let budget = crate::gc::Budget { clock: &clock, deadline: Some(11), max_steps: None };
+    let r = src.replicate_for(&client, 1, &budget).await.unwrap();
+    assert_eq!(r.copied, 1, "the next invocation continues: {r:?}");
+    assert_eq!(dest_digest(&dest, "copy/app/b", "v2").await.as_deref(), b["digest"].as_str());
+
+    // Gone at the destination: only a full run copies it again.
+    src.delete_at(&client, &rule(), "app/a", "v1", 12).await.unwrap();
+    src.delete_at(&client, &rule(), "app/a", a["digest"].as_str().unwrap(), 12).await.unwrap();
+    assert_eq!(dest_digest(&dest, "copy/app/a", "v1").await, None);
+    assert_eq!(src.enqueue_full_runs(100, 0).await.unwrap(), 0, "0 is off");
+    assert_eq!(src.enqueue_full_runs(100, 60).await.unwrap(), 2, "the first run: every covered tag");
+    assert_eq!(src.enqueue_full_runs(100, 60).await.unwrap(), 0, "a second invocation in the period: nothing");
+    assert_eq!(src.enqueue_full_runs(159, 60).await.unwrap(), 0, "not due yet");
+    let clock = || 150u64;
+    let budget = crate::gc::Budget { clock: &clock, deadline: None, max_steps: None };
+    let r = src.replicate_for(&client, 16, &budget).await.unwrap();
+    assert_eq!((r.copied, r.retrying, r.failed), (2, 0, 0), "{r:?}");
+    assert_eq!(dest_digest(&dest, "copy/app/a", "v1").await.as_deref(), a["digest"].as_str());
+    assert_eq!(src.enqueue_full_runs(160, 60).await.unwrap(), 2, "due again");
+    assert_eq!(src.meta_store().list(outbox::QUEUE.due, None, 10).await.unwrap().len(), 2);
+}
