@@ -20,6 +20,8 @@ pub const QUEUE: Queue = Queue { due: "replication/due/", failed: "replication/f
 pub const LEASE_SECS: u64 = 3600;
 /// Attempts before an entry is kept as failed (`berth replicate retry` puts it back).
 pub const MAX_ATTEMPTS: u32 = 12;
+/// Entries held by other workers that one round looks past to find `batch` it can claim.
+const LOOK_PAST: usize = 256;
 const RETRY_BASE_SECS: u64 = 5;
 const RETRY_MAX_SECS: u64 = 1800;
 const MAX_ERROR_CHARS: usize = 300;
@@ -102,7 +104,13 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// is many requests already). Any number of workers may call it at once.
     pub async fn replicate_due(&self, client: &UpstreamClient, now: u64, batch: usize) -> StorageResult<DueReport> {
         let mut report = DueReport::default();
-        for key in due_keys(&self.meta, QUEUE, now, batch).await? {
+        // Entries other workers hold stay first in the list (a claim does not move them): look
+        // past them, or `batch` long copies elsewhere (or claims of killed invocations, for
+        // the lease) would stop every other worker.
+        for key in due_keys(&self.meta, QUEUE, now, batch.saturating_add(LOOK_PAST)).await? {
+            if report.copied + report.retrying + report.failed >= batch {
+                break;
+            }
             let Some((mut entry, version)) = claim(&self.meta, &key, now, LEASE_SECS).await? else {
                 report.skipped += 1;
                 continue;

@@ -304,3 +304,26 @@ async fn scheduled_full_runs_go_through_the_outbox_once_per_period() {
     assert_eq!(src.enqueue_full_runs(160, 60).await.unwrap(), 2, "due again");
     assert_eq!(src.meta_store().list(outbox::QUEUE.due, None, 10).await.unwrap().len(), 2);
 }
+
+/// Entries another worker holds (a long copy, or the claim of an invocation that was killed)
+/// stay first in the outbox: a round looks past them instead of finding nothing to do.
+#[tokio::test]
+async fn entries_held_elsewhere_do_not_stop_a_round() {
+    use crate::webhooks::outbox::claim;
+    let (dest, src, client) = setup();
+    for repo in ["app/a", "app/b", "app/c"] {
+        image(&src, repo, repo.as_bytes(), Some("v1")).await;
+    }
+    let due = src.meta_store().list(outbox::QUEUE.due, None, 10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    for key in &due[..2] {
+        assert!(claim(src.meta_store(), key, 10, outbox::LEASE_SECS).await.unwrap().is_some());
+    }
+    let r = src.replicate_due(&client, 10, 2).await.unwrap();
+    assert_eq!((r.copied, r.skipped), (1, 2), "{r:?}");
+    let mut at_dest = 0;
+    for repo in ["copy/app/a", "copy/app/b", "copy/app/c"] {
+        at_dest += dest_digest(&dest, repo, "v1").await.is_some() as usize;
+    }
+    assert_eq!(at_dest, 1, "the entry nobody held");
+}
