@@ -87,6 +87,34 @@ push_referrer() { # push_referrer URL REPO
   expect_eq "the referrer pushed by digest" 201 "$code"
 }
 
+# The copies of what make_images made and push_referrer pushed (app/one:v1, app/multi:v1 with
+# its children and referrer) at both destinations, with their digests; the image pulls whole.
+expect_pushed_copies() {
+  expect_at "Distribution: app/one:v1" "$BOB" "$D/app/one:v1" "$D1"
+  expect_at "Distribution: app/multi:v1 (the index)" "$BOB" "$D/app/multi:v1" "$IDX"
+  expect_at "Distribution: the amd64 child" "$BOB" "$D/app/multi@$CHILD1" "$CHILD1"
+  expect_at "Distribution: the arm64 child" "$BOB" "$D/app/multi@$CHILD2" "$CHILD2"
+  expect_at "Distribution: the referrer" "$BOB" "$D/app/multi@$REF" "$REF"
+  expect_at "Berth (token): rep/app/one:v1" "$ALICE" "$T/rep/app/one:v1" "$D1"
+  expect_at "Berth (token): rep/app/multi:v1" "$ALICE" "$T/rep/app/multi:v1" "$IDX"
+  expect_at "Berth (token): the arm64 child" "$ALICE" "$T/rep/app/multi@$CHILD2" "$CHILD2"
+  expect_at "Berth (token): the referrer" "$ALICE" "$T/rep/app/multi@$REF" "$REF"
+  check "Distribution: the image pulls whole (skopeo copy)" "${SK[@]}" copy -q --src-tls-verify=false --src-creds "$BOB" "docker://$D/app/one:v1" "oci:$WORK/out-d:v1"
+  check "pulled layers are identical" diff -r "$WORK/img1/blobs" "$WORK/out-d/blobs"
+}
+
+# DELETE app/one@D1 at the source URL, then (after WAKE, a command, if given) gone at T, whose
+# rule replicates deletes, and kept at D, whose rule does not.
+expect_delete_replicated() { # expect_delete_replicated URL [WAKE...]
+  local code i url=$1; shift
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$url/v2/app/one/manifests/$D1")
+  expect_eq "DELETE app/one@D1 at the source" 202 "$code"
+  [ $# -gt 0 ] && "$@"
+  for ((i = 0; i < 30; i++)); do [ -z "$(raw_digest "$ALICE" "$T/rep/app/one@$D1")" ] && break; sleep 1; done
+  expect_eq "Berth (token, deletes = true): rep/app/one@D1 gone" "" "$(raw_digest "$ALICE" "$T/rep/app/one@$D1")"
+  expect_eq "Distribution (deletes = false): app/one@D1 kept" "$D1" "$(raw_digest "$BOB" "$D/app/one@$D1")"
+}
+
 # --- destination D: docker-registry with htpasswd (D, BOB_PW, BOB; start_d, D_PID)
 setup_d() {
   D_PORT=$(free_port); D=127.0.0.1:$D_PORT

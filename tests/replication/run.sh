@@ -52,17 +52,7 @@ check "skopeo push app/one:v1 to the source" "${SK[@]}" copy -q --dest-tls-verif
 check "skopeo push the index app/multi:v1 (--all)" "${SK[@]}" copy -q --all --dest-tls-verify=false "oci:$WORK/multi:v1" "docker://$S/app/multi:v1"
 push_referrer "http://$S" app/multi
 
-expect_at "Distribution: app/one:v1" "$BOB" "$D/app/one:v1" "$D1"
-expect_at "Distribution: app/multi:v1 (the index)" "$BOB" "$D/app/multi:v1" "$IDX"
-expect_at "Distribution: the amd64 child" "$BOB" "$D/app/multi@$CHILD1" "$CHILD1"
-expect_at "Distribution: the arm64 child" "$BOB" "$D/app/multi@$CHILD2" "$CHILD2"
-expect_at "Distribution: the referrer" "$BOB" "$D/app/multi@$REF" "$REF"
-expect_at "Berth (token): rep/app/one:v1" "$ALICE" "$T/rep/app/one:v1" "$D1"
-expect_at "Berth (token): rep/app/multi:v1" "$ALICE" "$T/rep/app/multi:v1" "$IDX"
-expect_at "Berth (token): the arm64 child" "$ALICE" "$T/rep/app/multi@$CHILD2" "$CHILD2"
-expect_at "Berth (token): the referrer" "$ALICE" "$T/rep/app/multi@$REF" "$REF"
-check "Distribution: the image pulls whole (skopeo copy)" "${SK[@]}" copy -q --src-tls-verify=false --src-creds "$BOB" "docker://$D/app/one:v1" "oci:$WORK/out-d:v1"
-check "pulled layers are identical" diff -r "$WORK/img1/blobs" "$WORK/out-d/blobs"
+expect_pushed_copies
 # Berth's referrers API at T lists the referrer under the index (it came after its subject).
 CHALLENGE=$(curl -s -D- -o /dev/null "http://$T/v2/rep/app/multi/referrers/$IDX" | tr -d '\r' | grep -i '^www-authenticate:')
 REALM=$(sed -n 's/.*realm="\([^"]*\)".*/\1/p' <<<"$CHALLENGE") SERVICE=$(sed -n 's/.*service="\([^"]*\)".*/\1/p' <<<"$CHALLENGE")
@@ -109,11 +99,7 @@ fi
 rm -rf "$WORK/big"
 
 say "--- a delete replicates where the rule says so"
-code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "http://$S/v2/app/one/manifests/$D1")
-expect_eq "DELETE app/one@D1 at the source" 202 "$code"
-for ((i = 0; i < 30; i++)); do [ -z "$(raw_digest "$ALICE" "$T/rep/app/one@$D1")" ] && break; sleep 1; done
-expect_eq "Berth (token, deletes = true): rep/app/one@D1 gone" "" "$(raw_digest "$ALICE" "$T/rep/app/one@$D1")"
-expect_eq "Distribution (deletes = false): app/one@D1 kept" "$D1" "$(raw_digest "$BOB" "$D/app/one@$D1")"
+expect_delete_replicated "http://$S"
 
 say "--- by hand (berth replicate, on the stopped source's data directory)"
 stop_pid "$S_PID"
