@@ -23,6 +23,30 @@ struct Dest {
     reg: Reg,
     log: Mutex<Vec<String>>,
     down: std::sync::atomic::AtomicBool,
+    /// Token auth (as Berth and Distribution's token servers: the challenge names what the
+    /// request needs, pull for reads) instead of Basic.
+    token: std::sync::atomic::AtomicBool,
+}
+
+/// The token auth of [`Dest::token`]: the token is the scope it grants. None: the request may
+/// go on; Some: the answer (a token, or a 401 with its challenge).
+fn token_auth(req: &UpstreamRequest, path: &str) -> Option<UpstreamResponse> {
+    if let Some(query) = path.strip_prefix("/token?") {
+        let scope = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "scope").map(|(_, v)| v.into_owned());
+        let body = json!({ "token": format!("t:{}", scope.unwrap_or_default()), "expires_in": 300 }).to_string();
+        return Some(UpstreamResponse { status: StatusCode::OK, headers: HeaderMap::new(), body: stream(body.into_bytes()) });
+    }
+    let repo = path.strip_prefix("/v2/")?.split("/manifests/").next()?.split("/blobs/").next()?;
+    let needs = if req.method == http::Method::GET || req.method == http::Method::HEAD { "pull" } else { "pull,push" };
+    let granted = req.headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer t:"));
+    let wanted = format!("repository:{repo}:{needs}");
+    if granted == Some(wanted.as_str()) || granted == Some(format!("repository:{repo}:pull,push").as_str()) {
+        return None;
+    }
+    let mut h = HeaderMap::new();
+    let challenge = format!(r#"Bearer realm="{BASE}/token",service="dest",scope="{wanted}""#);
+    h.insert("www-authenticate", HeaderValue::from_str(&challenge).unwrap());
+    Some(UpstreamResponse { status: StatusCode::UNAUTHORIZED, headers: h, body: stream(Vec::new()) })
 }
 
 struct FakeHttp(Arc<Dest>);
@@ -56,8 +80,12 @@ impl Upstream for FakeHttp {
         }
         let path = req.url.strip_prefix(BASE).ok_or("unknown host")?.to_owned();
         dest.log.lock().unwrap().push(format!("{} {path}", req.method));
+        if dest.token.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(answer) = token_auth(&req, &path) {
+                return Ok(answer);
+            }
         // user:pass
-        if req.headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Basic dXNlcjpwYXNz") {
+        } else if req.headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Basic dXNlcjpwYXNz") {
             let mut h = HeaderMap::new();
             h.insert("www-authenticate", HeaderValue::from_static(r#"Basic realm="dest""#));
             return Ok(UpstreamResponse { status: StatusCode::UNAUTHORIZED, headers: h, body: stream(Vec::new()) });
@@ -128,7 +156,7 @@ fn rule() -> ReplicationRule {
 }
 
 fn setup() -> (Arc<Dest>, Reg, UpstreamClient) {
-    let dest = Arc::new(Dest { reg: memory(), log: Mutex::new(Vec::new()), down: Default::default() });
+    let dest = Arc::new(Dest { reg: memory(), log: Mutex::new(Vec::new()), down: Default::default(), token: Default::default() });
     let policies = Policies::new(&PolicyConfig { replication: vec![rule()], ..Default::default() }).unwrap();
     let client = UpstreamClient::new(Arc::new(FakeHttp(dest.clone())));
     (dest, memory().with_policies(policies), client)
@@ -326,4 +354,26 @@ async fn entries_held_elsewhere_do_not_stop_a_round() {
         at_dest += dest_digest(&dest, repo, "v1").await.is_some() as usize;
     }
     assert_eq!(at_dest, 1, "the entry nobody held");
+}
+
+/// A destination with token auth whose challenges name only `pull` for reads: a copy that only
+/// HEADs before its manifest PUT (everything there already, a new tag) must still get a push
+/// token first, as that PUT cannot be sent twice. Failed before the client asked for its own
+/// scope: "the upstream asked again (auth or redirect) after the body was sent".
+#[tokio::test]
+async fn a_new_tag_of_a_copied_image_gets_a_push_token_from_a_fresh_client() {
+    let (dest, src, client) = setup();
+    dest.token.store(true, std::sync::atomic::Ordering::SeqCst);
+    let pushed = image(&src, "app/web", b"layer", Some("v1")).await;
+    src.replicate(&client, &rule(), "app/web", "v1", 10).await.unwrap();
+    let d = pushed["digest"].as_str().unwrap();
+    // The same manifest under a second tag, copied by a client with no token yet.
+    let (s, _, m) = send(&src, "GET", &format!("/v2/app/web/manifests/{d}"), "", vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = send(&src, "PUT", "/v2/app/web/manifests/v2", crate::manifests::OCI_MANIFEST, m).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let fresh = UpstreamClient::new(Arc::new(FakeHttp(dest.clone())));
+    let report = src.replicate(&fresh, &rule(), "app/web", "v2", 11).await.unwrap();
+    assert_eq!((report.manifests, report.blobs_uploaded, report.blobs_present), (1, 0, 2), "{report:?}");
+    assert_eq!(dest_digest(&dest, "copy/app/web", "v2").await.as_deref(), Some(d));
 }
