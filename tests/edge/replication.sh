@@ -14,8 +14,9 @@
 #      --replication-schedule`), enqueued by one of them only; the two reports together
 #      copy each entry once (claims), none failed.
 #   3. A delete replicates to the rule with deletes = true only.
-#   4. A 96 MiB layer copied by the Cron Trigger: workerd's peak memory grows by less than the
-#      layer (the body is streamed from R2 to the destination).
+#   4. A 96 MiB layer copied by the Cron Trigger: workerd's peak memory grows by less than twice
+#      the layer (wrangler dev's local R2 and fetch hold about one layer; a body buffered in wasm
+#      grew it by over four).
 #
 #   bash infra/edge-build.sh && bash tests/edge/replication.sh
 # Needs skopeo, docker-registry and target/release/berth (or BERTH_BIN). Prints ok:/FAIL: per
@@ -130,10 +131,16 @@ stop_pid "$D_PID"
 stop_pid "$T_PID"
 check "skopeo push app/big:v1 (${BIG_MIB} MiB layer) with both destinations down" \
   "${SK[@]}" copy -q --dest-tls-verify=false "oci:$WORK/big:v1" "docker://$F/app/big:v1"
-workerd=$(ps -o pid=,comm= -g "$W_PID" | awk '$2 ~ /workerd/ {print $1; exit}')
-hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$workerd/status" 2>/dev/null; }
+# wrangler dev runs two workerd processes (its entry proxy and the runtime): each one's peak
+# RSS (KiB) now, "pid:kib" a line.
+hwm() {
+  local pid
+  for pid in $(ps -o pid=,comm= -s "$W_PID" | awk '$2 ~ /workerd/ {print $1}'); do
+    echo "$pid:$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null)"
+  done
+}
 sleep 6
-before_kib=$(hwm)
+before=$(hwm)
 start_d
 sleep 1
 started=$(date +%s.%N)
@@ -141,11 +148,20 @@ fire_cron 1
 took=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)")
 say "  (the Cron Trigger that copied it returned in $took s)"
 expect_eq "Distribution: app/big:v1 by the Cron Trigger" "$D3" "$(raw_digest "$BOB" "$D/app/big:v1")"
-after_kib=$(hwm)
-if [ -n "$before_kib" ] && [ -n "$after_kib" ] && [ $((after_kib - before_kib)) -lt $((BIG_MIB * 1024 / 2)) ]; then
-  ok "workerd's peak RSS grew by $(((after_kib - before_kib) / 1024)) MiB copying the ${BIG_MIB} MiB layer (from $((before_kib / 1024)) MiB)"
+# The most any workerd's peak grew, and that process's peak before (KiB).
+read -r grew from < <(python3 -c '
+import sys
+before = dict(l.split(":") for l in sys.argv[1].split() if l.endswith(tuple("0123456789")))
+after = dict(l.split(":") for l in sys.argv[2].split() if l.endswith(tuple("0123456789")))
+growth = [(int(after[p]) - int(before[p]), int(before[p])) for p in after if p in before]
+print(*max(growth) if growth else ("", ""))' "$before" "$(hwm)")
+# wrangler dev itself (its local R2 and outbound fetch, in the same workerd) holds about the
+# layer once, however the Worker sends it (measured the same with the R2 stream handed to fetch
+# as it is); a body the Worker buffers in wasm grew it by more than 4 times the layer.
+if [ -n "$grew" ] && [ "$grew" -lt $((BIG_MIB * 1024 * 2)) ]; then
+  ok "workerd's peak RSS grew by $((grew / 1024)) MiB copying the ${BIG_MIB} MiB layer, under twice its size (from $((from / 1024)) MiB)"
 else
-  bad "workerd's peak RSS before ${before_kib:-?} KiB, after ${after_kib:-?} KiB: was the layer buffered?"
+  bad "workerd's peak RSS grew by ${grew:-?} KiB (before: $before): was the layer buffered?"
 fi
 rm -rf "$WORK/big"
 if grep -q -e "$ALICE_PW" -e "$BOB_PW" "$WORK/wrangler.log"; then bad "a password was logged"; else ok "no password in the Worker's log"; fi
