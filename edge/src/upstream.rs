@@ -105,8 +105,8 @@ impl Upstream for WorkerUpstream {
 const MAX_UNSIZED_BODY: usize = 8 << 20;
 
 /// A request body for `fetch`: with a Content-Length, the stream as it is pulled (through a
-/// `FixedLengthStream`, so workerd sends that length rather than chunks, and memory stays one
-/// chunk whatever the blob's size); without one, read whole up to [`MAX_UNSIZED_BODY`].
+/// `FixedLengthStream`, so workerd sends that length rather than chunks, and the Worker holds a
+/// chunk at a time whatever the blob's size); without one, read whole up to [`MAX_UNSIZED_BODY`].
 /// workerd sets Content-Length from the body itself, so the header is taken out.
 async fn request_body(body: ByteStream, headers: &mut http::HeaderMap, progress: Rc<Cell<f64>>) -> Result<JsValue, String> {
     let length = headers
