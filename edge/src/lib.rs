@@ -31,6 +31,8 @@ mod r2_meta;
 #[cfg(target_arch = "wasm32")]
 mod r2_upload;
 #[cfg(target_arch = "wasm32")]
+mod replication;
+#[cfg(target_arch = "wasm32")]
 mod settings;
 #[cfg(target_arch = "wasm32")]
 mod translate;
@@ -175,26 +177,35 @@ mod worker_main {
 
     /// The Cron Trigger (`[triggers] crons` in wrangler.toml, `cloudflare_workers_cron_trigger`
     /// in terraform/modules/cloudflare): due webhook deliveries first (docs/webhooks.md), then
-    /// garbage collection (docs/gc.md) for a bounded time, continued by the next trigger from
-    /// its checkpoint in R2. `wrangler dev --test-scheduled` fires it at `/__scheduled`.
+    /// due replication copies and the scheduled full runs (docs/replication.md), then garbage
+    /// collection (docs/gc.md), each for a bounded time, continued by the next trigger from the
+    /// outbox or its checkpoint in R2. `wrangler dev --test-scheduled` fires it at `/__scheduled`.
     #[event(scheduled)]
     async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::ScheduleContext) {
         if let Err(message) = deliver(&env, "webhook deliveries").await {
             console_error!("berth: webhook deliveries: {message}");
+        }
+        if let Err(message) = crate::replication::run(&env, "replication", true).await {
+            console_error!("berth: replication: {message}");
         }
         if let Err(message) = collect(&env).await {
             console_error!("berth: garbage collection: {message}");
         }
     }
 
-    /// The consumer of the webhook wake-up queue (`[[queues.consumers]]` in wrangler.toml,
-    /// src/webhooks.rs): the same delivery step as the Cron Trigger, at once. The batch is
-    /// acked whatever happened: the outbox is the record, and what this run could not send the
-    /// next message or Cron Trigger will (an `Err` here would also abort the isolate).
+    /// The consumer of the wake-up queue (`[[queues.consumers]]` in wrangler.toml,
+    /// src/webhooks.rs), sent after a request that wrote webhook or replication outbox entries:
+    /// the same delivery and replication steps as the Cron Trigger, at once (full runs stay the
+    /// trigger's). The batch is acked whatever happened: the outbox is the record, and what this
+    /// run could not do the next message or Cron Trigger will (an `Err` here would also abort
+    /// the isolate).
     #[event(queue)]
     async fn queue(batch: worker::MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> worker::Result<()> {
         if let Err(message) = deliver(&env, "webhook deliveries (queue)").await {
             console_error!("berth: webhook deliveries (queue): {message}");
+        }
+        if let Err(message) = crate::replication::run(&env, "replication (queue)", false).await {
+            console_error!("berth: replication (queue): {message}");
         }
         batch.ack_all();
         Ok(())
@@ -229,10 +240,6 @@ mod worker_main {
     const DELIVERY_BUDGET_SECS: u64 = 30;
 
     async fn collect(env: &Env) -> Result<(), String> {
-        let settings = Settings::from_env(env)?;
-        let bucket = env
-            .bucket(BUCKET_BINDING)
-            .map_err(|_| format!("the Worker has no R2 bucket bound as {BUCKET_BINDING}"))?;
         let var = |name: &str| env.var(name).ok().map(|v| v.to_string());
         // R2 has no multi-key transactions: dead link records stay (docs/gc.md).
         let opts = berth_core::GcOptions::from_vars(var)?;
@@ -240,17 +247,9 @@ mod worker_main {
             Some(v) => berth_core::gc::parse_duration(&v).map_err(|e| format!("BERTH_GC_BUDGET: {e}"))?,
             None => DEFAULT_GC_BUDGET_SECS,
         };
-        let blobs = R2Blobs::new(
-            bucket.clone(),
-            ManifestCache::new(env.clone()),
-            BodyHandoff::default(),
-            settings.part_size,
-            settings.presigner.clone(),
-        );
         // The deployment's policies, as for requests: retention rules decide what the run
         // deletes, quotas are recounted at its end (docs/gc.md).
-        let policies = crate::auth::policies(settings.auth_config.as_deref(), settings.policy_config.as_deref())?;
-        let registry = Registry::new(blobs, R2Meta::new(bucket), settings.config.clone()).with_policies(policies);
+        let registry = background_registry(env)?;
         let clock = || (js_sys::Date::now() / 1000.0) as u64;
         let deadline = clock().saturating_add(budget);
         let started = js_sys::Date::now();
@@ -266,6 +265,24 @@ mod worker_main {
             serde_json::to_string(&report).unwrap_or_default()
         );
         Ok(())
+    }
+
+    /// The registry of a run outside requests (the Cron Trigger, the queue consumer): R2, the
+    /// deployment's policies, no auth (nothing is asked of it by a client).
+    pub(crate) fn background_registry(env: &Env) -> Result<Registry<R2Blobs, R2Meta>, String> {
+        let settings = Settings::from_env(env)?;
+        let bucket = env
+            .bucket(BUCKET_BINDING)
+            .map_err(|_| format!("the Worker has no R2 bucket bound as {BUCKET_BINDING}"))?;
+        let blobs = R2Blobs::new(
+            bucket.clone(),
+            ManifestCache::new(env.clone()),
+            BodyHandoff::default(),
+            settings.part_size,
+            settings.presigner.clone(),
+        );
+        let policies = crate::auth::policies(settings.auth_config.as_deref(), settings.policy_config.as_deref())?;
+        Ok(Registry::new(blobs, R2Meta::new(bucket), settings.config.clone()).with_policies(policies))
     }
 
     /// How long one trigger collects (wall time, mostly R2 round trips): well inside a Cron

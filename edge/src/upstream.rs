@@ -1,12 +1,14 @@
-//! The pull-through cache's HTTP client on the Worker (docs/mirror.md): berth-core's `Upstream`
+//! The pull-through cache's and replication's HTTP client on the Worker (docs/mirror.md,
+//! docs/replication.md): berth-core's `Upstream`
 //! over the runtime's `fetch`. Redirects are left to the core (`redirect: "manual"`: it decides
 //! where credentials go). workerd has no socket read timeout, so each wait (for the response
 //! head, then for each body chunk) races a timer, and a timeout aborts the fetch. One client per
 //! isolate, kept like the auth config, so the upstreams' tokens and the in-flight blob fetches
 //! are shared by the isolate's requests.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +17,9 @@ use berth_core::{ByteStream, StorageError};
 use bytes::Bytes;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
-use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, ResponseBody};
+use js_sys::Date;
+use wasm_bindgen::JsValue;
+use worker::{AbortController, Delay, Fetch, FixedLengthStream, Headers, Method, Request, RequestInit, RequestRedirect, ResponseBody};
 
 thread_local! {
     /// Settings are fixed for an isolate's life, so one client serves all its requests.
@@ -50,24 +54,35 @@ async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
 #[async_trait::async_trait(?Send)]
 impl Upstream for WorkerUpstream {
     async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, String> {
-        // Only replication sends bodies (pushes to a destination), and it is not wired on the
-        // Worker yet (docs/replication.md): refuse rather than send a push without its body.
-        if req.body.is_some() {
-            return Err(format!("{}: request bodies are not sent from the Worker", req.url));
-        }
         let url = req.url;
+        let mut headers = req.headers;
+        // Replication's pushes carry bodies; the time of their last chunk taken by `fetch`.
+        let progress = Rc::new(Cell::new(Date::now()));
+        let body = match req.body {
+            None => None,
+            Some(body) => Some(request_body(body, &mut headers, progress.clone()).await.map_err(|e| format!("{url}: {e}"))?),
+        };
         let mut init = RequestInit::new();
         init.with_method(Method::from(req.method.as_str().to_owned()))
-            .with_headers(Headers::from(&req.headers))
-            .with_redirect(RequestRedirect::Manual);
+            .with_headers(Headers::from(&headers))
+            .with_redirect(RequestRedirect::Manual)
+            .with_body(body);
         let request = Request::new_with_init(&url, &init).map_err(|e| format!("{url}: {e}"))?;
         let controller = AbortController::default();
-        let response = match within(self.read_timeout, Fetch::Request(request).send_with_signal(&controller.signal())).await {
-            // The core's message names the request already.
-            Some(response) => response.map_err(|e| e.to_string())?,
-            None => {
-                controller.abort();
-                return Err(format!("operation timed out (no answer in {} s)", self.read_timeout.as_secs()));
+        let (fetch, signal) = (Fetch::Request(request), controller.signal());
+        let mut send = std::pin::pin!(fetch.send_with_signal(&signal));
+        // The response head comes after the whole body: silence is counted from the later of
+        // the request's start and its last body chunk, so a large upload that keeps flowing is
+        // never cut off.
+        let response = loop {
+            match within(self.read_timeout, send.as_mut()).await {
+                // The core's message names the request already.
+                Some(response) => break response.map_err(|e| e.to_string())?,
+                None if Date::now() - progress.get() < self.read_timeout.as_millis() as f64 => continue,
+                None => {
+                    controller.abort();
+                    return Err(format!("operation timed out (no answer in {} s)", self.read_timeout.as_secs()));
+                }
             }
         };
         let status = http::StatusCode::from_u16(response.status_code())
@@ -82,6 +97,34 @@ impl Upstream for WorkerUpstream {
             ResponseBody::Empty => Box::pin(futures_util::stream::empty()),
         };
         Ok(UpstreamResponse { status, headers, body })
+    }
+}
+
+/// The most of a body without a Content-Length that is held in memory to send it (the core
+/// gives one with every body it streams: blobs; manifests are small and whole).
+const MAX_UNSIZED_BODY: usize = 8 << 20;
+
+/// A request body for `fetch`: with a Content-Length, the stream as it is pulled (through a
+/// `FixedLengthStream`, so workerd sends that length rather than chunks, and the Worker holds a
+/// chunk at a time whatever the blob's size); without one, read whole up to [`MAX_UNSIZED_BODY`].
+/// workerd sets Content-Length from the body itself, so the header is taken out.
+async fn request_body(body: ByteStream, headers: &mut http::HeaderMap, progress: Rc<Cell<f64>>) -> Result<JsValue, String> {
+    let length = headers
+        .remove(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
+    match length {
+        Some(length) => {
+            let chunks = body.map(move |chunk| {
+                progress.set(Date::now());
+                chunk.map(|c| c.to_vec()).map_err(|e| worker::Error::RustError(e.message))
+            });
+            let fixed: worker::worker_sys::FixedLengthStream = FixedLengthStream::wrap(chunks, length).into();
+            Ok(fixed.readable().into())
+        }
+        None => {
+            let bytes = berth_core::body::read_limited(body, MAX_UNSIZED_BODY).await.map_err(|e| e.message)?;
+            Ok(js_sys::Uint8Array::from(bytes.as_ref()).into())
+        }
     }
 }
 

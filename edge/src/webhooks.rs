@@ -15,7 +15,8 @@ use berth_core::webhooks::{HttpPost, Webhooks};
 /// (`#[event(queue)]`) to deliver. Optional: without it, deliveries wait for the Cron Trigger.
 pub const QUEUE_BINDING: &str = "WEBHOOK_QUEUE";
 
-/// After a request whose answer says it wrote outbox entries ([`berth_core::webhooks::Enqueued`]),
+/// After a request whose answer says it wrote outbox entries ([`berth_core::webhooks::Enqueued`]:
+/// webhook events or replication copies, docs/replication.md; the consumer runs both),
 /// sends one small message to the queue, after the response (`waitUntil`). The message is only
 /// a wake-up, the outbox is the record: a message that is lost (or a queue that is not bound)
 /// delays the delivery to the next Cron Trigger, it never loses the event.

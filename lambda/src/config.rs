@@ -220,3 +220,13 @@ pub fn gc_options() -> Result<berth_core::GcOptions, String> {
     ];
     berth_core::GcOptions::from_vars(|name| settings.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.clone()))
 }
+
+/// How often replication copies everything each rule covers, from the scheduled invocations
+/// (docs/replication.md): a duration like `6h` (`BERTH_REPLICATION_SCHEDULE`, as `berth serve
+/// --replication-schedule`); unset: only on push.
+pub fn replication_schedule() -> Result<u64, String> {
+    match var("BERTH_REPLICATION_SCHEDULE") {
+        Some(v) => berth_core::gc::parse_duration(&v).map_err(|e| format!("BERTH_REPLICATION_SCHEDULE: {e}")),
+        None => Ok(0),
+    }
+}

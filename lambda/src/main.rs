@@ -52,8 +52,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     }
     let policies_on = !policies.is_empty();
     let mirrors = policies.config().mirrors.len();
-    if mirrors > 0 {
-        // One client per warm container: the upstreams' tokens and in-flight fetches are shared.
+    let replication_rules = policies.config().replication.len() + policies.config().sync.len();
+    if mirrors > 0 || replication_rules > 0 {
+        // One client per warm container: the upstreams' tokens and in-flight fetches are shared
+        // (the pull-through cache's upstreams, replication's destinations).
         let http = berth_core::native::ReqwestUpstream::with_read_timeout(settings.upstream_timeout)?;
         registry = registry.with_upstream(berth_core::mirror::UpstreamClient::new(Arc::new(http)));
     }
@@ -74,11 +76,12 @@ async fn main() -> Result<(), lambda_http::Error> {
         webhook_endpoints,
         webhook_queue = wake.is_some(),
         mirrors,
+        replication_rules,
         "berth is ready for Lambda events"
     );
     // One function, three event sources: HTTP (function URL, API Gateway, ALB), the
     // EventBridge schedule that runs garbage collection, and the SQS queue that wakes webhook
-    // delivery. lambda_http's adapter takes HTTP events only, so the event is looked at first
+    // delivery and replication. lambda_http's adapter takes HTTP events only, so the event is looked at first
     // and handed to it when it is one.
     lambda_http::lambda_runtime::run(lambda_http::service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let (registry, emf, wake) = (registry.clone(), emf.clone(), wake.clone());
@@ -98,11 +101,15 @@ async fn dispatch<B: BlobStore, M: MetaStore>(
         // A wake-up from the queue: deliver what is due. Every message is answered as done
         // (the outbox, not the queue, holds what is left).
         scheduled::deliver(registry, context.deadline).await;
+        // Replication entries wake the same queue: copies take what is left of the invocation.
+        scheduled::replicate(registry, emf, context.deadline, false, 0.75).await;
         return Ok(wake::batch_done());
     }
     if scheduled::is_scheduled(&payload) {
         // Webhook deliveries first: they are due now, GC can wait for the next invocation.
         scheduled::deliver(registry, context.deadline).await;
+        // Then replication, up to half of what is left: GC can wait for the next invocation.
+        scheduled::replicate(registry, emf, context.deadline, true, 0.5).await;
         let started = std::time::Instant::now();
         let report = scheduled::collect(registry, context.deadline).await;
         if let Some(emf) = emf {

@@ -3,7 +3,8 @@
 //! (`berth_core::gc`, docs/gc.md) until a margin before the invocation's deadline. The run's
 //! checkpoint is in the metadata bucket, so the next scheduled invocation continues it.
 //! Before GC, it delivers the webhook events that are due (docs/webhooks.md): the core's
-//! `deliver` step, as `berth serve` runs it, so delivery is as often as the schedule.
+//! `deliver` step, as `berth serve` runs it, so delivery is as often as the schedule; then
+//! due replication copies and the scheduled full runs (docs/replication.md).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -57,6 +58,59 @@ pub async fn deliver<B: BlobStore, M: MetaStore>(registry: &Registry<B, M>, dead
         }
     }
 }
+
+/// Runs due replication copies (docs/replication.md) until none is left or `share` of the
+/// time to the invocation's deadline has passed (checked between batches); with `full` (the
+/// schedule), first enqueues each rule's full run when `BERTH_REPLICATION_SCHEDULE` says it is
+/// due. A failed round is logged; its entries stay due.
+pub async fn replicate<B: BlobStore, M: MetaStore>(
+    registry: &Registry<B, M>,
+    emf: Option<&crate::emf::Emf>,
+    deadline_ms: u64,
+    full: bool,
+    share: f64,
+) {
+    if registry.replication_rules().is_empty() && (!full || registry.sync_rules().is_empty()) {
+        return;
+    }
+    let Some(client) = registry.upstream() else {
+        return tracing::error!("replication rules but no HTTP client (the function's init makes one)");
+    };
+    if full {
+        let every = match crate::config::replication_schedule() {
+            Ok(every) => every,
+            Err(e) => return tracing::error!("{e}"),
+        };
+        match registry.enqueue_full_runs(now(), every).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "scheduled full replication run enqueued"),
+            Err(e) => tracing::warn!(error = %e.message, "scheduled replication run not enqueued; the next invocation retries"),
+        }
+        // Pull mode (sync rules): each rule whose interval has passed, one caller at a time.
+        match registry.sync_due(client, now()).await {
+            Ok(r) if r.ran > 0 => tracing::info!(ran = r.ran, failed = r.failed, "sync rules run"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e.message, "sync rules not run; the next invocation retries"),
+        }
+    }
+    let start = now();
+    let stop = start + ((deadline_ms / 1000).saturating_sub(start) as f64 * share) as u64;
+    let clock = now;
+    let budget = Budget { clock: &clock, deadline: Some(stop), max_steps: None };
+    let started = std::time::Instant::now();
+    match registry.replicate_for(client, BATCH, &budget).await {
+        Ok(r) => {
+            tracing::info!(copied = r.copied, retrying = r.retrying, failed = r.failed, skipped = r.skipped, "replication");
+            if let Some(emf) = emf {
+                emf.replication_run(&r, started.elapsed().as_secs_f64());
+            }
+        }
+        Err(e) => tracing::warn!(error = %e.message, "replication round failed; the next invocation retries"),
+    }
+}
+
+/// Replication entries taken per round (each a whole copy); the time is checked between rounds.
+const BATCH: usize = 4;
 
 /// One scheduled invocation: GC until `deadline_ms` (the invocation's, Unix milliseconds)
 /// minus a margin. The report is the invocation's result and a log line.

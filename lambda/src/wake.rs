@@ -1,7 +1,8 @@
 //! The webhook wake-up on SQS (docs/webhooks.md), as the Worker's Cloudflare Queue: after a
 //! request whose answer says it wrote outbox entries ([`berth_core::webhooks::Enqueued`]), one
 //! small message goes to the queue named by `BERTH_WEBHOOK_QUEUE_URL`; the queue's event source
-//! mapping invokes this function with it, and [`is_sqs`] events run the core's delivery step.
+//! mapping invokes this function with it, and [`is_sqs`] events run the core's delivery step
+//! and replication's (a push that replication rules cover writes outbox entries too).
 //! The message is only a wake-up, the outbox is the record: a message that is lost (or no queue)
 //! delays the delivery to the next scheduled invocation, it never loses the event.
 

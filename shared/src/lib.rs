@@ -143,6 +143,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         self
     }
 
+    /// The upstream HTTP client given by [`Registry::with_upstream`] (replication's too).
+    pub fn upstream(&self) -> Option<&std::sync::Arc<mirror::UpstreamClient>> {
+        self.upstream.as_ref()
+    }
+
     /// Applies tag policies (immutable and refused tags) to every push and delete, with or
     /// without auth. Shared, like [`Registry::with_auth`].
     pub fn with_policies(mut self, policies: impl Into<std::sync::Arc<policy::Policies>>) -> Self {
@@ -234,7 +239,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             _ => Ok(0),
         };
         let recorded = match recorded {
-            Ok(n) => self.record_replication(&event, &ctx).await.map(|()| n),
+            Ok(n) => self.record_replication(&event, &ctx).await.map(|r| n + r),
             e => e,
         };
         match recorded {

@@ -22,6 +22,10 @@
 #   7b. webhooks: outbox entries delivered at once through the local webhook queue (no Cron
 #      Trigger) to a local receiver, signed, and retried by the Cron Trigger after a failure
 #      (tests/edge/webhooks.sh, its own instance).
+#   7c. replication: copies to a local Distribution and a token-auth `berth serve` through the
+#      queue (no Cron Trigger), a destination that was down copied by two concurrent Cron
+#      Triggers with the scheduled full run, deletes, a 96 MiB layer streamed from R2
+#      (tests/edge/replication.sh, its own instance; needs target/release/berth).
 #   8. ui: the web interface's browser tests (tests/ui/run.sh with UI_TARGET=worker: its own
 #      Workers, auth off then on with AUTH_CONFIG; needs target/release/berth, as `push` does).
 #   9. mirror: the pull-through cache (docs/mirror.md): MIRROR_TARGET=worker tests/mirror/run.sh,
@@ -30,7 +34,7 @@
 # Every instance is stopped by PID (its process group) on exit.
 #
 #   bash tests/edge/run.sh                # everything
-#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push relay auth contract gc webhooks ui mirror
+#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push relay auth contract gc webhooks replication ui mirror
 # Ports: every server gets a free port the kernel picks at run time (tests/free-port.sh; a fixed
 # one collided with other services once): A, B, the contract instance and their inspectors, the clients' front, s3s-fs
 # for B's presigned URLs, the auth step's Workers (each launcher's PORT..PORT+3) and its issuer.
@@ -46,7 +50,7 @@ free_port() { bash "$root/tests/free-port.sh" "$@" || { echo "edge: no free port
 port_a=$(free_port) inspector_a=$(free_port) port_b=$(free_port) inspector_b=$(free_port)
 port_c=$(free_port) inspector_c=$(free_port)
 port_r=$(free_port) inspector_r=$(free_port)
-steps=${EDGE_STEPS:-suite clients edge push relay auth contract gc webhooks ui mirror}
+steps=${EDGE_STEPS:-suite clients edge push relay auth contract gc webhooks replication ui mirror}
 work=$(mktemp -d /tmp/berth-edge.XXXXXX)
 pids=()
 failed=()
@@ -241,6 +245,11 @@ fi
 if [[ " $steps " == *" webhooks "* ]]; then
   say "webhooks: delivered through the queue, retried by the Cron Trigger, under wrangler dev (tests/edge/webhooks.sh)"
   bash tests/edge/webhooks.sh || failed+=("webhooks")
+fi
+
+if [[ " $steps " == *" replication "* ]]; then
+  say "replication: through the queue, retried and scheduled by the Cron Trigger, under wrangler dev (tests/edge/replication.sh)"
+  BERTH_BIN=$root/target/release/berth timeout 900 bash tests/edge/replication.sh || failed+=("replication")
 fi
 
 if [[ " $steps " == *" ui "* ]]; then

@@ -36,6 +36,11 @@
 #                moto (pinned, in .tools/lambda-moto); a push leaves one wake-up message in the
 #                queue, an SQS event holding it, fired through the Invoke API, delivers the
 #                signed push and tag events (docs/webhooks.md)
+#        replication tests/lambda/replication.sh: a function on its own buckets with the
+#                replication rules of tests/replication/lib.sh to a local Distribution and a
+#                token-auth `berth serve`, and BERTH_WEBHOOK_QUEUE_URL at a queue in the pinned
+#                moto: pushes copied after the SQS wake-up (Invoke API), a destination that was
+#                down copied by the scheduled event, with the scheduled full run; deletes
 #        mirror  the pull-through cache (docs/mirror.md): MIRROR_TARGET=lambda tests/mirror/run.sh,
 #                a function with mirror rules in BERTH_POLICY_CONFIG on its own buckets, in front
 #                of a token-auth `berth serve` and Distribution (skopeo, docker, containerd pulls;
@@ -77,11 +82,11 @@ tests=()
 for a in "$@"; do
   case "$a" in
     --serve) serve_only=1 ;;
-    suite | edge | clients | push | auth | replica | contract | gc | webhooks | mirror) tests+=("$a") ;;
+    suite | edge | clients | push | auth | replica | contract | gc | webhooks | replication | mirror) tests+=("$a") ;;
     *) echo "unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth replica contract gc webhooks mirror)
+[ ${#tests[@]} -gt 0 ] || tests=(suite edge clients push auth replica contract gc webhooks replication mirror)
 
 # --- install (idempotent) --------------------------------------------------------------------
 command -v cargo-lambda >/dev/null || pip install --quiet cargo-lambda
@@ -93,7 +98,7 @@ S3S=$(bash infra/s3s-fs.sh)
 # is unchanged; the moto on PATH above is whatever version pip had.
 MOTO_PIN="moto[server]==5.2.1"
 MOTO_VENV=$TOOLS/lambda-moto
-if [[ " ${tests[*]} " == *" webhooks "* ]] && [ "$(cat "$MOTO_VENV/.berth-pin" 2>/dev/null)" != "$MOTO_PIN" ]; then
+if [[ " ${tests[*]} " == *" webhooks "* || " ${tests[*]} " == *" replication "* ]] && [ "$(cat "$MOTO_VENV/.berth-pin" 2>/dev/null)" != "$MOTO_PIN" ]; then
   rm -rf "$MOTO_VENV"
   python3 -m venv "$MOTO_VENV"
   "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "$MOTO_PIN"
@@ -306,6 +311,19 @@ for t in "${tests[@]}"; do
         RECEIVER_PORT="$RECEIVER_PORT" WEBHOOK_SECRET="$HOOK_SECRET" \
         INVOKE_URL="http://127.0.0.1:$HOOKS_EMULATOR_PORT/2015-03-31/functions/_/invocations" \
         timeout 300 python3 tests/lambda/webhooks_test.py || failed+=(webhooks) ;;
+    replication)
+      # Its own buckets (the outbox is in the metadata bucket), its own moto for SQS; the
+      # script starts the destinations, then its function with rules naming them.
+      mkdir -p "$WORK/s3/berth-repl"
+      python3 -c "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$META_PORT').create_bucket(Bucket='berth-repl-meta')"
+      REPL_SQS_PORT=$(free_port)
+      "$MOTO_VENV/bin/python" "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$REPL_SQS_PORT" >"$WORK/repl-sqs.log" 2>&1 &
+      pids+=($!)
+      wait_port "$REPL_SQS_PORT" "moto (SQS, replication)"
+      REPL_QUEUE_URL=$(python3 -c "import boto3; print(boto3.client('sqs', endpoint_url='http://127.0.0.1:$REPL_SQS_PORT', region_name='$AWS_REGION').create_queue(QueueName='berth-webhooks')['QueueUrl'])")
+      FUNCTION=$FUNCTION BUCKET=berth-repl META_BUCKET=berth-repl-meta META_ENDPOINT="http://127.0.0.1:$META_PORT" \
+        SQS_ENDPOINT="http://127.0.0.1:$REPL_SQS_PORT" QUEUE_URL="$REPL_QUEUE_URL" \
+        timeout 600 bash tests/lambda/replication.sh || failed+=(replication) ;;
     mirror)
       mkdir -p "$WORK/s3/berth-mirror"
       python3 -c "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$META_PORT').create_bucket(Bucket='berth-mirror-meta')"

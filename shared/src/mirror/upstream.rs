@@ -277,7 +277,16 @@ impl UpstreamClient {
                     if let Some(service) = params.get("service") {
                         query.append_pair("service", service);
                     }
-                    query.append_pair("scope", params.get("scope").map(String::as_str).unwrap_or(scope));
+                    // The challenge names what the request that got it needs (a HEAD: pull), but
+                    // the token is kept for the caller's scope (replication's pull,push) and
+                    // reused by its PUTs, which cannot be sent twice: for the same repository,
+                    // the caller's scope is asked for.
+                    let repository = |s: &str| s.rsplit_once(':').map(|(r, _)| r.to_owned());
+                    let asked = match params.get("scope") {
+                        Some(theirs) if repository(theirs) != repository(scope) => theirs.as_str(),
+                        _ => scope,
+                    };
+                    query.append_pair("scope", asked);
                     query.finish()
                 };
                 let sep = if realm.contains('?') { '&' } else { '?' };

@@ -9,6 +9,7 @@ pub mod copy;
 pub mod events;
 pub mod outbox;
 pub mod sync;
+pub mod scheduled;
 
 use serde::{Deserialize, Serialize};
 

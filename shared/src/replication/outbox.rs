@@ -20,6 +20,8 @@ pub const QUEUE: Queue = Queue { due: "replication/due/", failed: "replication/f
 
 /// A copy may take long (a 1 GiB layer); the claim holds well beyond it.
 pub const LEASE_SECS: u64 = 3600;
+/// Entries held by other workers that one round looks past to find `batch` it can claim.
+const LOOK_PAST: usize = 256;
 const MAX_ERROR_CHARS: usize = 300;
 
 /// The outbox entries of a request's event: a manifest pushed (per matching tag, or by digest)
@@ -39,29 +41,9 @@ pub(crate) fn enqueue_ops(rules: &[ReplicationRule], event: &Event, random: &[u8
             if !rule.matches(repo, tag.as_deref()) {
                 continue;
             }
-            let d = Delivery {
-                event: HookEvent {
-                    id: crate::webhooks::event_id(event.at, random, n as u32),
-                    kind,
-                    at: event.at,
-                    repository: Some(repo.clone()),
-                    digest: t.digest.clone(),
-                    media_type: None,
-                    size: None,
-                    tag: tag.clone(),
-                    previous_digest: None,
-                    actor: event.subject.clone(),
-                    request: None,
-                    detail: None,
-                },
-                more: Vec::new(),
-                endpoint: rule.name.clone(),
-                attempts: 0,
-                next_at: event.at,
-                lease_until: 0,
-                last_error: None,
-            };
-            ops.push(BatchOp::Put { key: d.due_key_in(QUEUE), value: d.encode(), cond: Precondition::Absent });
+            let id = crate::webhooks::event_id(event.at, random, n as u32);
+            let target = Target { repo, tag: tag.clone(), digest: t.digest.clone() };
+            ops.push(entry_op(rule, kind, target, event.at, event.subject.clone(), id));
         }
     }
     ops
@@ -95,6 +77,41 @@ pub struct RuleCounts {
     pub copied: usize,
     pub retrying: usize,
     pub failed: usize,
+}
+
+/// What an outbox entry copies: a repository's tag, or a manifest by digest.
+pub(crate) struct Target<'a> {
+    pub repo: &'a str,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+/// The conditional write of one outbox entry of `rule`, due at `at` (pushes, deletes, and the
+/// scheduled full runs of src/replication/scheduled.rs).
+pub(crate) fn entry_op(rule: &ReplicationRule, kind: HookKind, target: Target, at: u64, actor: String, id: String) -> BatchOp {
+    let d = Delivery {
+        event: HookEvent {
+            id,
+            kind,
+            at,
+            repository: Some(target.repo.to_owned()),
+            digest: target.digest,
+            media_type: None,
+            size: None,
+            tag: target.tag,
+            previous_digest: None,
+            actor,
+            request: None,
+            detail: None,
+        },
+        more: Vec::new(),
+        endpoint: rule.name.clone(),
+        attempts: 0,
+        next_at: at,
+        lease_until: 0,
+        last_error: None,
+    };
+    BatchOp::Put { key: d.due_key_in(QUEUE), value: d.encode(), cond: Precondition::Absent }
 }
 
 /// What one [`Registry::replicate_due`] call did.
@@ -136,7 +153,13 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// the copy and the batch leaves the entry claimed: it runs again when its lease lapses.
     pub async fn replicate_due(&self, client: &UpstreamClient, now: u64, batch: usize) -> StorageResult<DueReport> {
         let mut report = DueReport::default();
-        for key in due_keys(&self.meta, QUEUE, now, batch).await? {
+        // Entries other workers hold stay first in the list (a claim does not move them): look
+        // past them, or `batch` long copies elsewhere (or claims of killed invocations, for
+        // the lease) would stop every other worker.
+        for key in due_keys(&self.meta, QUEUE, now, batch.saturating_add(LOOK_PAST)).await? {
+            if report.copied + report.retrying + report.failed >= batch {
+                break;
+            }
             let Some((mut entry, version)) = claim(&self.meta, &key, now, LEASE_SECS).await? else {
                 report.skipped += 1;
                 continue;
@@ -192,14 +215,16 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         Ok(report)
     }
 
-    /// Writes the replication entries of a request's event (none when no rule wants it).
-    pub(crate) async fn record_replication(&self, event: &Event, ctx: &crate::RequestContext) -> StorageResult<()> {
+    /// Writes the replication entries of a request's event (none when no rule wants it);
+    /// returns how many, so the response can carry the runtime's wake-up (`webhooks::Enqueued`).
+    pub(crate) async fn record_replication(&self, event: &Event, ctx: &crate::RequestContext) -> StorageResult<usize> {
         let ops = enqueue_ops(self.replication_rules(), event, &ctx.random);
         if ops.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
+        let n = ops.len();
         if self.meta.apply(ops).await?.iter().all(|a| *a) {
-            Ok(())
+            Ok(n)
         } else {
             Err(crate::StorageError::new("a replication outbox entry with the same key exists (random ids repeated)"))
         }

@@ -23,6 +23,30 @@ struct Dest {
     reg: Reg,
     log: Mutex<Vec<String>>,
     down: std::sync::atomic::AtomicBool,
+    /// Token auth (as Berth and Distribution's token servers: the challenge names what the
+    /// request needs, pull for reads) instead of Basic.
+    token: std::sync::atomic::AtomicBool,
+}
+
+/// The token auth of [`Dest::token`]: the token is the scope it grants. None: the request may
+/// go on; Some: the answer (a token, or a 401 with its challenge).
+fn token_auth(req: &UpstreamRequest, path: &str) -> Option<UpstreamResponse> {
+    if let Some(query) = path.strip_prefix("/token?") {
+        let scope = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "scope").map(|(_, v)| v.into_owned());
+        let body = json!({ "token": format!("t:{}", scope.unwrap_or_default()), "expires_in": 300 }).to_string();
+        return Some(UpstreamResponse { status: StatusCode::OK, headers: HeaderMap::new(), body: stream(body.into_bytes()) });
+    }
+    let repo = path.strip_prefix("/v2/")?.split("/manifests/").next()?.split("/blobs/").next()?;
+    let needs = if req.method == http::Method::GET || req.method == http::Method::HEAD { "pull" } else { "pull,push" };
+    let granted = req.headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer t:"));
+    let wanted = format!("repository:{repo}:{needs}");
+    if granted == Some(wanted.as_str()) || granted == Some(format!("repository:{repo}:pull,push").as_str()) {
+        return None;
+    }
+    let mut h = HeaderMap::new();
+    let challenge = format!(r#"Bearer realm="{BASE}/token",service="dest",scope="{wanted}""#);
+    h.insert("www-authenticate", HeaderValue::from_str(&challenge).unwrap());
+    Some(UpstreamResponse { status: StatusCode::UNAUTHORIZED, headers: h, body: stream(Vec::new()) })
 }
 
 struct FakeHttp(Arc<Dest>);
@@ -56,8 +80,12 @@ impl Upstream for FakeHttp {
         }
         let path = req.url.strip_prefix(BASE).ok_or("unknown host")?.to_owned();
         dest.log.lock().unwrap().push(format!("{} {path}", req.method));
+        if dest.token.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(answer) = token_auth(&req, &path) {
+                return Ok(answer);
+            }
         // user:pass
-        if req.headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Basic dXNlcjpwYXNz") {
+        } else if req.headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Basic dXNlcjpwYXNz") {
             let mut h = HeaderMap::new();
             h.insert("www-authenticate", HeaderValue::from_static(r#"Basic realm="dest""#));
             return Ok(UpstreamResponse { status: StatusCode::UNAUTHORIZED, headers: h, body: stream(Vec::new()) });
@@ -130,7 +158,7 @@ fn rule() -> ReplicationRule {
 }
 
 fn setup() -> (Arc<Dest>, Reg, UpstreamClient) {
-    let dest = Arc::new(Dest { reg: memory(), log: Mutex::new(Vec::new()), down: Default::default() });
+    let dest = Arc::new(Dest { reg: memory(), log: Mutex::new(Vec::new()), down: Default::default(), token: Default::default() });
     let policies = Policies::new(&PolicyConfig { replication: vec![rule()], ..Default::default() }).unwrap();
     let client = UpstreamClient::new(Arc::new(FakeHttp(dest.clone())));
     (dest, memory().with_policies(policies), client)
@@ -359,3 +387,106 @@ async fn a_worker_that_died_before_recording_the_outcome_leaves_it_to_the_next_w
 
 /// Pull mode against the same fake remote.
 mod sync;
+
+/// A push that only replication wants still marks its response, so a runtime that delivers
+/// from a queue (the Worker, Lambda) wakes its consumer.
+#[tokio::test]
+async fn a_push_with_replication_entries_asks_for_a_wake_up() {
+    let (_dest, src, _client) = setup();
+    let config = push_blob(&src, "app/web", b"{}").await;
+    let manifest = json!({ "schemaVersion": 2, "mediaType": crate::manifests::OCI_MANIFEST, "config": config, "layers": [] });
+    let put = |repo: &str| {
+        http::Request::builder()
+            .method("PUT")
+            .uri(format!("/v2/{repo}/manifests/v1"))
+            .header("content-type", crate::manifests::OCI_MANIFEST)
+            .body(stream(serde_json::to_vec(&manifest).unwrap()))
+            .unwrap()
+    };
+    let response = src.handle(put("app/web"), ctx(2)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.extensions().get::<crate::webhooks::Enqueued>(), Some(&crate::webhooks::Enqueued(1)));
+    push_blob(&src, "lib/x", b"{}").await;
+    let response = src.handle(put("lib/x"), ctx(3)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.extensions().get::<crate::webhooks::Enqueued>(), None, "no rule covers lib/x");
+}
+
+/// The event-driven runtimes' step: due entries within a budget, and full runs on a schedule
+/// enqueued once per period (one invocation wins each rule's run).
+#[tokio::test]
+async fn scheduled_full_runs_go_through_the_outbox_once_per_period() {
+    let (dest, src, client) = setup();
+    let a = image(&src, "app/a", b"layer a", Some("v1")).await;
+    let b = image(&src, "app/b", b"layer b", Some("v2")).await;
+    image(&src, "lib/c", b"layer c", Some("v1")).await;
+    let clock = || 10u64;
+    let budget = crate::gc::Budget { clock: &clock, deadline: Some(10), max_steps: None };
+    let r = src.replicate_for(&client, 1, &budget).await.unwrap();
+    assert_eq!(r.copied, 1, "the deadline stops it after a batch: {r:?}");
+    let budget = crate::gc::Budget { clock: &clock, deadline: Some(11), max_steps: None };
+    let r = src.replicate_for(&client, 1, &budget).await.unwrap();
+    assert_eq!(r.copied, 1, "the next invocation continues: {r:?}");
+    assert_eq!(dest_digest(&dest, "copy/app/b", "v2").await.as_deref(), b["digest"].as_str());
+
+    // Gone at the destination: only a full run copies it again.
+    src.delete_at(&client, &rule(), "app/a", "v1", 12).await.unwrap();
+    src.delete_at(&client, &rule(), "app/a", a["digest"].as_str().unwrap(), 12).await.unwrap();
+    assert_eq!(dest_digest(&dest, "copy/app/a", "v1").await, None);
+    assert_eq!(src.enqueue_full_runs(100, 0).await.unwrap(), 0, "0 is off");
+    assert_eq!(src.enqueue_full_runs(100, 60).await.unwrap(), 2, "the first run: every covered tag");
+    assert_eq!(src.enqueue_full_runs(100, 60).await.unwrap(), 0, "a second invocation in the period: nothing");
+    assert_eq!(src.enqueue_full_runs(159, 60).await.unwrap(), 0, "not due yet");
+    let clock = || 150u64;
+    let budget = crate::gc::Budget { clock: &clock, deadline: None, max_steps: None };
+    let r = src.replicate_for(&client, 16, &budget).await.unwrap();
+    assert_eq!((r.copied, r.retrying, r.failed), (2, 0, 0), "{r:?}");
+    assert_eq!(dest_digest(&dest, "copy/app/a", "v1").await.as_deref(), a["digest"].as_str());
+    assert_eq!(src.enqueue_full_runs(160, 60).await.unwrap(), 2, "due again");
+    assert_eq!(src.meta_store().list(outbox::QUEUE.due, None, 10).await.unwrap().len(), 2);
+}
+
+/// Entries another worker holds (a long copy, or the claim of an invocation that was killed)
+/// stay first in the outbox: a round looks past them instead of finding nothing to do.
+#[tokio::test]
+async fn entries_held_elsewhere_do_not_stop_a_round() {
+    use crate::webhooks::outbox::claim;
+    let (dest, src, client) = setup();
+    for repo in ["app/a", "app/b", "app/c"] {
+        image(&src, repo, repo.as_bytes(), Some("v1")).await;
+    }
+    let due = src.meta_store().list(outbox::QUEUE.due, None, 10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    for key in &due[..2] {
+        assert!(claim(src.meta_store(), key, 10, outbox::LEASE_SECS).await.unwrap().is_some());
+    }
+    let r = src.replicate_due(&client, 10, 2).await.unwrap();
+    assert_eq!((r.copied, r.skipped), (1, 2), "{r:?}");
+    let mut at_dest = 0;
+    for repo in ["copy/app/a", "copy/app/b", "copy/app/c"] {
+        at_dest += dest_digest(&dest, repo, "v1").await.is_some() as usize;
+    }
+    assert_eq!(at_dest, 1, "the entry nobody held");
+}
+
+/// A destination with token auth whose challenges name only `pull` for reads: a copy that only
+/// HEADs before its manifest PUT (everything there already, a new tag) must still get a push
+/// token first, as that PUT cannot be sent twice. Failed before the client asked for its own
+/// scope: "the upstream asked again (auth or redirect) after the body was sent".
+#[tokio::test]
+async fn a_new_tag_of_a_copied_image_gets_a_push_token_from_a_fresh_client() {
+    let (dest, src, client) = setup();
+    dest.token.store(true, std::sync::atomic::Ordering::SeqCst);
+    let pushed = image(&src, "app/web", b"layer", Some("v1")).await;
+    src.replicate(&client, &rule(), "app/web", "v1", 10).await.unwrap();
+    let d = pushed["digest"].as_str().unwrap();
+    // The same manifest under a second tag, copied by a client with no token yet.
+    let (s, _, m) = send(&src, "GET", &format!("/v2/app/web/manifests/{d}"), "", vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = send(&src, "PUT", "/v2/app/web/manifests/v2", crate::manifests::OCI_MANIFEST, m).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let fresh = UpstreamClient::new(Arc::new(FakeHttp(dest.clone())));
+    let report = src.replicate(&fresh, &rule(), "app/web", "v2", 11).await.unwrap();
+    assert_eq!((report.manifests, report.blobs_uploaded, report.blobs_present), (1, 0, 2), "{report:?}");
+    assert_eq!(dest_digest(&dest, "copy/app/web", "v2").await.as_deref(), Some(d));
+}

@@ -156,6 +156,7 @@ resource "aws_lambda_function" "this" {
       },
       var.public_url == null ? {} : { BERTH_PUBLIC_URL = var.public_url },
       var.webhook_queue ? { BERTH_WEBHOOK_QUEUE_URL = aws_sqs_queue.webhooks[0].url } : {},
+      var.replication_schedule == null ? {} : { BERTH_REPLICATION_SCHEDULE = var.replication_schedule },
     )
   }
 

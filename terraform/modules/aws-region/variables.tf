@@ -120,8 +120,14 @@ variable "gc_schedule" {
   default     = null
 }
 
+variable "replication_schedule" {
+  description = "How often the scheduled invocations copy everything each [[policies.replication]] rule covers (BERTH_REPLICATION_SCHEDULE; s, m, h or d; docs/replication.md). null: only on push (woken by the webhook_queue's SQS queue)."
+  type        = string
+  default     = null
+}
+
 variable "webhook_queue" {
-  description = "Whether an SQS queue wakes the function to deliver webhooks right after a request writes outbox entries (BERTH_WEBHOOK_QUEUE_URL; docs/webhooks.md). false: deliveries wait for gc_schedule's invocations."
+  description = "Whether an SQS queue wakes the function to deliver webhooks and run replication copies right after a request writes outbox entries (BERTH_WEBHOOK_QUEUE_URL; docs/webhooks.md, docs/replication.md). false: they wait for gc_schedule's invocations."
   type        = bool
   default     = true
 }

@@ -22,6 +22,10 @@ locals {
     },
     var.policy_config == null ? {} : { POLICY_CONFIG = var.policy_config },
     var.public_url == null ? {} : { PUBLIC_URL = var.public_url },
+    # Replication on the Cron Trigger and the queue consumer (edge/src/replication.rs,
+    # docs/replication.md): full runs of every rule this often; how long one run copies.
+    var.replication_schedule == null ? {} : { BERTH_REPLICATION_SCHEDULE = var.replication_schedule },
+    { BERTH_REPLICATION_BUDGET = var.replication_budget },
     local.presign ? {
       S3_ENDPOINT  = "https://${var.account_id}.r2.cloudflarestorage.com"
       S3_BUCKET    = cloudflare_r2_bucket.blobs.name

@@ -108,6 +108,18 @@ variable "gc_budget" {
   default     = "60s"
 }
 
+variable "replication_schedule" {
+  description = "BERTH_REPLICATION_SCHEDULE: how often the Cron Trigger copies everything each [[policies.replication]] rule covers (s, m, h or d; docs/replication.md). null: only on push."
+  type        = string
+  default     = null
+}
+
+variable "replication_budget" {
+  description = "BERTH_REPLICATION_BUDGET: how long one Cron Trigger or queue batch runs replication copies (wall time); the next one continues."
+  type        = string
+  default     = "120s"
+}
+
 variable "presign_access_key_id" {
   description = "Access key id of an R2 API token (Object Read & Write on the bucket). With presign_secret_access_key, blob GETs are answered with 307 redirects to presigned R2 URLs; null streams blobs through the Worker."
   type        = string

@@ -60,7 +60,7 @@ struct Setup {
 }
 
 fn sync_setup() -> Setup {
-    let remote = Arc::new(Dest { reg: memory(), log: Mutex::new(Vec::new()), down: Default::default() });
+    let remote = Arc::new(Dest { reg: memory(), log: Mutex::new(Vec::new()), down: Default::default(), token: Default::default() });
     let faults = Arc::new(Remote { inner: FakeHttp(remote.clone()), fault: Mutex::new(None) });
     let policies = Policies::new(&PolicyConfig { sync: vec![sync_rule()], ..Default::default() }).unwrap();
     let client = UpstreamClient::new(faults.clone());
