@@ -258,7 +258,8 @@ mod worker_main {
             .await
             .map_err(|e| e.message);
         let point = crate::analytics::gc_point(report.as_ref().ok(), (js_sys::Date::now() - started) / 1000.0);
-        crate::analytics::record_run(env, settings.analytics_echo, &point);
+        let echo = crate::settings::Settings::from_env(env).is_ok_and(|s| s.analytics_echo);
+        crate::analytics::record_run(env, echo, &point);
         let report = report?;
         worker::console_log!(
             "berth: garbage collection: {}",
