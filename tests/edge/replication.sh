@@ -13,6 +13,8 @@
 #      and the others (BERTH_REPLICATION_SCHEDULE: every rule, as `berth serve
 #      --replication-schedule`), enqueued by one of them only; the two reports together
 #      copy each entry once (claims), none failed.
+#      The same triggers run a sync rule (pull mode) once: app/one from Distribution into
+#      pulled/app/one, checked with skopeo.
 #   3. A delete replicates to the rule with deletes = true only.
 #   4. A 96 MiB layer copied by the Cron Trigger: workerd's peak memory grows by less than twice
 #      the layer (wrangler dev's local R2 and fetch hold about one layer; a body buffered in wasm
@@ -52,6 +54,19 @@ make_images
 setup_d
 setup_t
 replication_rules >"$WORK/policies.toml"
+# Pull mode: the Cron Trigger also syncs app/one from Distribution (which step 1 fills by
+# replication) into pulled/ (which no replication rule covers).
+cat >>"$WORK/policies.toml" <<TOML
+
+[[policies.sync]]
+name = "from-dist"
+source = "http://$D"
+username = "bob"
+password = "$BOB_PW"
+repositories = ["app/one"]
+prefix = "pulled"
+every = "1h"
+TOML
 port=$(free_port) inspector=$(free_port) front=$(free_port)
 W=127.0.0.1:$port
 setsid bash infra/edge/wrangler-dev.sh --ip 127.0.0.1 --port "$port" \
@@ -119,6 +134,9 @@ r = [json.loads(l) for l in sys.stdin if l.strip()]
 print(sum(x["copied"] for x in r), sum(x["retrying"] + x["failed"] for x in r), sum(1 for x in r if x["copied"]))')
 expect_eq "copies by the two concurrent triggers (2 retried + 12 of the full run, each once)" 14 "$copied"
 expect_eq "retrying or failed in the triggers' reports" 0 "$others"
+# The same two triggers ran the sync rule, once (the other found it claimed).
+expect_eq "pull mode: pulled/app/one:v1 synced from Distribution by the Cron Trigger" "$D1" "$(raw_digest "" "$F/pulled/app/one:v1")"
+expect_eq "pull mode: sync runs in the two triggers' logs" 1 "$(log | grep -c 'sync rules run: 1, failed: 0')"
 say "  (triggers that copied something: $busy of 2; reports: $(cron_jsons | tr '\n' ' '))"
 
 say "--- a delete replicates where the rule says so"

@@ -10,7 +10,8 @@
 #      copies every manifest to both destinations with its digest.
 #   2. Distribution down: a push is copied to the other destination on its wake-up, and to
 #      Distribution (back, past the backoff) only by EventBridge's scheduled event, which also
-#      runs the scheduled full run of the on_push = false rule (BERTH_REPLICATION_SCHEDULE).
+#      runs the scheduled full run of the on_push = false rule (BERTH_REPLICATION_SCHEDULE) and a
+#      sync rule (pull mode: app/one from Distribution into pulled/, checked with skopeo).
 #   3. A delete replicates to the rule with deletes = true only.
 #
 # Environment (from run.sh): FUNCTION, S3_ENDPOINT, META_ENDPOINT, SQS_ENDPOINT, QUEUE_URL,
@@ -28,6 +29,19 @@ make_images
 setup_d
 setup_t
 replication_rules >"$WORK/policies.toml"
+# Pull mode: the scheduled event also syncs app/one from Distribution (which the wake-up fills
+# by replication) into pulled/ (which no replication rule covers).
+cat >>"$WORK/policies.toml" <<TOML
+
+[[policies.sync]]
+name = "from-dist"
+source = "http://$D"
+username = "bob"
+password = "$BOB_PW"
+repositories = ["app/one"]
+prefix = "pulled"
+every = "1h"
+TOML
 
 # The function: emulator, the content-type shim clients use, the deadline shim (epoch deadlines,
 # as AWS sends: see deadline_shim.py), a TLS-refusing front for skopeo (plain_front.py).
@@ -118,6 +132,9 @@ expect_eq "Distribution: manual/app/multi:v1 by the scheduled full run" "$IDX" "
 expect_eq "Distribution: manual/app/two:v1 by the scheduled full run" "$D2" "$(raw_digest "$BOB" "$D/manual/app/two:v1")"
 grep -q 'scheduled full replication run enqueued rule=by-hand entries=3' "$WORK/function.log" && ok "one full run of 3 tags enqueued" \
   || bad "no full run of 3 entries in the function's log"
+expect_eq "pull mode: pulled/app/one:v1 synced from Distribution by the scheduled event" "$D1" "$(raw_digest "" "$P/pulled/app/one:v1")"
+grep -q 'sync rules run ran=1 failed=0' "$WORK/function.log" && ok "pull mode: the sync rule ran once" \
+  || bad "no sync run in the function's log"
 
 say "--- a delete replicates where the rule says so"
 wake_quietly() { invoke wake >/dev/null; }
