@@ -56,17 +56,7 @@ setup_t
 replication_rules >"$WORK/policies.toml"
 # Pull mode: the Cron Trigger also syncs app/one from Distribution (which step 1 fills by
 # replication) into pulled/ (which no replication rule covers).
-cat >>"$WORK/policies.toml" <<TOML
-
-[[policies.sync]]
-name = "from-dist"
-source = "http://$D"
-username = "bob"
-password = "$BOB_PW"
-repositories = ["app/one"]
-prefix = "pulled"
-every = "1h"
-TOML
+sync_rule '["app/one"]' pulled 1h >>"$WORK/policies.toml"
 port=$(free_port) inspector=$(free_port) front=$(free_port)
 W=127.0.0.1:$port
 setsid bash infra/edge/wrangler-dev.sh --ip 127.0.0.1 --port "$port" \

@@ -31,17 +31,7 @@ setup_t
 replication_rules >"$WORK/policies.toml"
 # Pull mode: the scheduled event also syncs app/one from Distribution (which the wake-up fills
 # by replication) into pulled/ (which no replication rule covers).
-cat >>"$WORK/policies.toml" <<TOML
-
-[[policies.sync]]
-name = "from-dist"
-source = "http://$D"
-username = "bob"
-password = "$BOB_PW"
-repositories = ["app/one"]
-prefix = "pulled"
-every = "1h"
-TOML
+sync_rule '["app/one"]' pulled 1h >>"$WORK/policies.toml"
 
 # The function: emulator, the content-type shim clients use, the deadline shim (epoch deadlines,
 # as AWS sends: see deadline_shim.py), a TLS-refusing front for skopeo (plain_front.py).

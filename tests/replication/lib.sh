@@ -201,3 +201,20 @@ prefix = "manual"
 on_push = false
 TOML
 }
+
+# A sync rule (pull mode) from Distribution: sync_rule REPOSITORIES PREFIX EVERY [TAGS], the
+# lists as TOML arrays.
+sync_rule() {
+  cat <<TOML
+
+[[policies.sync]]
+name = "from-dist"
+source = "http://$D"
+username = "bob"
+password = "$BOB_PW"
+repositories = $1
+tags = ${4:-[\"*\"]}
+prefix = "$2"
+every = "$3"
+TOML
+}

@@ -14,17 +14,7 @@ check "skopeo push up/app:latest to Distribution (not matched)" "${SK_D[@]}" "oc
 check "skopeo push the index up/multi:v1 to Distribution (--all)" "${SK_D[@]}" --all "oci:$WORK/multi:v1" "docker://$D/up/multi:v1"
 
 P_PORT=$(free_port); P=127.0.0.1:$P_PORT
-cat >"$WORK/sync.toml" <<TOML
-[[policies.sync]]
-name = "from-dist"
-source = "http://$D"
-username = "bob"
-password = "$BOB_PW"
-repositories = ["up/app", "up/multi"]
-tags = ["v*"]
-prefix = "hub"
-every = "3s"
-TOML
+sync_rule '["up/app", "up/multi"]' hub 3s '["v*"]' >"$WORK/sync.toml"
 start_p() {
   "$BERTH_BIN" serve --addr "$P" --data-dir "$WORK/p-data" --policy-config "$WORK/sync.toml" \
     --replication-interval 200 --replication-timeout 30 >>"$WORK/p.log" 2>&1 &
