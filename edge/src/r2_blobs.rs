@@ -303,6 +303,10 @@ impl BlobStore for R2Blobs {
         Ok(found)
     }
 
+    fn redirects(&self) -> bool {
+        self.presigner.is_some()
+    }
+
     async fn redirect_url(&self, digest: &Digest, now: u64) -> StorageResult<Option<String>> {
         let Some(presigner) = &self.presigner else {
             return Ok(None);

@@ -6,6 +6,7 @@ use http::StatusCode;
 use crate::body::Body;
 use crate::error::{oci, ErrorCode, Result};
 use crate::events::Found;
+use crate::mirror::Miss;
 use crate::names::{parse_digest, Digest, RepoName};
 use crate::records::blob_key;
 use crate::reply::{names::DOCKER_CONTENT_DIGEST, Reply};
@@ -31,20 +32,31 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     ) -> Result<Reply> {
         let name = RepoName::parse(name)?;
         let digest = parse_digest(digest)?;
+        let ok = |size: u64| {
+            Reply::new(StatusCode::OK)
+                .found(Found::blob(&digest, size))
+                .header(DOCKER_CONTENT_DIGEST, digest.to_string())
+                .header(ETAG, format!("\"{digest}\""))
+                .header(CACHE_CONTROL, IMMUTABLE)
+                .header(ACCEPT_RANGES, "bytes")
+        };
         let size = match self.blob_link(&name, &digest).await? {
-            Some(size) => Some(size),
-            // A miss in a pull-through cache is fetched from its upstream (src/mirror/).
-            None => self.mirror_blob(&name, &digest, ctx).await?,
+            Some(size) => size,
+            // A miss in a pull-through cache is fetched from its upstream (src/mirror/); a
+            // whole GET the store would serve itself is answered while it is stored.
+            None => {
+                let whole_get = !head && header_str(&req.headers, "range").is_none();
+                let answer_while_storing = whole_get && !self.blobs.redirects();
+                match self.mirror_blob(&name, &digest, answer_while_storing, ctx).await? {
+                    Miss::Absent => return Err(blob_unknown(&digest)),
+                    Miss::Stored(size) => size,
+                    Miss::Streaming { size, body } => {
+                        return Ok(ok(size).header(CONTENT_TYPE, "application/octet-stream").body(Body::Stream(body), size))
+                    }
+                }
+            }
         };
-        let Some(size) = size else {
-            return Err(blob_unknown(&digest));
-        };
-        let reply = Reply::new(StatusCode::OK)
-            .found(Found::blob(&digest, size))
-            .header(DOCKER_CONTENT_DIGEST, digest.to_string())
-            .header(ETAG, format!("\"{digest}\""))
-            .header(CACHE_CONTROL, IMMUTABLE)
-            .header(ACCEPT_RANGES, "bytes");
+        let reply = ok(size);
         if head {
             return Ok(reply.header(CONTENT_TYPE, "application/octet-stream").body(Body::Empty, size));
         }

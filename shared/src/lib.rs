@@ -104,10 +104,13 @@ pub struct RequestContext {
 }
 
 /// The registry: protocol and policy over a blob store and a metadata store.
+///
+/// Cheap to clone (every part is shared): a response body that outlives the request's borrow
+/// of the registry (the pull-through cache's tee, src/mirror/tee.rs) holds a clone.
 pub struct Registry<B, M> {
-    pub(crate) blobs: B,
-    pub(crate) meta: M,
-    pub(crate) config: Config,
+    pub(crate) blobs: std::sync::Arc<B>,
+    pub(crate) meta: std::sync::Arc<M>,
+    pub(crate) config: std::sync::Arc<Config>,
     /// None: no auth (the default); see [`Registry::with_auth`].
     /// Shared: the Worker builds a `Registry` per request but keeps one `Auth` (and its cache of
     /// OIDC keys) per isolate.
@@ -122,12 +125,27 @@ pub struct Registry<B, M> {
     pub(crate) hooks: Option<std::sync::Arc<webhooks::Webhooks>>,
 }
 
+impl<B, M> Clone for Registry<B, M> {
+    fn clone(&self) -> Self {
+        Registry {
+            blobs: self.blobs.clone(),
+            meta: self.meta.clone(),
+            config: self.config.clone(),
+            auth: self.auth.clone(),
+            sinks: self.sinks.clone(),
+            policies: self.policies.clone(),
+            upstream: self.upstream.clone(),
+            hooks: self.hooks.clone(),
+        }
+    }
+}
+
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     pub fn new(blobs: B, meta: M, config: Config) -> Self {
         Registry {
-            blobs,
-            meta,
-            config,
+            blobs: std::sync::Arc::new(blobs),
+            meta: std::sync::Arc::new(meta),
+            config: std::sync::Arc::new(config),
             auth: None,
             sinks: vec![std::sync::Arc::new(auth::AuditLog)],
             policies: Default::default(),
@@ -235,7 +253,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         // The outbox entries of webhooks and of replication (src/replication/outbox.rs).
         let recorded = match (&self.hooks, hook_request) {
-            (Some(hooks), Some(request)) => hooks.record(&self.meta, &event, &request, refusal.as_ref(), &ctx).await,
+            (Some(hooks), Some(request)) => hooks.record(&*self.meta, &event, &request, refusal.as_ref(), &ctx).await,
             _ => Ok(0),
         };
         let recorded = match recorded {

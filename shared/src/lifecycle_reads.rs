@@ -158,7 +158,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     async fn queue_state(&self, q: Queue, req: &crate::Parts) -> Result<serde_json::Map<String, serde_json::Value>> {
         let query = query_of(req.uri.query());
         let last = query_param(&query, "last").filter(|l| !l.is_empty());
-        let mut failed = outbox::failed_in(&self.meta, q, last, MAX_FAILED + 1).await?;
+        let mut failed = outbox::failed_in(&*self.meta, q, last, MAX_FAILED + 1).await?;
         let more_failed = failed.len() > MAX_FAILED;
         failed.truncate(MAX_FAILED);
         let pending = self.meta.list(q.due, None, MAX_PENDING_COUNTED + 1).await?.len();
@@ -187,10 +187,10 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             let body = json!({ "rules": [], "sync": [], "failed": [], "pending": 0 });
             return Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()));
         }
-        let mut statuses = replication::statuses(&self.meta).await?;
+        let mut statuses = replication::statuses(&*self.meta).await?;
         let mut body = self.queue_state(replication::outbox::QUEUE, req).await?;
         body.insert("rules".into(), json!(rules.iter().map(|r| rule_view(r, &mut statuses)).collect::<Vec<_>>()));
-        let mut states = replication::sync::states(&self.meta).await?;
+        let mut states = replication::sync::states(&*self.meta).await?;
         body.insert("sync".into(), json!(sync.iter().map(|r| sync_view(r, &mut states)).collect::<Vec<_>>()));
         Ok(Reply::json(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()))
     }

@@ -50,7 +50,7 @@ pub struct ByteRange {
 /// session so that any stateless instance can continue it.
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
-pub trait BlobStore: MaybeSendSync {
+pub trait BlobStore: MaybeSendSync + 'static {
     /// Size of a verified blob, or None.
     async fn stat(&self, digest: &Digest) -> StorageResult<Option<u64>>;
     /// The content of a verified blob (or a range of it), or None.
@@ -78,6 +78,13 @@ pub trait BlobStore: MaybeSendSync {
     /// `uploads/` prefix (see `records::UPLOADS`), enumerable with [`MetaStore::list`], and each
     /// names the `backend` state that [`BlobStore::upload_abort`] needs to discard its data.
     async fn list_blobs(&self, after: Option<&Digest>, limit: usize) -> StorageResult<Vec<StoredBlob>>;
+    /// Whether [`BlobStore::redirect_url`] may send blob GETs elsewhere. A pull-through cache's
+    /// first pull is then stored before it is answered (the redirect needs the stored blob);
+    /// otherwise it is answered while it is stored.
+    fn redirects(&self) -> bool {
+        false
+    }
+
     /// A short-lived URL a client can fetch the blob from directly, when the store can presign.
     /// `now` is the Unix time in seconds (the core never reads a clock).
     async fn redirect_url(&self, _digest: &Digest, _now: u64) -> StorageResult<Option<String>> {
@@ -254,7 +261,7 @@ pub fn precondition_holds(cond: &Precondition, current: Option<&str>) -> bool {
 /// Keys are ASCII; listing is in byte order.
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
-pub trait MetaStore: MaybeSendSync {
+pub trait MetaStore: MaybeSendSync + 'static {
     async fn get(&self, key: &str) -> StorageResult<Option<Versioned>>;
     async fn put(&self, key: &str, value: Bytes, cond: Precondition) -> StorageResult<PutOutcome>;
     /// Removes a key; absent keys are not an error.

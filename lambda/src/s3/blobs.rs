@@ -246,6 +246,11 @@ impl BlobStore for S3BlobStore {
         Ok(found)
     }
 
+    /// Every blob GET is a presigned redirect: the function's response could not carry a layer.
+    fn redirects(&self) -> bool {
+        true
+    }
+
     async fn redirect_url(&self, digest: &Digest, now: u64) -> StorageResult<Option<String>> {
         let Some(location) = self.locate(digest).await? else {
             return Ok(None);

@@ -35,42 +35,43 @@ pub(crate) struct InFlight {
 }
 
 /// Whose turn it is to fetch.
-pub(crate) enum Turn<'a> {
+pub(crate) enum Turn {
     /// Fetch, then [`Lead::finish`]; dropping the lead unfinished counts as abandoned.
-    Lead(Lead<'a>),
+    Lead(Lead),
     /// Another request is fetching: await this.
     Follow(Wait),
 }
 
-pub(crate) struct Lead<'a> {
-    owner: &'a InFlight,
+/// Owns its table, so a lead can live in a response body that outlives the request (the tee).
+pub(crate) struct Lead {
+    owner: Arc<InFlight>,
     key: String,
     signal: Arc<Signal>,
     outcome: Option<Outcome>,
 }
 
 impl InFlight {
-    pub(crate) fn turn(&self, key: &str) -> Turn<'_> {
+    pub(crate) fn turn(self: &Arc<Self>, key: &str) -> Turn {
         let Ok(mut fetches) = self.fetches.lock() else {
             // A poisoned lock only loses the sharing: fetch alone.
-            return Turn::Lead(Lead { owner: self, key: String::new(), signal: Arc::default(), outcome: None });
+            return Turn::Lead(Lead { owner: self.clone(), key: String::new(), signal: Arc::default(), outcome: None });
         };
         if let Some(signal) = fetches.get(key) {
             return Turn::Follow(Wait(signal.clone()));
         }
         let signal = Arc::new(Signal::default());
         fetches.insert(key.to_owned(), signal.clone());
-        Turn::Lead(Lead { owner: self, key: key.to_owned(), signal, outcome: None })
+        Turn::Lead(Lead { owner: self.clone(), key: key.to_owned(), signal, outcome: None })
     }
 }
 
-impl Lead<'_> {
+impl Lead {
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.outcome = Some(outcome);
     }
 }
 
-impl Drop for Lead<'_> {
+impl Drop for Lead {
     fn drop(&mut self) {
         if let Ok(mut fetches) = self.owner.fetches.lock() {
             if fetches.get(&self.key).is_some_and(|s| Arc::ptr_eq(s, &self.signal)) {

@@ -5,10 +5,12 @@
 //! Nothing fetched becomes visible before its digest is verified: a manifest's bytes are hashed
 //! in memory (they are small and bounded), a blob streams through the same monolithic upload
 //! path a push takes, so memory stays flat and a wrong or truncated blob is discarded there.
-//! The answer is stored, then served (no runtime here tees a stream into storage and a response).
+//! A blob's first whole GET is answered while it is stored (`tee`); anything else the cache
+//! fetches is stored, then served.
 
 pub mod config;
 mod inflight;
+mod tee;
 pub mod upstream;
 #[cfg(test)]
 mod tests;
@@ -29,7 +31,7 @@ use crate::{header_str, Registry, RequestContext};
 
 pub use config::{MirrorRule, Secret};
 pub use upstream::{Upstream, UpstreamClient, UpstreamRequest, UpstreamResponse};
-use inflight::{Outcome, Turn};
+use inflight::{Lead, Outcome, Turn};
 use upstream::{bad_gateway, UpstreamResponse as Response};
 
 /// What a mirror asks the upstream for: every manifest type Berth stores, indexes first, so a
@@ -260,10 +262,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 
     /// A blob GET/HEAD missed in a mirrored repository: fetch it from the upstream through the
-    /// monolithic upload path (streamed, verified, linked as if pushed). Returns its size, or
-    /// None when the repository is not mirrored or the upstream has no such blob.
-    pub(crate) async fn mirror_blob(&self, name: &RepoName, digest: &Digest, ctx: &RequestContext) -> Result<Option<u64>> {
-        let Some((rule, upstream)) = self.mirror_of(name.as_str()) else { return Ok(None) };
+    /// monolithic upload path (streamed, verified, linked as if pushed). With `answer_while_storing`
+    /// (a whole-blob GET the store would serve itself, not redirect) and a length the upstream
+    /// announced, the client gets the bytes as they arrive (`tee`); otherwise the blob is
+    /// stored first. Concurrent misses of one blob in this process fetch it once.
+    pub(crate) async fn mirror_blob(&self, name: &RepoName, digest: &Digest, answer_while_storing: bool, ctx: &RequestContext) -> Result<Miss> {
+        let Some((rule, upstream)) = self.mirror_of(name.as_str()) else { return Ok(Miss::Absent) };
         let client = self.upstream_client()?;
         // Keyed by what is fetched: a waiter finds the blob linked under its own name.
         let key = format!("{}/{upstream}@{digest}", rule.base());
@@ -271,22 +275,52 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             match client.inflight.turn(&key) {
                 Turn::Lead(lead) => break lead,
                 Turn::Follow(wait) => match wait.await {
-                    Outcome::Done => return self.blob_link(name, digest).await,
+                    Outcome::Done => return Ok(self.blob_link(name, digest).await?.map_or(Miss::Absent, Miss::Stored)),
                     Outcome::Failed(e) => return Err(e),
                     Outcome::Abandoned => continue,
                 },
             }
         };
-        let result = self.fetch_blob(client, name, digest, rule, upstream, ctx).await;
-        lead.finish(match &result {
-            Ok(_) => Outcome::Done,
-            Err(e) => Outcome::Failed(e.clone()),
-        });
-        result
+        let finish = |lead: Lead, result: &Result<Option<u64>>| {
+            lead.finish(match result {
+                Ok(_) => Outcome::Done,
+                Err(e) => Outcome::Failed(e.clone()),
+            })
+        };
+        let response = match self.open_blob(client, rule, upstream, digest, ctx.now).await {
+            Ok(Some(response)) => response,
+            result => {
+                let result = result.map(|_| None);
+                finish(lead, &result);
+                return result.map(|_| Miss::Absent);
+            }
+        };
+        let what = format!("{}/{upstream}@{digest}", rule.base());
+        let announced = header_str(&response.headers, CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse::<u64>().ok());
+        if let (true, Some(size)) = (answer_while_storing, announced) {
+            // Refused now, while the answer can still be a status; the charge comes when it is linked.
+            if let Err(e) = self.check_quotas(name, digest, size).await {
+                finish(lead, &Err(e.clone()));
+                return Err(e);
+            }
+            let (registry, name, digest, ctx) = (self.clone(), name.clone(), digest.clone(), *ctx);
+            let headers = response.headers;
+            let body = tee::tee(response.body, move |piped| {
+                Box::pin(async move {
+                    let result = registry.store_fetched(&name, &digest, &headers, piped, &what, &ctx).await;
+                    finish(lead, &result);
+                    result.map(|_| ())
+                })
+            });
+            return Ok(Miss::Streaming { size, body });
+        }
+        let result = self.store_fetched(name, digest, &response.headers, response.body, &what, ctx).await;
+        finish(lead, &result);
+        result.map(|size| size.map_or(Miss::Absent, Miss::Stored))
     }
 
-    /// Fetches a blob from the upstream into `name` (also pull-mode replication's): streamed
-    /// through the monolithic upload path, verified, linked as if pushed; None on a 404.
+    /// Fetches a blob from the upstream into `name` (pull-mode replication's): streamed through
+    /// the monolithic upload path, verified, linked as if pushed; None on a 404.
     pub(crate) async fn fetch_blob(
         &self,
         client: &UpstreamClient,
@@ -296,31 +330,57 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         upstream: &str,
         ctx: &RequestContext,
     ) -> Result<Option<u64>> {
+        let Some(response) = self.open_blob(client, rule, upstream, digest, ctx.now).await? else { return Ok(None) };
+        let what = format!("{}/{upstream}@{digest}", rule.base());
+        self.store_fetched(name, digest, &response.headers, response.body, &what, ctx).await
+    }
+
+    /// The upstream's answer for a blob: Some on 200, None on a 404, an error otherwise.
+    async fn open_blob(&self, client: &UpstreamClient, rule: &MirrorRule, upstream: &str, digest: &Digest, now: u64) -> Result<Option<Response>> {
         let path = format!("blobs/{digest}");
-        let response = client.send(rule, upstream, Method::GET, &path, &[], ctx.now).await?;
+        let response = client.send(rule, upstream, Method::GET, &path, &[], now).await?;
         match response.status {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
-            status => return Err(upstream_status(rule, &format!("{upstream}@{digest}"), status)),
+            StatusCode::OK => Ok(Some(response)),
+            StatusCode::NOT_FOUND => Ok(None),
+            status => Err(upstream_status(rule, &format!("{upstream}@{digest}"), status)),
         }
+    }
+
+    /// Stores an upstream blob body (`what` names it in errors) through the monolithic upload
+    /// path and links it; returns its size.
+    async fn store_fetched(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        upstream_headers: &HeaderMap,
+        body: crate::storage::ByteStream,
+        what: &str,
+        ctx: &RequestContext,
+    ) -> Result<Option<u64>> {
         // The upload path checks the length against Content-Length: a short body is refused.
         let mut headers = HeaderMap::new();
-        if let Some(len) = response.headers.get(CONTENT_LENGTH) {
+        if let Some(len) = upstream_headers.get(CONTENT_LENGTH) {
             headers.insert(CONTENT_LENGTH, len.clone());
         }
-        match self.monolithic(name, digest.clone(), &headers, response.body, Source::Fetched, ctx).await {
+        match self.monolithic(name, digest.clone(), &headers, body, Source::Fetched, ctx).await {
             Ok(_) => {}
             // What a pushing client would be blamed for (its bytes) is the upstream's fault here;
             // anything else (a quota, storage) is answered as it is.
             Err(e) if matches!(e.code, ErrorCode::DigestInvalid | ErrorCode::SizeInvalid | ErrorCode::BlobUploadInvalid) => {
-                return Err(bad_gateway(format!(
-                    "blob {}/{upstream}@{digest}: {}; nothing was stored",
-                    rule.base(),
-                    e.message
-                )))
+                return Err(bad_gateway(format!("blob {what}: {}; nothing was stored", e.message)))
             }
             Err(e) => return Err(e),
         }
         self.blob_link(name, digest).await
     }
+}
+
+/// What a blob miss in a mirrored repository came to.
+pub(crate) enum Miss {
+    /// Not mirrored, or the upstream has no such blob.
+    Absent,
+    /// Fetched, verified and linked: served from the store like any blob.
+    Stored(u64),
+    /// Being fetched and stored while this body answers the client ([`tee`]).
+    Streaming { size: u64, body: crate::storage::ByteStream },
 }

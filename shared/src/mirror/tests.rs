@@ -17,6 +17,8 @@ use crate::{Body, Config};
 type Reg = Registry<MemoryBlobStore, MemoryMetaStore>;
 const BASE: &str = "http://up.test";
 const CDN: &str = "http://cdn.test";
+/// The chunks a gated upstream sends its first half in.
+const GATED_CHUNK: usize = 64 * 1024;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Fault {
@@ -28,6 +30,10 @@ enum Fault {
     RedirectLoop,
     /// Blobs redirect to another origin (a CDN or presigned storage URL).
     RedirectToCdn,
+    /// Blobs come with one byte changed (same length: only the digest can tell).
+    CorruptBlob,
+    /// Blobs send their first half, then wait for `Fake::gate`.
+    Gated,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -44,6 +50,7 @@ struct Fake {
     log: Mutex<Vec<String>>,
     tokens_issued: AtomicUsize,
     slow: std::sync::atomic::AtomicBool,
+    gate: Arc<tokio::sync::Notify>,
 }
 
 struct FakeHttp(Arc<Fake>);
@@ -145,6 +152,22 @@ impl Upstream for FakeHttp {
                 vec![Ok(half), Err(crate::StorageError::new("connection reset"))];
             body = Box::pin(futures_util::stream::iter(broken));
         }
+        if fault == Fault::CorruptBlob && path.contains("/blobs/") {
+            let mut bytes = collect(body).await;
+            bytes[0] ^= 1;
+            body = Box::pin(futures_util::stream::iter([Ok(Bytes::from(bytes))]));
+        }
+        if fault == Fault::Gated && path.contains("/blobs/") {
+            let mut first = collect(body).await;
+            let second = first.split_off(first.len() / 2);
+            let gate = fake.gate.clone();
+            let rest = futures_util::stream::once(async move {
+                gate.notified().await;
+                Ok(Bytes::from(second))
+            });
+            let first: Vec<_> = first.chunks(GATED_CHUNK).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+            body = Box::pin(futures_util::StreamExt::chain(futures_util::stream::iter(first), rest));
+        }
         Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body })
     }
 }
@@ -177,6 +200,7 @@ fn setup(auth: Auth, mirror_rule: MirrorRule) -> (Arc<Fake>, Reg) {
         log: Mutex::new(Vec::new()),
         tokens_issued: AtomicUsize::new(0),
         slow: Default::default(),
+        gate: Default::default(),
     });
     let policies = Policies::new(&PolicyConfig { mirrors: vec![mirror_rule], ..Default::default() }).unwrap();
     let mirror = memory().with_policies(policies).with_upstream(UpstreamClient::new(Arc::new(FakeHttp(fake.clone()))));
@@ -206,6 +230,21 @@ async fn send(reg: &Reg, method: &str, uri: &str, body: &[u8], now: u64) -> Got 
     let stream: ByteStream = Box::pin(futures_util::stream::iter([Ok(Bytes::copy_from_slice(body))]));
     let (parts, body) = reg.handle(req.body(stream).unwrap(), ctx(now)).await.into_parts();
     Got { status: parts.status, headers: parts.headers, body: collect(stream_of(body)).await }
+}
+
+/// A GET read to its end: the status, the bytes before the end, and how the body ended.
+async fn get_to_the_end(reg: &Reg, uri: &str) -> (StatusCode, Vec<u8>, std::result::Result<(), String>) {
+    let req = http::Request::get(uri).body(crate::body::empty_stream()).unwrap();
+    let (parts, body) = reg.handle(req, ctx(10)).await.into_parts();
+    let mut stream = stream_of(body);
+    let mut got = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        match chunk {
+            Ok(bytes) => got.extend_from_slice(&bytes),
+            Err(e) => return (parts.status, got, Err(e.message)),
+        }
+    }
+    (parts.status, got, Ok(()))
 }
 
 /// Pushes an image to the upstream as `lib/app:<tag>`: a config and a layer of `layer_len`
@@ -350,10 +389,9 @@ async fn bad_upstreams_get_a_clear_error_and_nothing_is_stored() {
     let (fake, mirror) = setup(Auth::Anonymous, rule(Auth::Anonymous));
     let (digest, blobs) = push_upstream(&fake.reg, "v1", 1, 3 * 1024 * 1024).await;
     let layer = &blobs[1].0;
-    let cases: [(Fault, &str, StatusCode, &str); 7] = [
+    let cases: [(Fault, &str, StatusCode, &str); 6] = [
         (Fault::WrongBytes, "manifests/v1", StatusCode::BAD_GATEWAY, "nothing was stored"),
         (Fault::WrongBytes, &format!("manifests/{digest}"), StatusCode::BAD_GATEWAY, "not sha256:"),
-        (Fault::Truncate, &format!("blobs/{layer}"), StatusCode::BAD_GATEWAY, "nothing was stored"),
         (Fault::RedirectLoop, &format!("blobs/{layer}"), StatusCode::BAD_GATEWAY, "redirect loop"),
         (Fault::Status(503), "manifests/v1", StatusCode::BAD_GATEWAY, "answered 503"),
         (Fault::Status(429), &format!("blobs/{layer}"), StatusCode::TOO_MANY_REQUESTS, "rate-limits"),
@@ -366,11 +404,21 @@ async fn bad_upstreams_get_a_clear_error_and_nothing_is_stored() {
         assert!(r.text().contains(says), "{path}: {}", r.text());
         assert_nothing_stored(&mirror).await;
     }
-    // A truncated small blob (the in-memory path) too.
-    *fake.fault.lock().unwrap() = Fault::Truncate;
-    let r = send(&mirror, "GET", &format!("/v2/hub/lib/app/blobs/{}", blobs[0].0), b"", 10).await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    assert_nothing_stored(&mirror).await;
+    // Bad blob bytes, of the streamed layer and of a small blob (the in-memory path). A HEAD
+    // stores before it answers: a clear 502. A GET is answered while it is stored: its body
+    // is cut with an error where it would have ended, so no client takes it as whole.
+    for (fault, blob) in [(Fault::Truncate, layer), (Fault::CorruptBlob, layer), (Fault::Truncate, &blobs[0].0), (Fault::CorruptBlob, &blobs[0].0)] {
+        *fake.fault.lock().unwrap() = fault;
+        let uri = format!("/v2/hub/lib/app/blobs/{blob}");
+        let r = send(&mirror, "HEAD", &uri, b"", 10).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "HEAD {blob}");
+        assert_nothing_stored(&mirror).await;
+        let (status, _, end) = get_to_the_end(&mirror, &uri).await;
+        assert_eq!(status, StatusCode::OK);
+        let says = end.expect_err("the body must not end cleanly");
+        assert!(says.contains("connection reset") || says.contains("digest"), "{says}");
+        assert_nothing_stored(&mirror).await;
+    }
     // Healthy again: the same pulls work.
     *fake.fault.lock().unwrap() = Fault::None;
     assert_eq!(send(&mirror, "GET", "/v2/hub/lib/app/manifests/v1", b"", 10).await.status, StatusCode::OK);
@@ -467,4 +515,91 @@ async fn a_runtime_request_body_limit_does_not_cap_fetched_blobs() {
     let big = vec![7u8; 2 * 1024 * 1024];
     let uri = format!("/v2/local/app/blobs/uploads/?digest={}", hash::sha256_of(&big));
     assert_eq!(send(&mirror, "POST", &uri, &big, 10).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// A mirror whose upstream holds a 3 MiB layer it sends half of, then waits for `Fake::gate`;
+/// with the layer's URI on the mirror, digest and content.
+async fn gated_layer() -> (Arc<Fake>, Reg, String, (String, Vec<u8>)) {
+    let (fake, mirror) = setup(Auth::Anonymous, rule(Auth::Anonymous));
+    let (_, mut blobs) = push_upstream(&fake.reg, "v1", 1, 3 * 1024 * 1024).await;
+    *fake.fault.lock().unwrap() = Fault::Gated;
+    let layer = blobs.swap_remove(1);
+    (fake, mirror, format!("/v2/hub/lib/app/blobs/{}", layer.0), layer)
+}
+
+/// A blob GET's answer, which must come before the upstream has sent the whole blob.
+async fn first_pull(mirror: &Reg, uri: &str) -> (http::response::Parts, Body) {
+    let req = http::Request::get(uri).body(crate::body::empty_stream()).unwrap();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), mirror.handle(req, ctx(10)));
+    answer.await.expect("the answer must not wait for the whole blob").into_parts()
+}
+
+#[tokio::test]
+async fn a_first_pull_answers_while_it_stores_and_links_only_at_the_verified_end() {
+    let (fake, mirror, uri, (layer, content)) = gated_layer().await;
+    let (parts, body) = first_pull(&mirror, &uri).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(parts.headers["content-length"], content.len().to_string().as_str());
+    assert_eq!(parts.headers["docker-content-digest"], layer.as_str());
+    let mut body = stream_of(body);
+    // The first half reaches the client while the upstream still holds the second (all but
+    // its last chunk, which the body holds until the next one comes).
+    let mut got = Vec::new();
+    while got.len() < content.len() / 2 - GATED_CHUNK {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), futures_util::StreamExt::next(&mut body))
+            .await
+            .expect("the first half must not wait for the whole blob")
+            .unwrap()
+            .unwrap();
+        got.extend_from_slice(&chunk);
+    }
+    assert!(got[..] == content[..got.len()]);
+    // Not linked, not in the store: nothing is visible before its digest is verified.
+    assert!(mirror.meta.list("blobs/", None, 10).await.unwrap().is_empty());
+    assert!(mirror.blobs.list_blobs(None, 10).await.unwrap().is_empty());
+    fake.gate.notify_one();
+    while got.len() < content.len() {
+        got.extend_from_slice(&futures_util::StreamExt::next(&mut body).await.unwrap().unwrap());
+    }
+    assert!(got == *content);
+    // The last byte came after the link: a server that stops polling the body once its
+    // Content-Length is sent leaves the blob stored.
+    assert_eq!(mirror.meta.list("blobs/", None, 10).await.unwrap().len(), 1);
+    assert!(futures_util::StreamExt::next(&mut body).await.is_none());
+    // Linked at the end: the next pull comes from the cache, not the upstream.
+    assert_eq!(mirror.blobs.stat(&parse_digest(&layer).unwrap()).await.unwrap(), Some(content.len() as u64));
+    log(&fake);
+    *fake.fault.lock().unwrap() = Fault::Down;
+    let again = send(&mirror, "GET", &uri, b"", 11).await;
+    assert!(again.status == StatusCode::OK && again.body == *content);
+    assert!(log(&fake).is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_first_pull_leaves_nothing_and_the_next_pull_fetches_again() {
+    let (fake, mirror, uri, (_, content)) = gated_layer().await;
+    let (_, body) = first_pull(&mirror, &uri).await;
+    let mut body = stream_of(body);
+    assert!(futures_util::StreamExt::next(&mut body).await.unwrap().is_ok());
+    drop(body);
+    assert!(mirror.meta.list("blobs/", None, 10).await.unwrap().is_empty());
+    // The fetch was abandoned, not failed: the next pull leads a fetch of its own.
+    *fake.fault.lock().unwrap() = Fault::None;
+    log(&fake);
+    let again = send(&mirror, "GET", &uri, b"", 11).await;
+    assert!(again.status == StatusCode::OK && again.body == *content);
+    assert_eq!(log(&fake).len(), 1);
+}
+
+#[tokio::test]
+async fn a_range_of_a_blob_not_cached_yet_stores_it_whole_then_serves_the_range() {
+    let (fake, mirror) = setup(Auth::Anonymous, rule(Auth::Anonymous));
+    let (_, blobs) = push_upstream(&fake.reg, "v1", 1, 3 * 1024 * 1024).await;
+    let (layer, content) = &blobs[1];
+    // A range of a blob not cached yet: the whole blob is stored, then the range served.
+    let req = http::Request::get(format!("/v2/hub/lib/app/blobs/{layer}")).header("range", "bytes=10-19").body(crate::body::empty_stream()).unwrap();
+    let (parts, body) = mirror.handle(req, ctx(10)).await.into_parts();
+    assert_eq!(parts.status, StatusCode::PARTIAL_CONTENT);
+    assert!(collect(stream_of(body)).await == content[10..20]);
+    assert_eq!(mirror.blobs.stat(&parse_digest(layer).unwrap()).await.unwrap(), Some(content.len() as u64));
 }

@@ -68,7 +68,7 @@ pub struct UpstreamClient {
     /// (upstream base, scope) -> credential.
     credentials: Mutex<HashMap<(String, String), Credential>>,
     /// Blob fetches under way, so concurrent first pulls of one blob fetch it once.
-    pub(crate) inflight: super::inflight::InFlight,
+    pub(crate) inflight: std::sync::Arc<super::inflight::InFlight>,
 }
 
 /// `scheme://host[:port]` of a URL.

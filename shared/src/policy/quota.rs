@@ -103,18 +103,25 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// only a push that loses a race between the check and its charge can leave charges made
     /// in other quotas behind, counted until a recount (over-counted, never under).
     pub(crate) async fn charge_quotas(&self, name: &RepoName, digest: &Digest, size: u64, now: u64) -> Result<()> {
-        let quotas = self.policies.quotas_for(name.as_str());
-        for (rule_no, rule, limit) in &quotas {
+        self.check_quotas(name, digest, size).await?;
+        for (rule_no, rule, limit) in self.policies.quotas_for(name.as_str()) {
+            self.charge_one(rule_no, rule, limit, digest, size, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses with 403 if counting `digest` (`size` bytes) would take a quota covering `name`
+    /// over its limit; charges nothing. Also asked before a first pull through the cache starts
+    /// answering, while a refusal can still be a status.
+    pub(crate) async fn check_quotas(&self, name: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        for (rule_no, rule, limit) in self.policies.quotas_for(name.as_str()) {
             if self.meta.get(&member_key(&rule.name, digest)).await?.is_some() {
                 continue;
             }
             let used = self.get_record::<Usage>(&usage_key(&rule.name)).await?.map_or(0, |u| u.bytes);
-            if used.checked_add(size).is_none_or(|total| total > *limit) {
-                return Err(over_quota(*rule_no, rule, *limit, used, size));
+            if used.checked_add(size).is_none_or(|total| total > limit) {
+                return Err(over_quota(rule_no, rule, limit, used, size));
             }
-        }
-        for (rule_no, rule, limit) in quotas {
-            self.charge_one(rule_no, rule, limit, digest, size, now).await?;
         }
         Ok(())
     }

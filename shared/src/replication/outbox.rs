@@ -156,11 +156,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         // Entries other workers hold stay first in the list (a claim does not move them): look
         // past them, or `batch` long copies elsewhere (or claims of killed invocations, for
         // the lease) would stop every other worker.
-        for key in due_keys(&self.meta, QUEUE, now, batch.saturating_add(LOOK_PAST)).await? {
+        for key in due_keys(&*self.meta, QUEUE, now, batch.saturating_add(LOOK_PAST)).await? {
             if report.copied + report.retrying + report.failed >= batch {
                 break;
             }
-            let Some((mut entry, version)) = claim(&self.meta, &key, now, LEASE_SECS).await? else {
+            let Some((mut entry, version)) = claim(&*self.meta, &key, now, LEASE_SECS).await? else {
                 report.skipped += 1;
                 continue;
             };
