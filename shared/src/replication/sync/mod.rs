@@ -292,7 +292,15 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                         let digest = digest.map(|d| d.to_string());
                         run.emit(&SyncOutcome { repo, tag: Some(tag), digest, action: "sync", result: Ok(&share) }).await;
                     }
-                    Ok(false) => run.report.unchanged += 1,
+                    Ok(false) => {
+                        run.report.unchanged += 1;
+                        // Referrers new since the last run (a signature of the tag's image).
+                        let share = run.report.since(&before);
+                        if share.referrers > 0 {
+                            let digest = digest.map(|d| d.to_string());
+                            run.emit(&SyncOutcome { repo, tag: Some(tag), digest, action: "sync", result: Ok(&share) }).await;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(rule = %rule.name, repository = %repo, tag = %tag, error = %e.message, "sync failed");
                         run.report.failed += 1;
@@ -391,6 +399,7 @@ impl<B: BlobStore, M: MetaStore> Run<'_, B, M> {
             // Here already. Its referrers may be new (a signature made after the push): the
             // root's are asked (one request), the rest of the tree is not walked again.
             let here = here.ok_or_else(|| bad_gateway("a tag here lost its digest".to_owned()))?;
+            *digest = Some(here.clone());
             self.own(&local, tag, &here).await?;
             self.referrers(&local, repo, vec![here]).await?;
             return Ok(false);

@@ -362,6 +362,13 @@ async fn a_sync_run_is_one_replication_event_per_tag_copied_removed_or_failed_an
     // Nothing moved: no event.
     local.sync(&client, &rule, 11).await.unwrap();
     assert_eq!(hook_entries(&local).await.len(), 2);
+    // The tag did not move but a signature of it came: an event for it, with its count.
+    artifact(&remote.reg, "lib/app", "application/vnd.example.sig", b"signature", &two).await;
+    local.sync(&client, &rule, 11).await.unwrap();
+    let signed: Vec<_> = hook_entries(&local).await.into_iter().map(|d| d.event).filter(|e| e.at == 11).collect();
+    assert_eq!(signed.len(), 1, "{signed:?}");
+    assert_eq!((signed[0].kind, signed[0].tag.as_deref(), signed[0].digest.clone()), (HookKind::ReplicationDone, Some("v2"), Some(digest(&two))));
+    assert_eq!(signed[0].detail.as_ref().unwrap()["report"]["referrers"], 1);
 
     // A tag that fails: replication_failed, with why.
     image(&remote.reg, "lib/app", b"one, rebuilt", Some("v1")).await;
