@@ -137,6 +137,8 @@ mod tests {
         assert_eq!(r.every_secs(), 6 * 3600);
         assert!(r.matches_tag("3.19") && r.matches_tag("latest") && !r.matches_tag("edge"));
         assert!(!r.delete_missing, "a sync only adds unless told");
+        let deleting = crate::auth::AuthConfig::from_toml(&text.replace("every = \"6h\"", "every = \"6h\"\ndelete_missing = true")).unwrap();
+        assert!(deleting.policies.sync[0].delete_missing);
         assert!(!format!("{r:?}").contains("hunter2"), "the password is never printed");
         let no_prefix = SyncRule { prefix: String::new(), ..rule("a") };
         assert_eq!(no_prefix.local_name("library/alpine"), "library/alpine");

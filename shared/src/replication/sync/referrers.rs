@@ -63,7 +63,7 @@ pub(crate) fn schema_tag(subject: &Digest) -> String {
 
 impl<B: BlobStore, M: MetaStore> Run<'_, B, M> {
     /// Stores the remote referrers of `subjects` (manifests stored here, or a tag's root that
-    /// was here already) that this repository lacks, then theirs, breadth by depth. A referrer
+    /// was here already) that this repository lacks, then theirs (to MAX_DEPTH). A referrer
     /// here already is not walked again (its referrers were looked at when it came).
     pub(super) async fn referrers(&mut self, local: &RepoName, repo: &str, subjects: Vec<Digest>) -> Result<()> {
         let mut queue: Vec<(Digest, u32)> = subjects.into_iter().map(|d| (d, 0)).collect();
