@@ -68,8 +68,8 @@ pub async fn run_by_hand(args: SyncArgs) -> Result<(), String> {
         return Err(format!("no sync rule is named {:?} (the config has: {})", args.rule, names.join(", ")));
     };
     let r = registry.sync(&client(args.timeout)?, &rule, crate::gc::now()).await.map_err(|e| e.message)?;
-    println!("rule {}: {} tags, {} synced, {} unchanged, {} blobs fetched ({} bytes)", rule.name, r.tags, r.synced,
-             r.unchanged, r.blobs_fetched, r.bytes_fetched);
+    println!("rule {}: {} tags, {} synced, {} unchanged, {} blobs fetched ({} bytes), {} referrers, {} deleted", rule.name,
+             r.tags, r.synced, r.unchanged, r.blobs_fetched, r.bytes_fetched, r.referrers, r.deleted);
     Ok(())
 }
 
@@ -87,7 +87,7 @@ pub async fn print_status(meta: &RedbMeta, json: bool) -> Result<(), String> {
         };
         let r = &last.report;
         println!(
-            "{}\t{}\tat={}\tsync\ttags={} synced={} unchanged={} failed={} fetched={}\t{}",
+            "{}\t{}\tat={}\tsync\ttags={} synced={} unchanged={} failed={} fetched={} referrers={} deleted={}\t{}",
             s.rule,
             if last.ok { "ok" } else { "FAILED" },
             last.at,
@@ -96,6 +96,8 @@ pub async fn print_status(meta: &RedbMeta, json: bool) -> Result<(), String> {
             r.unchanged,
             r.failed,
             r.blobs_fetched,
+            r.referrers,
+            r.deleted,
             last.error.as_deref().unwrap_or("-")
         );
     }

@@ -109,7 +109,7 @@ pub fn validate_manifest(content_type: Option<&str>, bytes: &[u8]) -> Result<Str
 }
 
 impl Parsed {
-    fn subject(&self) -> Option<&Descriptor> {
+    pub(crate) fn subject(&self) -> Option<&Descriptor> {
         match self {
             Parsed::Image(m) => m.subject().as_ref(),
             Parsed::Index(i) => i.subject().as_ref(),

@@ -76,13 +76,21 @@ make_images() {
   read -r IDX CHILD1 CHILD2 REF < <(python3 "$root/tests/replication/make_index.py" "$WORK/multi" v1 "$NONCE") || exit 1
 }
 # The referrer of the index, by digest, with its empty config blob, into REPO at the registry
-# URL (http://host:port).
-push_referrer() { # push_referrer URL REPO
-  local empty code
+# URL (http://host:port); CREDS (user:password) for a registry with Basic auth.
+push_referrer() { # push_referrer URL REPO [CREDS]
+  local empty code auth=()
+  [ -n "${3:-}" ] && auth=(-u "$3")
   empty=sha256:$(printf '{}' | sha256sum | cut -d' ' -f1)
-  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary '{}' -H 'content-type: application/octet-stream' "$1/v2/$2/blobs/uploads/?digest=$empty")
+  code=$(curl -s "${auth[@]}" -D "$WORK/post.h" -o /dev/null -w '%{http_code}' -X POST --data-binary '{}' -H 'content-type: application/octet-stream' "$1/v2/$2/blobs/uploads/?digest=$empty")
+  if [ "$code" = 202 ]; then # no single-POST upload (Distribution): the upload's PUT
+    local at
+    at=$(tr -d '\r' <"$WORK/post.h" | sed -n 's/^[Ll]ocation: //p')
+    case $at in /*) at=$1$at ;; esac
+    case $at in *\?*) at="$at&digest=$empty" ;; *) at="$at?digest=$empty" ;; esac
+    code=$(curl -s "${auth[@]}" -o /dev/null -w '%{http_code}' -X PUT --data-binary '{}' -H 'content-type: application/octet-stream' "$at")
+  fi
   expect_eq "the referrer's empty blob pushed" 201 "$code"
-  code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data-binary "@$WORK/multi/referrer.json" \
+  code=$(curl -s "${auth[@]}" -o /dev/null -w '%{http_code}' -X PUT --data-binary "@$WORK/multi/referrer.json" \
     -H 'content-type: application/vnd.oci.image.manifest.v1+json' "$1/v2/$2/manifests/$REF")
   expect_eq "the referrer pushed by digest" 201 "$code"
 }
@@ -202,8 +210,8 @@ on_push = false
 TOML
 }
 
-# A sync rule (pull mode) from Distribution: sync_rule REPOSITORIES PREFIX EVERY [TAGS], the
-# lists as TOML arrays.
+# A sync rule (pull mode) from Distribution: sync_rule REPOSITORIES PREFIX EVERY [TAGS]
+# [MORE], the lists as TOML arrays; MORE: further lines of the rule (`delete_missing = true`).
 sync_rule() {
   cat <<TOML
 
@@ -216,5 +224,6 @@ repositories = $1
 tags = ${4:-[\"*\"]}
 prefix = "$2"
 every = "$3"
+${5:-}
 TOML
 }

@@ -33,6 +33,10 @@ pub struct SyncRule {
     pub prefix: String,
     /// How often the rule runs: `"30s"`, `"15m"`, `"1h"`, `"1d"`.
     pub every: String,
+    /// Removes a local tag this rule put here (and that still points where the rule put it)
+    /// once the remote's complete tag list no longer has it. Off by default: a sync only adds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_missing: bool,
 }
 
 impl SyncRule {
@@ -109,6 +113,7 @@ mod tests {
             tags: every_tag(),
             prefix: "hub".into(),
             every: "1h".into(),
+            delete_missing: false,
         }
     }
 
@@ -131,6 +136,9 @@ mod tests {
         assert_eq!(r.local_name("library/alpine"), "hub/library/alpine");
         assert_eq!(r.every_secs(), 6 * 3600);
         assert!(r.matches_tag("3.19") && r.matches_tag("latest") && !r.matches_tag("edge"));
+        assert!(!r.delete_missing, "a sync only adds unless told");
+        let deleting = crate::auth::AuthConfig::from_toml(&text.replace("every = \"6h\"", "every = \"6h\"\ndelete_missing = true")).unwrap();
+        assert!(deleting.policies.sync[0].delete_missing);
         assert!(!format!("{r:?}").contains("hunter2"), "the password is never printed");
         let no_prefix = SyncRule { prefix: String::new(), ..rule("a") };
         assert_eq!(no_prefix.local_name("library/alpine"), "library/alpine");

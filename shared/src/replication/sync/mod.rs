@@ -10,11 +10,18 @@
 //! blobs streamed through the upload path and verified before they are linked. Storing is a
 //! push's ([`Registry::accept_manifest`]): tag policies, references, quotas.
 //!
+//! After a manifest is stored, its referrers at the remote (signatures, SBOMs) follow
+//! ([`referrers`]); with `delete_missing`, tags the rule put here that the remote's complete
+//! tag list no longer has are removed ([`prune`]). Each tag copied, removed or failed on is a
+//! `replication_done` / `replication_failed` webhook event (src/replication/events.rs).
+//!
 //! [`Registry::sync_due`] is the scheduler's step: each rule whose interval has passed since
 //! its last start is claimed with a conditional write of its state record (a lease), so two
 //! processes or isolates calling it at once do not both run it.
 
 pub mod config;
+mod prune;
+mod referrers;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +35,7 @@ use crate::names::{parse_digest, Digest, Reference, RepoName};
 use crate::reply::names::DOCKER_CONTENT_DIGEST;
 use crate::storage::{BlobStore, MetaStore, Precondition, PutOutcome};
 use crate::{header_str, ErrorCode, Registry, RequestContext};
+use super::events::{sync_event, SyncOutcome};
 use http::{HeaderMap, Method, StatusCode};
 
 /// Under this: each sync rule's [`SyncState`] (`<rule>`).
@@ -62,6 +70,30 @@ pub struct SyncReport {
     /// Blobs the local repository had already.
     pub blobs_present: usize,
     pub bytes_fetched: u64,
+    /// Referrer manifests stored (signatures, SBOMs; with their own children and blobs).
+    #[serde(default)]
+    pub referrers: usize,
+    /// Tags removed here because the remote no longer has them (`delete_missing`).
+    #[serde(default)]
+    pub deleted: usize,
+}
+
+impl SyncReport {
+    /// What was done since `before` (a tag's share of a run's report).
+    fn since(&self, before: &SyncReport) -> SyncReport {
+        SyncReport {
+            tags: self.tags - before.tags,
+            unchanged: self.unchanged - before.unchanged,
+            synced: self.synced - before.synced,
+            failed: self.failed - before.failed,
+            manifests: self.manifests - before.manifests,
+            blobs_fetched: self.blobs_fetched - before.blobs_fetched,
+            blobs_present: self.blobs_present - before.blobs_present,
+            bytes_fetched: self.bytes_fetched - before.bytes_fetched,
+            referrers: self.referrers - before.referrers,
+            deleted: self.deleted - before.deleted,
+        }
+    }
 }
 
 /// A run's result, as `berth replicate status` and `GET /v2/_berth/replication` show it.
@@ -235,34 +267,61 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// One run: every matching tag of every repository; a failure is counted and the run goes
     /// on. Returns the report and the first failure.
     async fn run_sync(&self, client: &UpstreamClient, rule: &SyncRule, now: u64) -> (SyncReport, Option<RegistryError>) {
-        let mut run = Run { reg: self, client, rule, remote: rule.remote(), now, report: SyncReport::default() };
+        let mut run = Run { reg: self, client, rule, remote: rule.remote(), now, report: SyncReport::default(), referrers_api: true };
         let mut first_error = None;
         for repo in &rule.repositories {
             let tags = match run.remote_tags(repo).await {
                 Ok(tags) => tags,
                 Err(e) => {
+                    // Nothing is removed here on a failed or partial list (`delete_missing`).
                     tracing::warn!(rule = %rule.name, repository = %repo, error = %e.message, "sync: cannot list the remote tags");
                     run.report.failed += 1;
+                    run.emit(&SyncOutcome { repo, tag: None, digest: None, action: "sync", result: Err(&e.message) }).await;
                     first_error.get_or_insert(about(e, repo));
                     continue;
                 }
             };
             for tag in tags.iter().filter(|t| rule.matches_tag(t)) {
                 run.report.tags += 1;
-                match run.tag(repo, tag).await {
-                    Ok(true) => run.report.synced += 1,
-                    Ok(false) => run.report.unchanged += 1,
+                let before = run.report.clone();
+                let mut digest = None;
+                match run.tag(repo, tag, &mut digest).await {
+                    Ok(true) => {
+                        run.report.synced += 1;
+                        let share = run.report.since(&before);
+                        let digest = digest.map(|d| d.to_string());
+                        run.emit(&SyncOutcome { repo, tag: Some(tag), digest, action: "sync", result: Ok(&share) }).await;
+                    }
+                    Ok(false) => {
+                        run.report.unchanged += 1;
+                        // Referrers new since the last run (a signature of the tag's image).
+                        let share = run.report.since(&before);
+                        if share.referrers > 0 {
+                            let digest = digest.map(|d| d.to_string());
+                            run.emit(&SyncOutcome { repo, tag: Some(tag), digest, action: "sync", result: Ok(&share) }).await;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(rule = %rule.name, repository = %repo, tag = %tag, error = %e.message, "sync failed");
                         run.report.failed += 1;
+                        let digest = digest.map(|d| d.to_string());
+                        run.emit(&SyncOutcome { repo, tag: Some(tag), digest, action: "sync", result: Err(&e.message) }).await;
                         first_error.get_or_insert(about(e, &format!("{repo}:{tag}")));
                     }
+                }
+            }
+            if rule.delete_missing {
+                if let Err(e) = run.prune(repo, &tags).await {
+                    tracing::warn!(rule = %rule.name, repository = %repo, error = %e.message, "sync: cannot remove the tags gone at the remote");
+                    run.report.failed += 1;
+                    first_error.get_or_insert(about(e, repo));
                 }
             }
         }
         if first_error.is_none() {
             tracing::info!(rule = %rule.name, tags = run.report.tags, synced = run.report.synced,
-                           blobs_fetched = run.report.blobs_fetched, "sync");
+                           blobs_fetched = run.report.blobs_fetched, referrers = run.report.referrers,
+                           deleted = run.report.deleted, "sync");
         }
         (run.report, first_error)
     }
@@ -270,7 +329,8 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
 
 /// What a manifest step does: fetch (and look at what it names), or store once that is here.
 enum Step {
-    Fetch { reference: Reference, tags: Vec<String> },
+    /// `root`: the manifest asked for (not a child of it).
+    Fetch { reference: Reference, tags: Vec<String>, root: bool },
     Store { fetched: Fetched, tags: Vec<String> },
 }
 
@@ -281,10 +341,14 @@ struct Run<'a, B, M> {
     remote: MirrorRule,
     now: u64,
     report: SyncReport,
+    /// False once the remote answered 404 to the referrers API (Distribution): the rest of the
+    /// run asks the tag schema straight away.
+    referrers_api: bool,
 }
 
 impl<B: BlobStore, M: MetaStore> Run<'_, B, M> {
-    /// The remote repository's tags, every page (`Link: <...>; rel="next"`).
+    /// The remote repository's tags, every page (`Link: <...>; rel="next"`). Ok only for a
+    /// complete list: what `delete_missing` may act on.
     async fn remote_tags(&self, repo: &str) -> Result<Vec<String>> {
         #[derive(Deserialize)]
         struct Page {
@@ -311,8 +375,9 @@ impl<B: BlobStore, M: MetaStore> Run<'_, B, M> {
         Err(bad_gateway(format!("{base}: the tags of {repo} run past {MAX_TAG_PAGES} pages")))
     }
 
-    /// Syncs one tag; true when it moved here.
-    async fn tag(&mut self, repo: &str, tag: &str) -> Result<bool> {
+    /// Syncs one tag and the referrers of what it names; true when the tag moved here.
+    /// `digest`: the remote's digest for it, once known (for the tag's event).
+    async fn tag(&mut self, repo: &str, tag: &str, digest: &mut Option<Digest>) -> Result<bool> {
         let local = RepoName::parse(&self.rule.local_name(repo))?;
         let here = match self.reg.resolve(&local, &Reference::Tag(tag.to_owned())).await {
             Ok(found) => Some(found.digest),
@@ -321,29 +386,62 @@ impl<B: BlobStore, M: MetaStore> Run<'_, B, M> {
         };
         let by_tag = Reference::Tag(tag.to_owned());
         let Some(head) = self.reg.upstream_manifest(self.client, &self.remote, repo, Method::HEAD, &by_tag, self.now).await? else {
-            // Deleted there since the list: kept here (a sync never deletes).
+            // Deleted there since the list: kept here (only a complete tag list removes tags).
             return Ok(false);
         };
         let announced = header_str(&head.headers, DOCKER_CONTENT_DIGEST.as_str()).and_then(|d| parse_digest(d).ok());
-        if announced.is_some() && announced == here {
+        digest.clone_from(&announced);
+        let stored = match (&here, &announced) {
+            (Some(h), Some(a)) if h == a => None,
+            _ => self.manifests(&local, repo, announced.map_or(by_tag, Reference::Digest), Some(tag), here.as_ref(), None).await?,
+        };
+        let Some(stored) = stored else {
+            // Here already. Its referrers may be new (a signature made after the push): the
+            // root's are asked (one request), the rest of the tree is not walked again.
+            let here = here.ok_or_else(|| bad_gateway("a tag here lost its digest".to_owned()))?;
+            *digest = Some(here.clone());
+            self.own(&local, tag, &here).await?;
+            self.referrers(&local, repo, vec![here]).await?;
             return Ok(false);
+        };
+        *digest = stored.last().cloned();
+        if let Some(root) = stored.last() {
+            self.own(&local, tag, root).await?;
         }
-        let root = announced.map_or(by_tag, Reference::Digest);
-        let mut stack = vec![Step::Fetch { reference: root, tags: vec![tag.to_owned()] }];
+        self.referrers(&local, repo, stored).await?;
+        Ok(true)
+    }
+
+    /// Fetches, verifies and stores the manifest `root` and what it names (an image's blobs, an
+    /// index's children, deepest first), tagging the root with `tag`. Returns the digests
+    /// stored, the root last; None when the root turns out to be `here` (what the tag names
+    /// here already). `subject`: the root is a referrer of it (refused unless it says so).
+    async fn manifests(
+        &mut self,
+        local: &RepoName,
+        repo: &str,
+        root: Reference,
+        tag: Option<&str>,
+        here: Option<&Digest>,
+        subject: Option<&Digest>,
+    ) -> Result<Option<Vec<Digest>>> {
+        let tags: Vec<String> = tag.map(str::to_owned).into_iter().collect();
+        let mut stored = Vec::new();
+        let mut stack = vec![Step::Fetch { reference: root, tags, root: true }];
         while let Some(step) = stack.pop() {
             match step {
-                Step::Fetch { reference, tags } => {
-                    let Some(fetched) = self.fetch(&local, repo, &reference, &tags).await? else { continue };
+                Step::Fetch { reference, tags, root } => {
+                    let Some(fetched) = self.fetch(local, repo, &reference, &tags, subject.filter(|_| root)).await? else { continue };
                     // A source that names no digest in its HEAD: the bytes say it.
-                    if !tags.is_empty() && here.as_ref() == Some(&fetched.digest) {
-                        return Ok(false);
+                    if root && here.is_some() && here == Some(&fetched.digest) {
+                        return Ok(None);
                     }
                     // An index's children are fetched (and stored) before it.
                     let children: Vec<Step> = match &fetched.parsed {
                         Parsed::Index(index) => index
                             .manifests()
                             .iter()
-                            .map(|c| Ok(Step::Fetch { reference: Reference::Digest(parse_digest(c.digest().as_ref())?), tags: Vec::new() }))
+                            .map(|c| Ok(Step::Fetch { reference: Reference::Digest(parse_digest(c.digest().as_ref())?), tags: Vec::new(), root: false }))
                             .collect::<Result<_>>()?,
                         Parsed::Image(_) => Vec::new(),
                     };
@@ -352,17 +450,39 @@ impl<B: BlobStore, M: MetaStore> Run<'_, B, M> {
                 }
                 Step::Store { fetched, tags } => {
                     let Fetched { digest, media_type, bytes, parsed } = fetched;
-                    self.reg.accept_manifest(&local, &digest, &media_type, &bytes, &tags, &parsed, self.now).await?;
+                    self.reg.accept_manifest(local, &digest, &media_type, &bytes, &tags, &parsed, self.now).await?;
                     self.report.manifests += 1;
+                    stored.push(digest);
                 }
             }
         }
-        Ok(true)
+        Ok(Some(stored))
+    }
+
+    /// Writes a tag's webhook event, when webhooks are configured. A failure to write it is
+    /// logged: the copy is done, and the tag's next run finds it unchanged (no second event).
+    async fn emit(&self, outcome: &SyncOutcome<'_>) {
+        let Some(hooks) = &self.reg.hooks else { return };
+        let ops = hooks.outcome_ops(&sync_event(self.rule, outcome, self.now, self.now));
+        if ops.is_empty() {
+            return;
+        }
+        if let Err(e) = self.reg.meta.apply(ops).await {
+            tracing::warn!(rule = %self.rule.name, repository = %outcome.repo, error = %e.message, "the sync's webhook event could not be written");
+        }
     }
 
     /// Fetches and verifies a manifest, and an image's blobs. None: a child this repository
-    /// has already (with all it names: a manifest is only stored after them).
-    async fn fetch(&mut self, local: &RepoName, repo: &str, reference: &Reference, tags: &[String]) -> Result<Option<Fetched>> {
+    /// has already (with all it names: a manifest is only stored after them). `subject`: the
+    /// manifest was listed as a referrer of it, which it must say before its blobs are fetched.
+    async fn fetch(
+        &mut self,
+        local: &RepoName,
+        repo: &str,
+        reference: &Reference,
+        tags: &[String],
+        subject: Option<&Digest>,
+    ) -> Result<Option<Fetched>> {
         if let (Reference::Digest(_), true) = (reference, tags.is_empty()) {
             if self.reg.resolve(local, reference).await.is_ok() {
                 return Ok(None);
@@ -372,6 +492,9 @@ impl<B: BlobStore, M: MetaStore> Run<'_, B, M> {
             return Err(bad_gateway(format!("{}/{repo}: manifest {reference} is gone", self.remote.base())));
         };
         let fetched = self.reg.read_upstream_manifest(reference, &self.remote, repo, response).await?;
+        if let Some(subject) = subject {
+            referrers::check_subject(&fetched, subject, &self.remote, repo)?;
+        }
         if let Parsed::Image(m) = &fetched.parsed {
             for blob in stored_blobs(m) {
                 let digest = parse_digest(blob.digest().as_ref())?;
