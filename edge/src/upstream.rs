@@ -53,6 +53,10 @@ async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
 
 #[async_trait::async_trait(?Send)]
 impl Upstream for WorkerUpstream {
+    async fn sleep(&self, secs: u64) {
+        Delay::from(Duration::from_secs(secs)).await
+    }
+
     async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, String> {
         let url = req.url;
         let mut headers = req.headers;

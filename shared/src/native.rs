@@ -88,6 +88,10 @@ impl ReqwestUpstream {
 
 #[async_trait::async_trait]
 impl Upstream for ReqwestUpstream {
+    async fn sleep(&self, secs: u64) {
+        tokio::time::sleep(std::time::Duration::from_secs(secs)).await
+    }
+
     async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, String> {
         let mut request = self.client.request(req.method, &req.url).headers(req.headers);
         if let Some(body) = req.body {

@@ -3,10 +3,17 @@
 //! the others wait for it, then read what it stored. Runtime-agnostic: a mutex and wakers, no
 //! timer and no task. Across processes or isolates each may still fetch once; the store keeps
 //! one copy either way.
+//!
+//! The lead counts the bytes it has read ([`Lead::progress`]). A first pull answered while it
+//! is stored goes at its client's pace, so a client that reads slowly (or an attacker that
+//! does) would hold every waiter; a waiter that sees less than [`MIN_PROGRESS`] bytes in
+//! [`STALL_SECS`] stops waiting and fetches alone (`Registry::mirror_blob`). Sharing is only a
+//! saving: a waiter that fetches alone costs one more upstream read, nothing else.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -24,9 +31,26 @@ pub(crate) enum Outcome {
     Abandoned,
 }
 
+/// How long a waiter watches the lead before judging its pace.
+pub(crate) const STALL_SECS: u64 = 10;
+/// Bytes the lead must read in [`STALL_SECS`] to keep its waiters (100 KB/s).
+pub(crate) const MIN_PROGRESS: u64 = 1_000_000;
+
 #[derive(Default)]
 struct Signal {
     state: Mutex<(Option<Outcome>, Vec<Waker>)>,
+    /// Bytes the lead has read from the upstream.
+    read: AtomicU64,
+}
+
+/// Where the lead counts what it reads.
+#[derive(Clone)]
+pub(crate) struct Progress(Arc<Signal>);
+
+impl Progress {
+    pub(crate) fn add(&self, bytes: usize) {
+        self.0.read.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
 }
 
 #[derive(Default)]
@@ -54,7 +78,7 @@ impl InFlight {
     pub(crate) fn turn(self: &Arc<Self>, key: &str) -> Turn {
         let Ok(mut fetches) = self.fetches.lock() else {
             // A poisoned lock only loses the sharing: fetch alone.
-            return Turn::Lead(Lead { owner: self.clone(), key: String::new(), signal: Arc::default(), outcome: None });
+            return Turn::Lead(self.alone());
         };
         if let Some(signal) = fetches.get(key) {
             return Turn::Follow(Wait(signal.clone()));
@@ -65,9 +89,20 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    /// A lead no one waits for (not in the table): a waiter that gave up on a slow lead.
+    pub(crate) fn alone(self: &Arc<Self>) -> Lead {
+        Lead { owner: self.clone(), key: String::new(), signal: Arc::default(), outcome: None }
+    }
+}
+
 impl Lead {
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.outcome = Some(outcome);
+    }
+
+    pub(crate) fn progress(&self) -> Progress {
+        Progress(self.signal.clone())
     }
 }
 
@@ -91,6 +126,13 @@ impl Drop for Lead {
 
 /// Resolves when the leading fetch has finished.
 pub(crate) struct Wait(Arc<Signal>);
+
+impl Wait {
+    /// Bytes the lead has read so far.
+    pub(crate) fn read(&self) -> u64 {
+        self.0.read.load(Ordering::Relaxed)
+    }
+}
 
 impl Future for Wait {
     type Output = Outcome;

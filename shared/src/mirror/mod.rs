@@ -31,7 +31,7 @@ use crate::{header_str, Registry, RequestContext};
 
 pub use config::{MirrorRule, Secret};
 pub use upstream::{Upstream, UpstreamClient, UpstreamRequest, UpstreamResponse};
-use inflight::{Lead, Outcome, Turn};
+use inflight::{Lead, Outcome, Turn, Wait};
 use upstream::{bad_gateway, UpstreamResponse as Response};
 
 /// What a mirror asks the upstream for: every manifest type Berth stores, indexes first, so a
@@ -274,10 +274,14 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         let lead = loop {
             match client.inflight.turn(&key) {
                 Turn::Lead(lead) => break lead,
-                Turn::Follow(wait) => match wait.await {
-                    Outcome::Done => return Ok(self.blob_link(name, digest).await?.map_or(Miss::Absent, Miss::Stored)),
-                    Outcome::Failed(e) => return Err(e),
-                    Outcome::Abandoned => continue,
+                Turn::Follow(wait) => match follow(client, wait).await {
+                    Some(Outcome::Done) => return Ok(self.blob_link(name, digest).await?.map_or(Miss::Absent, Miss::Stored)),
+                    Some(Outcome::Failed(e)) => return Err(e),
+                    Some(Outcome::Abandoned) => continue,
+                    None => {
+                        tracing::info!(repository = %name, %digest, "the fetch this pull waited for is slow; fetching alone");
+                        break client.inflight.alone();
+                    }
                 },
             }
         };
@@ -287,7 +291,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 Err(e) => Outcome::Failed(e.clone()),
             })
         };
-        let response = match self.open_blob(client, rule, upstream, digest, ctx.now).await {
+        let mut response = match self.open_blob(client, rule, upstream, digest, ctx.now).await {
             Ok(Some(response)) => response,
             result => {
                 let result = result.map(|_| None);
@@ -295,6 +299,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
                 return result.map(|_| Miss::Absent);
             }
         };
+        // Counted as read, so waiters can judge this fetch's pace.
+        let progress = lead.progress();
+        response.body = Box::pin(futures_util::TryStreamExt::inspect_ok(response.body, move |chunk| progress.add(chunk.len())));
         let what = format!("{}/{upstream}@{digest}", rule.base());
         let announced = header_str(&response.headers, CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse::<u64>().ok());
         if let (true, Some(size)) = (answer_while_storing, announced) {
@@ -372,6 +379,25 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
             Err(e) => return Err(e),
         }
         self.blob_link(name, digest).await
+    }
+}
+
+/// Waits for another request's fetch of the same blob: its outcome, or None once it has read
+/// less than [`inflight::MIN_PROGRESS`] bytes in [`inflight::STALL_SECS`] (its client reads
+/// slowly, or the upstream crawls): then this pull fetches alone rather than at that pace.
+async fn follow(client: &UpstreamClient, mut wait: Wait) -> Option<Outcome> {
+    let mut seen = wait.read();
+    loop {
+        match futures_util::future::select(&mut wait, std::pin::pin!(client.sleep(inflight::STALL_SECS))).await {
+            futures_util::future::Either::Left((outcome, _)) => return Some(outcome),
+            futures_util::future::Either::Right(((), _)) => {
+                let read = wait.read();
+                if read.saturating_sub(seen) < inflight::MIN_PROGRESS {
+                    return None;
+                }
+                seen = read;
+            }
+        }
     }
 }
 

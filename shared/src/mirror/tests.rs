@@ -51,6 +51,8 @@ struct Fake {
     tokens_issued: AtomicUsize,
     slow: std::sync::atomic::AtomicBool,
     gate: Arc<tokio::sync::Notify>,
+    /// What the runtime's timer waits, in milliseconds, whatever it is asked (0: never ends).
+    timer_ms: std::sync::atomic::AtomicU64,
 }
 
 struct FakeHttp(Arc<Fake>);
@@ -81,6 +83,13 @@ fn answer(status: u16, headers: HeaderMap, body: Vec<u8>) -> UpstreamResponse {
 
 #[async_trait::async_trait]
 impl Upstream for FakeHttp {
+    async fn sleep(&self, _secs: u64) {
+        match self.0.timer_ms.load(Ordering::SeqCst) {
+            0 => std::future::pending().await,
+            ms => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+        }
+    }
+
     async fn send(&self, req: UpstreamRequest) -> std::result::Result<UpstreamResponse, String> {
         let fake = &self.0;
         let auth = req.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -201,6 +210,7 @@ fn setup(auth: Auth, mirror_rule: MirrorRule) -> (Arc<Fake>, Reg) {
         tokens_issued: AtomicUsize::new(0),
         slow: Default::default(),
         gate: Default::default(),
+        timer_ms: Default::default(),
     });
     let policies = Policies::new(&PolicyConfig { mirrors: vec![mirror_rule], ..Default::default() }).unwrap();
     let mirror = memory().with_policies(policies).with_upstream(UpstreamClient::new(Arc::new(FakeHttp(fake.clone()))));
@@ -602,4 +612,20 @@ async fn a_range_of_a_blob_not_cached_yet_stores_it_whole_then_serves_the_range(
     assert_eq!(parts.status, StatusCode::PARTIAL_CONTENT);
     assert!(collect(stream_of(body)).await == content[10..20]);
     assert_eq!(mirror.blobs.stat(&parse_digest(layer).unwrap()).await.unwrap(), Some(content.len() as u64));
+}
+
+#[tokio::test]
+async fn a_pull_waiting_for_a_fetch_its_client_holds_back_fetches_alone() {
+    // The lead's client reads nothing after the answer's head: its fetch stops once the pipe
+    // is full. Another pull of the same blob must not wait for that client.
+    let (fake, mirror, uri, (_, content)) = gated_layer().await;
+    fake.timer_ms.store(50, Ordering::SeqCst);
+    let (_, held) = first_pull(&mirror, &uri).await;
+    *fake.fault.lock().unwrap() = Fault::None;
+    log(&fake);
+    let other = tokio::time::timeout(std::time::Duration::from_secs(5), send(&mirror, "GET", &uri, b"", 11));
+    let other = other.await.expect("a waiter must not wait for a stalled fetch");
+    assert!(other.status == StatusCode::OK && other.body == content);
+    assert_eq!(log(&fake).len(), 1, "it fetched alone");
+    drop(held);
 }

@@ -38,6 +38,15 @@ pub struct UpstreamResponse {
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
 pub trait Upstream: MaybeSendSync {
     async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, String>;
+
+    /// Resolves after `secs` seconds: the runtime's timer (the core has none). A pull waiting
+    /// for another request's fetch of the same blob uses it to notice that fetch stalling (its
+    /// client reading slowly paces it) and fetch for itself. Without a timer it never resolves,
+    /// and a waiter waits for the fetch to end.
+    async fn sleep(&self, secs: u64) {
+        let _ = secs;
+        std::future::pending::<()>().await
+    }
 }
 
 /// Redirects followed per request; more is a loop or a broken upstream.
@@ -169,6 +178,11 @@ impl UpstreamClient {
     /// Sends `method url` to the rule's upstream for `repo` (the upstream's name), answering
     /// its auth challenge once and following redirects. Returns the final response, whatever
     /// its status (the caller decides what a 404 or 429 means); Err: no answer, or auth failed.
+    /// The runtime's timer ([`Upstream::sleep`]).
+    pub(crate) async fn sleep(&self, secs: u64) {
+        self.http.sleep(secs).await
+    }
+
     pub(crate) async fn send(
         &self,
         rule: &MirrorRule,
