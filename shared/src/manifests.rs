@@ -207,6 +207,16 @@ pub(crate) fn stored_blobs(m: &ImageManifest) -> impl Iterator<Item = &Descripto
     }))
 }
 
+/// Manifest bytes whose digest is verified and which parse: what a push, a pull-through
+/// cache's fetch and pull-mode replication each hand to [`Registry::accept_manifest`] or
+/// [`Registry::store_manifest`].
+pub(crate) struct VerifiedManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+    pub parsed: Parsed,
+}
+
 impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     /// The manifest a reference names. By tag this is one read of the tag record, which carries
     /// the media type, size and (small manifests) bytes; a record written before it did falls
@@ -345,7 +355,9 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         let (media_type, parsed) = parse_manifest(header_str(&parts.headers, "content-type"), &bytes)?;
         let (tags, query_tags) = push_tags(&reference, parts.uri.query())?;
-        let (record, moved) = self.accept_manifest(&name, &digest, &media_type, &bytes, &tags, &parsed, ctx.now).await?;
+        let manifest = VerifiedManifest { digest, media_type, bytes, parsed };
+        let (record, moved) = self.accept_manifest(&name, &manifest, &tags, ctx.now).await?;
+        let VerifiedManifest { digest, media_type, .. } = manifest;
         let subject = record.subject.clone();
 
         let mut reply = Reply::new(StatusCode::CREATED)
@@ -368,17 +380,14 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     pub(crate) async fn accept_manifest(
         &self,
         name: &RepoName,
-        digest: &Digest,
-        media_type: &str,
-        bytes: &Bytes,
+        manifest: &VerifiedManifest,
         tags: &[String],
-        parsed: &Parsed,
         now: u64,
     ) -> Result<(ManifestRecord, Vec<TagMove>)> {
-        self.check_tag_policies(name, tags, digest).await?;
-        self.check_references(name, parsed, now).await?;
-        self.charge_quotas(name, digest, bytes.len() as u64, now).await?;
-        self.store_manifest(name, digest, media_type, bytes, tags, parsed, now).await
+        self.check_tag_policies(name, tags, &manifest.digest).await?;
+        self.check_references(name, &manifest.parsed, now).await?;
+        self.charge_quotas(name, &manifest.digest, manifest.bytes.len() as u64, now).await?;
+        self.store_manifest(name, manifest, tags, now).await
     }
 
     /// Stores verified manifest bytes and makes them visible with their tags, as a push does
@@ -388,13 +397,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     pub(crate) async fn store_manifest(
         &self,
         name: &RepoName,
-        digest: &Digest,
-        media_type: &str,
-        bytes: &Bytes,
+        manifest: &VerifiedManifest,
         tags: &[String],
-        parsed: &Parsed,
         now: u64,
     ) -> Result<(ManifestRecord, Vec<TagMove>)> {
+        let VerifiedManifest { digest, media_type, bytes, parsed } = manifest;
         // Content first, then the record that makes it visible, then what points at it.
         self.blobs.put_verified(digest, bytes.clone()).await?;
         if self.content_written(digest).await? == crate::gc::Written::Lost {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{oci, ErrorCode, RegistryError, Result};
 use crate::hash;
-use crate::manifests::{parse_manifest, Resolved, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use crate::manifests::{parse_manifest, Resolved, VerifiedManifest, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use crate::names::{parse_digest, Digest, Reference, RepoName};
 use crate::reply::names::DOCKER_CONTENT_DIGEST;
 use crate::routes::{Access, Action, Endpoint};
@@ -43,13 +43,6 @@ fn checked_key(name: &RepoName, tag: &str) -> String {
     format!("mirror-checked/{name}@{tag}")
 }
 
-/// A manifest read from an upstream, its digest verified, not stored yet.
-pub(crate) struct Fetched {
-    pub digest: Digest,
-    pub media_type: String,
-    pub bytes: bytes::Bytes,
-    pub parsed: crate::manifests::Parsed,
-}
 
 #[derive(Serialize, Deserialize)]
 struct Checked {
@@ -213,14 +206,15 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         response: Response,
         now: u64,
     ) -> Result<Resolved> {
-        let Fetched { digest, media_type, bytes, parsed } = self.read_upstream_manifest(reference, rule, upstream, response).await?;
+        let manifest = self.read_upstream_manifest(reference, rule, upstream, response).await?;
         let tags: Vec<String> = match reference {
             Reference::Tag(tag) => vec![tag.clone()],
             Reference::Digest(_) => Vec::new(),
         };
         // Cached content counts against quotas as pushed content does (docs/quotas.md).
-        self.charge_quotas(name, &digest, bytes.len() as u64, now).await?;
-        self.store_manifest(name, &digest, &media_type, &bytes, &tags, &parsed, now).await?;
+        self.charge_quotas(name, &manifest.digest, manifest.bytes.len() as u64, now).await?;
+        self.store_manifest(name, &manifest, &tags, now).await?;
+        let VerifiedManifest { digest, media_type, bytes, .. } = manifest;
         Ok(Resolved { digest, media_type, size: bytes.len() as u64, inline: Some(bytes) })
     }
 
@@ -232,7 +226,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         rule: &MirrorRule,
         upstream: &str,
         response: Response,
-    ) -> Result<Fetched> {
+    ) -> Result<VerifiedManifest> {
         let what = format!("{}/{upstream}:{reference}", rule.base());
         let content_type = header_str(&response.headers, "content-type").map(str::to_owned);
         let announced = header_str(&response.headers, DOCKER_CONTENT_DIGEST.as_str()).map(str::to_owned);
@@ -258,7 +252,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         };
         let (media_type, parsed) = parse_manifest(content_type.as_deref(), &bytes)
             .map_err(|e| bad_gateway(format!("manifest {what}: {}; nothing was stored", e.message)))?;
-        Ok(Fetched { digest, media_type, bytes, parsed })
+        Ok(VerifiedManifest { digest, media_type, bytes, parsed })
     }
 
     /// A blob GET/HEAD missed in a mirrored repository: fetch it from the upstream through the

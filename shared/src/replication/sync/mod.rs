@@ -30,7 +30,8 @@ pub use config::SyncRule;
 use crate::error::{RegistryError, Result};
 use crate::manifests::{stored_blobs, Parsed};
 use crate::mirror::upstream::{bad_gateway, resolve_location};
-use crate::mirror::{upstream_status, Fetched, MirrorRule, UpstreamClient};
+use crate::manifests::VerifiedManifest;
+use crate::mirror::{upstream_status, MirrorRule, UpstreamClient};
 use crate::names::{parse_digest, Digest, Reference, RepoName};
 use crate::reply::names::DOCKER_CONTENT_DIGEST;
 use crate::storage::{BlobStore, MetaStore, Precondition, PutOutcome};
@@ -331,7 +332,7 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
 enum Step {
     /// `root`: the manifest asked for (not a child of it).
     Fetch { reference: Reference, tags: Vec<String>, root: bool },
-    Store { fetched: Fetched, tags: Vec<String> },
+    Store { fetched: VerifiedManifest, tags: Vec<String> },
 }
 
 struct Run<'a, B, M> {
@@ -449,10 +450,9 @@ impl<B: BlobStore, M: MetaStore> Run<'_, B, M> {
                     stack.extend(children);
                 }
                 Step::Store { fetched, tags } => {
-                    let Fetched { digest, media_type, bytes, parsed } = fetched;
-                    self.reg.accept_manifest(local, &digest, &media_type, &bytes, &tags, &parsed, self.now).await?;
+                    self.reg.accept_manifest(local, &fetched, &tags, self.now).await?;
                     self.report.manifests += 1;
-                    stored.push(digest);
+                    stored.push(fetched.digest);
                 }
             }
         }
@@ -482,7 +482,7 @@ impl<B: BlobStore, M: MetaStore> Run<'_, B, M> {
         reference: &Reference,
         tags: &[String],
         subject: Option<&Digest>,
-    ) -> Result<Option<Fetched>> {
+    ) -> Result<Option<VerifiedManifest>> {
         if let (Reference::Digest(_), true) = (reference, tags.is_empty()) {
             if self.reg.resolve(local, reference).await.is_ok() {
                 return Ok(None);

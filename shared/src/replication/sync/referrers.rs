@@ -16,7 +16,8 @@ use super::{next_link, Run};
 use crate::error::Result;
 use crate::manifests::{parse_manifest, Parsed, OCI_INDEX};
 use crate::mirror::upstream::{bad_gateway, resolve_location};
-use crate::mirror::{upstream_status, Fetched, MirrorRule};
+use crate::manifests::VerifiedManifest;
+use crate::mirror::{upstream_status, MirrorRule};
 use crate::names::{parse_digest, Digest, Reference, RepoName};
 use crate::storage::{BlobStore, MetaStore};
 
@@ -31,7 +32,7 @@ const MAX_PAGES: usize = 10;
 
 /// Refuses a manifest listed as a referrer of `subject` whose own `subject` is another one:
 /// what the remote listed must be what it says it is before anything is stored.
-pub(super) fn check_subject(fetched: &Fetched, subject: &Digest, remote: &MirrorRule, repo: &str) -> Result<()> {
+pub(super) fn check_subject(fetched: &VerifiedManifest, subject: &Digest, remote: &MirrorRule, repo: &str) -> Result<()> {
     let named = fetched.parsed.subject().map(|s| s.digest().to_string());
     if named.as_deref() == Some(subject.as_ref()) {
         return Ok(());
