@@ -14,7 +14,7 @@ mod blob_cache;
 mod calls;
 #[cfg(target_arch = "wasm32")]
 mod handoff;
-#[cfg(target_arch = "wasm32")]
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod logs;
 #[cfg(target_arch = "wasm32")]
 mod manifest_cache;

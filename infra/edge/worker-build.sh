@@ -57,14 +57,16 @@ if [ -f "$out" ] && [ -f "edge/$out_dir/index.js" ] && [ -z "$(find edge/src sha
 fi
 cd edge
 worker-build --release --out-dir "$out_dir" "${extra[@]}"
-# worker-build always keeps the name section (it runs wasm-opt with --debuginfo): function names
-# were ~19% of the bundle, ~80 KB of its gzip. Strip them here, after wasm-bindgen, rather than
-# with the profile's `strip = true`: that also drops the target_features section, and
-# wasm-bindgen, not knowing multivalue is on, then returns values through memory instead.
-# Panics still log their message; stack traces show wasm-function[N] instead of names.
+# worker-build's own wasm-opt pass is off (edge/Cargo.toml's wasm-pack metadata): it keeps the
+# name section (--debuginfo), function names were ~19% of the bundle, and optimizing with the
+# names in place left ~2.7 KB gzip more than one pass that drops them first (issue 19). So the one
+# pass is here, after wasm-bindgen: `-O` (of -O, -Os, -Oz, -O3 and -Oz --converge the smallest
+# gzip) with --strip-debug. Not the profile's `strip = true`: that also drops the target_features
+# section, and wasm-bindgen, not knowing multivalue is on, then returns values through memory.
+# Panics are traps (see wasm-toolchain.sh); stack traces show wasm-function[N] instead of names.
 wasm="$out_dir/index_bg.wasm"
 features=()
 for f in mutable-globals sign-ext nontrapping-float-to-int bulk-memory multivalue reference-types \
     exception-handling; do features+=("--enable-$f"); done # worker-build's own list
-"$WASM_OPT_BIN" "$wasm" -o "$wasm.stripped" --strip-debug "${features[@]}"
-mv -f "$wasm.stripped" "$wasm"
+"$WASM_OPT_BIN" "$wasm" -o "$wasm.opt" -O --strip-debug "${features[@]}"
+mv -f "$wasm.opt" "$wasm"

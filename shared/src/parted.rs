@@ -128,7 +128,8 @@ impl PartedUpload {
 
 /// Reads a saved backend state (this engine's or an adapter's wrapper of it).
 pub fn decode<T: DeserializeOwned>(backend: &str) -> StorageResult<T> {
-    serde_json::from_str(backend).map_err(|e| StorageError::new(format!("corrupt upload state {backend:?}: {e}")))
+    // from_slice, not from_str: the Worker then compiles one JSON reader, not two (issue 19).
+    serde_json::from_slice(backend.as_bytes()).map_err(|e| StorageError::new(format!("corrupt upload state {backend:?}: {e}")))
 }
 
 /// The backend string the core saves.
