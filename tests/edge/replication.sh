@@ -24,13 +24,10 @@
 # Needs skopeo, docker-registry and target/release/berth (or BERTH_BIN). Prints ok:/FAIL: per
 # check; wrangler runs in its own session, every server is stopped by PID at exit.
 set -uo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
-unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy AWS_CA_BUNDLE
-export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
-[ -f edge/build/index.js ] || { echo "edge replication: build the bundle first (bash infra/edge-build.sh)"; exit 1; }
-command -v skopeo >/dev/null || { echo "edge replication: needs skopeo"; exit 1; }
+EDGE_NAME=replication
+# shellcheck source=tests/edge/lib.sh
+. "$(dirname "$0")/lib.sh"
+edge_needs skopeo
 BERTH_BIN=${BERTH_BIN:-$root/target/release/berth}
 [ -x "$BERTH_BIN" ] || { echo "edge replication: no berth binary at $BERTH_BIN" >&2; exit 1; }
 WAIT_SECS=${WAIT_SECS:-60}
@@ -38,14 +35,8 @@ WAIT_SECS=${WAIT_SECS:-60}
 WORK=$(mktemp -d /tmp/berth-edge-replication.XXXXXX)
 # shellcheck source=tests/replication/lib.sh
 . "$root/tests/replication/lib.sh"
-W_PID="" FRONT_PID=""
 stop() {
-  if [ -n "$FRONT_PID" ]; then stop_pid "$FRONT_PID"; fi
-  if [ -n "$W_PID" ]; then
-    kill -TERM -- "-$W_PID" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$W_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL -- "-$W_PID" 2>/dev/null
-  fi
+  stop_worker
   cleanup_replication
 }
 trap stop EXIT
@@ -57,19 +48,10 @@ replication_rules >"$WORK/policies.toml"
 # Pull mode: the Cron Trigger also syncs app/one from Distribution (which step 1 fills by
 # replication) into pulled/ (which no replication rule covers).
 sync_rule '["app/one"]' pulled 1h >>"$WORK/policies.toml"
-port=$(free_port) inspector=$(free_port) front=$(free_port)
-W=127.0.0.1:$port
-setsid bash infra/edge/wrangler-dev.sh --ip 127.0.0.1 --port "$port" \
-  --inspector-port "$inspector" --persist-to "$WORK/state" --show-interactive-dev-session=false \
-  --test-scheduled --var "UPLOAD_SECRET:edge-replication-$RANDOM$RANDOM" --var MAX_REQUEST_BODY:400000000 \
-  --var BERTH_REPLICATION_SCHEDULE:1h --var "POLICY_CONFIG:$(cat "$WORK/policies.toml")" >"$WORK/wrangler.log" 2>&1 &
-W_PID=$!
-wait_http "http://$W/v2/" 200 "wrangler dev" "$W_PID" || { tail -30 "$WORK/wrangler.log"; exit 1; }
-# skopeo tries https first; workerd would hold its handshake 10 s (see plain_front.py).
-python3 tests/clients/plain_front.py "$front" "$port" >"$WORK/front.log" 2>&1 &
-FRONT_PID=$!
-bash tests/wait-port.sh "$front" "the plain front" >/dev/null || exit 1
-F=127.0.0.1:$front
+start_worker "$WORK" --var MAX_REQUEST_BODY:400000000 \
+  --var BERTH_REPLICATION_SCHEDULE:1h --var "POLICY_CONFIG:$(cat "$WORK/policies.toml")"
+start_front "$WORK/front.log"
+W=127.0.0.1:$EDGE_PORT F=127.0.0.1:$EDGE_FRONT
 say "Worker $W (front $F), destinations $D (distribution, htpasswd) and $T (berth, token auth); work $WORK"
 
 log() { cat "$WORK/wrangler.log"; }
@@ -143,7 +125,7 @@ check "skopeo push app/big:v1 (${BIG_MIB} MiB layer) with both destinations down
 # RSS (KiB) now, "pid:kib" a line.
 hwm() {
   local pid
-  for pid in $(ps -o pid=,comm= -s "$W_PID" | awk '$2 ~ /workerd/ {print $1}'); do
+  for pid in $(ps -o pid=,comm= -s "$EDGE_PID" | awk '$2 ~ /workerd/ {print $1}'); do
     echo "$pid:$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null)"
   done
 }

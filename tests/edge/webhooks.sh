@@ -13,14 +13,11 @@
 #   bash infra/edge-build.sh && bash tests/edge/webhooks.sh
 # The bundle must be built (edge/build); wrangler runs in its own session, stopped by PID.
 set -uo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
-unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy AWS_CA_BUNDLE
-export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
-[ -f edge/build/index.js ] || { echo "edge webhooks: build the bundle first (bash infra/edge-build.sh)"; exit 1; }
+EDGE_NAME=webhooks
+# shellcheck source=tests/edge/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-port=$(bash tests/free-port.sh) inspector=$(bash tests/free-port.sh) receiver=$(bash tests/free-port.sh)
+receiver=$(bash tests/free-port.sh)
 secret="edge-webhooks-$RANDOM$RANDOM-secret"
 config="[webhooks]
 retry_base_secs = 1
@@ -32,26 +29,10 @@ secret = \"$secret\"
 allow_private = true
 events = [\"push\", \"tag\"]"
 work=$(mktemp -d /tmp/berth-edge-webhooks.XXXXXX)
-setsid bash infra/edge/wrangler-dev.sh --ip 127.0.0.1 --port "$port" \
-  --inspector-port "$inspector" --persist-to "$work/state" --show-interactive-dev-session=false \
-  --test-scheduled --var "UPLOAD_SECRET:edge-webhooks-$RANDOM$RANDOM" \
-  --var "POLICY_CONFIG:$config" >"$work/wrangler.log" 2>&1 &
-pid=$!
-stop() {
-  local status=$?
-  kill -TERM -- "-$pid" 2>/dev/null
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  kill -KILL -- "-$pid" 2>/dev/null
-  if [ "$status" = 0 ]; then rm -rf "$work"; else echo "edge webhooks: kept the logs in $work"; fi
-}
-trap stop EXIT
-for _ in $(seq 1 300); do
-  curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
-  kill -0 "$pid" 2>/dev/null || { tail -30 "$work/wrangler.log"; exit 1; }
-  sleep 0.2
-done
+trap 'stop_worker_and_clean "$work"' EXIT
+start_worker "$work" --var "POLICY_CONFIG:$config"
 
-timeout 120 python3 - "$port" "$receiver" "$secret" "$work/wrangler.log" <<'PY'
+timeout 120 python3 - "$EDGE_PORT" "$receiver" "$secret" "$work/wrangler.log" <<'PY'
 import hashlib, hmac, http.server, json, os, re, sys, threading, time, urllib.request, urllib.error
 port, receiver, secret, log = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), sys.argv[4]
 base = f"http://127.0.0.1:{port}"

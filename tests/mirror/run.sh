@@ -28,123 +28,40 @@
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
-unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
-
-BERTH_BIN=${BERTH_BIN:-$root/target/release/berth}
-[ -x "$BERTH_BIN" ] || BERTH_BIN=$root/target/debug/berth
-[ -x "$BERTH_BIN" ] || { echo "berth binary not found (build it or set BERTH_BIN)" >&2; exit 1; }
-CLIENT_TIMEOUT=${CLIENT_TIMEOUT:-120}
 TTL=6
 MIRROR_TARGET=${MIRROR_TARGET:-serve}
 case "$MIRROR_TARGET" in serve | lambda | worker) ;; *) echo "MIRROR_TARGET must be serve, lambda or worker" >&2; exit 2 ;; esac
 
 WORK=$(mktemp -d /tmp/berth-mirror.XXXXXX)
-PIDS=()
-GROUPS_STARTED=() # process groups (setsid): a launcher with its emulator, shim, function or workerd
-passed=0 failed=0
-cleanup() {
-  local pid
-  for pid in "${GROUPS_STARTED[@]}"; do stop_group "$pid"; done
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if [ "$failed" = 0 ] && [ -z "${KEEP_WORK:-}" ]; then rm -rf "$WORK"; else echo "work dir kept: $WORK"; fi
-}
-trap cleanup EXIT
+# shellcheck source=tests/lib/common.sh
+. "$root/tests/lib/common.sh"
+trap cleanup_common EXIT
+find_berth_bin
 
-say() { printf '%s\n' "$*"; }
-ok() { passed=$((passed + 1)); printf '  ok: %s\n' "$*"; }
-bad() { failed=$((failed + 1)); printf 'FAIL: %s\n' "$*"; }
-check() { # check WHAT CMD...: the command must succeed
-  local what=$1; shift
-  if timeout -k 5 "$CLIENT_TIMEOUT" "$@" >"$WORK/last.out" 2>&1; then ok "$what"; else bad "$what: $(tail -3 "$WORK/last.out")"; fi
-}
-check_fails() { # check_fails WHAT CMD...: the command must fail (not by its time limit)
-  local what=$1 rc=0; shift
-  timeout -k 5 "$CLIENT_TIMEOUT" "$@" >"$WORK/last.out" 2>&1 || rc=$?
-  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ]; then ok "$what (exit $rc)"; else bad "$what: exit $rc"; fi
-}
-expect_eq() { if [ "$2" = "$3" ]; then ok "$1 = $3"; else bad "$1: expected [$2], got [$3]"; fi; }
-stop_pid() { # SIGTERM, then SIGKILL after 10 s
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null
-  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 0
-}
-stop_group() { # the process group PID leads: SIGTERM, then SIGKILL after 10 s
-  local pid=$1 i
-  kill -TERM -- "-$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 100; i++)); do kill -0 -- "-$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }; sleep 0.1; done
-  kill -KILL -- "-$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 0
-}
-free_port() { bash "$root/tests/free-port.sh"; }
-wait_http() { # wait_http URL CODE WHAT PID [TRIES of 0.2 s]
-  local i
-  for ((i = 0; i < ${5:-150}; i++)); do
-    [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1")" = "$2" ] && return 0
-    kill -0 "$4" 2>/dev/null || { echo "$3 exited" >&2; return 1; }
-    sleep 0.2
-  done
-  echo "$3 did not answer $2 at $1" >&2; return 1
-}
 # The manifest digest the mirror serves for REPO:REF (HEAD; empty on an error).
 served_digest() {
   curl -s -I -m 30 -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$MIRROR/v2/$1/manifests/$2" \
     | tr -d '\r' | awk 'tolower($1)=="docker-content-digest:" {print $2}'
 }
-SK=(skopeo --insecure-policy)
-export REGISTRY_AUTH_FILE=$WORK/containers-auth.json
-echo '{}' >"$REGISTRY_AUTH_FILE"
 
 # --- images (two versions of one image, to move a tag)
-NONCE=$(date +%s)-$$
-D1=$(python3 "$here/make_image.py" "$WORK/img1" v1 "$NONCE-1") || exit 1
-D2=$(python3 "$here/make_image.py" "$WORK/img2" v1 "$NONCE-2") || exit 1
+make_two_images
 
 # --- upstream A: berth serve with token auth (user alice may pull and push library/**)
 A_PORT=$(free_port); A=127.0.0.1:$A_PORT
 CONF=$WORK/upstream-auth.toml
-ALICE_PW=alice-$RANDOM-$RANDOM
-"$BERTH_BIN" key generate --kid k1 --config "$CONF" >/dev/null || exit 1
-echo "$ALICE_PW" | "$BERTH_BIN" user add alice --group devs --config "$CONF" 2>/dev/null || exit 1
-cat >>"$CONF" <<TOML
-
-[[access]]
-repositories = ["library/**"]
-principals = ["group:devs"]
-actions = ["pull", "push"]
-TOML
+token_auth_config "$CONF" '["library/**"]' '["pull", "push"]'
 start_a() {
-  "$BERTH_BIN" serve --addr "$A" --data-dir "$WORK/a-data" --auth-config "$CONF" >>"$WORK/a.log" 2>&1 &
-  A_PID=$!; PIDS+=("$A_PID")
-  wait_http "http://$A/v2/" 401 "upstream A (berth, token auth)" "$A_PID" || exit 1
+  start_token_berth "$A" "$WORK/a-data" "$CONF" "$WORK/a.log" "upstream A (berth, token auth)"
+  A_PID=$STARTED_PID
 }
 start_a
 
-# --- upstream B: docker-registry with htpasswd (bcrypt via libcrypt; htpasswd if present)
+# --- upstream B: docker-registry with htpasswd
 B_PORT=$(free_port); B=127.0.0.1:$B_PORT
-BOB_PW=bob-$RANDOM-$RANDOM
-HASH=$(python3 -W ignore -c 'import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))' "$BOB_PW" 2>/dev/null) \
-  || HASH=$(htpasswd -nbB bob "$BOB_PW" | cut -d: -f2) || exit 1
-echo "bob:$HASH" >"$WORK/htpasswd"
-cat >"$WORK/registry.yml" <<YAML
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $WORK/b-data
-http:
-  addr: $B
-auth:
-  htpasswd:
-    realm: mirror-test
-    path: $WORK/htpasswd
-YAML
-# Distribution reads REGISTRY_* variables as config: skopeo's REGISTRY_AUTH_FILE must not reach it.
-env -u REGISTRY_AUTH_FILE docker-registry serve "$WORK/registry.yml" >"$WORK/b.log" 2>&1 &
-B_PID=$!; PIDS+=("$B_PID")
-wait_http "http://$B/v2/" 401 "upstream B (docker-registry, htpasswd)" "$B_PID" || exit 1
+distribution_config "$B" "$WORK/b-data" mirror-test
+start_distribution "$B" "$WORK/b.log" "upstream B (docker-registry, htpasswd)"
+B_PID=$STARTED_PID
 
 # --- the broken upstream
 BAD_PORT=$(free_port)

@@ -1,52 +1,19 @@
 # Sourced by the replication tests (tests/replication/run.sh for `berth serve`,
 # tests/edge/replication.sh for the Worker, tests/lambda/replication.sh for Lambda): the
-# check helpers, the test images, and the two destinations, each on 127.0.0.1 on a port the
-# kernel picked and stopped by PID (cleanup_replication, from the caller's EXIT trap):
+# check helpers (tests/lib/common.sh), the test images, and the two destinations, each on
+# 127.0.0.1 on a port the kernel picked and stopped by PID (cleanup_replication, from the
+# caller's EXIT trap):
 #   D  Debian's docker-registry (CNCF Distribution) with htpasswd Basic auth (user bob);
 #   T  a second `berth serve` with token auth (user alice may pull, push, delete rep/**).
 # The caller sets root, WORK and BERTH_BIN first; CLIENT_TIMEOUT (s per client command) and
 # WAIT_SECS (how long a copy may take to show) have defaults.
 # shellcheck shell=bash
 
-CLIENT_TIMEOUT=${CLIENT_TIMEOUT:-120}
+# shellcheck source=tests/lib/common.sh
+. "$root/tests/lib/common.sh"
 WAIT_SECS=${WAIT_SECS:-90}
-PIDS=()
-passed=0 failed=0
 
-cleanup_replication() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if [ "$failed" = 0 ] && [ -z "${KEEP_WORK:-}" ]; then rm -rf "$WORK"; else echo "work dir kept: $WORK"; fi
-}
-
-say() { printf '%s\n' "$*"; }
-ok() { passed=$((passed + 1)); printf '  ok: %s\n' "$*"; }
-bad() { failed=$((failed + 1)); printf 'FAIL: %s\n' "$*"; }
-check() { # check WHAT CMD...: the command must succeed
-  local what=$1; shift
-  if timeout -k 5 "$CLIENT_TIMEOUT" "$@" >"$WORK/last.out" 2>&1; then ok "$what"; else bad "$what: $(tail -3 "$WORK/last.out")"; fi
-}
-expect_eq() { if [ "$2" = "$3" ]; then ok "$1 = $3"; else bad "$1: expected [$2], got [$3]"; fi; }
-stop_pid() { # SIGTERM, then SIGKILL after 10 s
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null
-  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 0
-}
-free_port() { bash "$root/tests/free-port.sh"; }
-wait_http() { # wait_http URL CODE WHAT PID
-  local i
-  for ((i = 0; i < 150; i++)); do
-    [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1")" = "$2" ] && return 0
-    kill -0 "$4" 2>/dev/null || { echo "$3 exited" >&2; return 1; }
-    sleep 0.2
-  done
-  echo "$3 did not answer $2 at $1" >&2; return 1
-}
-SK=(skopeo --insecure-policy)
-export REGISTRY_AUTH_FILE=$WORK/containers-auth.json
-echo '{}' >"$REGISTRY_AUTH_FILE"
+cleanup_replication() { cleanup_common; }
 
 # The digest of the manifest at docker://HOST/REF as its exact bytes say (skopeo inspect --raw);
 # empty when there is none. CREDS: user:password or "".
@@ -70,9 +37,7 @@ expect_at() { # expect_at WHAT CREDS REF WANT
 # --- images: D1 and D2, single-platform; IDX, a two-platform index (children CHILD1, CHILD2)
 # with a referrer REF (pushed with push_referrer).
 make_images() {
-  NONCE=$(date +%s)-$$
-  D1=$(python3 "$root/tests/mirror/make_image.py" "$WORK/img1" v1 "$NONCE-1") || exit 1
-  D2=$(python3 "$root/tests/mirror/make_image.py" "$WORK/img2" v1 "$NONCE-2") || exit 1
+  make_two_images
   read -r IDX CHILD1 CHILD2 REF < <(python3 "$root/tests/replication/make_index.py" "$WORK/multi" v1 "$NONCE") || exit 1
 }
 # The referrer of the index, by digest, with its empty config blob, into REPO at the registry
@@ -126,55 +91,20 @@ expect_delete_replicated() { # expect_delete_replicated URL [WAKE...]
 # --- destination D: docker-registry with htpasswd (D, BOB_PW, BOB; start_d, D_PID)
 setup_d() {
   D_PORT=$(free_port); D=127.0.0.1:$D_PORT
-  BOB_PW=bob-$RANDOM-$RANDOM
-  BOB=bob:$BOB_PW
-  local hash
-  hash=$(python3 -W ignore -c 'import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))' "$BOB_PW" 2>/dev/null) \
-    || hash=$(htpasswd -nbB bob "$BOB_PW" | cut -d: -f2) || exit 1
-  echo "bob:$hash" >"$WORK/htpasswd"
-  cat >"$WORK/registry.yml" <<YAML
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $WORK/d-data
-  delete:
-    enabled: true
-http:
-  addr: $D
-auth:
-  htpasswd:
-    realm: replication-test
-    path: $WORK/htpasswd
-YAML
+  distribution_config "$D" "$WORK/d-data" replication-test delete
   start_d
 }
 start_d() {
-  # Distribution reads REGISTRY_* variables as config: skopeo's REGISTRY_AUTH_FILE must not reach it.
-  env -u REGISTRY_AUTH_FILE docker-registry serve "$WORK/registry.yml" >>"$WORK/d.log" 2>&1 &
-  D_PID=$!; PIDS+=("$D_PID")
-  wait_http "http://$D/v2/" 401 "destination D (docker-registry, htpasswd)" "$D_PID" || exit 1
+  start_distribution "$D" "$WORK/d.log" "destination D (docker-registry, htpasswd)"
+  D_PID=$STARTED_PID
 }
 
 # --- destination T: berth serve with token auth (T, ALICE_PW, ALICE, T_PID)
 setup_t() {
   T_PORT=$(free_port); T=127.0.0.1:$T_PORT
-  local conf=$WORK/t-auth.toml
-  ALICE_PW=alice-$RANDOM-$RANDOM
-  ALICE=alice:$ALICE_PW
-  "$BERTH_BIN" key generate --kid k1 --config "$conf" >/dev/null || exit 1
-  echo "$ALICE_PW" | "$BERTH_BIN" user add alice --group devs --config "$conf" 2>/dev/null || exit 1
-  cat >>"$conf" <<TOML
-
-[[access]]
-repositories = ["rep/**"]
-principals = ["group:devs"]
-actions = ["pull", "push", "delete"]
-TOML
-  "$BERTH_BIN" serve --addr "$T" --data-dir "$WORK/t-data" --auth-config "$conf" >"$WORK/t.log" 2>&1 &
-  T_PID=$!; PIDS+=("$T_PID")
-  wait_http "http://$T/v2/" 401 "destination T (berth, token auth)" "$T_PID" || exit 1
+  token_auth_config "$WORK/t-auth.toml" '["rep/**"]' '["pull", "push", "delete"]'
+  start_token_berth "$T" "$WORK/t-data" "$WORK/t-auth.toml" "$WORK/t.log" "destination T (berth, token auth)"
+  T_PID=$STARTED_PID
 }
 
 # The rules every runtime's test uses: to-dist (D, every tag, deletes not replicated),

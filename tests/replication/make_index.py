@@ -4,43 +4,25 @@ tagged TAG) and, beside it, a referrer of that index (an artifact manifest with 
 OUT_DIR TAG NONCE. The referrer is written to OUT_DIR/referrer.json (its config blob, `{}`, is
 in the layout). Prints: index digest, the two children's digests, the referrer's digest.
 """
-import gzip, hashlib, io, json, os, sys, tarfile
+import hashlib, json, os, sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from oci_layout import Layout  # noqa: E402
 
 out, tag, nonce = sys.argv[1], sys.argv[2], sys.argv[3]
-blobs = os.path.join(out, "blobs", "sha256")
-os.makedirs(blobs, exist_ok=True)
-
-
-def put(data):
-    digest = hashlib.sha256(data).hexdigest()
-    with open(os.path.join(blobs, digest), "wb") as f:
-        f.write(data)
-    return "sha256:" + digest, len(data)
+layout = Layout(out)
 
 
 def image(arch):
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        data = f"replication test {nonce} {arch}\n".encode() + os.urandom(64 * 1024)
-        info = tarfile.TarInfo("hello.txt")
-        info.size, info.mtime, info.mode = len(data), 0, 0o644
-        tar.addfile(info, io.BytesIO(data))
-    tar_bytes = raw.getvalue()
-    layer, layer_size = put(gzip.compress(tar_bytes, mtime=0))
-    config = {"architecture": arch, "os": "linux",
-              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar_bytes).hexdigest()]}}
-    cd, cs = put(json.dumps(config).encode())
-    m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size}]}
-    d, s = put(json.dumps(m).encode())
-    return {"mediaType": m["mediaType"], "digest": d, "size": s, "platform": {"architecture": arch, "os": "linux"}}
+    data = f"replication test {nonce} {arch}\n".encode() + os.urandom(64 * 1024)
+    manifest = layout.image([("hello.txt", data)], {"architecture": arch, "os": "linux"})
+    return dict(manifest, platform={"architecture": arch, "os": "linux"})
 
 
 children = [image("amd64"), image("arm64")]
 index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": children}
-index_digest, index_size = put(json.dumps(index).encode())
-empty, empty_size = put(b"{}")
+index_digest, index_size = layout.put(json.dumps(index).encode())
+empty, empty_size = layout.put(b"{}")
 referrer = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "artifactType": "application/vnd.example.signature",
             "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": empty_size},
@@ -49,10 +31,5 @@ referrer = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest
 referrer_bytes = json.dumps(referrer).encode()
 with open(os.path.join(out, "referrer.json"), "wb") as f:
     f.write(referrer_bytes)
-with open(os.path.join(out, "oci-layout"), "w") as f:
-    json.dump({"imageLayoutVersion": "1.0.0"}, f)
-with open(os.path.join(out, "index.json"), "w") as f:
-    json.dump({"schemaVersion": 2, "manifests": [{
-        "mediaType": index["mediaType"], "digest": index_digest, "size": index_size,
-        "annotations": {"org.opencontainers.image.ref.name": tag}}]}, f)
+layout.tag({"mediaType": index["mediaType"], "digest": index_digest, "size": index_size}, tag)
 print(index_digest, children[0]["digest"], children[1]["digest"], "sha256:" + hashlib.sha256(referrer_bytes).hexdigest())

@@ -17,12 +17,6 @@
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
-unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
-
-BERTH_BIN=${BERTH_BIN:-$root/target/release/berth}
-[ -x "$BERTH_BIN" ] || BERTH_BIN=$root/target/debug/berth
-[ -x "$BERTH_BIN" ] || { echo "berth binary not found (build it or set BERTH_BIN)" >&2; exit 1; }
 # How long a replication may take to show at a destination (the retry after a destination
 # came back waits for the outbox's backoff: 5 s, 10 s, 20 s).
 WAIT_SECS=${WAIT_SECS:-90}
@@ -31,6 +25,7 @@ WORK=$(mktemp -d /tmp/berth-replication.XXXXXX)
 # shellcheck source=tests/replication/lib.sh
 . "$here/lib.sh"
 trap cleanup_replication EXIT
+find_berth_bin
 
 make_images
 setup_d
