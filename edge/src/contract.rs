@@ -8,7 +8,6 @@ use berth_core::contract::{blob_store_contract, meta_store_contract};
 use worker::{web_sys, Env, Response};
 
 use crate::handoff::BodyHandoff;
-use crate::manifest_cache::ManifestCache;
 use crate::r2_blobs::R2Blobs;
 use crate::r2_meta::R2Meta;
 use crate::settings::{Settings, BUCKET_BINDING};
@@ -39,13 +38,7 @@ async fn run(env: &Env) -> worker::Result<Response> {
     // The stores as the fetch handler builds them (KV cache and presigner as configured); the
     // Workers Cache API in front of R2 is left out: it needs the request's origin and context,
     // and it only ever serves what R2 returned.
-    let blobs = R2Blobs::new(
-        bucket.clone(),
-        ManifestCache::new(env.clone()),
-        BodyHandoff::default(),
-        settings.part_size,
-        settings.presigner.clone(),
-    );
+    let blobs = R2Blobs::configured(bucket.clone(), env.clone(), BodyHandoff::default(), &settings);
     let meta = R2Meta::new(bucket);
     let mut failures = Vec::new();
     if let Err(e) = blob_store_contract(&blobs).await {

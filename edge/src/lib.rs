@@ -50,7 +50,6 @@ mod worker_main {
 
     use crate::blob_cache::BlobCache;
     use crate::handoff::BodyHandoff;
-    use crate::manifest_cache::ManifestCache;
     use crate::r2_blobs::R2Blobs;
     use crate::r2_meta::R2Meta;
     use crate::settings::{Settings, BUCKET_BINDING};
@@ -102,14 +101,7 @@ mod worker_main {
         };
         let handoff = BodyHandoff::default();
         let env_for_metrics = env.clone();
-        let mut blobs = R2Blobs::new(
-            bucket.clone(),
-            ManifestCache::new(env),
-            handoff.clone(),
-            settings.part_size,
-            settings.presigner.clone(),
-        )
-        .with_request_body(request_body.clone());
+        let mut blobs = R2Blobs::configured(bucket.clone(), env, handoff.clone(), &settings).with_request_body(request_body.clone());
         if settings.blob_cache {
             if let Some(origin) = translate::origin(&request) {
                 blobs = blobs.with_blob_cache(BlobCache::new(origin, ctx.clone()));
@@ -275,13 +267,7 @@ mod worker_main {
         let bucket = env
             .bucket(BUCKET_BINDING)
             .map_err(|_| format!("the Worker has no R2 bucket bound as {BUCKET_BINDING}"))?;
-        let blobs = R2Blobs::new(
-            bucket.clone(),
-            ManifestCache::new(env.clone()),
-            BodyHandoff::default(),
-            settings.part_size,
-            settings.presigner.clone(),
-        );
+        let blobs = R2Blobs::configured(bucket.clone(), env.clone(), BodyHandoff::default(), &settings);
         let policies = crate::auth::policies(settings.auth_config.as_deref(), settings.policy_config.as_deref())?;
         Ok(Registry::new(blobs, R2Meta::new(bucket), settings.config.clone()).with_policies(policies))
     }

@@ -38,6 +38,13 @@ struct Located {
 }
 
 impl R2Blobs {
+    /// The blob store as the deployment's settings configure it (part size, presigner), with
+    /// the KV manifest cache of `env`: what the fetch handler, the scheduled runs and the
+    /// contract route each build.
+    pub fn configured(bucket: Bucket, env: worker::Env, handoff: BodyHandoff, settings: &crate::settings::Settings) -> Self {
+        Self::new(bucket, ManifestCache::new(env), handoff, settings.part_size, settings.presigner.clone())
+    }
+
     pub fn new(
         bucket: Bucket,
         cache: ManifestCache,
