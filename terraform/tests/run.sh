@@ -5,7 +5,8 @@
 #      variables/outputs typed and described; terraform fmt's layout;
 #   2. checkov on terraform/: 0 failed checks (skips are inline, with reasons).
 # The artifacts the modules point at must exist first (infra/test.sh builds them):
-#   target/lambda/berth-lambda/bootstrap.zip and edge/build/{index.js,index_bg.wasm}.
+#   target/lambda/berth-lambda/bootstrap.zip and edge/build-serve/ and edge/build-maintenance/
+#   (index.js and index_bg.wasm each); BERTH_TF_SKIP_ARTIFACTS=1 skips looking at them.
 # Each tool lives in its own virtualenv under .tools/ (checkov ships its own fork of hcl2, which
 # would shadow python-hcl2), created once per machine and reused while the pins are unchanged.
 set -euo pipefail

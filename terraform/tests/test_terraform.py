@@ -676,7 +676,10 @@ class CloudflareTest(unittest.TestCase):
     def test_worker_has_the_bindings_the_worker_reads(self):
         settings_rs = read(os.path.join(ROOT, "edge/src/settings.rs"))
         names = set(re.findall(r'(?:text|number)\(env, "([A-Z_0-9]+)"', settings_rs))
-        bindings = re.findall(r'name = "([A-Z_0-9]+)"', self.mod.resources[("cloudflare_worker_version", "this")]["bindings"])
+        # The request Worker's bindings are the shared list (the maintenance Worker's too,
+        # test_background_work_runs_on_the_maintenance_worker_when_split).
+        self.assertEqual(self.mod.resources[("cloudflare_worker_version", "this")]["bindings"], "${local.bindings}")
+        bindings = re.findall(r'name = "([A-Z_0-9]+)"', self.mod.locals["bindings"])
         bindings += re.findall(r"\b([A-Z][A-Z_0-9]+)\s*=", self.mod.locals["vars"])
         bindings += re.findall(r'name = \\?"([A-Z_0-9]+)\\?"', self.mod.locals["secret_bindings"])
         self.assertTrue(names, "no settings found in edge/src/settings.rs")
@@ -692,19 +695,71 @@ class CloudflareTest(unittest.TestCase):
         self.assertEqual(unq(self.mod.variables["compatibility_date"]["default"]), date)
 
     def test_modules_are_the_built_bundle(self):
-        version = self.mod.resources[("cloudflare_worker_version", "this")]
-        modules = {unq(m["name"]): m for m in version["modules"]}
-        self.assertEqual(unq(version["main_module"]), "index.js")
-        self.assertEqual(unq(modules["index.js"]["content_type"]), "application/javascript+module")
-        self.assertEqual(unq(modules["index_bg.wasm"]["content_type"]), "application/wasm")
-        bundle = os.path.normpath(os.path.join(self.ex.dir, unq(self.ex.variables["bundle_dir"]["default"])))
-        self.assertEqual(bundle, os.path.join(ROOT, "edge/build"))
-        if os.environ.get("BERTH_TF_SKIP_ARTIFACTS"):
-            return
-        js = read(os.path.join(bundle, "index.js"))
-        imports = set(re.findall(r'from\s*"(\./[^"]+)"', js))
-        self.assertEqual(imports, {"./index_bg.wasm"}, "the JS glue must import exactly the wasm module uploaded beside it")
-        self.assertGreater(os.path.getsize(os.path.join(bundle, "index_bg.wasm")), 100_000)
+        """Each Worker version uploads worker-build's two files from its own bundle directory,
+        and the example points at the split build's two bundles."""
+        for worker, variable, built in (
+            ("this", "bundle_dir", "edge/build-serve"),
+            ("maintenance", "maintenance_bundle_dir", "edge/build-maintenance"),
+        ):
+            version = self.mod.resources[("cloudflare_worker_version", worker)]
+            modules = {unq(m["name"]): m for m in version["modules"]}
+            self.assertEqual(set(modules), {"index.js", "index_bg.wasm"}, worker)
+            self.assertEqual(unq(version["main_module"]), "index.js", worker)
+            self.assertEqual(unq(modules["index.js"]["content_type"]), "application/javascript+module", worker)
+            self.assertEqual(unq(modules["index_bg.wasm"]["content_type"]), "application/wasm", worker)
+            for name, module_ in modules.items():
+                self.assertEqual(unq(module_["content_file"]), f"${{var.{variable}}}/{name}", worker)
+            self.assertEqual(self.ex.modules["berth"][variable], f"${{var.{variable}}}")
+            bundle = os.path.normpath(os.path.join(self.ex.dir, unq(self.ex.variables[variable]["default"])))
+            self.assertEqual(bundle, os.path.join(ROOT, built))
+            if os.environ.get("BERTH_TF_SKIP_ARTIFACTS"):
+                continue
+            js = read(os.path.join(bundle, "index.js"))
+            imports = set(re.findall(r'from\s*"(\./[^"]+)"', js))
+            self.assertEqual(imports, {"./index_bg.wasm"}, f"{built}: the JS glue must import exactly the wasm module uploaded beside it")
+            self.assertGreater(os.path.getsize(os.path.join(bundle, "index_bg.wasm")), 100_000, built)
+
+    def test_background_work_runs_on_the_maintenance_worker_when_split(self):
+        """With maintenance_bundle_dir, the Cron Trigger and the queue consumer go to the
+        maintenance Worker (the request bundle has no scheduled or queue handler), which gets
+        the same bindings as the request Worker; without it, to the all-in-one Worker."""
+        m = self.mod
+        self.assertEqual(m.locals["split"], "${var.maintenance_bundle_dir != null}")
+        self.assertIsNone(m.variables["maintenance_bundle_dir"]["default"])
+        self.assertEqual(
+            m.locals["background_worker"],
+            "${local.split ? cloudflare_worker.maintenance[0].name : cloudflare_worker.this.name}",
+        )
+        for typ, name in (("cloudflare_workers_cron_trigger", "gc"), ("cloudflare_queue_consumer", "webhooks")):
+            body = m.resources[(typ, name)]
+            self.assertEqual(body["script_name"], "${local.background_worker}", typ)
+            # The script must be deployed first, whichever of the two it is.
+            self.assertEqual(
+                set(body["depends_on"]),
+                {"${cloudflare_workers_deployment.this}", "${cloudflare_workers_deployment.maintenance}"},
+                typ,
+            )
+        worker = m.resources[("cloudflare_worker", "maintenance")]
+        version = m.resources[("cloudflare_worker_version", "maintenance")]
+        deployment = m.resources[("cloudflare_workers_deployment", "maintenance")]
+        for body in (worker, version, deployment):
+            self.assertEqual(body["count"], "${local.split ? 1 : 0}")
+        self.assertEqual(unq(worker["name"]), "${var.name}-maintenance")
+        # That name must fit the 63 characters the name variable allows.
+        self.assertEqual(worker["lifecycle"][0]["precondition"][0]["condition"], f"${{length(var.name) <= {63 - len('-maintenance')}}}")
+        # No fetch handler: nothing to serve on workers.dev.
+        self.assertIs(worker["subdomain"]["enabled"], False)
+        self.assertIs(worker["observability"]["enabled"], True)
+        self.assertEqual(version["worker_id"], "${cloudflare_worker.maintenance[0].id}")
+        self.assertEqual(version["bindings"], m.resources[("cloudflare_worker_version", "this")]["bindings"])
+        self.assertEqual(version["bindings"], "${local.bindings}")
+        self.assertEqual(version["compatibility_date"], "${var.compatibility_date}")
+        self.assertEqual(deployment["script_name"], "${cloudflare_worker.maintenance[0].name}")
+        self.assertEqual([v["version_id"] for v in deployment["versions"]], ["${cloudflare_worker_version.maintenance[0].id}"])
+        self.assertEqual(m.outputs["maintenance_worker_name"]["value"], "${local.split ? cloudflare_worker.maintenance[0].name : null}")
+        # The request-only bundle alone would leave the crons and the queue without a handler.
+        conditions = [p["condition"] for l in m.resources[("cloudflare_worker_version", "this")]["lifecycle"] for p in l["precondition"]]
+        self.assertIn('${local.split || basename(trimsuffix(var.bundle_dir, "/")) != "build-serve"}', conditions)
 
     def test_lifecycle_expires_only_staging(self):
         rules = self.mod.resources[("cloudflare_r2_bucket_lifecycle", "blobs")]["rules"]

@@ -1,4 +1,5 @@
-# Berth as one Cloudflare Worker on R2 and Workers KV.
+# Berth on Cloudflare Workers, R2 and Workers KV: one Worker answers requests, a second one
+# (<name>-maintenance) runs garbage collection, retention, webhook deliveries and replication.
 
 module "berth" {
   source = "../../modules/cloudflare"
@@ -13,6 +14,9 @@ module "berth" {
 
   presign_access_key_id     = var.presign_access_key_id
   presign_secret_access_key = var.presign_secret_access_key
+
+  # The background work in a Worker of its own; null (with bundle_dir = edge/build): one Worker.
+  maintenance_bundle_dir = var.maintenance_bundle_dir
 
   # Garbage collection every hour (docs/gc.md).
   gc_crons = ["17 * * * *"]

@@ -8,6 +8,11 @@ output "worker_name" {
   value       = module.berth.worker_name
 }
 
+output "maintenance_worker_name" {
+  description = "The background Worker's name (`wrangler tail <name>` follows garbage collection, webhook deliveries and replication)."
+  value       = module.berth.maintenance_worker_name
+}
+
 output "bucket_name" {
   description = "The R2 bucket."
   value       = module.berth.bucket_name

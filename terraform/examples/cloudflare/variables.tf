@@ -10,9 +10,15 @@ variable "name" {
 }
 
 variable "bundle_dir" {
-  description = "The built Worker: edge/build after `bash infra/edge-build.sh` (run from the repository root)."
+  description = "The built Worker that answers requests: edge/build-serve after `bash infra/edge-build.sh` (run from the repository root); the all-in-one edge/build when maintenance_bundle_dir is null."
   type        = string
-  default     = "../../../edge/build"
+  default     = "../../../edge/build-serve"
+}
+
+variable "maintenance_bundle_dir" {
+  description = "The built background Worker (garbage collection, retention, webhook deliveries, replication): edge/build-maintenance, which `bash infra/edge-build.sh` builds too. null: no second Worker, the one at bundle_dir (then edge/build) runs them."
+  type        = string
+  default     = "../../../edge/build-maintenance"
 }
 
 variable "bucket_name" {

@@ -1,5 +1,7 @@
 # Berth on Cloudflare: the Worker (edge/) with its R2 bucket and KV namespace, as wrangler.toml
 # describes it for `wrangler dev`. edge/README.md explains every binding and setting.
+# With maintenance_bundle_dir, a second Worker (<name>-maintenance) runs the Cron Trigger's and
+# the queue's work, so the Worker that answers requests carries none of that code.
 
 locals {
   presign = var.presign_access_key_id != null
@@ -42,6 +44,27 @@ locals {
       { name = "S3_SECRET_ACCESS_KEY", type = "secret_text", text = var.presign_secret_access_key },
     ] : [],
   )
+
+  # Both Workers read the same settings and stores: one list, so they cannot drift apart.
+  bindings = concat(
+    [
+      { name = "BLOBS", type = "r2_bucket", bucket_name = cloudflare_r2_bucket.blobs.name },
+      { name = "MANIFEST_CACHE", type = "kv_namespace", namespace_id = cloudflare_workers_kv_namespace.manifest_cache.id },
+    ],
+    # One Analytics Engine data point per request (docs/observability.md); the dataset is made
+    # by the first write.
+    var.analytics_dataset == null ? [] : [{ name = "METRICS", type = "analytics_engine", dataset = var.analytics_dataset }],
+    # Webhooks: the wake-up queue below (producer side). The request Worker sends the wake-ups;
+    # on the maintenance Worker the binding is unused and harmless.
+    var.webhook_queue ? [{ name = "WEBHOOK_QUEUE", type = "queue", queue_name = cloudflare_queue.webhooks[0].queue_name }] : [],
+    [for k in sort(keys(local.vars)) : { name = k, type = "plain_text", text = local.vars[k] }],
+    local.secret_bindings,
+  )
+
+  # Whether the background work has a Worker of its own (edge/build-maintenance)...
+  split = var.maintenance_bundle_dir != null
+  # ...which then gets the Cron Trigger and the queue; else the all-in-one Worker runs them.
+  background_worker = local.split ? cloudflare_worker.maintenance[0].name : cloudflare_worker.this.name
 
   url = (
     var.custom_domain != null ? "https://${var.custom_domain.hostname}" :
@@ -138,24 +161,19 @@ resource "cloudflare_worker_version" "this" {
     },
   ]
 
-  bindings = concat(
-    [
-      { name = "BLOBS", type = "r2_bucket", bucket_name = cloudflare_r2_bucket.blobs.name },
-      { name = "MANIFEST_CACHE", type = "kv_namespace", namespace_id = cloudflare_workers_kv_namespace.manifest_cache.id },
-    ],
-    # One Analytics Engine data point per request (docs/observability.md); the dataset is made
-    # by the first write.
-    var.analytics_dataset == null ? [] : [{ name = "METRICS", type = "analytics_engine", dataset = var.analytics_dataset }],
-    # Webhooks: the wake-up queue below (producer side).
-    var.webhook_queue ? [{ name = "WEBHOOK_QUEUE", type = "queue", queue_name = cloudflare_queue.webhooks[0].queue_name }] : [],
-    [for k in sort(keys(local.vars)) : { name = k, type = "plain_text", text = local.vars[k] }],
-    local.secret_bindings,
-  )
+  bindings = local.bindings
 
   lifecycle {
     precondition {
       condition     = !local.presign || nonsensitive(var.presign_secret_access_key != null)
       error_message = "presign_access_key_id needs presign_secret_access_key."
+    }
+    # The request-only bundle has no scheduled or queue handler: alone, the Cron Trigger and
+    # the queue would fire into nothing and garbage collection, retention, webhook deliveries
+    # and replication would silently never run.
+    precondition {
+      condition     = local.split || basename(trimsuffix(var.bundle_dir, "/")) != "build-serve"
+      error_message = "bundle_dir is the request-only bundle (edge/build-serve): set maintenance_bundle_dir to edge/build-maintenance, or use the all-in-one edge/build."
     }
   }
 }
@@ -187,20 +205,80 @@ resource "cloudflare_workers_route" "this" {
   depends_on = [cloudflare_workers_deployment.this]
 }
 
-# Garbage collection (docs/gc.md): the Worker's scheduled handler runs on these crons; each
-# trigger collects for gc_budget and the next one continues from the checkpoint in R2.
+# The background Worker (maintenance_bundle_dir): the same bundle layout, bindings and settings
+# as the request Worker, built with only the scheduled and queue handlers (GC, retention, webhook
+# deliveries, replication). It answers no requests, so it has no workers.dev URL.
+resource "cloudflare_worker" "maintenance" {
+  count      = local.split ? 1 : 0
+  account_id = var.account_id
+  name       = "${var.name}-maintenance"
+  subdomain = {
+    enabled          = false
+    previews_enabled = false
+  }
+  observability = {
+    enabled = true
+  }
+
+  lifecycle {
+    # Worker names have at most 63 characters, as the name variable's validation says.
+    precondition {
+      condition     = length(var.name) <= 51
+      error_message = "With maintenance_bundle_dir, name must be at most 51 characters (<name>-maintenance names the second Worker)."
+    }
+  }
+}
+
+resource "cloudflare_worker_version" "maintenance" {
+  count              = local.split ? 1 : 0
+  account_id         = var.account_id
+  worker_id          = cloudflare_worker.maintenance[0].id
+  compatibility_date = var.compatibility_date
+  main_module        = "index.js"
+
+  # worker-build's output, as for the request Worker.
+  modules = [
+    {
+      name         = "index.js"
+      content_type = "application/javascript+module"
+      content_file = "${var.maintenance_bundle_dir}/index.js"
+    },
+    {
+      name         = "index_bg.wasm"
+      content_type = "application/wasm"
+      content_file = "${var.maintenance_bundle_dir}/index_bg.wasm"
+    },
+  ]
+
+  bindings = local.bindings
+}
+
+resource "cloudflare_workers_deployment" "maintenance" {
+  count       = local.split ? 1 : 0
+  account_id  = var.account_id
+  script_name = cloudflare_worker.maintenance[0].name
+  strategy    = "percentage"
+  versions = [{
+    version_id = cloudflare_worker_version.maintenance[0].id
+    percentage = 100
+  }]
+}
+
+# Garbage collection (docs/gc.md): the background Worker's scheduled handler runs on these
+# crons; each trigger collects for gc_budget and the next one continues from the checkpoint in
+# R2. The trigger needs a deployed script with a scheduled handler: whichever Worker that is.
 resource "cloudflare_workers_cron_trigger" "gc" {
   count       = length(var.gc_crons) == 0 ? 0 : 1
   account_id  = var.account_id
-  script_name = cloudflare_worker.this.name
+  script_name = local.background_worker
   schedules   = [for cron in var.gc_crons : { cron = cron }]
-  depends_on  = [cloudflare_workers_deployment.this]
+  depends_on  = [cloudflare_workers_deployment.this, cloudflare_workers_deployment.maintenance]
 }
 
 # Webhooks (docs/webhooks.md): a request that wrote outbox entries sends a wake-up message to
-# this queue (bound as WEBHOOK_QUEUE), and the Worker's queue handler delivers at once. The
-# outbox in R2 stays the record: a lost message only delays a delivery to the next Cron Trigger
-# (gc_crons), so that schedule is still what retries failed deliveries.
+# this queue (bound as WEBHOOK_QUEUE), and the background Worker's queue handler delivers at
+# once. The outbox in R2 stays the record: a lost message only delays a delivery to the next
+# Cron Trigger (gc_crons), so that schedule is still what retries failed deliveries.
 resource "cloudflare_queue" "webhooks" {
   count      = var.webhook_queue ? 1 : 0
   account_id = var.account_id
@@ -211,7 +289,7 @@ resource "cloudflare_queue_consumer" "webhooks" {
   count       = var.webhook_queue ? 1 : 0
   account_id  = var.account_id
   queue_id    = cloudflare_queue.webhooks[0].queue_id
-  script_name = cloudflare_worker.this.name
+  script_name = local.background_worker
   type        = "worker"
   # Wake-ups are alike: up to a second to gather a batch, which runs one delivery step.
   settings = {
@@ -219,5 +297,5 @@ resource "cloudflare_queue_consumer" "webhooks" {
     max_wait_time_ms = 1000
     max_retries      = 1
   }
-  depends_on = [cloudflare_workers_deployment.this]
+  depends_on = [cloudflare_workers_deployment.this, cloudflare_workers_deployment.maintenance]
 }

@@ -4,8 +4,13 @@ output "url" {
 }
 
 output "worker_name" {
-  description = "Name of the Worker."
+  description = "Name of the Worker that answers requests."
   value       = cloudflare_worker.this.name
+}
+
+output "maintenance_worker_name" {
+  description = "Name of the background Worker that runs the Cron Trigger and consumes the webhook queue (null without maintenance_bundle_dir: worker_name runs them)."
+  value       = local.split ? cloudflare_worker.maintenance[0].name : null
 }
 
 output "version_id" {

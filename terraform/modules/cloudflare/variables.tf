@@ -15,8 +15,14 @@ variable "name" {
 }
 
 variable "bundle_dir" {
-  description = "Directory of the built Worker (index.js and index_bg.wasm): edge/build after `bash infra/edge-build.sh`."
+  description = "Directory of the built Worker that answers requests (index.js and index_bg.wasm, after `bash infra/edge-build.sh`): edge/build-serve with maintenance_bundle_dir, else the all-in-one edge/build."
   type        = string
+}
+
+variable "maintenance_bundle_dir" {
+  description = "Directory of the built background Worker (edge/build-maintenance after `bash infra/edge-build.sh`): the Cron Trigger's and the queue's work (garbage collection, retention, webhook deliveries, replication) in a Worker of its own (<name>-maintenance), so the Worker that answers requests carries none of that code (a 16% smaller bundle). null: the Worker at bundle_dir runs them itself (then bundle_dir must be the all-in-one edge/build)."
+  type        = string
+  default     = null
 }
 
 variable "compatibility_date" {
@@ -195,7 +201,7 @@ variable "analytics_dataset" {
 }
 
 variable "webhook_queue" {
-  description = "Create a Cloudflare Queue (<name>-webhooks, bound as WEBHOOK_QUEUE, consumed by the Worker) so webhook deliveries start within seconds of their event (docs/webhooks.md). false: deliveries wait for the Cron Trigger (gc_crons)."
+  description = "Create a Cloudflare Queue (<name>-webhooks, bound as WEBHOOK_QUEUE, consumed by the Worker that runs the background work) so webhook deliveries start within seconds of their event (docs/webhooks.md). false: deliveries wait for the Cron Trigger (gc_crons)."
   type        = bool
   default     = true
 }
