@@ -18,7 +18,8 @@
 #   growth of the summed VmRSS of the workerd processes in that wrangler's process group (peak
 #   while pushing, and after, each minus before); then the first pull (right after the push) and a
 #   second pull of it, MB/s (Berth keeps a blob cache in the Workers Cache API);
-# - bundle gzip -9 bytes: Berth's from infra/edge-build.sh, the peer's from `wrangler deploy
+# - bundle gzip -9 bytes: Berth's request Worker (edge/build-serve, which is what this runs: the
+#   Worker that answers requests in a split deployment) from infra/edge-build.sh, the peer's from `wrangler deploy
 #   --dry-run --outdir` in its copy.
 # The peer needs its runtime deps (npm install from the npm registry once; cached under
 # ~/.cache/berth/peer-node_modules/<sha256 of package.json>, so later runs are offline).
@@ -60,7 +61,7 @@ record() { printf '{"server":"%s","measure":"%s","round":%s,"value":%s}\n' "$1" 
 
 # --- Berth's bundle (as bench/edge.sh builds it) --------------------------------------------------
 log "building Berth's Worker (infra/edge-build.sh)"
-berth_bundle=$(bash infra/edge-build.sh 2>"$work/edge-build.log" | tail -1) \
+berth_bundle=$(bash infra/edge-build.sh 2>"$work/edge-build.log" | grep '^edge serve bundle') \
   || { cat "$work/edge-build.log" >&2; die "infra/edge-build.sh failed"; }
 berth_gz=$(sed -n 's/.*gzip \([0-9]*\) bytes.*/\1/p' <<<"$berth_bundle")
 [ -n "$berth_gz" ] || die "no gzip size in: $berth_bundle"
@@ -104,8 +105,12 @@ declare -A port inspector pid url
 start() { # name dir wrangler-args...
   local name=$1 dir=$2; shift 2
   local p; p=$(bash tests/free-port.sh 2)
+  # Berth: the request Worker of a split deployment (edge/build-serve), with wrangler.toml's
+  # bindings (infra/edge/wrangler-dev.sh); the others: their own directory's config.
+  local dev=("$wrangler" dev)
+  [ "$name" != berth ] || dev=(bash "$root/infra/edge/wrangler-dev.sh" --bundle "$root/edge/build-serve")
   port[$name]=$p inspector[$name]=$((p + 1)) url[$name]="http://127.0.0.1:$p"
-  (cd "$dir" && exec setsid "$wrangler" dev --ip 127.0.0.1 --port "$p" --inspector-port "$((p + 1))" \
+  (cd "$dir" && exec setsid "${dev[@]}" --ip 127.0.0.1 --port "$p" --inspector-port "$((p + 1))" \
     --persist-to "$work/state-$name" --show-interactive-dev-session=false --log-level warn "$@" \
     >"$work/wrangler-$name.log" 2>&1) &
   pid[$name]=$!

@@ -24,7 +24,8 @@ duration=${BENCH_DURATION:-10s} conns=${BENCH_CONNS:-16}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 work=$(mktemp -d /tmp/berth-edge-bench.XXXXXX)
 
-bundle=$(bash infra/edge-build.sh 2>/dev/null | tail -1)
+# The request Worker of a split deployment (edge/build-serve): what answers the requests measured.
+bundle=$(bash infra/edge-build.sh 2>/dev/null | grep '^edge serve bundle')
 # EDGE_BENCH_AUTH=1: the same with token auth on (AUTH_CONFIG made by the admin commands); every
 # request carries a bearer token, and the CPU of password logins is measured too.
 auth_vars=() token=""
@@ -36,7 +37,7 @@ if [ "${EDGE_BENCH_AUTH:-0}" = 1 ]; then
   printf '\n[[access]]\nrepositories = ["bench/**"]\nprincipals = ["user:bench"]\nactions = ["pull", "push"]\n' >>"$work/auth.toml"
   auth_vars=(--var "AUTH_CONFIG:$("$berth" auth export --config "$work/auth.toml")")
 fi
-setsid bash infra/edge/wrangler-dev.sh --ip 127.0.0.1 --port "$port" --inspector-port "$inspector" \
+setsid bash infra/edge/wrangler-dev.sh --bundle edge/build-serve --ip 127.0.0.1 --port "$port" --inspector-port "$inspector" \
   --persist-to "$work/state" --show-interactive-dev-session=false --log-level warn \
   --var "UPLOAD_SECRET:bench-$RANDOM$RANDOM" --var MAX_REQUEST_BODY:400000000 "${auth_vars[@]}" >"$work/wrangler.log" 2>&1 &
 pid=$!
@@ -90,5 +91,5 @@ print(f"| Worker CPU per manifest GET (isolate profiler, {cpu['manifest_gets']} 
 print(f"| Worker CPU per MiB of upload ({cpu['upload_mib']} MiB streamed PATCH + PUT) | {cpu['cpu_ms_per_upload_mib']} ms (+ {cpu['program_ms_per_upload_mib']} ms V8 \"(program)\") |")
 if "token_gets" in cpu:
     print(f"| Worker CPU per token GET with a password (Argon2id; {cpu['token_gets']} GETs) | {cpu['cpu_ms_per_password_token_get']} ms (+ {cpu['program_ms_per_password_token_get']} ms V8 \"(program)\") |")
-print(f"| bundle | {bundle.replace('edge bundle: ', '')} |")
+print(f"| bundle (the request Worker, edge/build-serve) | {bundle.split(': ', 1)[-1]} |")
 PY

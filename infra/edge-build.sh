@@ -10,7 +10,9 @@
 #      with `cargo install` into .tools/bin;
 #   4. `wrangler deploy --dry-run --outdir target/edge-dist`, which runs wrangler.toml's build
 #      command (infra/edge/worker-build.sh) and writes the deployable bundle without any network.
-# Prints `edge bundle: N bytes, gzip M bytes` last.
+#   5. the two halves of a split deployment (infra/edge/worker-build.sh serve and maintenance:
+#      edge/build-serve, edge/build-maintenance; terraform/modules/cloudflare deploys them).
+# Prints their sizes, then `edge bundle: N bytes, gzip M bytes` (the all-in-one Worker) last.
 #
 # EDGE_BUNDLE=contract builds the test bundle instead: the Worker with the `contract` feature (the
 # storage contract route, for tests/edge/run.sh) through tests/edge/wrangler-contract.toml, into
@@ -60,4 +62,16 @@ rm -rf "$dist"
 "$tools/node/node_modules/.bin/wrangler" deploy --dry-run --config "$config" --outdir "$root/$dist" >&2
 raw=$(cat "$dist"/*.wasm "$dist"/index.js | wc -c)
 gz=$( (cat "$dist"/*.wasm | gzip -9; cat "$dist"/index.js | gzip -9) | wc -c)
+[ -n "${EDGE_BUNDLE:-}" ] || split_lines=$(
+  # The two halves of a split deployment (edge/Cargo.toml's features): the request Worker and
+  # the background one, as terraform/modules/cloudflare uploads them (worker-build's files; the
+  # JS glue is not minified there as wrangler minifies it above).
+  for half in serve maintenance; do
+    bash infra/edge/worker-build.sh "$half" >&2
+    d=edge/build-$half
+    printf 'edge %s bundle (%s): %s bytes, gzip %s bytes\n' "$half" "$d" \
+      "$(cat "$d/index_bg.wasm" "$d/index.js" | wc -c)" "$( (gzip -9 <"$d/index_bg.wasm"; gzip -9 <"$d/index.js") | wc -c)"
+  done
+)
+[ -z "${split_lines:-}" ] || echo "$split_lines"
 echo "$label: $raw bytes, gzip $gz bytes (free plan limit: 3 MiB gzip; target: under 1 MiB)"

@@ -72,7 +72,8 @@ bash tests/lambda/run.sh
 
 step "deployment artifacts the Terraform modules point at: the Lambda zip (the Worker bundle is built above)"
 (cd lambda && cargo lambda build --profile lambda --compiler cargo --output-format zip --locked -p berth-lambda)
-ls -l target/lambda/berth-lambda/bootstrap.zip edge/build/index.js edge/build/index_bg.wasm
+ls -l target/lambda/berth-lambda/bootstrap.zip edge/build/index.js edge/build/index_bg.wasm \
+  edge/build-serve/index.js edge/build-serve/index_bg.wasm edge/build-maintenance/index.js edge/build-maintenance/index_bg.wasm
 
 step "Terraform: parse, provider schemas, structure, fmt layout (python-hcl2); checkov"
 bash terraform/tests/run.sh

@@ -4,6 +4,10 @@
 
 // The Worker itself exists only on wasm32; natively (`cargo test --lib`) only the runtime-free
 // parts build, so their unit tests run on the host.
+// A bundle with one of the features `serve` and `maintenance` (a half of a two-Worker
+// deployment) leaves the other half's helpers unused; the default build, both, is the one the
+// compiler's dead-code warnings are read from.
+#![cfg_attr(not(all(feature = "serve", feature = "maintenance")), allow(dead_code, unused_imports))]
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod analytics;
 #[cfg(target_arch = "wasm32")]
@@ -60,6 +64,7 @@ mod worker_main {
         crate::logs::init();
     }
 
+    #[cfg(feature = "serve")]
     #[event(fetch)]
     async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
         let ctx = Rc::new(ctx);
@@ -172,6 +177,7 @@ mod worker_main {
     /// due replication copies and the scheduled full runs (docs/replication.md), then garbage
     /// collection (docs/gc.md), each for a bounded time, continued by the next trigger from the
     /// outbox or its checkpoint in R2. `wrangler dev --test-scheduled` fires it at `/__scheduled`.
+    #[cfg(feature = "maintenance")]
     #[event(scheduled)]
     async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::ScheduleContext) {
         if let Err(message) = deliver(&env, "webhook deliveries").await {
@@ -191,6 +197,7 @@ mod worker_main {
     /// trigger's). The batch is acked whatever happened: the outbox is the record, and what this
     /// run could not do the next message or Cron Trigger will (an `Err` here would also abort
     /// the isolate).
+    #[cfg(feature = "maintenance")]
     #[event(queue)]
     async fn queue(batch: worker::MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> worker::Result<()> {
         if let Err(message) = deliver(&env, "webhook deliveries (queue)").await {

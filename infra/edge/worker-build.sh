@@ -4,10 +4,15 @@
 # .tools/bin, wasm-opt and esbuild from .tools/node (worker-build would download them otherwise).
 # Run infra/edge-build.sh once first; it installs all of these.
 #
-#   bash infra/edge/worker-build.sh            # the production bundle, into edge/build
-#   bash infra/edge/worker-build.sh contract   # with the `contract` feature (the storage contract
-#                                              # route), into edge/build-contract, for
-#                                              # tests/edge/wrangler-contract.toml
+#   bash infra/edge/worker-build.sh              # the all-in-one Worker (wrangler.toml), into edge/build
+#   bash infra/edge/worker-build.sh serve        # only the fetch handler, into edge/build-serve
+#   bash infra/edge/worker-build.sh maintenance  # only the Cron Trigger's and the queue's
+#                                                # handlers, into edge/build-maintenance
+#   bash infra/edge/worker-build.sh contract     # with the `contract` feature (the storage contract
+#                                                # route), into edge/build-contract, for
+#                                                # tests/edge/wrangler-contract.toml
+# serve and maintenance are the two Workers of a split deployment on one bucket
+# (terraform/modules/cloudflare; edge/Cargo.toml's features say why).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tools="$root/.tools"
@@ -28,25 +33,28 @@ cd "$root"
 variant=${1:-}
 case "$variant" in
   "") out_dir=build extra=() ;;
-  # Its own cargo target dir: the cdylib's file name carries no feature hash, so one target
-  # dir would let each variant overwrite the other's wasm (and relink it, LTO and all, at every
-  # switch). Seeded once with hard links from the production build's, so only berth-core and
-  # berth-edge compile for it.
-  contract)
-    out_dir=build-contract extra=(--features contract)
-    export CARGO_TARGET_DIR="$root/edge/target/contract"
-    if [ ! -d "$CARGO_TARGET_DIR" ] && [ -d edge/target/wasm32-unknown-unknown ]; then
-      mkdir -p "$CARGO_TARGET_DIR"
-      for d in release wasm32-unknown-unknown; do
-        [ -d "edge/target/$d" ] && cp -al "edge/target/$d" "$CARGO_TARGET_DIR/"
-      done
-      # The files whose names carry no hash are rewritten in place: unlink them, or writing
-      # them here would write the production build's too.
-      rm -f "$CARGO_TARGET_DIR"/wasm32-unknown-unknown/release/berth_edge.* \
-        "$CARGO_TARGET_DIR"/wasm32-unknown-unknown/release/deps/berth_edge.*
-    fi ;;
-  *) echo "worker-build.sh: unknown variant $variant (none, or contract)" >&2; exit 2 ;;
+  serve) out_dir=build-serve extra=(--no-default-features --features serve) ;;
+  maintenance) out_dir=build-maintenance extra=(--no-default-features --features maintenance) ;;
+  contract) out_dir=build-contract extra=(--features contract) ;;
+  *) echo "worker-build.sh: unknown variant $variant (none, serve, maintenance or contract)" >&2; exit 2 ;;
 esac
+# Each variant has its own cargo target dir: the cdylib's file name carries no feature hash, so
+# one target dir would let each variant overwrite the other's wasm (and relink it, LTO and all,
+# at every switch). Seeded once with hard links from the default build's, so only berth-core
+# and berth-edge compile for it.
+if [ -n "$variant" ]; then
+  export CARGO_TARGET_DIR="$root/edge/target/$variant"
+  if [ ! -d "$CARGO_TARGET_DIR" ] && [ -d edge/target/wasm32-unknown-unknown ]; then
+    mkdir -p "$CARGO_TARGET_DIR"
+    for d in release wasm32-unknown-unknown; do
+      [ -d "edge/target/$d" ] && cp -al "edge/target/$d" "$CARGO_TARGET_DIR/"
+    done
+    # The files whose names carry no hash are rewritten in place: unlink them, or writing
+    # them here would write the default build's too.
+    rm -f "$CARGO_TARGET_DIR"/wasm32-unknown-unknown/release/berth_edge.* \
+      "$CARGO_TARGET_DIR"/wasm32-unknown-unknown/release/deps/berth_edge.*
+  fi
+fi
 # wrangler runs this on every `dev` and `deploy`: skip the rebuild (wasm-opt alone takes ~15 s)
 # when no source changed since the last one.
 out=edge/$out_dir/index_bg.wasm

@@ -2,7 +2,8 @@
 # Berth as a Cloudflare Worker in the real workerd runtime (`wrangler dev`, local R2 and KV):
 #
 #   1. builds the bundle offline (infra/edge-build.sh; prints its gzip size);
-#   2. starts two `wrangler dev` instances on 127.0.0.1: A with a body limit high enough for a
+#   2. starts two `wrangler dev` instances of the request Worker (edge/build-serve, the half of a
+#      split deployment that answers requests) on 127.0.0.1: A with a body limit high enough for a
 #      300 MiB layer, B with a 1 MiB limit and (fake) S3 credentials, to prove the 413 and the
 #      307 to a presigned URL (wrangler dev does not enforce body limits itself);
 #   3. runs against A: the core's HTTP integration suite, the real clients (skopeo both ways,
@@ -28,13 +29,15 @@
 #      (tests/edge/replication.sh, its own instance; needs target/release/berth).
 #   8. ui: the web interface's browser tests (tests/ui/run.sh with UI_TARGET=worker: its own
 #      Workers, auth off then on with AUTH_CONFIG; needs target/release/berth, as `push` does).
+#   8b. split: the two halves of a split deployment, each alone (tests/edge/split.sh): the
+#      request Worker carries and runs no background code, the background Worker runs GC.
 #   9. mirror: the pull-through cache (docs/mirror.md): MIRROR_TARGET=worker tests/mirror/run.sh,
 #      its own Worker with mirror rules in POLICY_CONFIG in front of a token-auth `berth serve`
 #      and Distribution (needs target/release/berth too).
 # Every instance is stopped by PID (its process group) on exit.
 #
 #   bash tests/edge/run.sh                # everything
-#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push relay auth contract gc webhooks replication ui mirror
+#   EDGE_STEPS="suite edge" bash tests/edge/run.sh   # a selection of: suite clients edge push relay auth contract gc webhooks replication ui split mirror
 # Ports: every server gets a free port the kernel picks at run time (tests/free-port.sh; a fixed
 # one collided with other services once): A, B, the contract instance and their inspectors, the clients' front, s3s-fs
 # for B's presigned URLs, the auth step's Workers (each launcher's PORT..PORT+3) and its issuer.
@@ -50,7 +53,7 @@ free_port() { bash "$root/tests/free-port.sh" "$@" || { echo "edge: no free port
 port_a=$(free_port) inspector_a=$(free_port) port_b=$(free_port) inspector_b=$(free_port)
 port_c=$(free_port) inspector_c=$(free_port)
 port_r=$(free_port) inspector_r=$(free_port)
-steps=${EDGE_STEPS:-suite clients edge push relay auth contract gc webhooks replication ui mirror}
+steps=${EDGE_STEPS:-suite clients edge push relay auth contract gc webhooks replication ui split mirror}
 work=$(mktemp -d /tmp/berth-edge.XXXXXX)
 pids=()
 failed=()
@@ -122,7 +125,7 @@ if [[ " $steps " == *" suite "* || " $steps " == *" clients "* || " $steps " == 
   # A runs with the tag policies tests/tests/policies.rs expects (only its `*/prod-*` and
   # `*/quota-*` repositories are affected), so that file runs against the Worker too.
   # ANALYTICS_ECHO: the data points A writes are printed too (edge_test.py's analytics test).
-  start a "$port_a" "$inspector_a" --var MAX_REQUEST_BODY:400000000 --var ANALYTICS_ECHO:1 \
+  start a "$port_a" "$inspector_a" --bundle edge/build-serve --var MAX_REQUEST_BODY:400000000 --var ANALYTICS_ECHO:1 \
     --var "POLICY_CONFIG:$(grep -v '^#' tests/tests/policies/policy.toml)"
   # B's presigned URLs point at s3s-fs, which checks signatures and expiry as R2's S3 API does
   # (R2 itself holds the object on Cloudflare; here the test copies it into s3s-fs's directory).
@@ -134,7 +137,7 @@ if [[ " $steps " == *" suite "* || " $steps " == *" clients "* || " $steps " == 
     --secret-key edge-test-secret "$work/s3" >"$work/s3.log" 2>&1 &
   pids_plain+=($!)
   bash tests/wait-port.sh "$s3_port" s3s-fs || { cat "$work/s3.log"; exit 1; }
-  start b "$port_b" "$inspector_b" --var MAX_REQUEST_BODY:1048576 \
+  start b "$port_b" "$inspector_b" --bundle edge/build-serve --var MAX_REQUEST_BODY:1048576 \
     --var S3_ACCESS_KEY_ID:AKIDEXAMPLE --var S3_SECRET_ACCESS_KEY:edge-test-secret \
     --var "S3_ENDPOINT:http://127.0.0.1:$s3_port" --var S3_BUCKET:berth-blobs --var PRESIGN_SECS:3
 fi
@@ -201,7 +204,7 @@ if [[ " $steps " == *" relay "* ]]; then
   say "whole images into a Worker with a 16 MiB body limit: berth push of a podman index, docker push of a 200 MiB layer through berth relay"
   # R: a plan's body limit, scaled down (most plans: 100 MB) so that docker alone could not push
   # the layer; tests/clients/run.sh's push-image and relay tests, through the TLS-refusing front.
-  start r "$port_r" "$inspector_r" --var MAX_REQUEST_BODY:16777216
+  start r "$port_r" "$inspector_r" --bundle edge/build-serve --var MAX_REQUEST_BODY:16777216
   front=$(free_port)
   python3 tests/clients/plain_front.py "$front" "$port_r" >"$work/front-r.log" 2>&1 &
   front_pid=$!
@@ -255,6 +258,11 @@ fi
 if [[ " $steps " == *" ui "* ]]; then
   say "web interface in chromium against the Worker, auth off and on (tests/ui/run.sh)"
   UI_TARGET=worker bash tests/ui/run.sh || failed+=("ui")
+fi
+
+if [[ " $steps " == *" split "* ]]; then
+  say "the request Worker and the background Worker of a split deployment (tests/edge/split.sh)"
+  bash tests/edge/split.sh || failed+=("split")
 fi
 
 if [[ " $steps " == *" mirror "* ]]; then
