@@ -35,7 +35,7 @@ if [ "${EDGE_BENCH_AUTH:-0}" = 1 ]; then
   "$berth" key generate --kid bench --config "$work/auth.toml" >/dev/null
   echo "$AUTH_PASSWORD" | "$berth" user add bench --config "$work/auth.toml" 2>/dev/null
   printf '\n[[access]]\nrepositories = ["bench/**"]\nprincipals = ["user:bench"]\nactions = ["pull", "push"]\n' >>"$work/auth.toml"
-  auth_vars=(--var "AUTH_CONFIG:$("$berth" auth export --config "$work/auth.toml")")
+  auth_vars=(--var "AUTH_CONFIG:$("$berth" auth export --json --config "$work/auth.toml")")
 fi
 setsid bash infra/edge/wrangler-dev.sh --bundle edge/build-serve --ip 127.0.0.1 --port "$port" --inspector-port "$inspector" \
   --persist-to "$work/state" --show-interactive-dev-session=false --log-level warn \

@@ -31,13 +31,17 @@ pub enum KeyCommand {
 
 #[derive(clap::Subcommand)]
 pub enum AuthCommand {
-    /// Print the auth config with its key files inlined: one self-contained TOML text for
-    /// runtimes without a filesystem (the Worker's AUTH_CONFIG secret, the Lambda function's
-    /// secret named in BERTH_AUTH_CONFIG_SECRET). It holds private keys: pipe it straight into
-    /// the secret store.
+    /// Print the auth config with its key files inlined: one self-contained text for runtimes
+    /// without a filesystem (the Worker's AUTH_CONFIG secret, the Lambda function's secret
+    /// named in BERTH_AUTH_CONFIG_SECRET). It holds private keys: pipe it straight into the
+    /// secret store. A policies-only file (only [policies] and [webhooks]: --policy-config,
+    /// the Worker's POLICY_CONFIG) is checked and printed as it is.
     Export {
         #[command(flatten)]
         config: ConfigArg,
+        /// As JSON, the only form the Worker reads (its bundle has no TOML parser).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -109,22 +113,43 @@ pub fn key(cmd: KeyCommand) -> Result<(), String> {
 }
 
 pub fn auth(cmd: AuthCommand) -> Result<(), String> {
-    let AuthCommand::Export { config } = cmd;
-    let mut doc = load(&config.path)?;
+    let AuthCommand::Export { config, json } = cmd;
+    let doc = load(&config.path)?;
+    let policies_only = doc.iter().all(|(table, _)| table == "policies" || table == "webhooks");
+    let text = if policies_only { doc.to_string() } else { inline_keys(doc, &config.path)? };
+    // What the serverless runtimes will do with it, checked now rather than at their start.
+    let check = |text: &str| -> Result<(), String> {
+        if policies_only {
+            berth_core::policy::Policies::from_policy_file(text)?;
+            berth_core::webhooks::Webhooks::from_settings(None, Some(text), "")?;
+        } else {
+            auth::Auth::parse(text)?;
+        }
+        Ok(())
+    };
+    check(&text)?;
+    if json {
+        let json = berth_core::config_text::toml_to_json(&text).map_err(|e| format!("{}: {e}", config.path.display()))?;
+        check(&json)?;
+        println!("{json}");
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+/// The auth config's text with each `private_key_file` replaced by the key itself.
+fn inline_keys(mut doc: DocumentMut, path: &Path) -> Result<String, String> {
     for key in keys_of(&mut doc)?.iter_mut() {
         let Some(file) = key.get("private_key_file").and_then(Item::as_str).map(str::to_owned) else {
             continue;
         };
-        let path = crate::auth::relative_to(&config.path, &file);
-        let secret = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let key_path = crate::auth::relative_to(path, &file);
+        let secret = std::fs::read_to_string(&key_path).map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
         key.remove("private_key_file");
         key.insert("private_key", value(secret.trim()));
     }
-    let text = doc.to_string();
-    // What the serverless runtimes will do with it, checked now rather than at their start.
-    auth::Auth::from_toml(&text)?;
-    print!("{text}");
-    Ok(())
+    Ok(doc.to_string())
 }
 
 pub fn user(cmd: AccountCommand) -> Result<(), String> {

@@ -22,7 +22,7 @@ pub fn compiled(text: &str) -> Result<Arc<Auth>, String> {
                 return Ok(auth.clone());
             }
         }
-        let mut auth = Auth::from_toml(text).map_err(|e| format!("AUTH_CONFIG: {e}"))?;
+        let mut auth = Auth::parse(text).map_err(|e| format!("AUTH_CONFIG: {e}"))?;
         if auth.trusts_oidc_issuers() {
             auth = auth.with_fetcher(Box::new(WorkerFetch));
         }
@@ -47,7 +47,7 @@ pub fn policies(auth_config: Option<&str>, policy_config: Option<&str>) -> Resul
                 return Ok(policies.clone());
             }
         }
-        let auth = auth_config.map(AuthConfig::from_toml).transpose().map_err(|e| format!("AUTH_CONFIG: {e}"))?;
+        let auth = auth_config.map(AuthConfig::parse).transpose().map_err(|e| format!("AUTH_CONFIG: {e}"))?;
         let policies = Arc::new(
             Policies::from_settings(auth.as_ref(), policy_config).map_err(|e| format!("POLICY_CONFIG or AUTH_CONFIG: {e}"))?,
         );

@@ -50,7 +50,7 @@ pub fn webhooks(auth_config: Option<&str>, policy_config: Option<&str>, public_u
                 return Ok(hooks.clone());
             }
         }
-        let auth = auth_config.map(AuthConfig::from_toml).transpose().map_err(|e| format!("AUTH_CONFIG: {e}"))?;
+        let auth = auth_config.map(AuthConfig::parse).transpose().map_err(|e| format!("AUTH_CONFIG: {e}"))?;
         let hooks = Arc::new(
             Webhooks::from_settings(auth.as_ref(), policy_config, public_url)
                 .map_err(|e| format!("POLICY_CONFIG or AUTH_CONFIG: {e}"))?,

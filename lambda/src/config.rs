@@ -133,14 +133,14 @@ impl Settings {
             (None, Some(text)) => Some(text),
             (None, None) => None,
         };
-        let config = text.as_deref().map(AuthConfig::from_toml).transpose()?;
+        let config = text.as_deref().map(AuthConfig::parse).transpose()?;
         let policies = Policies::from_settings(config.as_ref(), var("BERTH_POLICY_CONFIG").as_deref())
             .map_err(|e| format!("BERTH_POLICY_CONFIG or the auth config: {e}"))?;
         let public_url = var("BERTH_PUBLIC_URL").unwrap_or_default();
         let hooks = Webhooks::from_settings(config.as_ref(), var("BERTH_POLICY_CONFIG").as_deref(), &public_url)
             .map_err(|e| format!("BERTH_POLICY_CONFIG or the auth config: {e}"))?;
         let Some(text) = text else { return Ok((None, policies, hooks)) };
-        let auth = Auth::from_toml(&text)?;
+        let auth = Auth::parse(&text)?;
         if !auth.trusts_oidc_issuers() {
             return Ok((Some(auth), policies, hooks));
         }

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod blobs;
 pub mod body;
+pub mod config_text;
 #[cfg(feature = "contract")]
 pub mod contract;
 pub mod error;

@@ -761,6 +761,14 @@ class CloudflareTest(unittest.TestCase):
         conditions = [p["condition"] for l in m.resources[("cloudflare_worker_version", "this")]["lifecycle"] for p in l["precondition"]]
         self.assertIn('${local.split || basename(trimsuffix(var.bundle_dir, "/")) != "build-serve"}', conditions)
 
+    def test_worker_configs_must_be_json(self):
+        # The Worker has no TOML parser (shared/src/config_text.rs): a TOML config would make
+        # every request a 500, so the module refuses it at plan time.
+        for name in ("auth_config", "policy_config"):
+            validation = str(self.mod.variables[name].get("validation"))
+            self.assertIn(f"can(jsondecode(var.{name}))", validation, name)
+            self.assertIn("berth auth export --json", validation, name)
+
     def test_lifecycle_expires_only_staging(self):
         rules = self.mod.resources[("cloudflare_r2_bucket_lifecycle", "blobs")]["rules"]
         deleting = {unq(r["conditions"]["prefix"]) for r in rules if "delete_objects_transition" in r}

@@ -18,6 +18,13 @@ edge_needs() { # edge_needs COMMAND...: exits saying which one is missing
   for cmd in "$@"; do command -v "$cmd" >/dev/null || { echo "edge $EDGE_NAME: needs $cmd"; exit 1; }; done
 }
 
+# worker_config FILE: an auth or policy config file as the Worker reads it (`berth auth export
+# --json`: keys inlined, JSON; the Worker has no TOML parser).
+worker_config() {
+  "${BERTH_BIN:-$root/target/release/berth}" auth export --json --config "$1" \
+    || { echo "edge $EDGE_NAME: berth auth export --json --config $1 failed" >&2; exit 1; }
+}
+
 EDGE_PID="" EDGE_FRONT_PID=""
 # start_worker DIR [WRANGLER ARGS...]: wrangler dev on 127.0.0.1:$EDGE_PORT (a free port), its
 # state in DIR/state and its output in DIR/wrangler.log; returns once it answers GET /v2/ at all

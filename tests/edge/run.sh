@@ -14,7 +14,8 @@
 #      index podman made and `docker push` of a 200 MiB layer through `berth relay`
 #      (tests/clients/run.sh push-image relay);
 #   5. auth: tests/tests/auth.rs and tests/clients/auth.sh against Workers with the tests' own
-#      AUTH_CONFIG (tests/edge/launch-auth.sh), and a bad AUTH_CONFIG answered with 500;
+#      AUTH_CONFIG (tests/edge/launch-auth.sh), and bad AUTH_CONFIGs (TOML, broken JSON)
+#      answered with 500;
 #   6. contract: the core's storage contract (berth_core::contract) on the R2 stores inside
 #      workerd: builds the contract bundle (EDGE_BUNDLE=contract infra/edge-build.sh), starts
 #      it (tests/edge/wrangler-contract.toml) and calls its POST /__berth/contract, which
@@ -126,7 +127,7 @@ if [[ " $steps " == *" suite "* || " $steps " == *" clients "* || " $steps " == 
   # `*/quota-*` repositories are affected), so that file runs against the Worker too.
   # ANALYTICS_ECHO: the data points A writes are printed too (edge_test.py's analytics test).
   start a "$port_a" "$inspector_a" --bundle edge/build-serve --var MAX_REQUEST_BODY:400000000 --var ANALYTICS_ECHO:1 \
-    --var "POLICY_CONFIG:$(grep -v '^#' tests/tests/policies/policy.toml)"
+    --var "POLICY_CONFIG:$("$root/target/release/berth" auth export --json --config tests/tests/policies/policy.toml)"
   # B's presigned URLs point at s3s-fs, which checks signatures and expiry as R2's S3 API does
   # (R2 itself holds the object on Cloudflare; here the test copies it into s3s-fs's directory).
   s3_port=$(free_port)
@@ -221,23 +222,30 @@ if [[ " $steps " == *" auth "* ]]; then
   BERTH_AUTH_LAUNCH=$root/tests/edge/launch-auth.sh BERTH_PORT=$(free_port 4) ISSUER_PORT=$(free_port) \
     bash tests/clients/auth.sh || failed+=("auth-clients")
   # A config that does not compile: every request gets 500 with an OCI error saying what to fix,
-  # never a registry serving without the policy it was given.
-  ( set -e
+  # never a registry serving without the policy it was given. TOML (what `berth auth export`
+  # without --json prints) is one: the Worker reads JSON only.
+  bad_config() { # bad_config NAME CONFIG EXPECTED-TEXT
+    local p wpid code _
     p=$(free_port 2)
-    setsid bash "$root/infra/edge/wrangler-dev.sh" --ip 127.0.0.1 --port "$p" \
-      --inspector-port $((p + 1)) --persist-to "$work/bad-auth-state" --show-interactive-dev-session=false \
-      --var UPLOAD_SECRET:edge-test --var "AUTH_CONFIG:[token" >"$work/bad-auth.log" 2>&1 &
+    setsid bash "$root/infra/edge/wrangler-dev.sh" --bundle edge/build-serve --ip 127.0.0.1 --port "$p" \
+      --inspector-port $((p + 1)) --persist-to "$work/bad-$1-state" --show-interactive-dev-session=false \
+      --var UPLOAD_SECRET:edge-test --var "AUTH_CONFIG:$2" >"$work/bad-$1.log" 2>&1 &
     wpid=$!
-    trap 'kill -TERM -- -$wpid 2>/dev/null; sleep 1; kill -KILL -- -$wpid 2>/dev/null' EXIT
     for _ in $(seq 1 120); do
-      code=$(curl -s -o "$work/bad-auth.body" -w '%{http_code}' "http://127.0.0.1:$p/v2/" || true)
+      code=$(curl -s -o "$work/bad-$1.body" -w '%{http_code}' "http://127.0.0.1:$p/v2/" || true)
       [ "$code" != 000 ] && break
       sleep 1
     done
-    [ "$code" = 500 ] && grep -q '"code":"UNKNOWN".*AUTH_CONFIG: auth config: TOML parse error' "$work/bad-auth.body" \
-      || { echo "bad AUTH_CONFIG: got $code $(cat "$work/bad-auth.body")"; exit 1; }
-    echo "  ok: a bad AUTH_CONFIG gets 500 naming it, on every request"
-  ) || failed+=("auth-config")
+    kill -TERM -- "-$wpid" 2>/dev/null; sleep 1; kill -KILL -- "-$wpid" 2>/dev/null
+    if [ "$code" = 500 ] && grep -qF "$3" "$work/bad-$1.body" && grep -q '"code":"UNKNOWN"' "$work/bad-$1.body"; then
+      echo "  ok: AUTH_CONFIG $1 gets 500 saying what to fix"
+    else
+      echo "FAIL: AUTH_CONFIG $1: got $code $(cat "$work/bad-$1.body")"; return 1
+    fi
+  }
+  bad_config toml '[token' 'AUTH_CONFIG: auth config: not JSON; the Worker reads its configs as JSON, as `berth auth export --json --config FILE` prints them' \
+    || failed+=("auth-config")
+  bad_config json '{"token": ' 'AUTH_CONFIG: auth config: EOF while parsing' || failed+=("auth-config")
 fi
 
 if [[ " $steps " == *" gc "* ]]; then

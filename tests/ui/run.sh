@@ -92,15 +92,15 @@ start() {
 # start_worker NAME PORT [--auth-config FILE | --policy-config FILE]: `wrangler dev` (its own session, so its process
 # group holds workerd too) as tests/edge/run.sh starts it, behind tests/clients/plain_front.py on
 # PORT (skopeo tries TLS first; workerd would make it wait 10 s). The auth config goes in as
-# AUTH_CONFIG, inlined by `berth auth export` as tests/edge/launch-auth.sh does; a policy file
-# as POLICY_CONFIG.
+# AUTH_CONFIG, inlined by `berth auth export --json` as tests/edge/launch-auth.sh does; a
+# policy file as POLICY_CONFIG, through the same command (the Worker reads JSON only).
 start_worker() {
   local name=$1 port=$2; shift 2
   local vars=() wport insp
   if [ "${1:-}" = --auth-config ]; then
-    vars+=(--var "AUTH_CONFIG:$("$BERTH_BIN" auth export --config "$2")")
+    vars+=(--var "AUTH_CONFIG:$("$BERTH_BIN" auth export --json --config "$2")")
   elif [ "${1:-}" = --policy-config ]; then
-    vars+=(--var "POLICY_CONFIG:$(cat "$2")")
+    vars+=(--var "POLICY_CONFIG:$("$BERTH_BIN" auth export --json --config "$2")")
   fi
   wport=$(free_port) insp=$(free_port)
   # infra/edge/wrangler-dev.sh: the repository's wrangler.toml, on the bundle built before.

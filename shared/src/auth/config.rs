@@ -38,38 +38,24 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
+    /// A config file as written: TOML. Not on the Worker (wasm32), which reads JSON only
+    /// ([`AuthConfig::parse`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        #[cfg(target_arch = "wasm32")]
-        let parsed = Self::from_toml_table(text);
-        #[cfg(not(target_arch = "wasm32"))]
-        let parsed = toml::from_str(text);
-        parsed.map_err(|e| format!("auth config: {e}"))
+        toml::from_str(text).map_err(|e| format!("auth config: {e}"))
     }
 
-    /// The Worker's way to the same config: the text parsed into a `toml::Table` (syntax errors
-    /// still name line and column), then the config types deserialized from that table. Every
-    /// config type's `Deserialize` is then compiled once against `toml::Value`'s small
-    /// deserializer instead of `toml::from_str`'s span-keeping one: 70 KB less code before
-    /// wasm-opt, 15 KB less gzip (issue 19, BENCHMARKS.md). What is lost: a wrong field's error names its key path (`in token.ttl_secs`)
-    /// but not its line. Native builds keep `toml::from_str`; a unit test holds both to the same
-    /// result.
-    /// `toml::Value` hands a date-time to a field as its text, where `toml::from_str` refuses it
-    /// (no config field is a date-time): refused here too, so both read the same files.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-    fn from_toml_table(text: &str) -> Result<Self, toml::de::Error> {
-        fn has_datetime(value: &toml::Value) -> bool {
-            match value {
-                toml::Value::Datetime(_) => true,
-                toml::Value::Array(items) => items.iter().any(has_datetime),
-                toml::Value::Table(table) => table.values().any(has_datetime),
-                _ => false,
-            }
-        }
-        let table = toml::from_str::<toml::Table>(text)?;
-        if table.values().any(has_datetime) {
-            return Err(serde::de::Error::custom("a TOML date-time is not a valid value in this config"));
-        }
-        Self::deserialize(table)
+    /// The same config as JSON, as `berth auth export --json` prints it.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| format!("auth config: {e}"))
+    }
+
+    /// A config as a serverless runtime is given it (the Worker's `AUTH_CONFIG` and
+    /// `POLICY_CONFIG`, the Lambda function's settings): JSON when it starts with `{`, else
+    /// TOML. The Worker reads JSON only: TOML's parser was 10 % of its bundle (issue 19), and
+    /// `berth auth export --json` writes the JSON from the TOML file.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        crate::config_text::parse(text, "auth config")
     }
 }
 
@@ -258,11 +244,11 @@ mod tests {
         doc.split("```toml\n").skip(1).filter_map(|rest| rest.split("```").next()).collect()
     }
 
-    /// The Worker reads the config through a `toml::Table` (`from_toml_table`), native builds
-    /// with `toml::from_str`: every documented example, and some wrong ones, must come out the
-    /// same both ways (equal configs, or an error from both).
+    /// The Worker reads the JSON that `berth auth export --json` makes of a TOML file (the file's
+    /// table, as JSON), native builds the TOML: every documented example, and some wrong ones,
+    /// must come out the same both ways (equal configs, or an error from both).
     #[test]
-    fn the_workers_table_route_reads_what_from_str_reads() {
+    fn the_json_route_reads_what_the_toml_route_reads() {
         let docs = [
             include_str!("../../../docs/auth.md"),
             include_str!("../../../docs/ci.md"),
@@ -286,26 +272,28 @@ mod tests {
         ]);
         let mut parsed = 0;
         for text in texts {
-            match (toml::from_str::<AuthConfig>(text), AuthConfig::from_toml_table(text)) {
-                (Ok(direct), Ok(table)) => {
-                    assert_eq!(format!("{direct:?}"), format!("{table:?}"), "{text}");
+            let json = crate::config_text::toml_to_json(text);
+            let from_json = json.as_deref().map_err(Clone::clone).and_then(AuthConfig::parse);
+            match (AuthConfig::parse(text), from_json) {
+                (Ok(toml), Ok(json)) => {
+                    assert_eq!(format!("{toml:?}"), format!("{json:?}"), "{text}");
                     parsed += 1;
                 }
                 (Err(_), Err(_)) => {}
-                (direct, table) => panic!("{text}\nfrom_str: {direct:?}\ntable: {table:?}"),
+                (toml, json) => panic!("{text}\ntoml: {toml:?}\njson: {json:?}"),
             }
         }
         assert!(parsed >= 8, "only {parsed} examples parsed");
     }
 
-    /// What the Worker's route says about a wrong field: its key path, if not its line.
+    /// What the JSON route says about a wrong field: what and where.
     #[test]
-    fn the_table_route_names_a_wrong_fields_key() {
-        let error = AuthConfig::from_toml_table("[token]\nttl_secs = \"soon\"\n").unwrap_err().to_string();
-        assert!(error.contains("token.ttl_secs"), "{error}");
-        let error = AuthConfig::from_toml_table("[token]\nnope = 1\n").unwrap_err().to_string();
+    fn the_json_route_names_what_is_wrong() {
+        let error = AuthConfig::parse("{\"token\": {\"ttl_secs\": \"soon\"}}").unwrap_err();
+        assert!(error.contains("auth config: invalid type") && error.contains("line 1"), "{error}");
+        let error = AuthConfig::parse("{\"token\": {\"nope\": 1}}").unwrap_err();
         assert!(error.contains("unknown field `nope`"), "{error}");
-        let error = AuthConfig::from_toml_table("[token\n").unwrap_err().to_string();
-        assert!(error.contains("TOML parse error at line 1"), "{error}");
+        let error = AuthConfig::parse("{\"token\"").unwrap_err();
+        assert!(error.starts_with("auth config: ") && error.contains("line 1"), "{error}");
     }
 }

@@ -90,10 +90,11 @@ impl Auth {
     }
 
     /// For runtimes without a filesystem (the Worker's secret, the Lambda function's setting):
-    /// the whole config as TOML text, signing keys inline. `berth auth export` writes one from
+    /// the whole config as text (JSON, or TOML where the runtime reads it:
+    /// [`AuthConfig::parse`]), signing keys inline. `berth auth export [--json]` writes one from
     /// a config whose keys are in files.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        let config = AuthConfig::from_toml(text)?;
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config = AuthConfig::parse(text)?;
         if let Some(key) = config.token.keys.iter().find(|k| k.private_key.is_none() && k.private_key_file.is_some()) {
             return Err(format!(
                 "auth config: key {:?} names private_key_file, which this runtime cannot read; \

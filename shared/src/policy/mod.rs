@@ -37,14 +37,15 @@ impl Policies {
     /// `BERTH_POLICY_CONFIG`). Any auth table in it is an error: a file meant to turn auth
     /// on must not be read here and leave the registry open.
     pub fn from_policy_file(text: &str) -> Result<Self, String> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| format!("policy config: {e}"))?;
+        let table: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+            crate::config_text::parse(text, "policy config")?;
         if let Some(other) = table.keys().find(|k| *k != "policies" && *k != "webhooks") {
             return Err(format!(
                 "policy config: [{other}] belongs in the auth config; this file may hold only [policies] and [webhooks] \
                  (a registry with token auth reads its policies from its auth config)"
             ));
         }
-        let config = crate::auth::AuthConfig::from_toml(text).map_err(|e| format!("policy {e}"))?;
+        let config = crate::auth::AuthConfig::parse(text).map_err(|e| format!("policy {e}"))?;
         Policies::new(&config.policies).map_err(|e| format!("policy config: {e}"))
     }
 

@@ -114,7 +114,7 @@ impl Webhooks {
         let in_auth = auth.map(|a| &a.webhooks).filter(|w| !w.is_empty());
         let in_file = match policy_file {
             Some(text) => {
-                crate::auth::AuthConfig::from_toml(text).map_err(|e| format!("policy {e}"))?.webhooks
+                crate::auth::AuthConfig::parse(text).map_err(|e| format!("policy {e}"))?.webhooks
             }
             None => WebhookConfig::default(),
         };

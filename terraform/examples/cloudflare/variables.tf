@@ -28,7 +28,7 @@ variable "bucket_name" {
 }
 
 variable "auth_config" {
-  description = "`berth auth export` output (signing keys, users, policy); null leaves the registry open. Set it as TF_VAR_auth_config."
+  description = "`berth auth export --json` output (signing keys, users, policy; the Worker reads JSON only); null leaves the registry open. Set it as TF_VAR_auth_config."
   type        = string
   default     = null
   sensitive   = true

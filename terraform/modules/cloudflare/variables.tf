@@ -146,10 +146,14 @@ variable "presign_expiry_seconds" {
 }
 
 variable "auth_config" {
-  description = "The auth config with its keys inline, as `berth auth export` prints it (docs/auth.md); null leaves the registry open. Pass it as TF_VAR_auth_config and keep the state encrypted: it holds the signing keys."
+  description = "The auth config with its keys inline, as JSON: `berth auth export --json` prints it (docs/auth.md; the Worker reads JSON only). Null leaves the registry open. Pass it as TF_VAR_auth_config and keep the state encrypted: it holds the signing keys."
   type        = string
   default     = null
   sensitive   = true
+  validation {
+    condition     = var.auth_config == null || can(jsondecode(var.auth_config))
+    error_message = "auth_config must be JSON, as `berth auth export --json --config FILE` prints it: the Worker reads no TOML."
+  }
 }
 
 variable "workers_dev" {
@@ -183,9 +187,13 @@ variable "route" {
 }
 
 variable "policy_config" {
-  description = "Tag policies, retention and quotas for a registry without token auth (docs/policies.md): TOML with only [policies] (and [webhooks], docs/webhooks.md). With token auth, put them in the auth config instead. Null: none."
+  description = "Tag policies, retention and quotas for a registry without token auth (docs/policies.md): a file with only [policies] (and [webhooks], docs/webhooks.md) as JSON, from `berth auth export --json --config FILE` or jsonencode({ policies = { ... } }); the Worker reads JSON only. With token auth, put them in the auth config instead. Null: none."
   type        = string
   default     = null
+  validation {
+    condition     = var.policy_config == null || can(jsondecode(var.policy_config))
+    error_message = "policy_config must be JSON (`berth auth export --json --config FILE`, or jsonencode): the Worker reads no TOML."
+  }
 }
 
 variable "public_url" {
