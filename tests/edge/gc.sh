@@ -17,8 +17,8 @@ edge_needs skopeo
 
 work=$(mktemp -d /tmp/berth-edge-gc.XXXXXX)
 trap 'stop_worker_and_clean "$work"' EXIT
-start_worker "$work" --var BERTH_GC_GRACE:0 --var BERTH_GC_SETTLE:0 \
-  --var "POLICY_CONFIG:$(worker_config tests/gc-retention.toml)"
+policy=$(worker_config tests/gc-retention.toml) || exit 1
+start_worker "$work" --var BERTH_GC_GRACE:0 --var BERTH_GC_SETTLE:0 --var "POLICY_CONFIG:$policy"
 start_front "$work/front.log"
 
 python3 tests/edge/gc_test.py "$EDGE_PORT" "$work/wrangler.log" "$work/state" "$EDGE_FRONT"

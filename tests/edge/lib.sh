@@ -19,7 +19,8 @@ edge_needs() { # edge_needs COMMAND...: exits saying which one is missing
 }
 
 # worker_config FILE: an auth or policy config file as the Worker reads it (`berth auth export
-# --json`: keys inlined, JSON; the Worker has no TOML parser).
+# --json`: keys inlined, JSON; the Worker has no TOML parser). In `$(...)`, so the caller exits:
+#   policy=$(worker_config FILE) || exit 1
 worker_config() {
   "${BERTH_BIN:-$root/target/release/berth}" auth export --json --config "$1" \
     || { echo "edge $EDGE_NAME: berth auth export --json --config $1 failed" >&2; exit 1; }

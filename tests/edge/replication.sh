@@ -48,8 +48,9 @@ replication_rules >"$WORK/policies.toml"
 # Pull mode: the Cron Trigger also syncs app/one from Distribution (which step 1 fills by
 # replication) into pulled/ (which no replication rule covers).
 sync_rule '["app/one"]' pulled 1h >>"$WORK/policies.toml"
+policy=$(worker_config "$WORK/policies.toml") || exit 1
 start_worker "$WORK" --var MAX_REQUEST_BODY:400000000 \
-  --var BERTH_REPLICATION_SCHEDULE:1h --var "POLICY_CONFIG:$(worker_config "$WORK/policies.toml")"
+  --var BERTH_REPLICATION_SCHEDULE:1h --var "POLICY_CONFIG:$policy"
 start_front "$WORK/front.log"
 W=127.0.0.1:$EDGE_PORT F=127.0.0.1:$EDGE_FRONT
 say "Worker $W (front $F), destinations $D (distribution, htpasswd) and $T (berth, token auth); work $WORK"

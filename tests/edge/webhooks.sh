@@ -31,7 +31,8 @@ events = [\"push\", \"tag\"]"
 work=$(mktemp -d /tmp/berth-edge-webhooks.XXXXXX)
 trap 'stop_worker_and_clean "$work"' EXIT
 printf '%s\n' "$config" >"$work/policies.toml"
-start_worker "$work" --var "POLICY_CONFIG:$(worker_config "$work/policies.toml")"
+policy=$(worker_config "$work/policies.toml") || exit 1
+start_worker "$work" --var "POLICY_CONFIG:$policy"
 
 timeout 120 python3 - "$EDGE_PORT" "$receiver" "$secret" "$work/wrangler.log" <<'PY'
 import hashlib, hmac, http.server, json, os, re, sys, threading, time, urllib.request, urllib.error

@@ -45,11 +45,6 @@ impl AuthConfig {
         toml::from_str(text).map_err(|e| format!("auth config: {e}"))
     }
 
-    /// The same config as JSON, as `berth auth export --json` prints it.
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        serde_json::from_str(text).map_err(|e| format!("auth config: {e}"))
-    }
-
     /// A config as a serverless runtime is given it (the Worker's `AUTH_CONFIG` and
     /// `POLICY_CONFIG`, the Lambda function's settings): JSON when it starts with `{`, else
     /// TOML. The Worker reads JSON only: TOML's parser was 10 % of its bundle (issue 19), and
