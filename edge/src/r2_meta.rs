@@ -15,6 +15,10 @@ use worker::{Bucket, Conditional};
 const PREFIX: &str = "meta/";
 /// R2 returns at most 1000 keys per list call.
 const R2_LIST_MAX: usize = 1000;
+/// Records up to this size are also kept in their object's custom metadata (R2 allows 2 KiB of
+/// it per object); blob links are under 100 bytes.
+const SMALL_RECORD: usize = 1024;
+const SMALL_RECORD_FIELD: &str = "berth-record";
 
 pub struct R2Meta {
     bucket: Bucket,
@@ -55,6 +59,14 @@ impl MetaStore for R2Meta {
         };
         crate::calls::note("r2.put");
         let mut put = self.bucket.put(&full, value.to_vec());
+        // A small record also goes into the object's custom metadata, where `get_small` reads it
+        // with a HEAD instead of a GET and a body read. Same object, same write: it cannot
+        // disagree with the body, and the version (the etag, the body's MD5) is unchanged.
+        if value.len() <= SMALL_RECORD {
+            if let Ok(text) = std::str::from_utf8(&value) {
+                put = put.custom_metadata([(SMALL_RECORD_FIELD.to_owned(), text.to_owned())]);
+            }
+        }
         if let Some(only_if) = only_if {
             put = put.only_if(only_if);
         }
@@ -64,6 +76,18 @@ impl MetaStore for R2Meta {
                 version: object.etag(),
             }),
             None => Ok(PutOutcome::Conflict),
+        }
+    }
+
+    async fn get_small(&self, key: &str) -> StorageResult<Option<Versioned>> {
+        let full = format!("{PREFIX}{key}");
+        crate::calls::note("r2.head");
+        match raw::head_small(&self.bucket, &full).await {
+            Ok(raw::Small::Absent) => Ok(None),
+            Ok(raw::Small::Found(found)) => Ok(Some(found)),
+            // Written before records carried their value in metadata, or too big for it.
+            Ok(raw::Small::NotInMetadata) => self.get(key).await,
+            Err(e) => Err(StorageError::new(format!("R2 head {full}: {}", raw::message(&e)))),
         }
     }
 
@@ -154,6 +178,43 @@ mod raw {
         let buffer = JsFuture::from(object.array_buffer()?).await?;
         let value = js_sys::Uint8Array::new(&buffer).to_vec();
         Ok(Some(Versioned { value: Bytes::from(value), version }))
+    }
+
+    #[wasm_bindgen]
+    extern "C" {
+        #[wasm_bindgen(method, catch, js_name = head)]
+        fn head_key(this: &R2BucketRaw, key: &str) -> Result<js_sys::Promise, JsValue>;
+
+        type R2ObjectRaw;
+        #[wasm_bindgen(method, getter)]
+        fn etag(this: &R2ObjectRaw) -> String;
+        #[wasm_bindgen(method, getter, js_name = customMetadata)]
+        fn custom_metadata(this: &R2ObjectRaw) -> JsValue;
+    }
+
+    pub enum Small {
+        Absent,
+        Found(Versioned),
+        NotInMetadata,
+    }
+
+    /// `bucket.head(key)`: the record from the object's custom metadata (see `put`), no body.
+    pub async fn head_small(bucket: &Bucket, key: &str) -> Result<Small, JsValue> {
+        let bucket: &R2BucketRaw = AsRef::<JsValue>::as_ref(bucket).unchecked_ref();
+        let object = JsFuture::from(bucket.head_key(key)?).await?;
+        if object.is_null() || object.is_undefined() {
+            return Ok(Small::Absent);
+        }
+        let object: R2ObjectRaw = object.unchecked_into();
+        let metadata = object.custom_metadata();
+        if metadata.is_null() || metadata.is_undefined() {
+            return Ok(Small::NotInMetadata);
+        }
+        let value = js_sys::Reflect::get(&metadata, &JsValue::from_str(super::SMALL_RECORD_FIELD))?;
+        Ok(match value.as_string() {
+            Some(text) => Small::Found(Versioned { value: Bytes::from(text), version: object.etag() }),
+            None => Small::NotInMetadata,
+        })
     }
 
     /// A JS error as text for a `StorageError`.

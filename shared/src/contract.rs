@@ -276,6 +276,17 @@ pub async fn meta_store_contract<M: MetaStore>(store: &M) -> Result<(), String> 
     let v4 = written("put Absent after delete", ok("put", store.put(k, Bytes::from_static(b"four"), Precondition::Absent).await)?)?;
     check!(![&v1, &v2, &v3].contains(&&v4), "a re-created key repeated an earlier version ({v4})");
 
+    // get_small: what get answers, for a small record and a big one, after a rewrite and a delete.
+    let small = "contract/small";
+    let big = Bytes::from("b".repeat(4096));
+    for value in [Bytes::from_static(b"{\"size\":1}"), Bytes::from_static(b"{\"size\":2}"), big.clone()] {
+        let version = written("put", ok("put", store.put(small, value.clone(), Precondition::None).await)?)?;
+        let got = ok("get_small", store.get_small(small).await)?.ok_or("get_small after put is None")?;
+        check!(got.value == value && got.version == version, "get_small does not return the value and version put");
+    }
+    ok("delete", store.delete(small).await)?;
+    check!(ok("get_small", store.get_small(small).await)?.is_none(), "get_small after delete is not None");
+
     // Listing: byte order, prefix, after, limit.
     for key in ["contract/b", "contract/a", "contract/B", "contract/b/x", "contract/c", "contract@", "contractz"] {
         ok("put", store.put(key, Bytes::from_static(b"{}"), Precondition::None).await)?;

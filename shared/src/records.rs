@@ -185,10 +185,12 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
         let Some(found) = self.meta.get(key).await? else {
             return Ok(None);
         };
-        let record = serde_json::from_slice(&found.value).map_err(|e| {
-            crate::StorageError::new(format!("corrupt metadata record {key}: {e}"))
-        })?;
-        Ok(Some((record, found.version)))
+        Ok(Some((Self::decode(key, &found.value)?, found.version)))
+    }
+
+    pub(crate) fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
+        serde_json::from_slice(value)
+            .map_err(|e| crate::StorageError::new(format!("corrupt metadata record {key}: {e}")).into())
     }
 
     pub(crate) fn encode<T: Serialize>(key: &str, record: &T) -> Result<Bytes> {
@@ -217,8 +219,11 @@ impl<B: BlobStore, M: MetaStore> Registry<B, M> {
     }
 
     pub(crate) async fn blob_link(&self, name: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let key = blob_key(name, digest);
+        let Some(found) = self.meta.get_small(&key).await? else { return Ok(None) };
+        let link: BlobLink = Self::decode(&key, &found.value)?;
         // A dead link (garbage collection removed it) is no link.
-        Ok(self.get_record::<BlobLink>(&blob_key(name, digest)).await?.filter(|l| !l.dead).map(|l| l.size))
+        Ok(Some(link).filter(|l| !l.dead).map(|l| l.size))
     }
 
     pub(crate) async fn ensure_repo(&self, name: &RepoName) -> Result<()> {

@@ -263,6 +263,12 @@ pub fn precondition_holds(cond: &Precondition, current: Option<&str>) -> bool {
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
 pub trait MetaStore: MaybeSendSync + 'static {
     async fn get(&self, key: &str) -> StorageResult<Option<Versioned>>;
+    /// [`MetaStore::get`] of a record the caller knows is small (a blob link, read by every
+    /// blob HEAD and GET): the same answer, which a store may find more cheaply (R2: in the
+    /// object's custom metadata, by a HEAD that reads no body).
+    async fn get_small(&self, key: &str) -> StorageResult<Option<Versioned>> {
+        self.get(key).await
+    }
     async fn put(&self, key: &str, value: Bytes, cond: Precondition) -> StorageResult<PutOutcome>;
     /// Removes a key; absent keys are not an error.
     async fn delete(&self, key: &str) -> StorageResult<()>;
