@@ -1,7 +1,7 @@
 //! The configs the serverless runtimes are given as text (the Worker's `AUTH_CONFIG` and
 //! `POLICY_CONFIG`, the Lambda function's auth config and `BERTH_POLICY_CONFIG`): JSON, as
 //! `berth auth export --json` prints it, or TOML, as the files are written. The Worker is built
-//! without a TOML parser (issue 19: `toml` was 10 % of its request bundle) and reads JSON only;
+//! without a TOML parser (issue 19: `toml` and its parts were 11 % of the request Worker's code, 48.6 KB of its gzip) and reads JSON only;
 //! every other runtime reads both.
 
 use serde::de::DeserializeOwned;

@@ -47,7 +47,7 @@ impl AuthConfig {
 
     /// A config as a serverless runtime is given it (the Worker's `AUTH_CONFIG` and
     /// `POLICY_CONFIG`, the Lambda function's settings): JSON when it starts with `{`, else
-    /// TOML. The Worker reads JSON only: TOML's parser was 10 % of its bundle (issue 19), and
+    /// TOML. The Worker reads JSON only: TOML's parser was 48.6 KB of its gzip bundle (issue 19), and
     /// `berth auth export --json` writes the JSON from the TOML file.
     pub fn parse(text: &str) -> Result<Self, String> {
         crate::config_text::parse(text, "auth config")
