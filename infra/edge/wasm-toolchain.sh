@@ -25,7 +25,11 @@ if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown;
   exit 0
 fi
 
-if ! [ -x /usr/bin/rustc ] || ! [ -d /usr/lib/rustlib/src/rust/library ] || ! [ -x /usr/bin/rust-lld ]; then
+# The wasm linker rustc calls is `rust-lld`. Older rustc-web packages installed it as
+# /usr/bin/rust-lld; 1.96.0+dfsg1-1~deb12u2 does not, so it is then lld-22's multi-call `lld`
+# (rustc passes `-flavor wasm`), linked into the private bin directory below.
+lld() { ls /usr/bin/rust-lld /usr/lib/llvm-22/bin/lld 2>/dev/null | head -1; }
+if ! [ -x /usr/bin/rustc ] || ! [ -d /usr/lib/rustlib/src/rust/library ] || [ -z "$(lld)" ]; then
   log "apt-get install rustc-web rust-web-src cargo-web lld-22"
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=900 update -qq
@@ -81,5 +85,8 @@ if [ "$(cat "$bin/rustc" 2>/dev/null)" != "$wrapper" ]; then
   printf '%s\n' "$wrapper" >"$bin/rustc.new" && chmod +x "$bin/rustc.new" && mv -f "$bin/rustc.new" "$bin/rustc"
 fi
 [ -L "$bin/cargo" ] || ln -sf /usr/bin/cargo "$bin/cargo"
+if ! [ -x /usr/bin/rust-lld ] && [ "$(readlink "$bin/rust-lld" 2>/dev/null)" != "$(lld)" ]; then
+  ln -sfn "$(lld)" "$bin/rust-lld"
+fi
 [ "$(cat "$bin/panic-strategy" 2>/dev/null)" = immediate-abort ] || echo immediate-abort >"$bin/panic-strategy"
 echo "$bin"
