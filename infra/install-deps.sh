@@ -8,12 +8,14 @@
 #
 #   apt:   skopeo umoci podman (+ conmon, crun/runc, containers-common for rootful vfs)
 #          docker.io (dockerd + docker CLI) containerd jq curl openssl
+#          docker-registry (Distribution: the mirror and replication tests' peer, the clients'
+#          `distribution` comparison, and the reference registry of the benchmarks)
 #   PyPI:  oras (oras-py, used by tests/clients/oras_test.py)
 #   apt:   python3-venv when python3 cannot make virtualenvs (terraform/tests/run.sh puts
 #          python-hcl2 and checkov in their own)
 # With --bench, also what only the benchmarks use (the test command skips it: building oha
 # alone takes minutes on a fresh machine):
-#   apt:   docker-registry (the reference registry) wrk hyperfine
+#   apt:   wrk hyperfine
 #   cargo: oha (load generator), only when `oha` is not on PATH or in ~/.cargo/bin
 #
 # Packages whose maintainer scripts would start a system service (docker.io, containerd,
@@ -56,8 +58,10 @@ need_pkg docker.io dockerd
 # docker.io brings /usr/bin/docker otherwise.
 have_cmd docker || { have_pkg docker.io || apt_missing+=(docker.io); }
 need_pkg containerd containerd   # docker.io depends on it; listed so it is checked on its own
+# The tests start Distribution themselves (tests/lib/common.sh start_distribution): a fresh
+# machine without it failed the pull-through cache step.
+need_pkg docker-registry docker-registry
 if [ "$bench" = 1 ]; then
-  need_pkg docker-registry docker-registry
   need_pkg wrk wrk
   need_pkg hyperfine hyperfine
 fi
