@@ -30,6 +30,22 @@ impl R2Meta {
     }
 }
 
+impl R2Meta {
+    /// A small record written before records carried a copy in their metadata (before
+    /// de9f6cc) is rewritten once, when `get_small` first has to fall back to reading its body,
+    /// so later reads of it are a HEAD again. The same bytes go back only while the object
+    /// still has the version just read (`onlyIf` etag): a record changed or deleted in between
+    /// (a push, GC) is left as the other writer left it. The etag is the body's MD5, so it does
+    /// not change, and a conditional write or delete computed from the old read (GC's) still
+    /// holds. Best effort: a conflict or an error leaves the record as it was, still readable.
+    async fn copy_into_metadata(&self, key: &str, record: &Versioned) {
+        if record.value.len() > SMALL_RECORD || std::str::from_utf8(&record.value).is_err() {
+            return;
+        }
+        let _ = self.put(key, record.value.clone(), Precondition::Version(record.version.clone())).await;
+    }
+}
+
 pub(crate) fn r2_error(what: &str, key: &str, err: worker::Error) -> StorageError {
     StorageError::new(format!("R2 {what} {key}: {err}"))
 }
@@ -86,7 +102,13 @@ impl MetaStore for R2Meta {
             Ok(raw::Small::Absent) => Ok(None),
             Ok(raw::Small::Found(found)) => Ok(Some(found)),
             // Written before records carried their value in metadata, or too big for it.
-            Ok(raw::Small::NotInMetadata) => self.get(key).await,
+            Ok(raw::Small::NotInMetadata) => {
+                let found = self.get(key).await?;
+                if let Some(record) = &found {
+                    self.copy_into_metadata(key, record).await;
+                }
+                Ok(found)
+            }
             Err(e) => Err(StorageError::new(format!("R2 head {full}: {}", raw::message(&e)))),
         }
     }
