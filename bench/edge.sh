@@ -25,7 +25,16 @@ OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 work=$(mktemp -d /tmp/berth-edge-bench.XXXXXX)
 
 # The request Worker of a split deployment (edge/build-serve): what answers the requests measured.
-bundle=$(bash infra/edge-build.sh 2>/dev/null | grep '^edge serve bundle')
+# EDGE_BENCH_BUNDLE=DIR runs another build of it instead, e.g. one with function names for TOP
+# (`BERTH_WASM_NAMES=1 bash infra/edge/worker-build.sh serve`, copied aside), and
+# EDGE_BENCH_WRANGLER_ARGS adds wrangler dev options (`--no-minify`: the JS glue's names in TOP).
+if [ -n "${EDGE_BENCH_BUNDLE:-}" ]; then
+  bundle_dir=$(realpath "$EDGE_BENCH_BUNDLE")
+  bundle="$bundle_dir: gzip $(( $(gzip -9c "$bundle_dir/index.js" | wc -c) + $(gzip -9c "$bundle_dir/index_bg.wasm" | wc -c) )) bytes"
+else
+  bundle_dir=edge/build-serve
+  bundle=$(bash infra/edge-build.sh 2>/dev/null | grep '^edge serve bundle')
+fi
 # EDGE_BENCH_AUTH=1: the same with token auth on (AUTH_CONFIG made by the admin commands); every
 # request carries a bearer token, and the CPU of password logins is measured too.
 auth_vars=() token=""
@@ -37,9 +46,9 @@ if [ "${EDGE_BENCH_AUTH:-0}" = 1 ]; then
   printf '\n[[access]]\nrepositories = ["bench/**"]\nprincipals = ["user:bench"]\nactions = ["pull", "push"]\n' >>"$work/auth.toml"
   auth_vars=(--var "AUTH_CONFIG:$("$berth" auth export --json --config "$work/auth.toml")")
 fi
-setsid bash infra/edge/wrangler-dev.sh --bundle edge/build-serve --ip 127.0.0.1 --port "$port" --inspector-port "$inspector" \
+setsid bash infra/edge/wrangler-dev.sh --bundle "$bundle_dir" --ip 127.0.0.1 --port "$port" --inspector-port "$inspector" \
   --persist-to "$work/state" --show-interactive-dev-session=false --log-level warn \
-  --var "UPLOAD_SECRET:bench-$RANDOM$RANDOM" --var MAX_REQUEST_BODY:400000000 "${auth_vars[@]}" >"$work/wrangler.log" 2>&1 &
+  --var "UPLOAD_SECRET:bench-$RANDOM$RANDOM" --var MAX_REQUEST_BODY:400000000 "${auth_vars[@]}" ${EDGE_BENCH_WRANGLER_ARGS:-} >"$work/wrangler.log" 2>&1 &
 pid=$!
 # `|| true`: under set -e a failed kill (wrangler already gone) would end the trap before the rm.
 trap 'kill -TERM -- -$pid 2>/dev/null || true; sleep 2; kill -KILL -- -$pid 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -88,7 +97,8 @@ print(f"| manifest GET by tag, requests/s (oha -z {duration} -c {conns}) | {s['r
 print(f"| manifest GET p50 / p99 | {p['p50']*1000:.2f} ms / {p['p99']*1000:.2f} ms |")
 print(f"| status codes | {codes} |")
 print(f"| Worker CPU per manifest GET (isolate profiler, {cpu['manifest_gets']} GETs) | {cpu['cpu_ms_per_manifest_get']} ms (+ {cpu['program_ms_per_manifest_get']} ms V8 \"(program)\") |")
-print(f"| Worker CPU per MiB of upload ({cpu['upload_mib']} MiB streamed PATCH + PUT) | {cpu['cpu_ms_per_upload_mib']} ms (+ {cpu['program_ms_per_upload_mib']} ms V8 \"(program)\") |")
+if "cpu_ms_per_upload_mib" in cpu:
+    print(f"| Worker CPU per MiB of upload ({cpu['upload_mib']} MiB streamed PATCH + PUT) | {cpu['cpu_ms_per_upload_mib']} ms (+ {cpu['program_ms_per_upload_mib']} ms V8 \"(program)\") |")
 if "token_gets" in cpu:
     print(f"| Worker CPU per token GET with a password (Argon2id; {cpu['token_gets']} GETs) | {cpu['cpu_ms_per_password_token_get']} ms (+ {cpu['program_ms_per_password_token_get']} ms V8 \"(program)\") |")
 print(f"| bundle (the request Worker, edge/build-serve) | {bundle.split(': ', 1)[-1]} |")

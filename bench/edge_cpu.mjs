@@ -5,7 +5,9 @@
 // function) is reported separately. Local R2/KV run in other workers and are not counted.
 //
 //   node bench/edge_cpu.mjs INSPECTOR_PORT URL REPO [TAG]
-// REPO must hold TAG (default `v1`; bench/edge.sh pushes it). Prints JSON. AUTH_USER/AUTH_PASSWORD:
+// REPO must hold TAG (default `v1`; bench/edge.sh pushes it). Prints JSON. GET_PATH: GET this
+// path instead of the manifest (bench/edge-peers.sh measures the hello Worker's `/` with it, the
+// floor of this instrument: what any Worker answering a GET costs here); UPLOAD_MIB=0: no upload. AUTH_USER/AUTH_PASSWORD:
 // see below (bench/edge.sh with EDGE_BENCH_AUTH=1). AUTH_HEADER: a fixed Authorization header
 // value sent on every request instead (e.g. `Basic ...` for cloudflare/serverless-registry, which
 // bench/edge-peers.sh measures with this same script). Any registry works: the upload Location
@@ -76,14 +78,15 @@ if (user) {
   headers = { authorization: `Bearer ${(await r.json()).token}` };
 }
 
+const getUrl = `${url}${process.env.GET_PATH || `/v2/${repo}/manifests/${tag}`}`;
 // Warm up (first requests compile the wasm).
-for (let i = 0; i < 20; i++) await (await fetch(`${url}/v2/${repo}/manifests/${tag}`, { headers: { accept, ...headers } })).arrayBuffer();
+for (let i = 0; i < 20; i++) await (await fetch(getUrl, { headers: { accept, ...headers } })).arrayBuffer();
 
 const get = await profiled(async () => {
   for (let i = 0; i < manifestGets; i++) {
-    const r = await fetch(`${url}/v2/${repo}/manifests/${tag}`, { headers: { accept, ...headers } });
+    const r = await fetch(getUrl, { headers: { accept, ...headers } });
     await r.arrayBuffer();
-    if (r.status !== 200) throw new Error(`manifest GET: ${r.status}`);
+    if (r.status !== 200) throw new Error(`GET ${getUrl}: ${r.status}`);
   }
 });
 
@@ -92,7 +95,7 @@ const chunk = randomBytes(1024 * 1024);
 const hash = createHash("sha256");
 for (let i = 0; i < uploadMiB; i++) hash.update(chunk);
 const digest = "sha256:" + hash.digest("hex");
-const up = await profiled(async () => {
+const up = uploadMiB === 0 ? { busy: 0, program: 0 } : await profiled(async () => {
   const start = await fetch(`${url}/v2/${repo}/blobs/uploads/`, { method: "POST", headers });
   if (start.status !== 202) throw new Error(`POST: ${start.status} ${await start.text()}`);
   const location = start.headers.get("location");
@@ -120,8 +123,10 @@ console.log(JSON.stringify({
   cpu_ms_per_manifest_get: r(get.busy / manifestGets),
   program_ms_per_manifest_get: r(get.program / manifestGets),
   upload_mib: uploadMiB,
-  cpu_ms_per_upload_mib: r(up.busy / uploadMiB),
-  program_ms_per_upload_mib: r(up.program / uploadMiB),
+  ...(uploadMiB > 0 ? {
+    cpu_ms_per_upload_mib: r(up.busy / uploadMiB),
+    program_ms_per_upload_mib: r(up.program / uploadMiB),
+  } : {}),
   ...(logins ? {
     token_gets: tokenGets,
     cpu_ms_per_password_token_get: r(logins.busy / tokenGets),

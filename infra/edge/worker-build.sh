@@ -11,6 +11,10 @@
 #   bash infra/edge/worker-build.sh contract     # with the `contract` feature (the storage contract
 #                                                # route), into edge/build-contract, for
 #                                                # tests/edge/wrangler-contract.toml
+#   BERTH_WASM_NAMES=1 bash infra/edge/worker-build.sh serve
+#       keeps the functions' names in the wasm, so that a CPU profile (bench/edge_cpu.mjs with
+#       TOP=N) names Rust functions instead of wasm-function[N]; never for a deployment (the
+#       names are about a fifth of the bundle). A later build without it rebuilds.
 # serve and maintenance are the two Workers of a split deployment on one bucket
 # (terraform/modules/cloudflare; edge/Cargo.toml's features say why).
 set -euo pipefail
@@ -58,8 +62,9 @@ fi
 # wrangler runs this on every `dev` and `deploy`: skip the rebuild (wasm-opt alone takes ~15 s)
 # when no source changed since the last one.
 out=edge/$out_dir/index_bg.wasm
-if [ -f "$out" ] && [ -f "edge/$out_dir/index.js" ] && [ -z "$(find edge/src shared/src edge/Cargo.toml \
-    edge/Cargo.lock shared/Cargo.toml Cargo.toml -newer "$out" -print -quit)" ]; then
+names=${BERTH_WASM_NAMES:-0}
+if [ -f "$out" ] && [ -f "edge/$out_dir/index.js" ] && [ "$(cat "edge/$out_dir/.names" 2>/dev/null || echo 0)" = "$names" ] \
+    && [ -z "$(find edge/src shared/src edge/Cargo.toml edge/Cargo.lock shared/Cargo.toml Cargo.toml -newer "$out" -print -quit)" ]; then
   echo "edge/$out_dir is up to date"
   exit 0
 fi
@@ -76,5 +81,7 @@ wasm="$out_dir/index_bg.wasm"
 features=()
 for f in mutable-globals sign-ext nontrapping-float-to-int bulk-memory multivalue reference-types \
     exception-handling; do features+=("--enable-$f"); done # worker-build's own list
-"$WASM_OPT_BIN" "$wasm" -o "$wasm.opt" -O --strip-debug "${features[@]}"
+if [ "$names" = 1 ]; then keep=--debuginfo; else keep=--strip-debug; fi
+"$WASM_OPT_BIN" "$wasm" -o "$wasm.opt" -O "$keep" "${features[@]}"
 mv -f "$wasm.opt" "$wasm"
+echo "$names" >"$out_dir/.names" # read by the up-to-date check above
