@@ -47,7 +47,7 @@ async fn run(env: &Env) -> worker::Result<Response> {
     if let Err(e) = meta_store_contract(&meta).await {
         failures.push(format!("meta_store_contract (R2Meta): {e}"));
     }
-    if let Err(e) = legacy_records_gain_their_copy(&bucket).await {
+    if let Err(e) = legacy_records_gain_their_copy(&bucket, &meta).await {
         failures.push(format!("R2Meta::get_small on a record without its metadata copy: {e}"));
     }
     if failures.is_empty() {
@@ -60,14 +60,14 @@ async fn run(env: &Env) -> worker::Result<Response> {
 /// R2 only: a small record written without the copy in its custom metadata (as before de9f6cc)
 /// reads back whole through `get_small`, which rewrites it once with the copy and the same etag;
 /// a record too big for metadata is read and left alone.
-async fn legacy_records_gain_their_copy(bucket: &worker::Bucket) -> Result<(), String> {
+async fn legacy_records_gain_their_copy(bucket: &worker::Bucket, meta: &R2Meta) -> Result<(), String> {
+    use crate::r2_meta::{PREFIX, SMALL_RECORD, SMALL_RECORD_FIELD};
     use berth_core::MetaStore;
-    let meta = R2Meta::new(bucket.clone());
     for (key, value) in [
         ("contract-legacy/small", b"{\"link\":1}".to_vec()),
         ("contract-legacy/big", vec![b'x'; 4096]),
     ] {
-        let full = format!("meta/{key}");
+        let full = format!("{PREFIX}{key}");
         let written = bucket.put(&full, value.clone()).execute().await.map_err(|e| format!("put {full}: {e}"))?;
         let etag = written.ok_or(format!("put {full}: no object"))?.etag();
         let got = meta.get_small(key).await.map_err(|e| e.to_string())?.ok_or(format!("{key}: get_small found nothing"))?;
@@ -75,8 +75,8 @@ async fn legacy_records_gain_their_copy(bucket: &worker::Bucket) -> Result<(), S
             return Err(format!("{key}: get_small did not return the value and etag written"));
         }
         let after = bucket.head(&full).await.map_err(|e| format!("head {full}: {e}"))?.ok_or(format!("{key}: gone"))?;
-        let copy = after.custom_metadata().map_err(|e| format!("{key}: metadata: {e}"))?.get("berth-record").cloned();
-        let expected = (value.len() <= 1024).then(|| String::from_utf8_lossy(&value).into_owned());
+        let copy = after.custom_metadata().map_err(|e| format!("{key}: metadata: {e}"))?.get(SMALL_RECORD_FIELD).cloned();
+        let expected = (value.len() <= SMALL_RECORD).then(|| String::from_utf8_lossy(&value).into_owned());
         if copy != expected {
             return Err(format!("{key}: metadata copy after get_small is {copy:?}, expected {expected:?}"));
         }

@@ -12,13 +12,18 @@ use bytes::Bytes;
 use worker::{Bucket, Conditional};
 
 /// Keeps metadata apart from blob content in the same bucket.
-const PREFIX: &str = "meta/";
+pub(crate) const PREFIX: &str = "meta/";
 /// R2 returns at most 1000 keys per list call.
 const R2_LIST_MAX: usize = 1000;
 /// Records up to this size are also kept in their object's custom metadata (R2 allows 2 KiB of
 /// it per object); blob links are under 100 bytes.
-const SMALL_RECORD: usize = 1024;
-const SMALL_RECORD_FIELD: &str = "berth-record";
+pub(crate) const SMALL_RECORD: usize = 1024;
+pub(crate) const SMALL_RECORD_FIELD: &str = "berth-record";
+
+/// The text a record's custom metadata copy holds, if it gets one: small records that are text.
+fn metadata_copy(value: &[u8]) -> Option<&str> {
+    (value.len() <= SMALL_RECORD).then(|| std::str::from_utf8(value).ok()).flatten()
+}
 
 pub struct R2Meta {
     bucket: Bucket,
@@ -39,7 +44,7 @@ impl R2Meta {
     /// not change, and a conditional write or delete computed from the old read (GC's) still
     /// holds. Best effort: a conflict or an error leaves the record as it was, still readable.
     async fn copy_into_metadata(&self, key: &str, record: &Versioned) {
-        if record.value.len() > SMALL_RECORD || std::str::from_utf8(&record.value).is_err() {
+        if metadata_copy(&record.value).is_none() {
             return;
         }
         let _ = self.put(key, record.value.clone(), Precondition::Version(record.version.clone())).await;
@@ -78,10 +83,8 @@ impl MetaStore for R2Meta {
         // A small record also goes into the object's custom metadata, where `get_small` reads it
         // with a HEAD instead of a GET and a body read. Same object, same write: it cannot
         // disagree with the body, and the version (the etag, the body's MD5) is unchanged.
-        if value.len() <= SMALL_RECORD {
-            if let Ok(text) = std::str::from_utf8(&value) {
-                put = put.custom_metadata([(SMALL_RECORD_FIELD.to_owned(), text.to_owned())]);
-            }
+        if let Some(text) = metadata_copy(&value) {
+            put = put.custom_metadata([(SMALL_RECORD_FIELD.to_owned(), text.to_owned())]);
         }
         if let Some(only_if) = only_if {
             put = put.only_if(only_if);
